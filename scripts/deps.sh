@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install the Debian packages that the build, the tests and the demo need.
+# Does nothing when they are all present already.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake pkg-config
+  libmodbus-dev libuv1-dev libsqlite3-dev libyaml-dev libpaho-mqtt-dev
+  libcjson-dev libssl-dev libcmocka-dev
+  # tests and demo
+  mosquitto mosquitto-clients mbpoll sqlite3 jq
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+echo "deps: installing ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

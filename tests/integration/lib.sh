@@ -1,0 +1,114 @@
+# Shared helpers for integration tests: real processes, temporary folders,
+# free loopback ports, readiness waits, and cleanup of exactly what the test
+# started (by PID).
+#
+# Environment (set by CTest): IC_BIN (intake-collector, intake-sim),
+# IC_TEST_BIN (ic-freeport), IC_SOURCE_DIR.
+
+set -euo pipefail
+
+: "${IC_SOURCE_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+: "${IC_BIN:=$IC_SOURCE_DIR/build/bin}"
+: "${IC_TEST_BIN:=$IC_SOURCE_DIR/build/tests}"
+
+TEST_NAME=$(basename "${0%.sh}")
+T=$(mktemp -d "/tmp/ic-${TEST_NAME}.XXXXXX")
+IC_PIDS=()
+IC_FAILS=0
+IC_PASSES=0
+
+ic_cleanup() {
+  local rc=$?
+  local pid
+  for pid in "${IC_PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+  for pid in "${IC_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "$rc" -ne 0 ] || [ "$IC_FAILS" -ne 0 ]; then
+    echo "--- logs kept in $T" >&2
+    for f in "$T"/*.log; do
+      [ -f "$f" ] || continue
+      echo "--- $f (last 40 lines)" >&2
+      tail -n 40 "$f" >&2
+    done
+  else
+    rm -rf "$T"
+  fi
+}
+trap ic_cleanup EXIT
+
+# free_ports N: print N free loopback TCP ports on one line.
+free_ports() { "$IC_TEST_BIN/ic-freeport" "$1" | tr '\n' ' '; echo; }
+
+# start NAME CMD...: run CMD in the background, stdout to $T/NAME.out and
+# stderr to $T/NAME.log; the PID lands in IC_PIDS and in NAME_PID.
+start() {
+  local name=$1
+  shift
+  "$@" >"$T/$name.out" 2>"$T/$name.log" &
+  local pid=$!
+  IC_PIDS+=("$pid")
+  printf -v "${name//-/_}_PID" '%s' "$pid"
+}
+
+# wait_for FILE PATTERN TIMEOUT_S [PID]: wait until FILE has a line matching
+# PATTERN (grep -E). Fails early when PID exits first.
+wait_for() {
+  local file=$1 pattern=$2 timeout=$3 pid=${4:-}
+  local deadline=$((SECONDS + timeout))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    if [ -f "$file" ] && grep -Eq -- "$pattern" "$file"; then return 0; fi
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      echo "process $pid exited while waiting for /$pattern/ in $file" >&2
+      return 1
+    fi
+    sleep 0.05
+  done
+  echo "timed out after ${timeout}s waiting for /$pattern/ in $file" >&2
+  return 1
+}
+
+# stop_pid PID: SIGTERM and wait; the exit status lands in STOP_RC and the
+# milliseconds it took in STOP_MS. (Not for $(...): a subshell cannot wait.)
+stop_pid() {
+  local pid=$1 t0
+  STOP_RC=0
+  t0=$(now_ms)
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" || STOP_RC=$?
+  STOP_MS=$(($(now_ms) - t0))
+}
+
+# now_ms: wall-clock milliseconds.
+now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+
+ok() {
+  IC_PASSES=$((IC_PASSES + 1))
+  echo "ok - $*"
+}
+not_ok() {
+  IC_FAILS=$((IC_FAILS + 1))
+  echo "not ok - $*"
+}
+
+# check DESCRIPTION CMD...: run CMD, record a pass or a failure.
+check() {
+  local desc=$1
+  shift
+  if "$@"; then ok "$desc"; else not_ok "$desc"; fi
+}
+
+# expect_eq DESCRIPTION EXPECTED ACTUAL
+expect_eq() {
+  if [ "$2" == "$3" ]; then ok "$1"; else not_ok "$1: expected [$2], got [$3]"; fi
+}
+
+# finish: print the summary and exit non-zero on any failure.
+finish() {
+  echo "$IC_PASSES passed, $IC_FAILS failed"
+  [ "$IC_FAILS" -eq 0 ]
+}
