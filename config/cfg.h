@@ -1,0 +1,167 @@
+/* cfg: the site configuration.
+ *
+ * One YAML file describes a site: its id, the MQTT broker, storage, the buses
+ * (serial lines and TCP endpoints) and the meters on them, the online-rate
+ * thresholds, and for intake-sim each meter's simulated behaviour. cfg_load
+ * parses and validates it completely; every error names FILE:LINE:COL and
+ * says what was expected. Relative paths are resolved against the folder of
+ * the config file. See docs/configuration.md for every key.
+ */
+#ifndef IC_CFG_H
+#define IC_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "profile.h"
+
+#define CFG_ID_MAX 64
+#define CFG_NAME_MAX 256
+#define CFG_PATH_MAX 4096
+#define CFG_HOST_MAX 256
+#define CFG_ERR_MAX 1024
+#define CFG_FIXED_MAX 16
+
+typedef enum {
+  CFG_TRANSPORT_RTU = 0,
+  CFG_TRANSPORT_TCP,
+  CFG_TRANSPORT_RTU_OVER_TCP,
+} cfg_transport;
+
+const char *cfg_transport_name(cfg_transport t);
+
+typedef enum {
+  SIM_FAULT_NONE = 0,
+  SIM_FAULT_OFFLINE,   /* never answers */
+  SIM_FAULT_FLAKY,     /* drops sim.flaky_ratio of requests */
+  SIM_FAULT_SLOW,      /* answers after sim.slow_delay */
+  SIM_FAULT_CRC,       /* corrupts the CRC of sim.crc_ratio of answers */
+  SIM_FAULT_EXCEPTION, /* answers with sim.exception_code */
+  SIM_FAULT_GARBAGE,   /* answers with noise bytes */
+  SIM_FAULT_RESET,     /* the totalizer jumps back to zero, once */
+  SIM_FAULT_COUNT_
+} sim_fault;
+
+const char *sim_fault_name(sim_fault f);
+/* -1 when NAME is not a fault mode. */
+int sim_fault_parse(const char *name, sim_fault *out);
+
+typedef struct {
+  char id[CFG_ID_MAX];
+  int line, col; /* where the bus was declared */
+  cfg_transport transport;
+  /* rtu */
+  char device[CFG_PATH_MAX];
+  int baud;      /* default 9600 */
+  char parity;   /* 'N', 'E' or 'O'; default 'N' */
+  int data_bits; /* 7 or 8; default 8 */
+  int stop_bits; /* 1 or 2; default 1 */
+  /* tcp, rtu-over-tcp */
+  char host[CFG_HOST_MAX];
+  int port;
+  /* all */
+  int64_t timeout_ms;    /* response timeout; default 1s */
+  int64_t turnaround_ms; /* extra silence between frames; default 0 */
+  int max_gap;           /* planner hole filling; -1: the profile's */
+  int max_registers;     /* per request, 1..125; 0: the profile's */
+  bool sim_wire_time;    /* intake-sim: emulate the baud rate's wire time */
+} cfg_bus;
+
+typedef struct {
+  char field[PROF_NAME_MAX];
+  double value;
+} cfg_fixed;
+
+/* intake-sim's view of a meter ("sim:" under a meter). */
+typedef struct {
+  double mean_flow_m3h;    /* default 100 */
+  double pipe_diameter_m;  /* for velocity; default 0.5 */
+  double initial_total_m3; /* totalizer at start; default 0 */
+  double noise;            /* relative noise on flow; default 0.02 */
+  uint64_t seed;           /* default: derived from the meter id */
+  sim_fault fault;
+  double flaky_ratio;      /* default 0.5 */
+  double crc_ratio;        /* default 1.0 */
+  int64_t slow_delay_ms;   /* default 2s */
+  int exception_code;      /* default 4 (server device failure) */
+  size_t nfixed;
+  cfg_fixed fixed[CFG_FIXED_MAX]; /* pinned field values, by field name */
+} cfg_sim;
+
+typedef struct {
+  char id[CFG_ID_MAX];
+  char name[CFG_NAME_MAX];
+  int line, col;
+  size_t bus;          /* index into cfg.buses */
+  int unit;            /* 1..247 */
+  char profile_ref[CFG_PATH_MAX]; /* as written */
+  const mb_profile *profile;      /* owned by the cfg */
+  int64_t interval_ms; /* default 1m */
+  cfg_sim sim;
+} cfg_meter;
+
+typedef struct {
+  char path[CFG_PATH_MAX]; /* the file as given */
+  char dir[CFG_PATH_MAX];  /* its folder, for relative paths */
+
+  struct {
+    char id[CFG_ID_MAX];
+    char name[CFG_NAME_MAX];
+    char timezone[64]; /* default Asia/Shanghai */
+  } site;
+
+  struct {
+    char url[512];               /* mqtt://host:port or mqtts://host:port */
+    char client_id[CFG_ID_MAX * 2]; /* default "<site>-gw" */
+    char topic_prefix[CFG_ID_MAX];  /* default "water" */
+    int version;                 /* 5 (default) or 4 for 3.1.1 */
+    char username[CFG_NAME_MAX];
+    char password_file[CFG_PATH_MAX]; /* secret read at connect time */
+    char password_env[CFG_NAME_MAX];  /* or an environment variable */
+    int64_t keepalive_ms;        /* default 30s */
+    char ca_file[CFG_PATH_MAX];
+    char cert_file[CFG_PATH_MAX];
+    char key_file[CFG_PATH_MAX];
+  } mqtt;
+
+  struct {
+    char path[CFG_PATH_MAX]; /* SQLite database */
+  } storage;
+
+  struct {
+    double baseline;          /* default 0.9468 */
+    int offline_after;        /* consecutive failed polls; default 3 */
+    int min_readings;         /* per window; default 1 */
+    double min_completeness;  /* per window; default 0 */
+    int64_t backoff_max_ms;   /* retry cap for offline meters; default 5m */
+  } online;
+
+  struct {
+    char control[CFG_PATH_MAX]; /* intake-sim control socket; "" none */
+  } sim;
+
+  size_t nbuses;
+  cfg_bus *buses;
+  size_t nmeters;
+  cfg_meter *meters;
+
+  size_t nprofiles;
+  mb_profile **profiles; /* loaded once each, shared by meters */
+} cfg;
+
+/* Load and validate FILE. PROFILE_DIR overrides the built-in profile folder
+ * (NULL for the compiled-in one). Returns 0 and *out, or -1 with
+ * "FILE:LINE:COL: message" in err. */
+int cfg_load(const char *path, const char *profile_dir, cfg **out, char *err,
+             size_t errlen);
+
+void cfg_free(cfg *c);
+
+/* The bus of meter M. */
+const cfg_bus *cfg_meter_bus(const cfg *c, const cfg_meter *m);
+
+/* Index of the meter with id ID, or -1. */
+int cfg_meter_index(const cfg *c, const char *id);
+
+#endif
