@@ -1,0 +1,267 @@
+/* transport: the public face of the bus transports and their dispatch.
+ *
+ * Arguments are checked here once, so the backends can trust them; the
+ * silence a bus needs between exchanges (3.5 characters on a serial line, the
+ * configured turnaround everywhere) is kept here too, so every backend honours
+ * it the same way.
+ */
+#include "transport.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mb_proto.h"
+#include "transport_impl.h"
+
+/* Bounds that keep arithmetic on them safe and catch unit mistakes (a
+ * timeout given in seconds where milliseconds were meant reads as 1 ms). */
+#define TR_TIMEOUT_MAX_MS 3600000
+#define TR_TURNAROUND_MAX_MS 60000
+
+const char *tr_code_name(int code) {
+  switch (code) {
+  case TR_OK: return "ok";
+  case TR_ETIMEOUT: return "timeout";
+  case TR_ECRC: return "crc";
+  case TR_EEXCEPTION: return "exception";
+  case TR_ECONNREFUSED: return "connection_refused";
+  case TR_ECONNRESET: return "connection_reset";
+  case TR_EMALFORMED: return "malformed";
+  case TR_EIO: return "io";
+  case TR_EDECODE: return "decode";
+  default: return "unknown";
+  }
+}
+
+const char *tr_exception_name(int exc) {
+  switch (exc) {
+  case 0x01: return "illegal function";
+  case 0x02: return "illegal data address";
+  case 0x03: return "illegal data value";
+  case 0x04: return "server device failure";
+  case 0x05: return "acknowledge";
+  case 0x06: return "server device busy";
+  case 0x07: return "negative acknowledge";
+  case 0x08: return "memory parity error";
+  case 0x0A: return "gateway path unavailable";
+  case 0x0B: return "gateway target device failed to respond";
+  default: return "unknown exception";
+  }
+}
+
+int tr_fail(tr_error *e, int code, const char *fmt, ...) {
+  if (!e) return code;
+  e->code = code;
+  e->exception = 0;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->detail, sizeof e->detail, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+int tr_fail_exception(tr_error *e, int exc) {
+  tr_fail(e, TR_EEXCEPTION, "exception 0x%02X (%s)", (unsigned)(exc & 0xFF),
+          tr_exception_name(exc));
+  if (e) e->exception = exc;
+  return TR_EEXCEPTION;
+}
+
+const char *tr_strerror(int err, char *buf, size_t len) {
+  /* _GNU_SOURCE is on for the whole build: this is the GNU strerror_r,
+   * which may return a static string instead of filling BUF. */
+  const char *s = strerror_r(err, buf, len);
+  return s ? s : "unknown error";
+}
+
+uint64_t tr_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_until_ns(uint64_t when) {
+  struct timespec ts = {.tv_sec = (time_t)(when / 1000000000u),
+                        .tv_nsec = (long)(when % 1000000000u)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+  }
+}
+
+/* Is S a non-empty string that ends within its CAP bytes? A config filled
+ * by hand need not be terminated. */
+static bool str_set(const char *s, size_t cap) {
+  size_t n = strnlen(s, cap);
+  return n > 0 && n < cap;
+}
+
+static int check_bus(const cfg_bus *b, char *err, size_t errlen) {
+  const char *id = str_set(b->id, sizeof b->id) ? b->id : "?";
+  if (b->timeout_ms < 1 || b->timeout_ms > TR_TIMEOUT_MAX_MS) {
+    snprintf(err, errlen, "bus %s: timeout %lld ms outside 1..%d ms", id,
+             (long long)b->timeout_ms, TR_TIMEOUT_MAX_MS);
+    return -1;
+  }
+  if (b->turnaround_ms < 0 || b->turnaround_ms > TR_TURNAROUND_MAX_MS) {
+    snprintf(err, errlen, "bus %s: turnaround %lld ms outside 0..%d ms", id,
+             (long long)b->turnaround_ms, TR_TURNAROUND_MAX_MS);
+    return -1;
+  }
+  switch (b->transport) {
+  case CFG_TRANSPORT_RTU:
+    if (!str_set(b->device, sizeof b->device)) {
+      snprintf(err, errlen, "bus %s: no serial device", id);
+      return -1;
+    }
+    if (b->baud <= 0) {
+      snprintf(err, errlen, "bus %s: baud rate %d is not positive", id,
+               b->baud);
+      return -1;
+    }
+    if (b->parity != 'N' && b->parity != 'E' && b->parity != 'O') {
+      snprintf(err, errlen, "bus %s: parity must be N, E or O", id);
+      return -1;
+    }
+    if (b->data_bits < 5 || b->data_bits > 8) {
+      snprintf(err, errlen, "bus %s: data bits %d outside 5..8", id,
+               b->data_bits);
+      return -1;
+    }
+    if (b->stop_bits != 1 && b->stop_bits != 2) {
+      snprintf(err, errlen, "bus %s: stop bits must be 1 or 2", id);
+      return -1;
+    }
+    return 0;
+  case CFG_TRANSPORT_TCP:
+  case CFG_TRANSPORT_RTU_OVER_TCP:
+    if (!str_set(b->host, sizeof b->host)) {
+      snprintf(err, errlen, "bus %s: no host", id);
+      return -1;
+    }
+    if (b->port < 1 || b->port > 65535) {
+      snprintf(err, errlen, "bus %s: port %d outside 1..65535", id, b->port);
+      return -1;
+    }
+    return 0;
+  }
+  snprintf(err, errlen, "bus %s: unknown transport %d", id, (int)b->transport);
+  return -1;
+}
+
+transport *transport_new(const cfg_bus *bus, char *err, size_t errlen) {
+  char dummy[1];
+  if (!err || errlen == 0) {
+    err = dummy;
+    errlen = sizeof dummy;
+  }
+  err[0] = '\0';
+  if (!bus) {
+    snprintf(err, errlen, "no bus");
+    return NULL;
+  }
+  if (check_bus(bus, err, errlen) != 0) return NULL;
+
+  transport *t = calloc(1, sizeof *t);
+  if (!t) {
+    snprintf(err, errlen, "bus %s: out of memory", bus->id);
+    return NULL;
+  }
+  t->bus = *bus;
+  /* The copy is ours now: make sure every string in it ends. */
+  t->bus.id[sizeof t->bus.id - 1] = '\0';
+  t->bus.device[sizeof t->bus.device - 1] = '\0';
+  t->bus.host[sizeof t->bus.host - 1] = '\0';
+
+  uint64_t gap_ns = (uint64_t)t->bus.turnaround_ms * 1000000u;
+  int rc;
+  if (t->bus.transport == CFG_TRANSPORT_RTU) {
+    snprintf(t->where, sizeof t->where, "%s", t->bus.device);
+    int bits = mb_rtu_char_bits(t->bus.data_bits, t->bus.parity != 'N',
+                                t->bus.stop_bits);
+    gap_ns += mb_rtu_silence_us(t->bus.baud, bits) * 1000u;
+    rc = tr_modbus_create(t, err, errlen);
+  } else {
+    /* An IPv6 literal needs brackets to be read back with its port. */
+    if (strchr(t->bus.host, ':'))
+      snprintf(t->where, sizeof t->where, "[%s]:%d", t->bus.host, t->bus.port);
+    else
+      snprintf(t->where, sizeof t->where, "%s:%d", t->bus.host, t->bus.port);
+    if (t->bus.transport == CFG_TRANSPORT_TCP)
+      rc = tr_modbus_create(t, err, errlen);
+    else
+      rc = tr_rot_create(t, err, errlen);
+  }
+  if (rc != 0) {
+    free(t);
+    return NULL;
+  }
+  t->gap_ns = gap_ns;
+  return t;
+}
+
+int transport_open(transport *t, tr_error *e) {
+  tr_error local;
+  if (!e) e = &local;
+  memset(e, 0, sizeof *e);
+  if (!t) return tr_fail(e, TR_EIO, "no transport");
+  if (t->is_open) return TR_OK;
+  int rc = t->ops->open(t, e);
+  if (rc == TR_OK) memset(e, 0, sizeof *e);
+  return rc;
+}
+
+int transport_read(transport *t, int unit, mb_table table, uint16_t address,
+                   uint16_t count, uint16_t *out, tr_error *e) {
+  tr_error local;
+  if (!e) e = &local;
+  memset(e, 0, sizeof *e);
+  if (!t || !out) return tr_fail(e, TR_EIO, "no transport or no buffer");
+
+  /* Unit 255 is what Modbus TCP devices without a serial side expect; on a
+   * serial line (or one carried over TCP) 248..255 are reserved. */
+  bool tcp = t->bus.transport == CFG_TRANSPORT_TCP;
+  if (unit < 1 || (unit > 247 && !(tcp && unit == 255)))
+    return tr_fail(e, TR_EIO, "unit %d outside 1..247", unit);
+  uint8_t fc;
+  if (table == MB_TABLE_HOLDING)
+    fc = MB_FC_READ_HOLDING;
+  else if (table == MB_TABLE_INPUT)
+    fc = MB_FC_READ_INPUT;
+  else
+    return tr_fail(e, TR_EIO, "unknown register table %d", (int)table);
+  if (count < 1 || count > MB_READ_MAX)
+    return tr_fail(e, TR_EIO, "register count %u outside 1..%d",
+                   (unsigned)count, MB_READ_MAX);
+  if ((uint32_t)address + count > 0x10000u)
+    return tr_fail(e, TR_EIO, "registers %u..%u run past 65535",
+                   (unsigned)address, (unsigned)address + count - 1);
+
+  if (!t->is_open) {
+    int rc = t->ops->open(t, e);
+    if (rc != TR_OK) return rc;
+  }
+  /* The previous exchange's silence is not part of this one's timeout. */
+  if (t->ready_ns > tr_now_ns()) sleep_until_ns(t->ready_ns);
+  int rc = t->ops->read(t, (uint8_t)unit, fc, address, count, out, e);
+  t->ready_ns = tr_now_ns() + t->gap_ns;
+  if (rc == TR_OK) memset(e, 0, sizeof *e);
+  return rc;
+}
+
+int transport_is_open(const transport *t) { return t && t->is_open; }
+
+void transport_close(transport *t) {
+  if (!t) return;
+  t->ops->close(t);
+  t->is_open = 0;
+}
+
+void transport_free(transport *t) {
+  if (!t) return;
+  transport_close(t);
+  t->ops->destroy(t);
+  free(t);
+}

@@ -1,0 +1,66 @@
+/* transport: one bus's way of carrying Modbus requests.
+ *
+ * One interface over three kinds: `rtu` (a serial line, libmodbus), `tcp`
+ * (Modbus TCP, libmodbus) and `rtu-over-tcp` (RTU frames with CRC over a TCP
+ * socket, as serial device servers and 4G DTUs carry them; our own framer on
+ * the protocol core, since libmodbus cannot do it). A transport is owned by
+ * one thread, the bus worker: none of this is thread-safe, by design, as a
+ * line carries one frame at a time. Calls block for at most the bus timeout.
+ * A libuv-native backend can replace any of them behind the same interface.
+ */
+#ifndef IC_TRANSPORT_H
+#define IC_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "profile.h"
+
+/* Failure kinds, as reported to operators. */
+typedef enum {
+  TR_OK = 0,
+  TR_ETIMEOUT = -1,     /* no (complete) answer within the bus timeout */
+  TR_ECRC = -2,         /* RTU CRC mismatch */
+  TR_EEXCEPTION = -3,   /* the meter answered with a Modbus exception */
+  TR_ECONNREFUSED = -4, /* the endpoint refused the connection */
+  TR_ECONNRESET = -5,   /* the connection broke (reset, closed, pipe) */
+  TR_EMALFORMED = -6,   /* an answer that is not a valid reply to the request */
+  TR_EIO = -7,          /* another system error (open, termios, resolve) */
+  TR_EDECODE = -8,      /* answered, but values are unusable (NaN, bad unit) */
+} tr_code;
+
+typedef struct {
+  int code;          /* tr_code */
+  int exception;     /* TR_EEXCEPTION: the exception code */
+  char detail[160];  /* human-readable detail */
+} tr_error;
+
+/* Short stable name of a failure kind: "timeout", "crc", "exception",
+ * "connection_refused", "connection_reset", "malformed", "io", "decode". */
+const char *tr_code_name(int code);
+
+typedef struct transport transport;
+
+/* Create (not connect) a transport for BUS. NULL with err on a bad bus. */
+transport *transport_new(const cfg_bus *bus, char *err, size_t errlen);
+
+/* Open the line or connect. 0 or a tr_code with e filled. */
+int transport_open(transport *t, tr_error *e);
+
+/* Read COUNT (1..125) registers of TABLE at ADDRESS from UNIT into OUT.
+ * Opens the transport first when needed. On a timeout the line is flushed so a
+ * late answer is not taken for the next request; on a broken connection the
+ * transport is closed and reopened by the next call. */
+int transport_read(transport *t, int unit, mb_table table, uint16_t address,
+                   uint16_t count, uint16_t *out, tr_error *e);
+
+/* Is it open? */
+int transport_is_open(const transport *t);
+
+void transport_close(transport *t);
+
+/* Close and free; NULL is a no-op. */
+void transport_free(transport *t);
+
+#endif

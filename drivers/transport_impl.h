@@ -1,0 +1,63 @@
+/* transport_impl: what the transport backends share (internal).
+ *
+ * transport.c owns the public functions: it validates arguments, keeps the
+ * silence between exchanges and dispatches through the vtable below. Each
+ * backend (transport_modbus.c for rtu and tcp, transport_rot.c for
+ * rtu-over-tcp) fills the vtable and keeps its state behind `impl`. A
+ * libuv-native backend would plug in the same way.
+ */
+#ifndef IC_TRANSPORT_IMPL_H
+#define IC_TRANSPORT_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "transport.h"
+
+typedef struct transport_ops {
+  /* Open the line or connect; on success set t->is_open. */
+  int (*open)(transport *t, tr_error *e);
+  /* One exchange: read COUNT registers with FC from UNIT. Called only when
+   * open, with arguments already validated. On a broken connection the
+   * backend closes itself (t->is_open = 0). */
+  int (*read)(transport *t, uint8_t unit, uint8_t fc, uint16_t addr,
+              uint16_t count, uint16_t *out, tr_error *e);
+  /* Close; harmless when closed. */
+  void (*close)(transport *t);
+  /* Free the backend's state (after close). */
+  void (*destroy)(transport *t);
+} transport_ops;
+
+struct transport {
+  const transport_ops *ops;
+  void *impl;
+  cfg_bus bus;        /* a copy: the caller's config may go first */
+  char where[CFG_PATH_MAX + 8]; /* "host:port" or the device, for messages */
+  int is_open;
+  uint64_t gap_ns;    /* silence to keep before sending a request */
+  uint64_t ready_ns;  /* CLOCK_MONOTONIC time the next request may go */
+};
+
+/* Backend constructors: set t->ops and t->impl. 0, or -1 with err. */
+int tr_modbus_create(transport *t, char *err, size_t errlen);
+int tr_rot_create(transport *t, char *err, size_t errlen);
+
+/* Fill E with CODE and a formatted detail; returns CODE. E may be NULL. */
+int tr_fail(tr_error *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Fill E for a Modbus exception (code and "exception 0x02 (illegal data
+ * address)"); returns TR_EEXCEPTION. */
+int tr_fail_exception(tr_error *e, int exc);
+
+/* A short name of an exception code ("illegal data address"). */
+const char *tr_exception_name(int exc);
+
+/* strerror into BUF, thread-safe. */
+const char *tr_strerror(int err, char *buf, size_t len);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t tr_now_ns(void);
+
+#endif

@@ -1,0 +1,237 @@
+/* transport_modbus: the `rtu` and `tcp` transports, on libmodbus.
+ *
+ * One modbus_t per transport, used only by the bus worker that owns it
+ * (libmodbus contexts are not thread-safe). libmodbus reports failures in
+ * errno, with its own codes above MODBUS_ENOBASE; they are translated into
+ * tr_code right after each call, before anything else can touch errno.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+
+#include <modbus.h>
+
+#include "transport_impl.h"
+
+typedef struct {
+  modbus_t *ctx;
+  /* After a timeout or a garbled answer the rest of that answer may still be
+   * on its way; it is flushed before the next request so it is not taken for
+   * that request's answer. */
+  bool need_flush;
+} mbx;
+
+static mbx *impl_of(transport *t) { return (mbx *)t->impl; }
+
+static bool is_tcp(const transport *t) {
+  return t->bus.transport == CFG_TRANSPORT_TCP;
+}
+
+static void mbx_close(transport *t) {
+  mbx *m = impl_of(t);
+  if (m->ctx && t->is_open) modbus_close(m->ctx);
+  t->is_open = 0;
+  m->need_flush = false;
+}
+
+static void mbx_destroy(transport *t) {
+  mbx *m = impl_of(t);
+  if (!m) return;
+  if (m->ctx) modbus_free(m->ctx);
+  free(m);
+  t->impl = NULL;
+}
+
+/* libmodbus's own text for its codes, strerror_r for the system's. */
+static const char *err_text(int err, char *buf, size_t len) {
+  if (err >= MODBUS_ENOBASE) return modbus_strerror(err);
+  return tr_strerror(err, buf, len);
+}
+
+static int mbx_open(transport *t, tr_error *e) {
+  mbx *m = impl_of(t);
+  char eb[128];
+  if (is_tcp(t)) {
+    /* libmodbus reports a name that does not resolve as "connection
+     * refused"; resolving first tells the operator what is really wrong. */
+    char port[8];
+    snprintf(port, sizeof port, "%d", t->bus.port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai = NULL;
+    int grc = getaddrinfo(t->bus.host, port, &hints, &ai);
+    if (grc != 0)
+      return tr_fail(e, TR_EIO, "resolve %s: %s", t->bus.host,
+                     grc == EAI_SYSTEM ? tr_strerror(errno, eb, sizeof eb)
+                                       : gai_strerror(grc));
+    freeaddrinfo(ai);
+  }
+  if (modbus_connect(m->ctx) != 0) {
+    int err = errno;
+    /* libmodbus may leave a half-made descriptor behind. */
+    modbus_close(m->ctx);
+    if (is_tcp(t)) {
+      if (err == ECONNREFUSED)
+        return tr_fail(e, TR_ECONNREFUSED, "connect %s: %s", t->where,
+                       err_text(err, eb, sizeof eb));
+      if (err == ETIMEDOUT)
+        return tr_fail(e, TR_ETIMEOUT, "connect %s: no answer within %lld ms",
+                       t->where, (long long)t->bus.timeout_ms);
+      return tr_fail(e, TR_EIO, "connect %s: %s", t->where,
+                     err_text(err, eb, sizeof eb));
+    }
+    return tr_fail(e, TR_EIO, "open %s: %s", t->where,
+                   err_text(err, eb, sizeof eb));
+  }
+  /* libmodbus waits with select(): a descriptor past FD_SETSIZE would abort
+   * the process inside FD_SET. Refuse it here, where it is only an error. */
+  int fd = modbus_get_socket(m->ctx);
+  if (fd >= FD_SETSIZE) {
+    modbus_close(m->ctx);
+    return tr_fail(e, TR_EIO,
+                   "%s: descriptor %d is beyond what libmodbus can wait on",
+                   t->where, fd);
+  }
+  if (!is_tcp(t)) {
+    /* Let the kernel drive the RS-485 transceiver where the UART can. On a
+     * USB adapter that switches by itself, or a pseudo-terminal, the ioctl
+     * fails, which is harmless there. */
+    (void)modbus_rtu_set_serial_mode(m->ctx, MODBUS_RTU_RS485);
+  }
+  t->is_open = 1;
+  m->need_flush = false;
+  return TR_OK;
+}
+
+/* Translate errno after a failed read, at the call site. */
+static int mbx_fail(transport *t, int err, uint8_t unit, tr_error *e) {
+  mbx *m = impl_of(t);
+  char eb[128];
+  if (err == ETIMEDOUT) {
+    m->need_flush = true;
+    return tr_fail(e, TR_ETIMEOUT, "no answer from unit %u within %lld ms",
+                   (unsigned)unit, (long long)t->bus.timeout_ms);
+  }
+  if (err == EMBBADCRC) {
+    m->need_flush = true;
+    return tr_fail(e, TR_ECRC, "bad CRC in the answer from unit %u",
+                   (unsigned)unit);
+  }
+  if (err >= EMBXILFUN && err <= EMBXGTAR)
+    return tr_fail_exception(e, err - MODBUS_ENOBASE);
+  if (err == EMBBADDATA || err == EMBBADSLAVE || err == EMBMDATA ||
+      err == EMBBADEXC || err == EMBUNKEXC) {
+    m->need_flush = true;
+    return tr_fail(e, TR_EMALFORMED, "invalid answer from unit %u: %s",
+                   (unsigned)unit, modbus_strerror(err));
+  }
+  if (err == ECONNREFUSED) {
+    mbx_close(t);
+    return tr_fail(e, TR_ECONNREFUSED, "connect %s: %s", t->where,
+                   err_text(err, eb, sizeof eb));
+  }
+  if (err == ECONNRESET || err == EPIPE || err == ENOTCONN) {
+    mbx_close(t);
+    return tr_fail(e, TR_ECONNRESET, "connection to %s lost: %s", t->where,
+                   err_text(err, eb, sizeof eb));
+  }
+  /* Anything else leaves the line in an unknown state (a USB adapter
+   * unplugged, a socket error): start afresh on the next read. */
+  mbx_close(t);
+  return tr_fail(e, TR_EIO, "%s: %s", t->where, err_text(err, eb, sizeof eb));
+}
+
+static int mbx_read(transport *t, uint8_t unit, uint8_t fc, uint16_t addr,
+                    uint16_t count, uint16_t *out, tr_error *e) {
+  mbx *m = impl_of(t);
+  if (m->need_flush) {
+    (void)modbus_flush(m->ctx);
+    m->need_flush = false;
+  }
+  if (modbus_set_slave(m->ctx, unit) != 0)
+    return tr_fail(e, TR_EIO, "unit %u refused by libmodbus", (unsigned)unit);
+  errno = 0;
+  int rc = fc == 0x04 ? modbus_read_input_registers(m->ctx, addr, count, out)
+                      : modbus_read_registers(m->ctx, addr, count, out);
+  if (rc < 0) return mbx_fail(t, errno, unit, e);
+  if (rc != count) {
+    m->need_flush = true;
+    return tr_fail(e, TR_EMALFORMED, "unit %u answered %d registers, not %u",
+                   (unsigned)unit, rc, (unsigned)count);
+  }
+  return TR_OK;
+}
+
+static const transport_ops mbx_ops = {
+    .open = mbx_open,
+    .read = mbx_read,
+    .close = mbx_close,
+    .destroy = mbx_destroy,
+};
+
+static void set_timeout(modbus_t *ctx, int64_t ms,
+                        int (*set)(modbus_t *, uint32_t, uint32_t)) {
+  set(ctx, (uint32_t)(ms / 1000), (uint32_t)(ms % 1000) * 1000u);
+}
+
+int tr_modbus_create(transport *t, char *err, size_t errlen) {
+  char eb[128];
+  mbx *m = calloc(1, sizeof *m);
+  if (!m) {
+    snprintf(err, errlen, "bus %s: out of memory", t->bus.id);
+    return -1;
+  }
+  if (is_tcp(t)) {
+    char port[8];
+    snprintf(port, sizeof port, "%d", t->bus.port);
+    /* The _pi variant resolves names and speaks IPv6; the plain one takes
+     * only an IPv4 literal. */
+    m->ctx = modbus_new_tcp_pi(t->bus.host, port);
+  } else {
+    m->ctx = modbus_new_rtu(t->bus.device, t->bus.baud, t->bus.parity,
+                            t->bus.data_bits, t->bus.stop_bits);
+  }
+  if (!m->ctx) {
+    snprintf(err, errlen, "bus %s: libmodbus: %s", t->bus.id,
+             err_text(errno, eb, sizeof eb));
+    goto fail_ctx;
+  }
+  if (modbus_set_error_recovery(m->ctx, MODBUS_ERROR_RECOVERY_NONE) != 0) {
+    snprintf(err, errlen, "bus %s: libmodbus refused the recovery mode",
+             t->bus.id);
+    goto fail_opts;
+  }
+  /* libmodbus's 0.5 s default is too short over 4G: the bus says. */
+  set_timeout(m->ctx, t->bus.timeout_ms, modbus_set_response_timeout);
+  if (is_tcp(t)) {
+    /* Zero disables the byte timeout, so the response timeout bounds the
+     * whole answer: a segment held up on a mobile link is waited for, but no
+     * longer than the bus timeout. */
+    modbus_set_byte_timeout(m->ctx, 0, 0);
+  } else {
+    /* Between the bytes of one frame: a USB adapter delivers in chunks up
+     * to its latency timer (16 ms by default), slow lines need a few
+     * character times; never longer than the whole answer may take. */
+    int bits = 1 + t->bus.data_bits + (t->bus.parity != 'N') +
+               t->bus.stop_bits;
+    int64_t char_ms = ((int64_t)bits * 1000 + t->bus.baud - 1) / t->bus.baud;
+    int64_t ms = 50;
+    if (10 * char_ms > ms) ms = 10 * char_ms;
+    if (ms > t->bus.timeout_ms) ms = t->bus.timeout_ms;
+    set_timeout(m->ctx, ms, modbus_set_byte_timeout);
+  }
+  t->ops = &mbx_ops;
+  t->impl = m;
+  return 0;
+
+fail_opts:
+  modbus_free(m->ctx);
+fail_ctx:
+  free(m);
+  return -1;
+}
