@@ -1,0 +1,136 @@
+/* profile: a meter model's register map, as data.
+ *
+ * A profile is a YAML file (drivers/profiles/NAME.yaml for the built-ins, or
+ * any path a site names) listing the fields a meter exposes: where each lives
+ * (register table, 0-based PDU address), how it is encoded (type, word order,
+ * scale, offset, bit mask), its unit, and its role, which tells intake-sim what
+ * physics to put there and the collector which field is the flow or the
+ * totalizer. A field may be the sum of several parts, which is how the
+ * integer + fraction totalizer pair and the "high part in 10^8 m3 + low part"
+ * counters are described. A field may name a unit register whose code selects
+ * a multiplier, so values come out in the profile's unit (m3/h, m3) whatever
+ * the meter is set to display.
+ *
+ * File format: see docs/profiles.md.
+ */
+#ifndef IC_PROFILE_H
+#define IC_PROFILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mb_decode.h"
+
+typedef enum { MB_TABLE_HOLDING = 0, MB_TABLE_INPUT = 1 } mb_table;
+
+/* What a field means. intake-sim fills each role with its physics; the
+ * collector uses flow and total for quality checks and volumes. */
+typedef enum {
+  PROF_ROLE_NONE = 0, /* anything else; intake-sim writes 0 or sim.fixed */
+  PROF_ROLE_FLOW,     /* instantaneous flow */
+  PROF_ROLE_VELOCITY, /* flow velocity */
+  PROF_ROLE_TOTAL,    /* forward (positive) totalizer */
+  PROF_ROLE_NET_TOTAL,/* net totalizer (forward minus reverse) */
+  PROF_ROLE_LEVEL,    /* water level */
+  PROF_ROLE_STATUS,   /* alarm / error bits: 0 when healthy */
+  PROF_ROLE_SIGNAL,   /* signal quality */
+} prof_role;
+
+#define PROF_NAME_MAX 48
+#define PROF_UNIT_MAX 16
+#define PROF_MAX_PARTS 4
+#define PROF_MAX_CODES 16
+
+typedef struct {
+  mb_table table;
+  uint16_t address; /* 0-based PDU address */
+  mb_type type;
+  mb_word_order order;
+  double scale; /* this part contributes raw * scale */
+} prof_part;
+
+typedef struct {
+  uint16_t code;
+  double multiplier; /* value in the field's unit = raw * multiplier */
+} prof_unit_code;
+
+typedef struct {
+  char name[PROF_NAME_MAX]; /* published key, with its unit: "flow_m3h" */
+  char unit[PROF_UNIT_MAX]; /* "m3/h", "m3/s", "m3", "m/s", "m", "" */
+  prof_role role;
+  size_t nparts;            /* 1 for a plain field */
+  prof_part parts[PROF_MAX_PARTS];
+  uint16_t mask;            /* applied to a u16/i16 raw value; 0xFFFF default */
+  uint8_t shift;            /* right shift after the mask */
+  double scale;             /* value = sum(parts) * scale + offset */
+  double offset;
+  bool has_range;           /* values outside [min, max] are suspect */
+  double min, max;
+  double rollover;          /* a totalizer wraps to 0 here; 0 when unknown */
+  bool has_unit_reg;        /* a unit register selects a multiplier */
+  prof_part unit_reg;       /* u16 at (table, address) */
+  size_t ncodes;
+  prof_unit_code codes[PROF_MAX_CODES];
+} prof_field;
+
+typedef struct mb_profile {
+  char name[64];
+  char description[256];
+  char path[4096];  /* the file it was loaded from */
+  uint16_t max_gap; /* planner: fill holes of at most this many registers */
+  uint16_t max_registers; /* planner: at most this many per request (<= 125) */
+  size_t nfields;
+  prof_field *fields;
+} mb_profile;
+
+/* Load a profile. REF is a built-in name ([A-Za-z0-9_-]+, looked up in
+ * PROFILE_DIR, or the compiled-in directory when it is NULL) or a path to a
+ * YAML file (anything containing '/' or ending in .yaml/.yml), relative paths
+ * resolved against BASE_DIR. On failure returns NULL with a positioned error
+ * ("FILE:LINE:COL: message") in err. */
+mb_profile *profile_load(const char *ref, const char *base_dir,
+                         const char *profile_dir, char *err, size_t errlen);
+
+/* Parse a profile from memory (NAME is used in messages). */
+mb_profile *profile_load_string(const char *name, const char *text, size_t len,
+                                char *err, size_t errlen);
+
+void profile_free(mb_profile *p);
+
+/* The compiled-in directory of built-in profiles. */
+const char *profile_builtin_dir(void);
+
+/* Index of the field named NAME, or -1. */
+int profile_field_index(const mb_profile *p, const char *name);
+
+/* The first field with ROLE, or -1. */
+int profile_role_index(const mb_profile *p, prof_role role);
+
+const char *profile_role_name(prof_role r);
+
+/* Multiplier for a unit code of field F, or NAN for an unknown code. */
+double profile_unit_multiplier(const prof_field *f, uint16_t code);
+
+/* Decode field F from a lookup of register words. WORDS(table, address)
+ * returns a pointer to the words starting at that address (as many as the
+ * part needs) or NULL when they were not read. Returns 0 and the value, or -1
+ * with a reason in err (a register not read, an unknown unit code, a NaN or
+ * infinite value). */
+typedef const uint16_t *(*prof_words_fn)(void *ctx, mb_table table,
+                                         uint16_t address, uint16_t nwords);
+int profile_decode_field(const prof_field *f, prof_words_fn words, void *ctx,
+                         double *out, char *err, size_t errlen);
+
+/* Encode value V of field F into registers, the inverse of decoding (for
+ * intake-sim and tests). PUT(table, address, words, n) stores words.
+ * Multi-part fields are split from the most significant part down: integer
+ * parts take the whole units, the last part the remainder. A field with a unit
+ * register is written in the code whose multiplier is 1 (or UNIT_CODE when it
+ * is >= 0) and the code is stored too. */
+typedef void (*prof_put_fn)(void *ctx, mb_table table, uint16_t address,
+                            const uint16_t *words, uint16_t nwords);
+int profile_encode_field(const prof_field *f, double v, int unit_code,
+                         prof_put_fn put, void *ctx);
+
+#endif
