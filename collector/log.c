@@ -1,0 +1,53 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile log_level g_level = LOG_INFO;
+static volatile int g_timestamps = 0;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void log_set_level(log_level lvl) { g_level = lvl; }
+log_level log_get_level(void) { return g_level; }
+void log_set_timestamps(int on) { g_timestamps = on; }
+
+int log_level_parse(const char *s, log_level *out) {
+  for (int i = 0; i <= LOG_DEBUG; i++) {
+    if (strcmp(s, level_names[i]) == 0) {
+      *out = (log_level)i;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+void log_msg(log_level lvl, const char *fmt, ...) {
+  if (lvl > g_level) return;
+  char line[2048];
+  size_t n = 0;
+  if (g_timestamps) {
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n += strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+    n += (size_t)snprintf(line + n, sizeof line - n, ".%03ldZ ",
+                          ts.tv_nsec / 1000000L);
+  }
+  n += (size_t)snprintf(line + n, sizeof line - n, "%-5s ", level_names[lvl]);
+  va_list ap;
+  va_start(ap, fmt);
+  int w = vsnprintf(line + n, sizeof line - n, fmt, ap);
+  va_end(ap);
+  if (w < 0) w = 0;
+  n += (size_t)w;
+  if (n > sizeof line - 2) n = sizeof line - 2;
+  line[n++] = '\n';
+  /* One write per line so lines from several threads never interleave. */
+  ssize_t r = write(STDERR_FILENO, line, n);
+  (void)r;
+}

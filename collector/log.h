@@ -1,0 +1,30 @@
+/* log: the daemon's one logging module.
+ *
+ * Lines go to stderr as "LEVEL message", which journald stamps and stores;
+ * with log_set_timestamps() they carry an RFC 3339 UTC time too (for a
+ * terminal). Library-style modules do not log: they return errors, and the
+ * daemon's wiring logs them here. Thread-safe: one write(2) per line.
+ */
+#ifndef IC_LOG_H
+#define IC_LOG_H
+
+typedef enum { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG } log_level;
+
+void log_set_level(log_level lvl);
+log_level log_get_level(void);
+/* Parse "error", "warn", "info", "debug"; -1 when unknown. */
+int log_level_parse(const char *s, log_level *out);
+void log_set_timestamps(int on);
+
+void log_msg(log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)                                                       \
+  do {                                                                       \
+    if (log_get_level() >= LOG_DEBUG) log_msg(LOG_DEBUG, __VA_ARGS__);       \
+  } while (0)
+
+#endif

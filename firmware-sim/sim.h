@@ -1,0 +1,45 @@
+/* sim: intake-sim's servers.
+ *
+ * Serves every meter of a site file on a libuv loop: a Modbus TCP server per
+ * `tcp` bus (answering each meter's unit id), a pseudo-terminal per `rtu` bus
+ * (its peer end linked at the bus's device path, speaking Modbus RTU, with
+ * optional wire-time emulation), and an RTU-framed TCP server per
+ * `rtu-over-tcp` bus. A control socket switches faults and pins values while
+ * running. Bad requests are logged and never bring the simulator down.
+ */
+#ifndef IC_SIM_H
+#define IC_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "cfg.h"
+
+typedef struct sim sim;
+
+typedef struct {
+  const char *control_path; /* overrides cfg.sim.control; NULL: the config's */
+  bool no_wire_time;        /* ignore sim_wire_time on every bus */
+} sim_options;
+
+/* Open every server of config C on LOOP. Returns 0, or -1 with a message in
+ * err (a port in use, a device path that is not ours to replace). */
+int sim_start(sim **out, const cfg *c, uv_loop_t *loop, const sim_options *opt,
+              char *err, size_t errlen);
+
+/* A one-line summary of what listens where, for the ready line. */
+void sim_describe(const sim *s, char *buf, size_t len);
+
+/* Close every handle (the loop then runs out) and remove the device links and
+ * the control socket. */
+void sim_stop(sim *s);
+
+/* Free after the loop has finished closing the handles. NULL is a no-op. */
+void sim_free(sim *s);
+
+/* Run one control command line ("fault KKY-01 offline") and write the reply
+ * (ending in "ok ..." or "error: ...") into out. Returns 0 on ok. */
+int sim_control(sim *s, const char *line, char *out, size_t outlen);
+
+#endif
