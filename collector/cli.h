@@ -1,0 +1,13 @@
+/* cli: the collector's one-shot commands (everything but the daemon). */
+#ifndef IC_CLI_H
+#define IC_CLI_H
+
+/* intake-collector --check-config FILE: 0 when valid, 1 with
+ * "FILE:LINE:COL: message" on stderr otherwise. */
+int cli_check_config(const char *path, const char *profile_dir);
+
+/* intake-collector read --config FILE [--meter ID]... [--json]: poll meters
+ * once and print their decoded fields. 0 when every meter answered. */
+int cli_read(int argc, char **argv);
+
+#endif

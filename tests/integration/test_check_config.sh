@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# `intake-collector --check-config` and `intake-sim --check-config` accept a
+# good site file (exit 0) and refuse a bad one with exit 1 and exactly one
+# line on stderr: FILE:LINE:COL: message.
+source "$(dirname "$0")/lib.sh"
+
+for bin in intake-collector intake-sim; do
+  rc=0
+  "$IC_BIN/$bin" --check-config "$IC_SOURCE_DIR/config/examples/demo.yaml" \
+    >"$T/good.out" 2>"$T/good.err" || rc=$?
+  expect_eq "$bin accepts the demo site" 0 "$rc"
+  expect_eq "$bin prints nothing on stderr for a good file" "" "$(cat "$T/good.err")"
+done
+
+good_head() {
+  cat <<'YAML'
+site:
+  id: kekeya
+storage:
+  path: ./readings.db
+mqtt:
+  url: mqtt://127.0.0.1:1883
+YAML
+}
+
+# case NAME LINE COL REGEX: the file $T/NAME.yaml must be refused at LINE:COL
+# with a message matching REGEX, by both programs.
+case_() {
+  local name=$1 line=$2 col=$3 regex=$4 f="$T/$1.yaml"
+  for bin in intake-collector intake-sim; do
+    local rc=0
+    "$IC_BIN/$bin" --check-config "$f" >"$T/$name.out" 2>"$T/$name.err" || rc=$?
+    if [ "$rc" -eq 0 ]; then
+      not_ok "$bin refuses $name (it exited 0)"
+      continue
+    fi
+    local lines
+    lines=$(wc -l <"$T/$name.err")
+    local msg
+    msg=$(cat "$T/$name.err")
+    if [ "$lines" -eq 1 ] && [[ "$msg" == "$f:$line:$col: "* ]] && grep -Eq -- "$regex" <<<"$msg"; then
+      ok "$bin: $name -> $msg"
+    else
+      not_ok "$bin: $name: expected one line '$f:$line:$col: /$regex/', got: $msg"
+    fi
+  done
+}
+
+{ good_head; cat <<'YAML'; } >"$T/unknown-key.yaml"
+buses:
+  - id: line1
+    transport: rtu
+    device: /dev/ttyUSB0
+    bauds: 9600
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf2000m}
+YAML
+case_ unknown-key 11 5 'unknown key "bauds"'
+
+{ good_head; cat <<'YAML'; } >"$T/no-such-bus.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0}
+meters:
+  - id: M1
+    bus: line2
+    unit: 1
+    profile: tuf2000m
+YAML
+case_ no-such-bus 11 10 'line2'
+
+{ good_head; cat <<'YAML'; } >"$T/duplicate-meter.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0}
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf2000m}
+  - {id: M1, bus: line1, unit: 2, profile: tuf2000m}
+YAML
+case_ duplicate-meter 11 10 'duplicate meter id "M1"'
+
+{ good_head; cat <<'YAML'; } >"$T/same-unit.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0}
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf2000m}
+  - {id: M2, bus: line1, unit: 1, profile: tuf2000m}
+YAML
+case_ same-unit 11 32 'unit 1 on bus "line1" is already used by meter "M1"'
+
+{ good_head; cat <<'YAML'; } >"$T/bad-duration.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0, timeout: 5 minutes}
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf2000m}
+YAML
+case_ bad-duration 8 64 'expected a duration'
+
+{ good_head; cat <<'YAML'; } >"$T/out-of-range.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0}
+meters:
+  - {id: M1, bus: line1, unit: 300, profile: tuf2000m}
+YAML
+case_ out-of-range 10 32 'between 1 and 247'
+
+{ good_head; cat <<'YAML'; } >"$T/no-profile.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0}
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf3000x}
+YAML
+case_ no-profile 10 44 "unknown profile 'tuf3000x'"
+
+{ good_head; cat <<'YAML'; } >"$T/syntax.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf2000m}
+YAML
+if "$IC_BIN/intake-collector" --check-config "$T/syntax.yaml" 2>"$T/syntax.err"; then
+  not_ok "a YAML syntax error is refused"
+else
+  check "a YAML syntax error names the file, line and column" \
+    grep -Eq "^$T/syntax.yaml:[0-9]+:[0-9]+: " "$T/syntax.err"
+fi
+
+rc=0
+"$IC_BIN/intake-collector" --check-config "$T/does-not-exist.yaml" 2>"$T/missing.err" || rc=$?
+expect_eq "a missing file exits 1" 1 "$rc"
+check "a missing file is named in the error" grep -q "does-not-exist.yaml" "$T/missing.err"
+finish
