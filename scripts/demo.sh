@@ -6,11 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build >/dev/null
 cmake --build build -j"$(nproc)" --target intake-collector intake-sim ic-freeport
 
 work=$(mktemp -d /tmp/intake-demo.XXXXXX)
-read -r IC_TCP_PORT IC_ROT_PORT < <(build/tests/ic-freeport 2 | tr '\n' ' ')
+mapfile -t ports < <(build/tests/ic-freeport 2)
+IC_TCP_PORT=${ports[0]} IC_ROT_PORT=${ports[1]}
 export IC_TCP_PORT IC_ROT_PORT
 export IC_RTU_DEVICE="$work/ttyDEMO0" IC_SIM_CONTROL="$work/sim.sock" IC_DB="$work/demo.db"
 site=config/examples/demo.yaml
