@@ -3,15 +3,25 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <signal.h>
+#include <stdlib.h>
+
+#include "cfg.h"
 #include "cli.h"
+#include "daemon.h"
+#include "log.h"
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: intake-collector --check-config FILE [--profile-dir DIR]\n"
+          "usage: intake-collector --config FILE [--log-level LEVEL] [--log-time]\n"
+          "       intake-collector --check-config FILE [--profile-dir DIR]\n"
           "       intake-collector read --config FILE [--meter ID]... [--json]\n"
           "       intake-collector --version\n"
           "\n"
-
+          "  --config FILE        run the daemon: poll, store, publish, until\n"
+          "                       SIGTERM or SIGINT\n"
+          "  --log-level LEVEL    error, warn, info (default) or debug\n"
+          "  --log-time           stamp log lines (journald stamps them itself)\n"
           "  --check-config FILE  validate a site file and exit: 0 when valid,\n"
           "                       1 with FILE:LINE:COL: message when not\n"
           "  read                 poll meters once and print their values\n");
@@ -20,16 +30,31 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "read") == 0) return cli_read(argc - 1, argv + 1);
 
-  const char *check = NULL, *profile_dir = NULL;
+  const char *check = NULL, *profile_dir = NULL, *config = NULL;
   static const struct option longopts[] = {
+      {"config", required_argument, 0, 'c'},
+      {"log-level", required_argument, 0, 'l'},
+      {"log-time", no_argument, 0, 't'},
       {"check-config", required_argument, 0, 'k'},
       {"profile-dir", required_argument, 0, 'p'},
       {"version", no_argument, 0, 'V'},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int ch;
-  while ((ch = getopt_long(argc, argv, "Vh", longopts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "c:Vh", longopts, NULL)) != -1) {
     switch (ch) {
+      case 'c': config = optarg; break;
+      case 'l': {
+        log_level lvl;
+        if (log_level_parse(optarg, &lvl) != 0) {
+          fprintf(stderr, "intake-collector: unknown log level \"%s\" "
+                          "(expected error, warn, info or debug)\n", optarg);
+          return 2;
+        }
+        log_set_level(lvl);
+        break;
+      }
+      case 't': log_set_timestamps(1); break;
       case 'k': check = optarg; break;
       case 'p': profile_dir = optarg; break;
       case 'V': printf("intake-collector %s\n", IC_VERSION); return 0;
@@ -37,7 +62,19 @@ int main(int argc, char **argv) {
       default: usage(stderr); return 2;
     }
   }
-  if (check && optind == argc) return cli_check_config(check, profile_dir);
+  if (check && !config && optind == argc) return cli_check_config(check, profile_dir);
+  if (config && !check && optind == argc) {
+    char err[CFG_ERR_MAX];
+    cfg *c = NULL;
+    if (cfg_load(config, profile_dir, &c, err, sizeof err) != 0) {
+      fprintf(stderr, "%s\n", err);
+      return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    int rc = daemon_run(c);
+    cfg_free(c);
+    return rc;
+  }
   usage(stderr);
   return 2;
 }

@@ -112,3 +112,66 @@ finish() {
   echo "$IC_PASSES passed, $IC_FAILS failed"
   [ "$IC_FAILS" -eq 0 ]
 }
+
+# start_broker NAME PORT: mosquitto on 127.0.0.1:PORT, persistent (so a
+# restart keeps sessions and queued messages), with no queue limit, so no
+# message can be lost by the test's own broker. Waits until it runs.
+start_broker() {
+  local name=$1 port=$2
+  mkdir -p "$T/broker"
+  cat >"$T/broker/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $T/broker/
+autosave_interval 1
+max_queued_messages 0
+max_inflight_messages 0
+user root
+log_dest stderr
+log_type error
+log_type warning
+log_type notice
+log_type information
+CONF
+  start "$name" mosquitto -c "$T/broker/mosquitto.conf"
+  local pidvar="${name//-/_}_PID"
+  wait_for "$T/$name.log" " running" 10 "${!pidvar}"
+}
+
+# start_sub NAME PORT TOPIC: a persistent-session QoS 1 subscriber
+# (mosquitto_sub -c -i), waits for its SUBACK. Messages land in
+# $T/NAME.out as "topic payload" lines (debug lines start with "Client").
+start_sub() {
+  local name=$1 port=$2 topic=$3
+  # stdbuf: mosquitto_sub's debug lines would sit in a full buffer otherwise.
+  start "$name" stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$port" -q 1 -c -i "ic-test-$name-$$" \
+    -t "$topic" -v -d
+  local pidvar="${name//-/_}_PID"
+  wait_for "$T/$name.out" "received SUBACK" 10 "${!pidvar}"
+}
+
+# messages NAME SUFFIX: the payloads the subscriber NAME received on topics
+# ending in /SUFFIX, as JSON lines with the meter id added as "meter".
+messages() {
+  local name=$1 suffix=$2
+  { grep -E "^[^ ]+/$suffix " "$T/$name.out" || true; } |
+    jq -R -c 'capture("^(?<topic>[^ ]+) (?<p>.*)$")
+              | (.p | fromjson) + {meter: (.topic | split("/") | .[-2])}'
+}
+
+# wait_until TIMEOUT_S DESCRIPTION CMD...: poll CMD until it succeeds.
+wait_until() {
+  local timeout=$1 desc=$2
+  shift 2
+  local deadline=$((SECONDS + timeout))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    if "$@"; then return 0; fi
+    sleep 0.1
+  done
+  echo "timed out after ${timeout}s: $desc" >&2
+  return 1
+}
+
+# sql DB QUERY: one query with the sqlite3 client.
+sql() { sqlite3 -batch -noheader "$1" "$2"; }

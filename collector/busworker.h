@@ -1,0 +1,63 @@
+/* busworker: one thread per bus, owning that bus's transport.
+ *
+ * A libmodbus context is not thread-safe and an RS-485 line carries one frame
+ * at a time, so every request on a bus runs on its worker, strictly one after
+ * another. The loop submits poll jobs (at most one outstanding per meter: the
+ * scheduler skips a slot whose previous poll is still queued, so the queue is
+ * bounded by the meters on the bus) and takes results back after the notify
+ * hook (a uv_async_send) wakes it. Connections that fail to open are retried
+ * on a back-off of 1 s doubling to 30 s; meanwhile polls fail at once with the
+ * connection error instead of each waiting out a timeout.
+ */
+#ifndef IC_BUSWORKER_H
+#define IC_BUSWORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "planner.h"
+#include "transport.h"
+
+typedef struct bus_result {
+  struct bus_result *next;
+  uint32_t meter;    /* index in cfg->meters */
+  int64_t slot_ms;   /* the slot the poll was for */
+  int64_t start_ms;  /* wall time the first request went out */
+  int64_t end_ms;
+  int rc;            /* TR_OK or a tr_code */
+  tr_error err;
+  int requests;
+  double *values;    /* profile->nfields values when rc == TR_OK */
+} bus_result;
+
+void bus_result_free(bus_result *r);
+
+typedef struct busworker busworker;
+
+/* Start the worker for bus BUS of C. PLANS[i] is meter i's plan (only the
+ * bus's meters are used). */
+int busworker_start(busworker **out, const cfg *c, size_t bus,
+                    mb_plan *const *plans, void (*notify)(void *), void *ctx,
+                    char *err, size_t errlen);
+
+/* Queue a poll of meter METER for SLOT_MS. -1 when stopping or the queue is
+ * full (the caller counts a skipped slot). */
+int busworker_submit(busworker *w, uint32_t meter, int64_t slot_ms);
+
+/* Every result so far, oldest first, or NULL. */
+bus_result *busworker_take_results(busworker *w);
+
+/* Ask the worker to stop: queued jobs are abandoned, the request in progress
+ * finishes (within the bus timeout). Does not wait. */
+void busworker_stop(busworker *w);
+
+/* Wait for the thread to end (after busworker_stop); results stay available
+ * to busworker_take_results. */
+void busworker_join(busworker *w);
+
+/* Wait for the thread to end and free everything, pending results too.
+ * NULL is a no-op. */
+void busworker_free(busworker *w);
+
+#endif

@@ -1,0 +1,659 @@
+#include "daemon.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include <cjson/cJSON.h>
+
+#include "busworker.h"
+#include "clock.h"
+#include "log.h"
+#include "mstate.h"
+#include "planner.h"
+#include "publisher.h"
+#include "quality.h"
+#include "reading.h"
+#include "store.h"
+
+/* Failure kinds counted in the gateway state, in tr_code order (-1..-8). */
+#define NFAILKINDS 8
+
+/* In-flight QoS 1 messages we allow; replay only uses the lower half so live
+ * readings always find room. */
+#define MAX_INFLIGHT 1024
+/* Historical readings sent per second at most while live polling goes on. */
+#define REPLAY_RATE 2000
+#define REPLAY_TICK_MS 100
+/* A wall-clock step larger than this re-aligns the schedule. */
+#define CLOCK_JUMP_MS 1000
+#define GATEWAY_STATE_MS 60000
+
+typedef struct gw gw;
+
+typedef struct {
+  gw *d;
+  const cfg_meter *cfg;
+  uint32_t index;
+  mstate st;
+  quality_prev qprev;
+  uv_timer_t timer;
+  int64_t due_ms;   /* wall time of the next slot */
+  int64_t phase_ms; /* offset of this meter's slots within the interval */
+  int64_t retry_at_ms; /* while offline: no poll before this (back-off) */
+  bool pending;     /* a poll is queued or running on the bus worker */
+  char topic_reading[256];
+  char topic_state[256];
+} meter_rt;
+
+struct gw {
+  const cfg *cfg;
+  uv_loop_t loop;
+  uv_async_t wake;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t gw_timer, replay_timer;
+  store *store;
+  publisher *pub;
+  busworker **workers;
+  mb_plan **plans;
+  meter_rt *meters;
+  int64_t started_ms;
+  bool stopping;
+  bool connected;
+  size_t inflight;
+  int64_t max_committed_id;
+  bool replay_active, replay_requested;
+  int64_t replay_cursor, replay_upto;
+  uint64_t replay_sent;
+  int64_t last_jump_log_ms;
+  int64_t last_refusal_log_ms;
+  char topic_gateway[256];
+  /* counters for the gateway state */
+  uint64_t polls, successes, suspect, skipped;
+  uint64_t failures[NFAILKINDS + 1];
+  uint64_t published, delivered, refused, historical;
+};
+
+static const char *fail_name(int code) { return tr_code_name(code); }
+
+/* ------------------------------------------------------------------------ */
+/* Publishing helpers                                                       */
+
+static void publish_json(gw *d, const char *topic, cJSON *o, bool retained) {
+  char *s = cJSON_PrintUnformatted(o);
+  if (!s) return;
+  if (d->connected) publisher_send(d->pub, topic, s, strlen(s), 1, retained, 0);
+  free(s);
+}
+
+static void add_ts(cJSON *o, const char *key, int64_t ms) {
+  char ts[CLOCK_RFC3339_LEN + 8];
+  cJSON_AddStringToObject(o, key, clock_format_rfc3339(ms, ts, sizeof ts));
+}
+
+static void publish_meter_state(gw *d, meter_rt *m) {
+  if (m->st.state == MSTATE_UNKNOWN) return;
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddBoolToObject(o, "online", m->st.state == MSTATE_ONLINE);
+  add_ts(o, "since", m->st.since_ms);
+  if (m->st.last_error) {
+    cJSON *e = cJSON_AddObjectToObject(o, "last_error");
+    cJSON_AddStringToObject(e, "kind", fail_name(m->st.last_error));
+    cJSON_AddStringToObject(e, "detail", m->st.last_error_detail);
+  } else {
+    cJSON_AddNullToObject(o, "last_error");
+  }
+  if (m->st.last_valid_ms) add_ts(o, "last_valid", m->st.last_valid_ms);
+  publish_json(d, m->topic_state, o, true);
+  cJSON_Delete(o);
+}
+
+static void publish_gateway_state(gw *d, bool online) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddBoolToObject(o, "online", online);
+  cJSON_AddStringToObject(o, "version", IC_VERSION);
+  add_ts(o, "started", d->started_ms);
+  add_ts(o, "ts", clock_wall_ms());
+  size_t on = 0;
+  for (size_t i = 0; i < d->cfg->nmeters; i++)
+    if (d->meters[i].st.state == MSTATE_ONLINE) on++;
+  cJSON_AddNumberToObject(o, "meters_online", (double)on);
+  cJSON_AddNumberToObject(o, "meters_total", (double)d->cfg->nmeters);
+  store_stats ss;
+  store_get_stats(d->store, &ss);
+  cJSON *c = cJSON_AddObjectToObject(o, "counters");
+  cJSON_AddNumberToObject(c, "polls", (double)d->polls);
+  cJSON_AddNumberToObject(c, "readings", (double)d->successes);
+  cJSON_AddNumberToObject(c, "suspect", (double)d->suspect);
+  cJSON *f = cJSON_AddObjectToObject(c, "failures");
+  for (int k = 1; k <= NFAILKINDS; k++)
+    cJSON_AddNumberToObject(f, fail_name(-k), (double)d->failures[k]);
+  cJSON_AddNumberToObject(c, "skipped_slots", (double)d->skipped);
+  cJSON_AddNumberToObject(c, "outbox", (double)ss.undelivered);
+  cJSON_AddNumberToObject(c, "rows_dropped", (double)ss.dropped);
+  cJSON_AddNumberToObject(c, "storage_errors", (double)ss.errors);
+  cJSON_AddNumberToObject(c, "published", (double)d->published);
+  cJSON_AddNumberToObject(c, "delivered", (double)d->delivered);
+  cJSON_AddNumberToObject(c, "refused", (double)d->refused);
+  cJSON_AddNumberToObject(c, "historical", (double)d->historical);
+  publish_json(d, d->topic_gateway, o, true);
+  cJSON_Delete(o);
+}
+
+/* Send one committed reading; TAG is its row id. */
+static bool send_reading(gw *d, const store_reading *r) {
+  char payload[4096];
+  int n = reading_payload(payload, sizeof payload, r->ts_ms, r->seq, r->fields,
+                          r->quality != 0, r->historical);
+  if (n < 0) return false;
+  char topic[256];
+  const char *t = topic;
+  int mi = cfg_meter_index(d->cfg, r->meter);
+  if (mi >= 0) {
+    t = d->meters[mi].topic_reading;
+  } else {
+    snprintf(topic, sizeof topic, "%s/%s/%s/reading", d->cfg->mqtt.topic_prefix,
+             d->cfg->site.id, r->meter);
+  }
+  if (publisher_send(d->pub, t, payload, (size_t)n, 1, false, (uint64_t)r->id) != 0)
+    return false;
+  d->inflight++;
+  d->published++;
+  if (r->historical) d->historical++;
+  return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Replay                                                                   */
+
+static void on_replay_tick(uv_timer_t *t) {
+  gw *d = t->data;
+  if (!d->connected || !d->replay_active || d->replay_requested || d->stopping)
+    return;
+  size_t room = MAX_INFLIGHT / 2 > d->inflight ? MAX_INFLIGHT / 2 - d->inflight : 0;
+  size_t per_tick = REPLAY_RATE * REPLAY_TICK_MS / 1000;
+  size_t limit = room < per_tick ? room : per_tick;
+  if (limit == 0) return;
+  if (store_request_replay(d->store, d->replay_cursor, d->replay_upto, limit) == 0)
+    d->replay_requested = true;
+}
+
+/* Make sure rows up to UPTO get replayed in this connection. */
+static void start_replay(gw *d, int64_t upto) {
+  if (upto > d->replay_upto) d->replay_upto = upto;
+  if (d->replay_active) return;
+  d->replay_active = true;
+  uv_timer_start(&d->replay_timer, on_replay_tick, 0, REPLAY_TICK_MS);
+}
+
+static void handle_replay(gw *d, store_event *ev) {
+  d->replay_requested = false;
+  for (store_reading *r = ev->readings; r; r = r->next) {
+    if (!d->connected) break;
+    if (!send_reading(d, r)) break;
+    d->replay_sent++;
+    d->replay_cursor = r->id;
+  }
+  if (ev->replay_done && d->connected) {
+    if (d->replay_sent) log_info("replay done: %llu stored readings sent",
+                                 (unsigned long long)d->replay_sent);
+    d->replay_active = false;
+    d->replay_sent = 0;
+    uv_timer_stop(&d->replay_timer);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Poll results                                                             */
+
+static void meter_changed(gw *d, meter_rt *m, mstate_change ch) {
+  if (ch == MSTATE_NO_CHANGE) return;
+  bool online = ch == MSTATE_WENT_ONLINE;
+  if (online)
+    log_info("meter %s online", m->cfg->id);
+  else
+    log_warn("meter %s offline after %d failed poll%s: %s: %s", m->cfg->id,
+             m->st.consecutive_failures, m->st.consecutive_failures == 1 ? "" : "s",
+             m->st.last_error ? fail_name(m->st.last_error) : "no valid reading",
+             m->st.last_error ? m->st.last_error_detail : "the bus could not poll it");
+  store_add_state(d->store, m->cfg->id, m->st.since_ms, online,
+                  online || !m->st.last_error ? NULL : fail_name(m->st.last_error),
+                  online ? NULL : m->st.last_error_detail);
+  publish_meter_state(d, m);
+}
+
+static void handle_result(gw *d, bus_result *r) {
+  meter_rt *m = &d->meters[r->meter];
+  m->pending = false;
+  d->polls++;
+  const cfg_meter *mc = m->cfg;
+  if (r->rc == TR_OK) {
+    char fields[2048];
+    if (reading_fields_json(mc->profile, r->values, fields, sizeof fields) < 0) {
+      r->rc = TR_EDECODE;
+      snprintf(r->err.detail, sizeof r->err.detail, "a value is not finite");
+    } else {
+      char why[200];
+      quality_value q = quality_assess(mc->profile, r->values, r->start_ms,
+                                       &m->qprev, why, sizeof why);
+      if (q == QUALITY_SUSPECT) {
+        d->suspect++;
+        log_debug("meter %s: suspect reading: %s", mc->id, why);
+      }
+      d->successes++;
+      store_reading *sr = calloc(1, sizeof *sr);
+      if (sr) {
+        sr->meter = mc->id;
+        sr->ts_ms = r->start_ms;
+        sr->fields = strdup(fields);
+        sr->quality = q;
+        if (!sr->fields) {
+          free(sr);
+        } else {
+          store_add_reading(d->store, sr);
+        }
+      }
+      store_count_poll(d->store, mc->id, r->start_ms,
+                       q == QUALITY_SUSPECT ? "suspect" : "ok");
+      m->retry_at_ms = 0;
+      meter_changed(d, m, mstate_success(&m->st, r->start_ms));
+      return;
+    }
+  }
+  int k = -r->rc;
+  if (k >= 1 && k <= NFAILKINDS) d->failures[k]++;
+  store_count_poll(d->store, mc->id, r->start_ms, fail_name(r->rc));
+  log_debug("meter %s: poll failed: %s: %s", mc->id, fail_name(r->rc), r->err.detail);
+  mstate_change ch = mstate_failure(&m->st, r->end_ms, r->rc, r->err.detail,
+                                    d->cfg->online.offline_after);
+  if (m->st.state == MSTATE_OFFLINE)
+    m->retry_at_ms = r->end_ms + mstate_retry_ms(&m->st, mc->interval_ms,
+                                                 d->cfg->online.backoff_max_ms) -
+                     mc->interval_ms / 2;
+  meter_changed(d, m, ch);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Events from the other threads                                            */
+
+static void handle_pub_event(gw *d, pub_event *ev) {
+  switch (ev->kind) {
+    case PUB_EV_CONNECTED: {
+      d->connected = true;
+      d->inflight = 0;
+      log_info("broker connected: %s", d->cfg->mqtt.url);
+      publish_gateway_state(d, true);
+      for (size_t i = 0; i < d->cfg->nmeters; i++) publish_meter_state(d, &d->meters[i]);
+      store_stats ss;
+      store_get_stats(d->store, &ss);
+      int64_t upto = ss.max_id > d->max_committed_id ? ss.max_id : d->max_committed_id;
+      d->replay_cursor = 0;
+      d->replay_upto = 0;
+      d->replay_active = false;
+      d->replay_requested = false;
+      d->replay_sent = 0;
+      if (ss.undelivered > 0 || upto > 0) start_replay(d, upto);
+      break;
+    }
+    case PUB_EV_LOST:
+      if (d->connected) log_warn("broker connection lost: %s", ev->detail);
+      d->connected = false;
+      d->inflight = 0;
+      d->replay_active = false;
+      uv_timer_stop(&d->replay_timer);
+      break;
+    case PUB_EV_CONNECT_FAILED:
+      log_warn("cannot connect to the broker %s: %s; retrying", d->cfg->mqtt.url,
+               ev->detail);
+      break;
+    case PUB_EV_DELIVERED:
+      if (d->inflight) d->inflight--;
+      d->delivered++;
+      store_mark_delivered(d->store, (int64_t)ev->tag);
+      break;
+    case PUB_EV_FAILED:
+      if (d->inflight) d->inflight--;
+      if (ev->reason >= 0x80) {
+        d->refused++;
+        int64_t now = clock_mono_ms();
+        if (now - d->last_refusal_log_ms > 10000) {
+          log_warn("broker refused a reading (row %llu): %s; it stays in the outbox",
+                   (unsigned long long)ev->tag, ev->detail);
+          d->last_refusal_log_ms = now;
+        }
+      }
+      break;
+  }
+}
+
+static void on_wake(uv_async_t *a) {
+  gw *d = a->data;
+  for (size_t b = 0; b < d->cfg->nbuses; b++) {
+    bus_result *r = busworker_take_results(d->workers[b]);
+    while (r) {
+      bus_result *next = r->next;
+      r->next = NULL;
+      handle_result(d, r);
+      bus_result_free(r);
+      r = next;
+    }
+  }
+  pub_event *pe = publisher_take_events(d->pub);
+  for (pub_event *e = pe; e; e = e->next) handle_pub_event(d, e);
+  pub_event_free(pe);
+
+  store_event *se = store_take_events(d->store);
+  for (store_event *e = se; e; e = e->next) {
+    if (e->kind == STORE_EV_COMMITTED) {
+      for (store_reading *r = e->readings; r; r = r->next) {
+        if (r->id > d->max_committed_id) d->max_committed_id = r->id;
+        if (d->stopping) continue;
+        if (d->connected && d->inflight < MAX_INFLIGHT && send_reading(d, r)) continue;
+        /* Could not go out live: it stays in the outbox for the replay. */
+        if (d->connected) start_replay(d, r->id);
+      }
+    } else if (e->kind == STORE_EV_REPLAY) {
+      handle_replay(d, e);
+    } else {
+      log_error("storage: %s", e->detail);
+      if (e->readings) d->replay_requested = false;
+    }
+  }
+  store_event_free(se);
+}
+
+static void notify(void *ctx) {
+  gw *d = ctx;
+  uv_async_send(&d->wake);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Schedule                                                                 */
+
+static void on_slot(uv_timer_t *t);
+
+static void schedule(meter_rt *m, int64_t now) {
+  int64_t delay = m->due_ms - now;
+  if (delay < 0) delay = 0;
+  uv_update_time(&m->d->loop);
+  uv_timer_start(&m->timer, on_slot, (uint64_t)delay, 0);
+}
+
+static void on_slot(uv_timer_t *t) {
+  meter_rt *m = t->data;
+  gw *d = m->d;
+  if (d->stopping) return;
+  const cfg_meter *mc = m->cfg;
+  int64_t now = clock_wall_ms();
+  int64_t slot = m->due_ms;
+  if (now - slot > CLOCK_JUMP_MS || slot - now > CLOCK_JUMP_MS) {
+    /* The wall clock stepped: re-align to it without polling now, so there
+     * is neither a stall nor a burst of catch-up polls. */
+    if (clock_mono_ms() - d->last_jump_log_ms > 10000) {
+      log_warn("wall clock stepped by %+lld ms; re-aligning the schedule",
+               (long long)(now - slot));
+      d->last_jump_log_ms = clock_mono_ms();
+    }
+    m->due_ms = clock_next_slot(now, mc->interval_ms, m->phase_ms);
+    m->st.watch_from_ms = now;
+    schedule(m, now);
+    return;
+  }
+  meter_changed(d, m, mstate_tick(&m->st, now, mc->interval_ms,
+                                  d->cfg->online.offline_after));
+  if (m->st.state == MSTATE_OFFLINE && m->retry_at_ms && now < m->retry_at_ms) {
+    /* Backing off a dead meter: this slot is not polled. */
+  } else if (m->pending ||
+             busworker_submit(d->workers[mc->bus], m->index, slot) != 0) {
+    d->skipped++;
+    store_count_poll(d->store, mc->id, slot, "skipped");
+    log_debug("meter %s: bus %s is busy, slot skipped", mc->id,
+              d->cfg->buses[mc->bus].id);
+  } else {
+    m->pending = true;
+  }
+  int64_t base = now > slot ? now : slot;
+  m->due_ms = clock_next_slot(base, mc->interval_ms, m->phase_ms);
+  schedule(m, now);
+}
+
+static void on_gateway_timer(uv_timer_t *t) {
+  gw *d = t->data;
+  store_run_alive(d->store, clock_wall_ms());
+  publish_gateway_state(d, true);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Start and stop                                                           */
+
+static void on_signal(uv_signal_t *s, int signum) {
+  gw *d = s->data;
+  if (d->stopping) return;
+  log_info("signal %d: stopping", signum);
+  d->stopping = true;
+  uv_stop(&d->loop);
+}
+
+static int read_secret(const cfg *c, char *out, size_t len) {
+  out[0] = '\0';
+  if (c->mqtt.password_file[0]) {
+    FILE *f = fopen(c->mqtt.password_file, "r");
+    if (!f) {
+      log_error("cannot read mqtt.password_file %s: %s", c->mqtt.password_file,
+                strerror(errno));
+      return -1;
+    }
+    if (!fgets(out, (int)len, f)) out[0] = '\0';
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+  } else if (c->mqtt.password_env[0]) {
+    const char *v = getenv(c->mqtt.password_env);
+    if (!v) {
+      log_error("mqtt.password_env names %s, which is not set", c->mqtt.password_env);
+      return -1;
+    }
+    snprintf(out, len, "%s", v);
+  }
+  return 0;
+}
+
+/* Spread the meters of each bus over a small offset so they do not all queue
+ * at the same instant: the k-th meter of a bus starts k * spread ms into its
+ * interval, spread being at most 100 ms. */
+static int64_t meter_phase(const cfg *c, size_t i) {
+  const cfg_meter *m = &c->meters[i];
+  size_t k = 0, n = 0;
+  for (size_t j = 0; j < c->nmeters; j++) {
+    if (c->meters[j].bus != m->bus) continue;
+    if (j < i) k++;
+    n++;
+  }
+  int64_t spread = n ? m->interval_ms / (int64_t)n : 0;
+  if (spread > 100) spread = 100;
+  return ((int64_t)k * spread) % m->interval_ms;
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+int daemon_run(const cfg *c) {
+  gw *d = calloc(1, sizeof *d);
+  if (!d) return 1;
+  int exit_code = 1;
+  char err[1024];
+  d->cfg = c;
+  d->started_ms = clock_wall_ms();
+  uv_loop_init(&d->loop);
+  uv_async_init(&d->loop, &d->wake, on_wake);
+  d->wake.data = d;
+  snprintf(d->topic_gateway, sizeof d->topic_gateway, "%s/%s/gateway/state",
+           c->mqtt.topic_prefix, c->site.id);
+
+  d->plans = calloc(c->nmeters, sizeof *d->plans);
+  d->meters = calloc(c->nmeters, sizeof *d->meters);
+  d->workers = calloc(c->nbuses, sizeof *d->workers);
+  if (!d->plans || !d->meters || !d->workers) goto out;
+  for (size_t i = 0; i < c->nmeters; i++) {
+    const cfg_bus *b = cfg_meter_bus(c, &c->meters[i]);
+    d->plans[i] = plan_build(c->meters[i].profile, b->max_gap, b->max_registers,
+                             err, sizeof err);
+    if (!d->plans[i]) {
+      log_error("meter %s: %s", c->meters[i].id, err);
+      goto out;
+    }
+  }
+
+  store_options so = {.path = c->storage.path,
+                      .synchronous_full = true,
+                      .notify = notify,
+                      .notify_ctx = d};
+  if (store_open(&d->store, &so, err, sizeof err) != 0) {
+    log_error("storage: %s", err);
+    goto out;
+  }
+  store_run_start(d->store, d->started_ms);
+
+  char secret[512];
+  if (read_secret(c, secret, sizeof secret) != 0) goto out;
+  char will[256];
+  snprintf(will, sizeof will, "{\"online\":false,\"version\":\"%s\"}", IC_VERSION);
+  publisher_options po = {
+      .url = c->mqtt.url,
+      .client_id = c->mqtt.client_id,
+      .version = c->mqtt.version,
+      .username = c->mqtt.username[0] ? c->mqtt.username : NULL,
+      .password = secret[0] ? secret : NULL,
+      .keepalive_s = (int)(c->mqtt.keepalive_ms / 1000),
+      .ca_file = c->mqtt.ca_file,
+      .cert_file = c->mqtt.cert_file,
+      .key_file = c->mqtt.key_file,
+      .will_topic = d->topic_gateway,
+      .will_payload = will,
+      .max_inflight = MAX_INFLIGHT,
+      .notify = notify,
+      .notify_ctx = d,
+  };
+  int prc = publisher_new(&d->pub, &po, err, sizeof err);
+  memset(secret, 0, sizeof secret);
+  if (prc != 0) {
+    log_error("mqtt: %s", err);
+    goto out;
+  }
+
+  for (size_t b = 0; b < c->nbuses; b++) {
+    if (busworker_start(&d->workers[b], c, b, d->plans, notify, d, err,
+                        sizeof err) != 0) {
+      log_error("%s", err);
+      goto out;
+    }
+  }
+
+  uv_signal_init(&d->loop, &d->sigterm);
+  uv_signal_init(&d->loop, &d->sigint);
+  d->sigterm.data = d->sigint.data = d;
+  uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+  uv_signal_start(&d->sigint, on_signal, SIGINT);
+  uv_timer_init(&d->loop, &d->gw_timer);
+  uv_timer_init(&d->loop, &d->replay_timer);
+  d->gw_timer.data = d->replay_timer.data = d;
+  uv_timer_start(&d->gw_timer, on_gateway_timer, GATEWAY_STATE_MS, GATEWAY_STATE_MS);
+
+  int64_t now = clock_wall_ms();
+  for (size_t i = 0; i < c->nmeters; i++) {
+    meter_rt *m = &d->meters[i];
+    m->d = d;
+    m->cfg = &c->meters[i];
+    m->index = (uint32_t)i;
+    mstate_init(&m->st, now);
+    m->phase_ms = meter_phase(c, i);
+    snprintf(m->topic_reading, sizeof m->topic_reading, "%s/%s/%s/reading",
+             c->mqtt.topic_prefix, c->site.id, m->cfg->id);
+    snprintf(m->topic_state, sizeof m->topic_state, "%s/%s/%s/state",
+             c->mqtt.topic_prefix, c->site.id, m->cfg->id);
+    uv_timer_init(&d->loop, &m->timer);
+    m->timer.data = m;
+    m->due_ms = clock_next_slot(now, m->cfg->interval_ms, m->phase_ms);
+    schedule(m, now);
+  }
+
+  log_info("intake-collector %s: site %s, %zu meters on %zu buses, broker %s, "
+           "database %s", IC_VERSION, c->site.id, c->nmeters, c->nbuses,
+           c->mqtt.url, c->storage.path);
+  for (size_t b = 0; b < c->nbuses; b++) {
+    const cfg_bus *bus = &c->buses[b];
+    if (bus->transport == CFG_TRANSPORT_RTU)
+      log_info("bus %s: rtu %s %d %c%d%d, timeout %lld ms", bus->id, bus->device,
+               bus->baud, bus->parity, bus->data_bits, bus->stop_bits,
+               (long long)bus->timeout_ms);
+    else
+      log_info("bus %s: %s %s:%d, timeout %lld ms", bus->id,
+               cfg_transport_name(bus->transport), bus->host, bus->port,
+               (long long)bus->timeout_ms);
+  }
+  if (publisher_start(d->pub, err, sizeof err) != 0) {
+    log_error("mqtt: %s", err);
+    goto out;
+  }
+  printf("ready: polling %zu meters on %zu buses\n", c->nmeters, c->nbuses);
+  fflush(stdout);
+  log_info("ready");
+
+  uv_run(&d->loop, UV_RUN_DEFAULT);
+
+  /* Stopping: no new polls; the request in progress on each bus finishes
+   * within its timeout, queued ones are abandoned. */
+  for (size_t i = 0; i < c->nmeters; i++) uv_timer_stop(&d->meters[i].timer);
+  uv_timer_stop(&d->replay_timer);
+  for (size_t b = 0; b < c->nbuses; b++) busworker_stop(d->workers[b]);
+  for (size_t b = 0; b < c->nbuses; b++) busworker_join(d->workers[b]);
+  /* Readings already taken go to the store; acknowledgements that arrived
+   * are recorded. */
+  on_wake(&d->wake);
+  exit_code = 0;
+out:
+  if (d->workers) {
+    for (size_t b = 0; b < c->nbuses; b++) busworker_free(d->workers[b]);
+  }
+  if (d->store) {
+    store_stats fin;
+    store_run_stop(d->store, clock_wall_ms());
+    store_close(d->store, &fin);
+    d->store = NULL;
+    if (exit_code == 0)
+      log_info("stopped after %llu polls: %llu readings taken, %llu committed, "
+               "%llu awaiting delivery", (unsigned long long)d->polls,
+               (unsigned long long)d->successes, (unsigned long long)fin.committed,
+               (unsigned long long)fin.undelivered);
+  }
+  if (d->pub) {
+    if (exit_code == 0 && publisher_is_connected(d->pub)) {
+      /* A clean stop says so; the Last Will covers the unclean ones. */
+      d->connected = true;
+      cJSON *o = cJSON_CreateObject();
+      cJSON_AddBoolToObject(o, "online", false);
+      cJSON_AddStringToObject(o, "version", IC_VERSION);
+      add_ts(o, "started", d->started_ms);
+      add_ts(o, "stopped", clock_wall_ms());
+      publish_json(d, d->topic_gateway, o, true);
+      cJSON_Delete(o);
+    }
+    publisher_stop(d->pub, 300);
+    publisher_free(d->pub);
+  }
+  uv_walk(&d->loop, close_walk, NULL);
+  uv_run(&d->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&d->loop);
+  if (d->plans)
+    for (size_t i = 0; i < c->nmeters; i++) plan_free(d->plans[i]);
+  free(d->plans);
+  free(d->meters);
+  free(d->workers);
+  free(d);
+  return exit_code;
+}

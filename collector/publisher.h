@@ -1,0 +1,75 @@
+/* publisher: the MQTT side, on paho's asynchronous client.
+ *
+ * paho runs its own threads; its callbacks only enqueue events here and call
+ * the notify hook (a uv_async_send), so the loop thread handles every
+ * connection change and acknowledgement. A message sent with a non-zero tag
+ * reports back exactly once per callback paho makes: DELIVERED when the
+ * broker's PUBACK arrives (under MQTT 5 a PUBACK with a reason code of 0x80
+ * or more is a refusal and reports FAILED), FAILED otherwise. paho persistence
+ * is off and its offline buffer unused: the SQLite store is the outbox.
+ */
+#ifndef IC_PUBLISHER_H
+#define IC_PUBLISHER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct publisher publisher;
+
+typedef enum {
+  PUB_EV_CONNECTED = 1, /* (re)connected: detail names the server */
+  PUB_EV_LOST,          /* connection lost: in-flight messages may be lost */
+  PUB_EV_CONNECT_FAILED,/* a connection attempt failed: detail says why */
+  PUB_EV_DELIVERED,     /* tag's PUBACK arrived */
+  PUB_EV_FAILED,        /* tag was refused or could not be sent */
+} pub_event_kind;
+
+typedef struct pub_event {
+  struct pub_event *next;
+  pub_event_kind kind;
+  uint64_t tag;
+  int reason;       /* MQTT 5 reason code or paho error code */
+  char detail[200];
+} pub_event;
+
+typedef struct {
+  const char *url;        /* mqtt://host:port or mqtts://host:port */
+  const char *client_id;
+  int version;            /* 5 or 4 (3.1.1) */
+  const char *username;   /* NULL: none */
+  const char *password;   /* NULL: none; never logged */
+  int keepalive_s;
+  const char *ca_file, *cert_file, *key_file; /* TLS, may be NULL */
+  const char *will_topic; /* retained Last Will, QoS 1 */
+  const char *will_payload;
+  int max_inflight;       /* paho's window; 0: 1024 */
+  void (*notify)(void *ctx); /* called from paho's threads after an event */
+  void *notify_ctx;
+} publisher_options;
+
+int publisher_new(publisher **out, const publisher_options *opt, char *err,
+                  size_t errlen);
+
+/* Start connecting (with automatic reconnect and back-off). */
+int publisher_start(publisher *p, char *err, size_t errlen);
+
+/* Send PAYLOAD to TOPIC. TAG != 0 asks for a DELIVERED/FAILED event.
+ * Returns 0 when paho took the message, or a negative paho code (for example
+ * when disconnected), in which case no event follows. */
+int publisher_send(publisher *p, const char *topic, const void *payload,
+                   size_t len, int qos, bool retained, uint64_t tag);
+
+bool publisher_is_connected(publisher *p);
+
+/* Every event so far, oldest first, or NULL. */
+pub_event *publisher_take_events(publisher *p);
+void pub_event_free(pub_event *ev);
+
+/* Disconnect, giving in-flight messages up to TIMEOUT_MS. */
+void publisher_stop(publisher *p, int timeout_ms);
+
+/* NULL is a no-op. */
+void publisher_free(publisher *p);
+
+#endif

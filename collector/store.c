@@ -1,0 +1,730 @@
+#include "store.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* Schema                                                                   */
+
+/* Each migration runs once, in order, in its own transaction; user_version
+ * records how many have run. The first chooses incremental auto-vacuum, which
+ * only takes effect on an empty database. */
+static const char *const migrations[] = {
+    /* 1 */
+    "CREATE TABLE meters ("
+    "  id TEXT PRIMARY KEY,"
+    "  last_seq INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE readings ("
+    "  id INTEGER PRIMARY KEY,"
+    "  meter TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  ts_ms INTEGER NOT NULL,"
+    "  fields TEXT NOT NULL,"
+    "  quality TEXT NOT NULL,"
+    "  delivered INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE (meter, seq));"
+    "CREATE INDEX readings_undelivered ON readings(id) WHERE delivered = 0;"
+    "CREATE INDEX readings_meter_ts ON readings(meter, ts_ms);"
+    "CREATE TABLE state_changes ("
+    "  id INTEGER PRIMARY KEY,"
+    "  meter TEXT NOT NULL,"
+    "  ts_ms INTEGER NOT NULL,"
+    "  online INTEGER NOT NULL,"
+    "  error TEXT,"
+    "  detail TEXT);"
+    "CREATE INDEX state_changes_meter_ts ON state_changes(meter, ts_ms);"
+    "CREATE TABLE poll_stats ("
+    "  meter TEXT NOT NULL,"
+    "  hour_ms INTEGER NOT NULL,"
+    "  polls INTEGER NOT NULL DEFAULT 0,"
+    "  ok INTEGER NOT NULL DEFAULT 0,"
+    "  suspect INTEGER NOT NULL DEFAULT 0,"
+    "  skipped INTEGER NOT NULL DEFAULT 0,"
+    "  timeout INTEGER NOT NULL DEFAULT 0,"
+    "  crc INTEGER NOT NULL DEFAULT 0,"
+    "  exception INTEGER NOT NULL DEFAULT 0,"
+    "  connection_refused INTEGER NOT NULL DEFAULT 0,"
+    "  connection_reset INTEGER NOT NULL DEFAULT 0,"
+    "  malformed INTEGER NOT NULL DEFAULT 0,"
+    "  io INTEGER NOT NULL DEFAULT 0,"
+    "  decode INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (meter, hour_ms)) WITHOUT ROWID;"
+    "CREATE TABLE gateway_runs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  start_ms INTEGER NOT NULL,"
+    "  alive_ms INTEGER NOT NULL,"
+    "  stop_ms INTEGER);",
+};
+
+#define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+
+int store_schema_version(void) { return NMIGRATIONS; }
+
+/* Poll outcome kinds and their poll_stats columns. "ok" and "suspect" are
+ * successes; "skipped" slots were never polled. */
+static const char *const poll_kinds[] = {
+    "ok", "suspect", "skipped", "timeout", "crc", "exception",
+    "connection_refused", "connection_reset", "malformed", "io", "decode"};
+#define NKINDS (sizeof poll_kinds / sizeof poll_kinds[0])
+
+/* ------------------------------------------------------------------------ */
+/* Operations queued for the writer                                         */
+
+typedef enum {
+  OP_READING = 1,
+  OP_DELIVERED,
+  OP_STATE,
+  OP_POLL,
+  OP_RUN_START,
+  OP_RUN_ALIVE,
+  OP_RUN_STOP,
+  OP_REPLAY,
+} op_kind;
+
+typedef struct op {
+  struct op *next;
+  op_kind kind;
+  store_reading *reading;
+  int64_t id;
+  int64_t ts_ms;
+  int64_t upto_id;
+  size_t limit;
+  int kind_index;
+  bool online;
+  char meter[64];
+  char error[32];
+  char detail[160];
+} op;
+
+struct store {
+  sqlite3 *db;
+  pthread_t thread;
+  bool thread_started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  op *head, *tail;
+  size_t queued;
+  size_t queue_max;
+  bool stopping;
+  store_event *ev_head, *ev_tail;
+  void (*notify)(void *);
+  void *notify_ctx;
+
+  sqlite3_stmt *st_insert;
+  sqlite3_stmt *st_seq_get;
+  sqlite3_stmt *st_seq_set;
+  sqlite3_stmt *st_delivered;
+  sqlite3_stmt *st_state;
+  sqlite3_stmt *st_poll[NKINDS];
+  sqlite3_stmt *st_run_start;
+  sqlite3_stmt *st_run_alive;
+  sqlite3_stmt *st_run_stop;
+  sqlite3_stmt *st_replay;
+  int64_t run_id;
+
+  _Atomic uint64_t committed, dropped, errors, transactions, undelivered;
+  _Atomic int64_t max_id;
+};
+
+void store_reading_free(store_reading *r) {
+  while (r) {
+    store_reading *next = r->next;
+    free(r->fields);
+    free(r->meter_owned);
+    free(r);
+    r = next;
+  }
+}
+
+void store_event_free(store_event *ev) {
+  while (ev) {
+    store_event *next = ev->next;
+    store_reading_free(ev->readings);
+    free(ev);
+    ev = next;
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Opening                                                                  */
+
+static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen) {
+  char *msg = NULL;
+  if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+    snprintf(err, errlen, "%s", msg ? msg : sqlite3_errmsg(db));
+    sqlite3_free(msg);
+    return -1;
+  }
+  return 0;
+}
+
+static int user_version(sqlite3 *db, int *out) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+    return -1;
+  int rc = sqlite3_step(st);
+  *out = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW ? 0 : -1;
+}
+
+static int migrate(sqlite3 *db, char *err, size_t errlen) {
+  int v;
+  if (user_version(db, &v) != 0) {
+    snprintf(err, errlen, "cannot read the schema version: %s", sqlite3_errmsg(db));
+    return -1;
+  }
+  if (v > NMIGRATIONS) {
+    snprintf(err, errlen,
+             "the database has schema version %d, newer than this build (%d)",
+             v, NMIGRATIONS);
+    return -1;
+  }
+  if (v == 0 && exec(db, "PRAGMA auto_vacuum = INCREMENTAL", err, errlen) != 0)
+    return -1;
+  for (int i = v; i < NMIGRATIONS; i++) {
+    char sql[64];
+    if (exec(db, "BEGIN IMMEDIATE", err, errlen) != 0) return -1;
+    if (exec(db, migrations[i], err, errlen) != 0) {
+      char e2[64];
+      exec(db, "ROLLBACK", e2, sizeof e2);
+      return -1;
+    }
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", i + 1);
+    if (exec(db, sql, err, errlen) != 0 || exec(db, "COMMIT", err, errlen) != 0) {
+      char e2[64];
+      exec(db, "ROLLBACK", e2, sizeof e2);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int prepare(store *s, sqlite3_stmt **st, const char *sql, char *err,
+                   size_t errlen) {
+  if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) !=
+      SQLITE_OK) {
+    snprintf(err, errlen, "prepare \"%.60s...\": %s", sql, sqlite3_errmsg(s->db));
+    return -1;
+  }
+  return 0;
+}
+
+static int prepare_all(store *s, char *err, size_t errlen) {
+  if (prepare(s, &s->st_insert,
+              "INSERT INTO readings (meter, seq, ts_ms, fields, quality) "
+              "VALUES (?1, ?2, ?3, ?4, ?5)", err, errlen) ||
+      prepare(s, &s->st_seq_get, "SELECT last_seq FROM meters WHERE id = ?1",
+              err, errlen) ||
+      prepare(s, &s->st_seq_set,
+              "INSERT INTO meters (id, last_seq) VALUES (?1, ?2) "
+              "ON CONFLICT(id) DO UPDATE SET last_seq = excluded.last_seq",
+              err, errlen) ||
+      prepare(s, &s->st_delivered,
+              "UPDATE readings SET delivered = 1 WHERE id = ?1 AND delivered = 0",
+              err, errlen) ||
+      prepare(s, &s->st_state,
+              "INSERT INTO state_changes (meter, ts_ms, online, error, detail) "
+              "VALUES (?1, ?2, ?3, ?4, ?5)", err, errlen) ||
+      prepare(s, &s->st_run_start,
+              "INSERT INTO gateway_runs (start_ms, alive_ms) VALUES (?1, ?1)",
+              err, errlen) ||
+      prepare(s, &s->st_run_alive,
+              "UPDATE gateway_runs SET alive_ms = ?2 WHERE id = ?1", err, errlen) ||
+      prepare(s, &s->st_run_stop,
+              "UPDATE gateway_runs SET alive_ms = ?2, stop_ms = ?2 WHERE id = ?1",
+              err, errlen) ||
+      prepare(s, &s->st_replay,
+              "SELECT id, meter, seq, ts_ms, fields, quality FROM readings "
+              "WHERE delivered = 0 AND id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
+              err, errlen))
+    return -1;
+  for (size_t i = 0; i < NKINDS; i++) {
+    char sql[256];
+    const char *col = poll_kinds[i];
+    bool success = i < 2;
+    snprintf(sql, sizeof sql,
+             "INSERT INTO poll_stats (meter, hour_ms, polls, %s) VALUES (?1, ?2, %d, 1) "
+             "ON CONFLICT(meter, hour_ms) DO UPDATE SET polls = polls + %d, %s = %s + 1",
+             col, strcmp(col, "skipped") == 0 ? 0 : 1,
+             strcmp(col, "skipped") == 0 ? 0 : 1, col, col);
+    if (prepare(s, &s->st_poll[i], sql, err, errlen)) return -1;
+    (void)success;
+  }
+  return 0;
+}
+
+static void finalize_all(store *s) {
+  sqlite3_stmt *all[] = {s->st_insert, s->st_seq_get, s->st_seq_set,
+                         s->st_delivered, s->st_state, s->st_run_start,
+                         s->st_run_alive, s->st_run_stop, s->st_replay};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
+  for (size_t i = 0; i < NKINDS; i++) sqlite3_finalize(s->st_poll[i]);
+}
+
+static void *writer_main(void *arg);
+
+int store_open(store **out, const store_options *opt, char *err, size_t errlen) {
+  store *s = calloc(1, sizeof *s);
+  if (!s) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  s->queue_max = opt->queue_max ? opt->queue_max : 65536;
+  s->notify = opt->notify;
+  s->notify_ctx = opt->notify_ctx;
+
+  int rc = sqlite3_open_v2(opt->path, &s->db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                               SQLITE_OPEN_NOMUTEX,
+                           NULL);
+  if (rc != SQLITE_OK) {
+    snprintf(err, errlen, "cannot open %s: %s", opt->path,
+             s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+    goto fail;
+  }
+  sqlite3_busy_timeout(s->db, 5000);
+  char e[256];
+  if (exec(s->db, "PRAGMA journal_mode = WAL", e, sizeof e) != 0 ||
+      exec(s->db,
+           opt->synchronous_full ? "PRAGMA synchronous = FULL"
+                                 : "PRAGMA synchronous = NORMAL",
+           e, sizeof e) != 0 ||
+      exec(s->db, "PRAGMA journal_size_limit = 4194304", e, sizeof e) != 0 ||
+      exec(s->db, "PRAGMA foreign_keys = ON", e, sizeof e) != 0) {
+    snprintf(err, errlen, "%s: %s", opt->path, e);
+    goto fail;
+  }
+  if (migrate(s->db, e, sizeof e) != 0) {
+    snprintf(err, errlen, "%s: migration failed: %s", opt->path, e);
+    goto fail;
+  }
+  if (prepare_all(s, e, sizeof e) != 0) {
+    snprintf(err, errlen, "%s: %s", opt->path, e);
+    goto fail;
+  }
+  sqlite3_stmt *cnt;
+  if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM readings WHERE delivered = 0",
+                         -1, &cnt, NULL) == SQLITE_OK) {
+    if (sqlite3_step(cnt) == SQLITE_ROW)
+      atomic_store(&s->undelivered, (uint64_t)sqlite3_column_int64(cnt, 0));
+    sqlite3_finalize(cnt);
+  }
+  if (sqlite3_prepare_v2(s->db, "SELECT coalesce(max(id), 0) FROM readings", -1,
+                         &cnt, NULL) == SQLITE_OK) {
+    if (sqlite3_step(cnt) == SQLITE_ROW)
+      atomic_store(&s->max_id, sqlite3_column_int64(cnt, 0));
+    sqlite3_finalize(cnt);
+  }
+  if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
+    snprintf(err, errlen, "cannot start the storage thread");
+    goto fail;
+  }
+  s->thread_started = true;
+  *out = s;
+  return 0;
+fail:
+  store_close(s, NULL);
+  return -1;
+}
+
+void store_close(store *s, store_stats *final) {
+  if (!s) return;
+  if (s->thread_started) {
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+  }
+  if (final) store_get_stats(s, final);
+  for (op *o = s->head; o;) {
+    op *next = o->next;
+    store_reading_free(o->reading);
+    free(o);
+    o = next;
+  }
+  store_event_free(s->ev_head);
+  if (s->db) {
+    finalize_all(s);
+    /* A clean close checkpoints the WAL into the main file. */
+    sqlite3_close_v2(s->db);
+  }
+  pthread_cond_destroy(&s->cv);
+  pthread_mutex_destroy(&s->mu);
+  free(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Queueing                                                                 */
+
+static int enqueue(store *s, op *o) {
+  pthread_mutex_lock(&s->mu);
+  if (s->stopping || (o->kind == OP_READING && s->queued >= s->queue_max)) {
+    pthread_mutex_unlock(&s->mu);
+    if (o->kind == OP_READING) atomic_fetch_add(&s->dropped, 1);
+    store_reading_free(o->reading);
+    free(o);
+    return -1;
+  }
+  o->next = NULL;
+  if (s->tail)
+    s->tail->next = o;
+  else
+    s->head = o;
+  s->tail = o;
+  s->queued++;
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  return 0;
+}
+
+static op *new_op(op_kind k) {
+  op *o = calloc(1, sizeof *o);
+  if (o) o->kind = k;
+  return o;
+}
+
+int store_add_reading(store *s, store_reading *r) {
+  op *o = new_op(OP_READING);
+  if (!o) {
+    atomic_fetch_add(&s->dropped, 1);
+    store_reading_free(r);
+    return -1;
+  }
+  r->next = NULL;
+  o->reading = r;
+  return enqueue(s, o);
+}
+
+int store_mark_delivered(store *s, int64_t id) {
+  op *o = new_op(OP_DELIVERED);
+  if (!o) return -1;
+  o->id = id;
+  return enqueue(s, o);
+}
+
+int store_add_state(store *s, const char *meter, int64_t ts_ms, bool online,
+                    const char *error, const char *detail) {
+  op *o = new_op(OP_STATE);
+  if (!o) return -1;
+  snprintf(o->meter, sizeof o->meter, "%s", meter);
+  o->ts_ms = ts_ms;
+  o->online = online;
+  snprintf(o->error, sizeof o->error, "%s", error ? error : "");
+  snprintf(o->detail, sizeof o->detail, "%s", detail ? detail : "");
+  return enqueue(s, o);
+}
+
+int store_count_poll(store *s, const char *meter, int64_t ts_ms,
+                     const char *kind) {
+  int idx = -1;
+  for (size_t i = 0; i < NKINDS; i++)
+    if (strcmp(poll_kinds[i], kind) == 0) idx = (int)i;
+  if (idx < 0) return -1;
+  op *o = new_op(OP_POLL);
+  if (!o) return -1;
+  snprintf(o->meter, sizeof o->meter, "%s", meter);
+  o->ts_ms = ts_ms;
+  o->kind_index = idx;
+  return enqueue(s, o);
+}
+
+static int run_op(store *s, op_kind k, int64_t ts_ms) {
+  op *o = new_op(k);
+  if (!o) return -1;
+  o->ts_ms = ts_ms;
+  return enqueue(s, o);
+}
+
+int store_run_start(store *s, int64_t ts_ms) { return run_op(s, OP_RUN_START, ts_ms); }
+int store_run_alive(store *s, int64_t ts_ms) { return run_op(s, OP_RUN_ALIVE, ts_ms); }
+int store_run_stop(store *s, int64_t ts_ms) { return run_op(s, OP_RUN_STOP, ts_ms); }
+
+int store_request_replay(store *s, int64_t after_id, int64_t upto_id,
+                         size_t limit) {
+  op *o = new_op(OP_REPLAY);
+  if (!o) return -1;
+  o->id = after_id;
+  o->upto_id = upto_id;
+  o->limit = limit;
+  return enqueue(s, o);
+}
+
+store_event *store_take_events(store *s) {
+  pthread_mutex_lock(&s->mu);
+  store_event *ev = s->ev_head;
+  s->ev_head = s->ev_tail = NULL;
+  pthread_mutex_unlock(&s->mu);
+  return ev;
+}
+
+void store_get_stats(store *s, store_stats *out) {
+  out->committed = atomic_load(&s->committed);
+  out->dropped = atomic_load(&s->dropped);
+  out->errors = atomic_load(&s->errors);
+  out->transactions = atomic_load(&s->transactions);
+  out->undelivered = atomic_load(&s->undelivered);
+  out->max_id = atomic_load(&s->max_id);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The writer thread                                                        */
+
+static void post_event(store *s, store_event *ev) {
+  pthread_mutex_lock(&s->mu);
+  ev->next = NULL;
+  if (s->ev_tail)
+    s->ev_tail->next = ev;
+  else
+    s->ev_head = ev;
+  s->ev_tail = ev;
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* Per-batch cache of each touched meter's last sequence number. */
+typedef struct seq_entry {
+  struct seq_entry *next;
+  const char *meter;
+  int64_t last_seq;
+} seq_entry;
+
+static int step_done(sqlite3_stmt *st) {
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : rc;
+}
+
+static int next_seq(store *s, seq_entry **cache, const char *meter,
+                    int64_t *seq) {
+  for (seq_entry *e = *cache; e; e = e->next) {
+    if (strcmp(e->meter, meter) == 0) {
+      *seq = ++e->last_seq;
+      return 0;
+    }
+  }
+  seq_entry *e = calloc(1, sizeof *e);
+  if (!e) return SQLITE_NOMEM;
+  e->meter = meter;
+  sqlite3_bind_text(s->st_seq_get, 1, meter, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(s->st_seq_get);
+  if (rc == SQLITE_ROW)
+    e->last_seq = sqlite3_column_int64(s->st_seq_get, 0);
+  sqlite3_reset(s->st_seq_get);
+  sqlite3_clear_bindings(s->st_seq_get);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    free(e);
+    return rc;
+  }
+  e->next = *cache;
+  *cache = e;
+  *seq = ++e->last_seq;
+  return 0;
+}
+
+static int apply(store *s, op *o, seq_entry **cache, store_reading ***tail,
+                 size_t *nread, int64_t *delivered) {
+  int rc = 0;
+  switch (o->kind) {
+    case OP_READING: {
+      store_reading *r = o->reading;
+      rc = next_seq(s, cache, r->meter, &r->seq);
+      if (rc) return rc;
+      sqlite3_bind_text(s->st_insert, 1, r->meter, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(s->st_insert, 2, r->seq);
+      sqlite3_bind_int64(s->st_insert, 3, r->ts_ms);
+      sqlite3_bind_text(s->st_insert, 4, r->fields, -1, SQLITE_STATIC);
+      sqlite3_bind_text(s->st_insert, 5, r->quality ? "suspect" : "good", -1,
+                        SQLITE_STATIC);
+      rc = step_done(s->st_insert);
+      if (rc) return rc;
+      r->id = sqlite3_last_insert_rowid(s->db);
+      atomic_store(&s->max_id, r->id);
+      o->reading = NULL;
+      **tail = r;
+      *tail = &r->next;
+      (*nread)++;
+      return 0;
+    }
+    case OP_DELIVERED:
+      sqlite3_bind_int64(s->st_delivered, 1, o->id);
+      rc = step_done(s->st_delivered);
+      if (!rc) *delivered += sqlite3_changes(s->db);
+      return rc;
+    case OP_STATE:
+      sqlite3_bind_text(s->st_state, 1, o->meter, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(s->st_state, 2, o->ts_ms);
+      sqlite3_bind_int(s->st_state, 3, o->online);
+      if (o->error[0])
+        sqlite3_bind_text(s->st_state, 4, o->error, -1, SQLITE_STATIC);
+      if (o->detail[0])
+        sqlite3_bind_text(s->st_state, 5, o->detail, -1, SQLITE_STATIC);
+      return step_done(s->st_state);
+    case OP_POLL: {
+      sqlite3_stmt *st = s->st_poll[o->kind_index];
+      int64_t hour = o->ts_ms - (o->ts_ms % 3600000);
+      sqlite3_bind_text(st, 1, o->meter, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 2, hour);
+      return step_done(st);
+    }
+    case OP_RUN_START:
+      sqlite3_bind_int64(s->st_run_start, 1, o->ts_ms);
+      rc = step_done(s->st_run_start);
+      if (!rc) s->run_id = sqlite3_last_insert_rowid(s->db);
+      return rc;
+    case OP_RUN_ALIVE:
+    case OP_RUN_STOP: {
+      sqlite3_stmt *st = o->kind == OP_RUN_ALIVE ? s->st_run_alive : s->st_run_stop;
+      sqlite3_bind_int64(st, 1, s->run_id);
+      sqlite3_bind_int64(st, 2, o->ts_ms);
+      return step_done(st);
+    }
+    case OP_REPLAY:
+      return 0; /* handled outside the write transaction */
+  }
+  return 0;
+}
+
+static void do_replay(store *s, op *o) {
+  store_event *ev = calloc(1, sizeof *ev);
+  if (!ev) return;
+  ev->kind = STORE_EV_REPLAY;
+  ev->replay_last_id = o->id;
+  sqlite3_stmt *st = s->st_replay;
+  sqlite3_bind_int64(st, 1, o->id);
+  sqlite3_bind_int64(st, 2, o->upto_id);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)o->limit);
+  store_reading **tail = &ev->readings;
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    store_reading *r = calloc(1, sizeof *r);
+    if (!r) break;
+    r->id = sqlite3_column_int64(st, 0);
+    r->meter_owned = strdup((const char *)sqlite3_column_text(st, 1));
+    r->meter = r->meter_owned;
+    r->seq = sqlite3_column_int64(st, 2);
+    r->ts_ms = sqlite3_column_int64(st, 3);
+    r->fields = strdup((const char *)sqlite3_column_text(st, 4));
+    const char *q = (const char *)sqlite3_column_text(st, 5);
+    r->quality = q && strcmp(q, "suspect") == 0;
+    r->historical = true;
+    if (!r->meter_owned || !r->fields) {
+      store_reading_free(r);
+      break;
+    }
+    *tail = r;
+    tail = &r->next;
+    ev->n++;
+    ev->replay_last_id = r->id;
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    ev->kind = STORE_EV_ERROR;
+    snprintf(ev->detail, sizeof ev->detail, "replay query: %s",
+             sqlite3_errmsg(s->db));
+    atomic_fetch_add(&s->errors, 1);
+  }
+  ev->replay_done = ev->n < o->limit;
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  post_event(s, ev);
+}
+
+/* Apply one batch of operations in one transaction. On failure the batch is
+ * rolled back and its readings are reported in an error event so the loop can
+ * still publish them live; their sequence numbers stay unassigned (0). */
+static void commit_batch(store *s, op *batch) {
+  seq_entry *cache = NULL;
+  store_reading *committed = NULL, **tail = &committed;
+  size_t n = 0;
+  int64_t delivered = 0;
+  int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  for (op *o = batch; o && rc == SQLITE_OK; o = o->next)
+    rc = apply(s, o, &cache, &tail, &n, &delivered);
+  for (seq_entry *e = cache; e && rc == SQLITE_OK; e = e->next) {
+    sqlite3_bind_text(s->st_seq_set, 1, e->meter, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s->st_seq_set, 2, e->last_seq);
+    rc = step_done(s->st_seq_set);
+  }
+  if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+  while (cache) {
+    seq_entry *next = cache->next;
+    free(cache);
+    cache = next;
+  }
+  atomic_fetch_add(&s->transactions, 1);
+  store_event *ev = calloc(1, sizeof *ev);
+  if (rc != SQLITE_OK) {
+    char detail[200];
+    snprintf(detail, sizeof detail, "%s", sqlite3_errmsg(s->db));
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    atomic_fetch_add(&s->errors, 1);
+    /* Readings not yet moved to the committed list stay in their ops. */
+    for (op *o = batch; o; o = o->next) {
+      if (o->kind == OP_READING && o->reading) {
+        *tail = o->reading;
+        tail = &o->reading->next;
+        o->reading = NULL;
+      }
+    }
+    for (store_reading *r = committed; r; r = r->next) r->seq = 0, r->id = 0;
+    if (ev) {
+      ev->kind = STORE_EV_ERROR;
+      ev->readings = committed;
+      snprintf(ev->detail, sizeof ev->detail, "%s", detail);
+      post_event(s, ev);
+    } else {
+      store_reading_free(committed);
+    }
+    return;
+  }
+  atomic_fetch_add(&s->committed, n);
+  atomic_fetch_add(&s->undelivered, n);
+  atomic_fetch_sub(&s->undelivered, (uint64_t)delivered);
+  if (n == 0) {
+    free(ev);
+    return;
+  }
+  if (!ev) {
+    store_reading_free(committed);
+    return;
+  }
+  ev->kind = STORE_EV_COMMITTED;
+  ev->readings = committed;
+  ev->n = n;
+  post_event(s, ev);
+}
+
+static void *writer_main(void *arg) {
+  store *s = arg;
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    while (!s->head && !s->stopping) pthread_cond_wait(&s->cv, &s->mu);
+    op *batch = s->head;
+    s->head = s->tail = NULL;
+    s->queued = 0;
+    bool stop = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+
+    if (batch) {
+      commit_batch(s, batch);
+      for (op *o = batch; o; o = o->next)
+        if (o->kind == OP_REPLAY) do_replay(s, o);
+      while (batch) {
+        op *next = batch->next;
+        store_reading_free(batch->reading);
+        free(batch);
+        batch = next;
+      }
+      if (s->notify) s->notify(s->notify_ctx);
+    }
+    if (stop && !batch) break;
+  }
+  return NULL;
+}

@@ -1,0 +1,118 @@
+/* store: durable readings in SQLite, written off the loop thread.
+ *
+ * One writer thread owns the database connection. The loop hands it work
+ * (readings, delivery acknowledgements, meter state changes, poll outcomes,
+ * gateway run times, replay requests) through a bounded queue; the thread
+ * takes everything queued, applies it in one transaction (group commit), and
+ * hands back what was committed: readings with their row id and per-meter
+ * sequence number, assigned in the same transaction as the meter's last_seq is
+ * advanced, so an uncommitted reading consumes no number and a crash leaves no
+ * gap. The loop is told through the notify callback (a uv_async_send) and
+ * drains the results with store_take_events. Nothing here blocks the loop.
+ *
+ * Schema: see docs/storage.md; versioned by numbered migrations applied at
+ * open (PRAGMA user_version).
+ */
+#ifndef IC_STORE_H
+#define IC_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store store;
+
+/* A reading on its way to the database and back. */
+typedef struct store_reading {
+  struct store_reading *next;
+  const char *meter;  /* meter id; must outlive the reading (cfg or owned) */
+  char *meter_owned;  /* set for rows read back from the database */
+  int64_t ts_ms;
+  char *fields;       /* JSON object text, owned */
+  int quality;        /* quality_value */
+  int64_t id;         /* row id, assigned at commit */
+  int64_t seq;        /* per-meter sequence, assigned at commit */
+  bool historical;    /* read back for replay */
+} store_reading;
+
+void store_reading_free(store_reading *r);
+
+typedef enum {
+  STORE_EV_COMMITTED = 1, /* readings: a committed batch, in commit order */
+  STORE_EV_REPLAY,        /* readings: undelivered rows, oldest first */
+  STORE_EV_ERROR,         /* a transaction failed; detail says why */
+} store_event_kind;
+
+typedef struct store_event {
+  struct store_event *next;
+  store_event_kind kind;
+  store_reading *readings; /* list, owned by the event */
+  size_t n;
+  int64_t replay_last_id;  /* STORE_EV_REPLAY: the last id scanned */
+  bool replay_done;        /* STORE_EV_REPLAY: nothing more up to the bound */
+  char detail[256];
+} store_event;
+
+void store_event_free(store_event *ev);
+
+typedef struct {
+  const char *path;
+  bool synchronous_full;   /* PRAGMA synchronous FULL (default) or NORMAL */
+  size_t queue_max;        /* pending operations; 0: 65536 */
+  void (*notify)(void *ctx); /* called from the writer thread after each batch */
+  void *notify_ctx;
+} store_options;
+
+/* Open (creating and migrating) the database and start the writer thread.
+ * Returns 0, or a negative code with err filled. */
+int store_open(store **out, const store_options *opt, char *err, size_t errlen);
+
+/* Queue a reading. Takes ownership. Returns 0, or -1 when the queue is full
+ * (the reading is freed and counted as dropped). */
+int store_add_reading(store *s, store_reading *r);
+
+/* Mark row ID delivered (a PUBACK arrived). */
+int store_mark_delivered(store *s, int64_t id);
+
+/* Record a meter state change. ERROR is a failure-kind name or NULL. */
+int store_add_state(store *s, const char *meter, int64_t ts_ms, bool online,
+                    const char *error, const char *detail);
+
+/* Count one poll outcome in the meter's hourly row. KIND is "ok", "suspect",
+ * "skipped" or a failure-kind name. */
+int store_count_poll(store *s, const char *meter, int64_t ts_ms,
+                     const char *kind);
+
+/* Gateway run bookkeeping: start, a heartbeat while alive, clean stop. */
+int store_run_start(store *s, int64_t ts_ms);
+int store_run_alive(store *s, int64_t ts_ms);
+int store_run_stop(store *s, int64_t ts_ms);
+
+/* Ask for up to LIMIT undelivered readings with AFTER_ID < id <= UPTO_ID,
+ * oldest first; they come back as one STORE_EV_REPLAY event. */
+int store_request_replay(store *s, int64_t after_id, int64_t upto_id,
+                         size_t limit);
+
+/* Take every event produced so far (a list, oldest first), or NULL. */
+store_event *store_take_events(store *s);
+
+/* Counters, safe from any thread. */
+typedef struct {
+  uint64_t committed;       /* readings committed */
+  uint64_t dropped;         /* readings refused by a full queue */
+  uint64_t errors;          /* failed transactions */
+  uint64_t transactions;
+  uint64_t undelivered;     /* rows with delivered = 0 (as of the last commit) */
+  int64_t max_id;           /* the highest reading row id committed so far */
+} store_stats;
+void store_get_stats(store *s, store_stats *out);
+
+/* Stop the writer after it has committed everything queued so far, close the
+ * database. FINAL, when not NULL, receives the counters as they stood at the
+ * end. NULL is a no-op. */
+void store_close(store *s, store_stats *final);
+
+/* Pure helper, exposed for tests: the schema version this build migrates to. */
+int store_schema_version(void);
+
+#endif

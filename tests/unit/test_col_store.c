@@ -1,0 +1,279 @@
+/* The store on a real SQLite file: sequence numbers, group commits, delivery
+ * marks, replay order, restarts and the bookkeeping tables. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "store.h"
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int notified;
+
+static void notify(void *ctx) {
+  (void)ctx;
+  pthread_mutex_lock(&mu);
+  notified++;
+  pthread_cond_broadcast(&cv);
+  pthread_mutex_unlock(&mu);
+}
+
+/* Wait (up to 5 s) for the next event from the writer. */
+static store_event *next_event(store *s) {
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += 5;
+  for (;;) {
+    store_event *ev = store_take_events(s);
+    if (ev) return ev;
+    pthread_mutex_lock(&mu);
+    int seen = notified;
+    int rc = 0;
+    while (notified == seen && rc == 0) rc = pthread_cond_timedwait(&cv, &mu, &dl);
+    pthread_mutex_unlock(&mu);
+    if (rc != 0) return store_take_events(s);
+  }
+}
+
+typedef struct {
+  char dir[64];
+  char path[128];
+} fixture;
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof *f);
+  snprintf(f->dir, sizeof f->dir, "/tmp/ic-store-XXXXXX");
+  assert_non_null(mkdtemp(f->dir));
+  snprintf(f->path, sizeof f->path, "%s/readings.db", f->dir);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+  if (system(cmd) != 0) return -1;
+  free(f);
+  return 0;
+}
+
+static store *open_store(fixture *f) {
+  store_options o = {.path = f->path, .synchronous_full = true, .notify = notify};
+  char err[512];
+  store *s = NULL;
+  assert_int_equal(store_open(&s, &o, err, sizeof err), 0);
+  return s;
+}
+
+static store_reading *reading(const char *meter, int64_t ts, const char *fields) {
+  store_reading *r = calloc(1, sizeof *r);
+  r->meter = meter;
+  r->ts_ms = ts;
+  r->fields = strdup(fields);
+  return r;
+}
+
+/* Gather committed readings until N have arrived. */
+static store_reading **collect(store *s, size_t n) {
+  store_reading **out = calloc(n, sizeof *out);
+  size_t got = 0;
+  store_event *keep = NULL;
+  while (got < n) {
+    store_event *ev = next_event(s);
+    assert_non_null(ev);
+    for (store_event *e = ev; e; e = e->next) {
+      assert_int_equal(e->kind, STORE_EV_COMMITTED);
+      for (store_reading *r = e->readings; r; r = r->next) out[got++] = r;
+    }
+    /* Keep the events alive while the test looks at their readings. */
+    store_event *last = ev;
+    while (last->next) last = last->next;
+    last->next = keep;
+    keep = ev;
+  }
+  out = realloc(out, (n + 1) * sizeof *out);
+  out[n] = (store_reading *)keep; /* smuggle the events out for freeing */
+  return out;
+}
+
+static void release(store_reading **rs, size_t n) {
+  store_event_free((store_event *)rs[n]);
+  free(rs);
+}
+
+static long long query_int(const char *path, const char *sql) {
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_stmt *st;
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  long long v = -1;
+  if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+static void test_sequences_and_restart(void **state) {
+  fixture *f = *state;
+  store *s = open_store(f);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(store_add_reading(s, reading("A", 1000 + i, "{\"x\":1}")), 0);
+    assert_int_equal(store_add_reading(s, reading("B", 1000 + i, "{\"x\":2}")), 0);
+  }
+  store_reading **rs = collect(s, 10);
+  int64_t last_id = 0, next_a = 1, next_b = 1;
+  for (int i = 0; i < 10; i++) {
+    assert_true(rs[i]->id > last_id); /* commit order is row order */
+    last_id = rs[i]->id;
+    if (strcmp(rs[i]->meter, "A") == 0)
+      assert_int_equal(rs[i]->seq, next_a++);
+    else
+      assert_int_equal(rs[i]->seq, next_b++);
+  }
+  release(rs, 10);
+  store_close(s, NULL);
+
+  /* The schema is at the current version, WAL is on. */
+  assert_int_equal(query_int(f->path, "PRAGMA user_version"), store_schema_version());
+  assert_int_equal(query_int(f->path, "SELECT count(*) FROM readings WHERE delivered = 0"), 10);
+
+  /* After a restart the sequence goes on; nothing is reused. */
+  s = open_store(f);
+  store_add_reading(s, reading("A", 2000, "{}"));
+  rs = collect(s, 1);
+  assert_int_equal(rs[0]->seq, 6);
+  release(rs, 1);
+  store_stats st;
+  store_get_stats(s, &st);
+  assert_int_equal(st.undelivered, 11);
+  assert_true(st.max_id >= 11);
+  store_close(s, NULL);
+  assert_int_equal(query_int(f->path, "SELECT last_seq FROM meters WHERE id = 'A'"), 6);
+}
+
+static void test_delivery_and_replay(void **state) {
+  fixture *f = *state;
+  store *s = open_store(f);
+  for (int i = 0; i < 6; i++) store_add_reading(s, reading("M", 100 + i, "{\"v\":1}"));
+  store_reading **rs = collect(s, 6);
+  int64_t ids[6];
+  for (int i = 0; i < 6; i++) ids[i] = rs[i]->id;
+  release(rs, 6);
+  /* Rows 2 and 4 (1-based) were acknowledged. */
+  store_mark_delivered(s, ids[1]);
+  store_mark_delivered(s, ids[3]);
+  store_mark_delivered(s, ids[3]); /* twice is harmless */
+  store_request_replay(s, 0, ids[5], 3);
+  store_event *ev = next_event(s);
+  assert_non_null(ev);
+  assert_int_equal(ev->kind, STORE_EV_REPLAY);
+  assert_int_equal(ev->n, 3);
+  store_reading *r = ev->readings;
+  assert_int_equal(r->id, ids[0]);
+  assert_true(r->historical);
+  assert_string_equal(r->meter, "M");
+  assert_string_equal(r->fields, "{\"v\":1}");
+  assert_int_equal(r->next->id, ids[2]);
+  assert_int_equal(r->next->next->id, ids[4]);
+  assert_false(ev->replay_done);
+  int64_t cursor = ev->replay_last_id;
+  store_event_free(ev);
+  /* The rest, bounded above: the last row is beyond UPTO. */
+  store_request_replay(s, cursor, ids[4], 3);
+  ev = next_event(s);
+  assert_int_equal(ev->n, 0);
+  assert_true(ev->replay_done);
+  store_event_free(ev);
+  store_stats st;
+  store_get_stats(s, &st);
+  assert_int_equal(st.undelivered, 4);
+  store_close(s, NULL);
+  assert_int_equal(query_int(f->path, "SELECT count(*) FROM readings WHERE delivered = 1"), 2);
+}
+
+static void test_bookkeeping_tables(void **state) {
+  fixture *f = *state;
+  store *s = open_store(f);
+  store_run_start(s, 3600000);
+  store_add_state(s, "M", 3600500, false, "timeout", "no answer");
+  store_count_poll(s, "M", 3600100, "ok");
+  store_count_poll(s, "M", 3600200, "timeout");
+  store_count_poll(s, "M", 3600300, "timeout");
+  store_count_poll(s, "M", 3600400, "skipped");
+  assert_int_equal(store_count_poll(s, "M", 3600400, "bogus"), -1);
+  store_run_alive(s, 3660000);
+  store_run_stop(s, 3700000);
+  store_close(s, NULL);
+  assert_int_equal(query_int(f->path, "SELECT polls FROM poll_stats WHERE meter='M' AND hour_ms=3600000"), 3);
+  assert_int_equal(query_int(f->path, "SELECT timeout FROM poll_stats WHERE meter='M'"), 2);
+  assert_int_equal(query_int(f->path, "SELECT ok FROM poll_stats WHERE meter='M'"), 1);
+  assert_int_equal(query_int(f->path, "SELECT skipped FROM poll_stats WHERE meter='M'"), 1);
+  assert_int_equal(query_int(f->path, "SELECT online FROM state_changes WHERE meter='M'"), 0);
+  assert_int_equal(query_int(f->path, "SELECT stop_ms FROM gateway_runs"), 3700000);
+  assert_int_equal(query_int(f->path, "SELECT start_ms FROM gateway_runs"), 3600000);
+}
+
+static void test_refuses_newer_schema(void **state) {
+  fixture *f = *state;
+  store_close(open_store(f), NULL);
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  store_options o = {.path = f->path};
+  char err[512];
+  store *s = NULL;
+  assert_int_equal(store_open(&s, &o, err, sizeof err), -1);
+  assert_non_null(strstr(err, "newer"));
+}
+
+static void test_unwritable_path(void **state) {
+  (void)state;
+  store_options o = {.path = "/proc/no/such/dir/readings.db"};
+  char err[512];
+  store *s = NULL;
+  assert_int_equal(store_open(&s, &o, err, sizeof err), -1);
+  assert_non_null(strstr(err, "/proc/no/such/dir/readings.db"));
+}
+
+static void test_full_queue_drops_and_counts(void **state) {
+  fixture *f = *state;
+  store_options o = {.path = f->path, .queue_max = 1};
+  char err[512];
+  store *s = NULL;
+  assert_int_equal(store_open(&s, &o, err, sizeof err), 0);
+  int refused = 0;
+  for (int i = 0; i < 2000; i++)
+    if (store_add_reading(s, reading("Q", i, "{}")) != 0) refused++;
+  store_stats st;
+  store_get_stats(s, &st);
+  store_close(s, NULL);
+  /* Every refusal is counted; everything accepted was committed. */
+  assert_int_equal(st.dropped, (uint64_t)refused);
+  long long rows = query_int(f->path, "SELECT count(*) FROM readings");
+  assert_int_equal(rows + refused, 2000);
+  assert_true(refused > 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_sequences_and_restart, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_delivery_and_replay, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_bookkeeping_tables, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_refuses_newer_schema, setup, teardown),
+      cmocka_unit_test(test_unwritable_path),
+      cmocka_unit_test_setup_teardown(test_full_queue_drops_and_counts, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
