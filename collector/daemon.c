@@ -404,7 +404,8 @@ static void on_slot(uv_timer_t *t) {
     return;
   }
   meter_changed(d, m, mstate_tick(&m->st, now, mc->interval_ms,
-                                  d->cfg->online.offline_after));
+                                  d->cfg->online.offline_after,
+                                  d->cfg->buses[mc->bus].timeout_ms));
   if (m->st.state == MSTATE_OFFLINE && m->retry_at_ms && now < m->retry_at_ms) {
     /* Backing off a dead meter: this slot is not polled. */
   } else if (m->pending ||

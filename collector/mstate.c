@@ -45,9 +45,9 @@ mstate_change mstate_failure(mstate *s, int64_t now_ms, int code,
 }
 
 mstate_change mstate_tick(mstate *s, int64_t now_ms, int64_t interval_ms,
-                          int offline_after) {
+                          int offline_after, int64_t grace_ms) {
   if (s->state == MSTATE_OFFLINE) return MSTATE_NO_CHANGE;
-  if (now_ms - s->watch_from_ms >= interval_ms * offline_after)
+  if (now_ms - s->watch_from_ms > interval_ms * offline_after + grace_ms)
     return go_offline(s, now_ms);
   return MSTATE_NO_CHANGE;
 }

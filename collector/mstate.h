@@ -44,9 +44,10 @@ mstate_change mstate_failure(mstate *s, int64_t now_ms, int code,
 
 /* Called on every slot whether or not the poll could run (a bus that cannot
  * keep up skips slots): goes offline when no valid reading arrived for
- * offline_after intervals. */
+ * offline_after intervals plus GRACE_MS (the bus timeout, so that the poll of
+ * the slot that completes the count has its chance to answer first). */
 mstate_change mstate_tick(mstate *s, int64_t now_ms, int64_t interval_ms,
-                          int offline_after);
+                          int offline_after, int64_t grace_ms);
 
 /* How long to wait before the next poll: the interval while online or
  * unknown; interval * 2^k, capped at BACKOFF_MAX_MS (and never below the
