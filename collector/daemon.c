@@ -46,6 +46,7 @@ typedef struct {
   int64_t phase_ms; /* offset of this meter's slots within the interval */
   int64_t retry_at_ms; /* while offline: no poll before this (back-off) */
   bool pending;     /* a poll is queued or running on the bus worker */
+  bool refused;     /* the broker refuses this meter's topics: hold them back */
   char topic_reading[256];
   char topic_state[256];
 } meter_rt;
@@ -80,13 +81,30 @@ struct gw {
 
 static const char *fail_name(int code) { return tr_code_name(code); }
 
+/* A message's tag carries the row id of a reading (0 for a state message) and
+ * the index of its meter plus one (0 when the meter is not configured), so an
+ * acknowledgement or a refusal can be traced to both. */
+#define TAG_METER_BITS 16
+static uint64_t make_tag(int64_t row, int meter) {
+  return ((uint64_t)row << TAG_METER_BITS) | (uint64_t)(meter + 1);
+}
+static int64_t tag_row(uint64_t tag) { return (int64_t)(tag >> TAG_METER_BITS); }
+static int tag_meter(uint64_t tag) {
+  return (int)(tag & ((1u << TAG_METER_BITS) - 1)) - 1;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Publishing helpers                                                       */
 
-static void publish_json(gw *d, const char *topic, cJSON *o, bool retained) {
+/* Publish a JSON document at QoS 1; METER >= 0 tags it so that a refusal is
+ * traced to that meter. */
+static void publish_json(gw *d, const char *topic, cJSON *o, bool retained,
+                         int meter) {
   char *s = cJSON_PrintUnformatted(o);
   if (!s) return;
-  if (d->connected) publisher_send(d->pub, topic, s, strlen(s), 1, retained, 0);
+  if (d->connected)
+    publisher_send(d->pub, topic, s, strlen(s), 1, retained,
+                   meter >= 0 ? make_tag(0, meter) : 0);
   free(s);
 }
 
@@ -96,7 +114,7 @@ static void add_ts(cJSON *o, const char *key, int64_t ms) {
 }
 
 static void publish_meter_state(gw *d, meter_rt *m) {
-  if (m->st.state == MSTATE_UNKNOWN) return;
+  if (m->st.state == MSTATE_UNKNOWN || m->refused) return;
   cJSON *o = cJSON_CreateObject();
   cJSON_AddBoolToObject(o, "online", m->st.state == MSTATE_ONLINE);
   add_ts(o, "since", m->st.since_ms);
@@ -108,7 +126,7 @@ static void publish_meter_state(gw *d, meter_rt *m) {
     cJSON_AddNullToObject(o, "last_error");
   }
   if (m->st.last_valid_ms) add_ts(o, "last_valid", m->st.last_valid_ms);
-  publish_json(d, m->topic_state, o, true);
+  publish_json(d, m->topic_state, o, true, (int)m->index);
   cJSON_Delete(o);
 }
 
@@ -140,7 +158,7 @@ static void publish_gateway_state(gw *d, bool online) {
   cJSON_AddNumberToObject(c, "delivered", (double)d->delivered);
   cJSON_AddNumberToObject(c, "refused", (double)d->refused);
   cJSON_AddNumberToObject(c, "historical", (double)d->historical);
-  publish_json(d, d->topic_gateway, o, true);
+  publish_json(d, d->topic_gateway, o, true, -1);
   cJSON_Delete(o);
 }
 
@@ -153,13 +171,14 @@ static bool send_reading(gw *d, const store_reading *r) {
   char topic[256];
   const char *t = topic;
   int mi = cfg_meter_index(d->cfg, r->meter);
+  if (mi >= 0 && d->meters[mi].refused) return false;
   if (mi >= 0) {
     t = d->meters[mi].topic_reading;
   } else {
     snprintf(topic, sizeof topic, "%s/%s/%s/reading", d->cfg->mqtt.topic_prefix,
              d->cfg->site.id, r->meter);
   }
-  if (publisher_send(d->pub, t, payload, (size_t)n, 1, false, (uint64_t)r->id) != 0)
+  if (publisher_send(d->pub, t, payload, (size_t)n, 1, false, make_tag(r->id, mi)) != 0)
     return false;
   d->inflight++;
   d->published++;
@@ -194,6 +213,11 @@ static void handle_replay(gw *d, store_event *ev) {
   d->replay_requested = false;
   for (store_reading *r = ev->readings; r; r = r->next) {
     if (!d->connected) break;
+    int mi = cfg_meter_index(d->cfg, r->meter);
+    if (mi >= 0 && d->meters[mi].refused) {
+      d->replay_cursor = r->id; /* held back, stays in the outbox */
+      continue;
+    }
     if (!send_reading(d, r)) break;
     d->replay_sent++;
     d->replay_cursor = r->id;
@@ -311,22 +335,34 @@ static void handle_pub_event(gw *d, pub_event *ev) {
                ev->detail);
       break;
     case PUB_EV_DELIVERED:
+      if (tag_row(ev->tag) == 0) break; /* a state message */
       if (d->inflight) d->inflight--;
       d->delivered++;
-      store_mark_delivered(d->store, (int64_t)ev->tag);
+      store_mark_delivered(d->store, tag_row(ev->tag));
       break;
-    case PUB_EV_FAILED:
-      if (d->inflight) d->inflight--;
-      if (ev->reason >= 0x80) {
-        d->refused++;
+    case PUB_EV_FAILED: {
+      int64_t row = tag_row(ev->tag);
+      int mi = tag_meter(ev->tag);
+      if (row && d->inflight) d->inflight--;
+      if (ev->reason < 0x80) break; /* not sent: replayed after a reconnect */
+      d->refused++;
+      if (mi >= 0 && mi < (int)d->cfg->nmeters && !d->meters[mi].refused) {
+        /* A broker that refuses a topic will refuse it again (and some close
+         * the connection each time): hold this meter's messages back until
+         * the gateway restarts, and let the others through. */
+        d->meters[mi].refused = true;
+        log_warn("broker refused a message of meter %s: %s; its readings stay "
+                 "in the outbox until the gateway restarts",
+                 d->cfg->meters[mi].id, ev->detail);
+      } else if (mi < 0) {
         int64_t now = clock_mono_ms();
         if (now - d->last_refusal_log_ms > 10000) {
-          log_warn("broker refused a reading (row %llu): %s; it stays in the outbox",
-                   (unsigned long long)ev->tag, ev->detail);
+          log_warn("broker refused a message: %s", ev->detail);
           d->last_refusal_log_ms = now;
         }
       }
       break;
+    }
   }
 }
 
@@ -641,7 +677,7 @@ out:
       cJSON_AddStringToObject(o, "version", IC_VERSION);
       add_ts(o, "started", d->started_ms);
       add_ts(o, "stopped", clock_wall_ms());
-      publish_json(d, d->topic_gateway, o, true);
+      publish_json(d, d->topic_gateway, o, true, -1);
       cJSON_Delete(o);
     }
     publisher_stop(d->pub, 300);

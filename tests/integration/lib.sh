@@ -113,11 +113,12 @@ finish() {
   [ "$IC_FAILS" -eq 0 ]
 }
 
-# start_broker NAME PORT: mosquitto on 127.0.0.1:PORT, persistent (so a
-# restart keeps sessions and queued messages), with no queue limit, so no
-# message can be lost by the test's own broker. Waits until it runs.
+# start_broker NAME PORT [EXTRA]: mosquitto on 127.0.0.1:PORT, persistent (so
+# a restart keeps sessions and queued messages), with no queue limit, so no
+# message can be lost by the test's own broker; EXTRA lines are appended to
+# its configuration. Waits until it runs.
 start_broker() {
-  local name=$1 port=$2
+  local name=$1 port=$2 extra=${3:-}
   mkdir -p "$T/broker"
   cat >"$T/broker/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
@@ -133,6 +134,7 @@ log_type error
 log_type warning
 log_type notice
 log_type information
+$extra
 CONF
   start "$name" mosquitto -c "$T/broker/mosquitto.conf"
   local pidvar="${name//-/_}_PID"
