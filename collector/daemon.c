@@ -248,6 +248,8 @@ static void meter_changed(gw *d, meter_rt *m, mstate_change ch) {
                   online || !m->st.last_error ? NULL : fail_name(m->st.last_error),
                   online ? NULL : m->st.last_error_detail);
   publish_meter_state(d, m);
+  /* The gateway state carries the meters online: keep it current. */
+  publish_gateway_state(d, true);
 }
 
 static void handle_result(gw *d, bus_result *r) {
