@@ -146,12 +146,25 @@ int mb_rtu_frame_len(const uint8_t *buf, size_t have, bool is_request) {
   if (!buf || have < 2) return MB_ENEEDMORE;
   uint8_t fc = buf[1];
   if (is_request) {
+    /* Every request a client may send a server has to be framed, even one
+     * the server does not serve: only then can it answer "illegal
+     * function" instead of dropping the line's bytes and timing out. */
     switch (fc) {
+    case 0x01: /* read coils: unit fc addr(2) qty(2) crc(2) */
+    case 0x02: /* read discrete inputs */
     case 0x03:
     case 0x04:
-    case 0x05:
+    case 0x05: /* write single coil: unit fc addr(2) value(2) crc(2) */
     case 0x06:
       return 8;
+    case 0x0F: {
+      /* write multiple coils: unit fc addr(2) qty(2) bc data crc(2), at
+       * most 1968 coils in 246 bytes. */
+      if (have < 7) return MB_ENEEDMORE;
+      uint8_t bc = buf[6];
+      if (bc == 0 || bc > 246) return MB_EMALFORMED;
+      return 9 + bc;
+    }
     case 0x10: {
       /* unit fc addr(2) qty(2) bc data crc(2) */
       if (have < 7) return MB_ENEEDMORE;
@@ -159,6 +172,14 @@ int mb_rtu_frame_len(const uint8_t *buf, size_t have, bool is_request) {
       /* At most 123 registers per write, whole registers only. */
       if (bc == 0 || (bc & 1u) || bc > 246) return MB_EMALFORMED;
       return 9 + bc;
+    }
+    case 0x17: {
+      /* read/write multiple registers: unit fc raddr(2) rqty(2) waddr(2)
+       * wqty(2) bc data crc(2); at most 121 registers written. */
+      if (have < 11) return MB_ENEEDMORE;
+      uint8_t bc = buf[10];
+      if (bc == 0 || (bc & 1u) || bc > 242) return MB_EMALFORMED;
+      return 13 + bc;
     }
     default:
       return MB_EMALFORMED;

@@ -8,11 +8,19 @@
 #include "transport.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mb_proto.h"
 #include "transport_impl.h"
@@ -82,6 +90,111 @@ uint64_t tr_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int tr_wait_fd(int fd, short events, uint64_t deadline) {
+  for (;;) {
+    uint64_t now = tr_now_ns();
+    if (now >= deadline) return 0;
+    uint64_t ms = (deadline - now + 999999u) / 1000000u;
+    struct pollfd p = {.fd = fd, .events = events};
+    int rc = poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms);
+    if (rc > 0) return 1;
+    if (rc < 0 && errno != EINTR) return -1;
+    /* rc == 0 with time left happens when poll rounds down: go again. */
+  }
+}
+
+/* Connect to one address without blocking past DEADLINE. The descriptor,
+ * or -1 with the reason in *err; *high is set to the descriptor number when
+ * it was refused for being at or above FD_SETSIZE. */
+static int connect_one(const struct addrinfo *ai, uint64_t deadline,
+                       bool select_safe, int *err, int *high) {
+  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  ai->ai_protocol);
+  if (fd < 0) {
+    *err = errno;
+    return -1;
+  }
+  /* Checked before connecting: select() on such a descriptor aborts the
+   * process (FD_SET is out of bounds), and the peer need not see a
+   * connection that is dropped at once. */
+  if (select_safe && fd >= FD_SETSIZE) {
+    *high = fd;
+    *err = EMFILE;
+    close(fd);
+    return -1;
+  }
+  if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) return fd;
+  if (errno != EINPROGRESS) {
+    *err = errno;
+    close(fd);
+    return -1;
+  }
+  int w = tr_wait_fd(fd, POLLOUT, deadline);
+  if (w <= 0) {
+    *err = w == 0 ? ETIMEDOUT : errno;
+    close(fd);
+    return -1;
+  }
+  int soerr = 0;
+  socklen_t sl = sizeof soerr;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
+  if (soerr != 0) {
+    *err = soerr;
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int tr_tcp_connect(transport *t, bool select_safe, int *out, tr_error *e) {
+  char eb[128];
+  char port[8];
+  *out = -1;
+  snprintf(port, sizeof port, "%d", t->bus.port);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+  struct addrinfo *list = NULL;
+  /* Resolved here rather than inside libmodbus, which reports a name that
+   * does not resolve as "connection refused". */
+  int grc = getaddrinfo(t->bus.host, port, &hints, &list);
+  if (grc != 0)
+    return tr_fail(e, TR_EIO, "resolve %s: %s", t->bus.host,
+                   grc == EAI_SYSTEM ? tr_strerror(errno, eb, sizeof eb)
+                                     : gai_strerror(grc));
+
+  /* One deadline for all the addresses a name has: connecting costs at
+   * most the bus timeout, like a read. */
+  uint64_t deadline = tr_now_ns() + (uint64_t)t->bus.timeout_ms * 1000000u;
+  int fd = -1, last = 0, high = -1;
+  for (struct addrinfo *ai = list; ai && fd < 0; ai = ai->ai_next) {
+    fd = connect_one(ai, deadline, select_safe, &last, &high);
+    /* No time left for the others; and the next socket would get as high a
+     * number as this one did. */
+    if (fd < 0 && (last == ETIMEDOUT || high >= 0)) break;
+  }
+  freeaddrinfo(list);
+
+  if (fd < 0) {
+    if (high >= 0)
+      return tr_fail(e, TR_EIO,
+                     "connect %s: descriptor %d is at or above FD_SETSIZE "
+                     "(%d), which select() cannot wait on: too many open files",
+                     t->where, high, FD_SETSIZE);
+    if (last == ECONNREFUSED)
+      return tr_fail(e, TR_ECONNREFUSED, "connect %s: %s", t->where,
+                     tr_strerror(last, eb, sizeof eb));
+    if (last == ETIMEDOUT)
+      return tr_fail(e, TR_ETIMEOUT, "connect %s: no answer within %lld ms",
+                     t->where, (long long)t->bus.timeout_ms);
+    return tr_fail(e, TR_EIO, "connect %s: %s", t->where,
+                   last ? tr_strerror(last, eb, sizeof eb) : "no address");
+  }
+  /* A request is one small frame that must leave now, not wait for Nagle. */
+  int one = 1;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  *out = fd;
+  return TR_OK;
 }
 
 static void sleep_until_ns(uint64_t when) {

@@ -60,4 +60,17 @@ const char *tr_strerror(int err, char *buf, size_t len);
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t tr_now_ns(void);
 
+/* Wait with poll(2) (any descriptor number works) for EVENTS on FD until
+ * DEADLINE (monotonic ns). 1 when ready (or in error: the next call on the
+ * socket tells which), 0 on timeout, -1 with errno on failure. */
+int tr_wait_fd(int fd, short events, uint64_t deadline);
+
+/* Resolve the bus's host and connect to it, every address the name has
+ * sharing one deadline of the bus timeout. The socket comes back
+ * non-blocking, close-on-exec, with TCP_NODELAY. SELECT_SAFE: the backend
+ * waits with select(), so a descriptor at or above FD_SETSIZE is closed
+ * before it connects and refused with TR_EIO. 0 with *FD set, or a tr_code
+ * with E filled ("connect HOST:PORT: ..."). */
+int tr_tcp_connect(transport *t, bool select_safe, int *fd, tr_error *e);
+
 #endif

@@ -6,13 +6,13 @@
  * tr_code right after each call, before anything else can touch errno.
  */
 #include <errno.h>
-#include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <modbus.h>
 
@@ -20,10 +20,6 @@
 
 typedef struct {
   modbus_t *ctx;
-  /* After a timeout or a garbled answer the rest of that answer may still be
-   * on its way; it is flushed before the next request so it is not taken for
-   * that request's answer. */
-  bool need_flush;
 } mbx;
 
 static mbx *impl_of(transport *t) { return (mbx *)t->impl; }
@@ -36,7 +32,6 @@ static void mbx_close(transport *t) {
   mbx *m = impl_of(t);
   if (m->ctx && t->is_open) modbus_close(m->ctx);
   t->is_open = 0;
-  m->need_flush = false;
 }
 
 static void mbx_destroy(transport *t) {
@@ -57,79 +52,67 @@ static int mbx_open(transport *t, tr_error *e) {
   mbx *m = impl_of(t);
   char eb[128];
   if (is_tcp(t)) {
-    /* libmodbus reports a name that does not resolve as "connection
-     * refused"; resolving first tells the operator what is really wrong. */
-    char port[8];
-    snprintf(port, sizeof port, "%d", t->bus.port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM};
-    struct addrinfo *ai = NULL;
-    int grc = getaddrinfo(t->bus.host, port, &hints, &ai);
-    if (grc != 0)
-      return tr_fail(e, TR_EIO, "resolve %s: %s", t->bus.host,
-                     grc == EAI_SYSTEM ? tr_strerror(errno, eb, sizeof eb)
-                                       : gai_strerror(grc));
-    freeaddrinfo(ai);
+    /* libmodbus's own TCP connect waits in select() on a descriptor nobody
+     * has looked at yet: at 1024 or above, FD_SET aborts the process. So
+     * the socket is made and connected here, with poll(), a descriptor at
+     * or past FD_SETSIZE is refused as an error, and libmodbus is handed a
+     * socket its select() can wait on. */
+    int fd;
+    int rc = tr_tcp_connect(t, true, &fd, e);
+    if (rc != TR_OK) return rc;
+    if (modbus_set_socket(m->ctx, fd) != 0) {
+      int err = errno;
+      close(fd);
+      return tr_fail(e, TR_EIO, "connect %s: libmodbus refused the socket: %s",
+                     t->where, err_text(err, eb, sizeof eb));
+    }
+    t->is_open = 1;
+    return TR_OK;
   }
   if (modbus_connect(m->ctx) != 0) {
     int err = errno;
     /* libmodbus may leave a half-made descriptor behind. */
     modbus_close(m->ctx);
-    if (is_tcp(t)) {
-      if (err == ECONNREFUSED)
-        return tr_fail(e, TR_ECONNREFUSED, "connect %s: %s", t->where,
-                       err_text(err, eb, sizeof eb));
-      if (err == ETIMEDOUT)
-        return tr_fail(e, TR_ETIMEOUT, "connect %s: no answer within %lld ms",
-                       t->where, (long long)t->bus.timeout_ms);
-      return tr_fail(e, TR_EIO, "connect %s: %s", t->where,
-                     err_text(err, eb, sizeof eb));
-    }
     return tr_fail(e, TR_EIO, "open %s: %s", t->where,
                    err_text(err, eb, sizeof eb));
   }
-  /* libmodbus waits with select(): a descriptor past FD_SETSIZE would abort
-   * the process inside FD_SET. Refuse it here, where it is only an error. */
+  /* Opening a serial device waits on nothing, but every read waits in
+   * select(): refuse a descriptor past FD_SETSIZE here, where it is only an
+   * error. */
   int fd = modbus_get_socket(m->ctx);
   if (fd >= FD_SETSIZE) {
     modbus_close(m->ctx);
     return tr_fail(e, TR_EIO,
-                   "%s: descriptor %d is beyond what libmodbus can wait on",
-                   t->where, fd);
+                   "open %s: descriptor %d is at or above FD_SETSIZE (%d), "
+                   "which select() cannot wait on: too many open files",
+                   t->where, fd, FD_SETSIZE);
   }
-  if (!is_tcp(t)) {
-    /* Let the kernel drive the RS-485 transceiver where the UART can. On a
-     * USB adapter that switches by itself, or a pseudo-terminal, the ioctl
-     * fails, which is harmless there. */
-    (void)modbus_rtu_set_serial_mode(m->ctx, MODBUS_RTU_RS485);
-  }
+  /* Let the kernel drive the RS-485 transceiver where the UART can. On a
+   * USB adapter that switches by itself, or a pseudo-terminal, the ioctl
+   * fails, which is harmless there. */
+  (void)modbus_rtu_set_serial_mode(m->ctx, MODBUS_RTU_RS485);
+  /* The line's input queue may hold what a previous user of the port left,
+   * or a meter's late answer: none of it answers anything we will ask. */
+  (void)modbus_flush(m->ctx);
   t->is_open = 1;
-  m->need_flush = false;
   return TR_OK;
 }
 
 /* Translate errno after a failed read, at the call site. */
 static int mbx_fail(transport *t, int err, uint8_t unit, tr_error *e) {
-  mbx *m = impl_of(t);
   char eb[128];
-  if (err == ETIMEDOUT) {
-    m->need_flush = true;
+  if (err == ETIMEDOUT)
     return tr_fail(e, TR_ETIMEOUT, "no answer from unit %u within %lld ms",
                    (unsigned)unit, (long long)t->bus.timeout_ms);
-  }
-  if (err == EMBBADCRC) {
-    m->need_flush = true;
+  if (err == EMBBADCRC)
     return tr_fail(e, TR_ECRC, "bad CRC in the answer from unit %u",
                    (unsigned)unit);
-  }
   if (err >= EMBXILFUN && err <= EMBXGTAR)
     return tr_fail_exception(e, err - MODBUS_ENOBASE);
   if (err == EMBBADDATA || err == EMBBADSLAVE || err == EMBMDATA ||
-      err == EMBBADEXC || err == EMBUNKEXC) {
-    m->need_flush = true;
+      err == EMBBADEXC || err == EMBUNKEXC)
     return tr_fail(e, TR_EMALFORMED, "invalid answer from unit %u: %s",
                    (unsigned)unit, modbus_strerror(err));
-  }
   if (err == ECONNREFUSED) {
     mbx_close(t);
     return tr_fail(e, TR_ECONNREFUSED, "connect %s: %s", t->where,
@@ -149,21 +132,21 @@ static int mbx_fail(transport *t, int err, uint8_t unit, tr_error *e) {
 static int mbx_read(transport *t, uint8_t unit, uint8_t fc, uint16_t addr,
                     uint16_t count, uint16_t *out, tr_error *e) {
   mbx *m = impl_of(t);
-  if (m->need_flush) {
-    (void)modbus_flush(m->ctx);
-    m->need_flush = false;
-  }
+  /* Whatever arrived before the request cannot be its answer: the rest of
+   * an answer that timed out or came garbled, a late answer, noise. One
+   * non-blocking call when there is nothing (tcflush on a serial line, a
+   * MSG_DONTWAIT recv on a socket), so it is done before every request,
+   * not only after a failure. */
+  (void)modbus_flush(m->ctx);
   if (modbus_set_slave(m->ctx, unit) != 0)
     return tr_fail(e, TR_EIO, "unit %u refused by libmodbus", (unsigned)unit);
   errno = 0;
   int rc = fc == 0x04 ? modbus_read_input_registers(m->ctx, addr, count, out)
                       : modbus_read_registers(m->ctx, addr, count, out);
   if (rc < 0) return mbx_fail(t, errno, unit, e);
-  if (rc != count) {
-    m->need_flush = true;
+  if (rc != count)
     return tr_fail(e, TR_EMALFORMED, "unit %u answered %d registers, not %u",
                    (unsigned)unit, rc, (unsigned)count);
-  }
   return TR_OK;
 }
 

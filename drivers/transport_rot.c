@@ -6,13 +6,12 @@
  * answer with the streaming framer, since TCP splits and merges the bytes as
  * it likes. It waits with poll(2), not select(2), so any descriptor number
  * works, and measures its deadline on CLOCK_MONOTONIC so a wall-clock jump
- * cannot stretch or cut a timeout.
+ * cannot stretch or cut a timeout. Behind a DTU one serial line carries
+ * several meters: a frame from another unit id, or for another function (a
+ * late answer to an earlier request), is passed over and the wait for ours
+ * goes on until the deadline.
  */
 #include <errno.h>
-#include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -49,96 +48,16 @@ static void rot_destroy(transport *t) {
   t->impl = NULL;
 }
 
-/* Wait for EVENTS on FD until DEADLINE (monotonic ns). 1 when ready (or in
- * error: the next call on the socket tells which), 0 on timeout, -1 with
- * errno on failure. */
-static int wait_fd(int fd, short events, uint64_t deadline) {
-  for (;;) {
-    uint64_t now = tr_now_ns();
-    if (now >= deadline) return 0;
-    uint64_t ms = (deadline - now + 999999u) / 1000000u;
-    struct pollfd p = {.fd = fd, .events = events};
-    int rc = poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms);
-    if (rc > 0) return 1;
-    if (rc < 0 && errno != EINTR) return -1;
-    /* rc == 0 with time left happens when poll rounds down: go again. */
-  }
-}
-
 static bool is_reset(int err) {
   return err == ECONNRESET || err == EPIPE || err == ENOTCONN ||
          err == ECONNABORTED;
 }
 
-/* Connect to one address without blocking past DEADLINE. The descriptor,
- * or -1 with the reason in *err. */
-static int connect_one(const struct addrinfo *ai, uint64_t deadline,
-                       int *err) {
-  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                  ai->ai_protocol);
-  if (fd < 0) {
-    *err = errno;
-    return -1;
-  }
-  if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) return fd;
-  if (errno != EINPROGRESS) {
-    *err = errno;
-    close(fd);
-    return -1;
-  }
-  int w = wait_fd(fd, POLLOUT, deadline);
-  if (w <= 0) {
-    *err = w == 0 ? ETIMEDOUT : errno;
-    close(fd);
-    return -1;
-  }
-  int soerr = 0;
-  socklen_t sl = sizeof soerr;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
-  if (soerr != 0) {
-    *err = soerr;
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 static int rot_open(transport *t, tr_error *e) {
   rot *r = impl_of(t);
-  char eb[128];
-  char port[8];
-  snprintf(port, sizeof port, "%d", t->bus.port);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-  struct addrinfo *list = NULL;
-  int grc = getaddrinfo(t->bus.host, port, &hints, &list);
-  if (grc != 0)
-    return tr_fail(e, TR_EIO, "resolve %s: %s", t->bus.host,
-                   grc == EAI_SYSTEM ? tr_strerror(errno, eb, sizeof eb)
-                                     : gai_strerror(grc));
-
-  /* One deadline for all the addresses a name has: opening costs at most
-   * the bus timeout, like a read. */
-  uint64_t deadline = tr_now_ns() + (uint64_t)t->bus.timeout_ms * 1000000u;
-  int fd = -1, last = 0;
-  for (struct addrinfo *ai = list; ai && fd < 0; ai = ai->ai_next) {
-    fd = connect_one(ai, deadline, &last);
-    if (fd < 0 && last == ETIMEDOUT) break; /* no time left for the others */
-  }
-  freeaddrinfo(list);
-
-  if (fd < 0) {
-    if (last == ECONNREFUSED)
-      return tr_fail(e, TR_ECONNREFUSED, "connect %s: %s", t->where,
-                     tr_strerror(last, eb, sizeof eb));
-    if (last == ETIMEDOUT)
-      return tr_fail(e, TR_ETIMEOUT, "connect %s: no answer within %lld ms",
-                     t->where, (long long)t->bus.timeout_ms);
-    return tr_fail(e, TR_EIO, "connect %s: %s", t->where,
-                   last ? tr_strerror(last, eb, sizeof eb) : "no address");
-  }
-  /* A request is one small frame that must leave now, not wait for Nagle. */
-  int one = 1;
-  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  int fd;
+  int rc = tr_tcp_connect(t, false, &fd, e);
+  if (rc != TR_OK) return rc;
   r->fd = fd;
   mb_rtu_framer_reset(&r->fr);
   t->is_open = 1;
@@ -179,7 +98,7 @@ static int send_all(transport *t, const uint8_t *buf, size_t len,
     int err = n < 0 ? errno : EIO;
     if (err == EINTR) continue;
     if (err == EAGAIN || err == EWOULDBLOCK) {
-      int w = wait_fd(r->fd, POLLOUT, deadline);
+      int w = tr_wait_fd(r->fd, POLLOUT, deadline);
       if (w > 0) continue;
       if (w == 0)
         return tr_fail(e, TR_ETIMEOUT,
@@ -195,6 +114,21 @@ static int send_all(transport *t, const uint8_t *buf, size_t len,
                    tr_strerror(err, eb, sizeof eb));
   }
   return TR_OK;
+}
+
+/* Frames passed over while waiting for the answer, for the timeout's
+ * detail. */
+typedef struct {
+  unsigned n;
+  uint8_t unit, fc;
+} foreign;
+
+/* Is FRAME (whole, CRC checked) plainly not an answer to a request with FC
+ * to UNIT: from another unit id, or with another function code (an
+ * exception to our function is an answer)? */
+static bool is_foreign(const uint8_t *frame, uint8_t unit, uint8_t fc) {
+  return frame[0] != unit ||
+         (frame[1] != fc && frame[1] != (uint8_t)(fc | 0x80));
 }
 
 /* Judge one whole frame (its CRC already checked by the framer). */
@@ -252,29 +186,69 @@ static int rot_read(transport *t, uint8_t unit, uint8_t fc, uint16_t addr,
   int rc = send_all(t, frame, (size_t)flen, deadline, unit, e);
   if (rc != TR_OK) return rc;
 
+  foreign fx = {0};
   for (;;) {
-    int w = wait_fd(r->fd, POLLIN, deadline);
+    /* Judge every whole frame buffered before waiting for more: a late
+     * answer of another meter and ours may arrive in one segment. */
+    uint8_t got[MB_RTU_MAX];
+    int glen;
+    while ((glen = mb_rtu_framer_next(&r->fr, got, sizeof got)) !=
+           MB_ENEEDMORE) {
+      if (glen > 0 && is_foreign(got, unit, fc)) {
+        /* Another meter's late answer (or one to an earlier request of
+         * another kind) on the shared line: not ours, and not a fault of
+         * the unit asked. Keep waiting for ours. */
+        if (fx.n++ == 0) {
+          fx.unit = got[0];
+          fx.fc = got[1];
+        }
+        continue;
+      }
+      if (glen > 0) {
+        rc = classify(got, (size_t)glen, unit, fc, count, out, e);
+      } else if (glen == MB_ECRC) {
+        rc = tr_fail(e, TR_ECRC, "bad CRC in the answer from unit %u",
+                     (unsigned)unit);
+      } else {
+        rc = tr_fail(e, TR_EMALFORMED,
+                     "unframeable answer from unit %u (%s)", (unsigned)unit,
+                     mb_proto_strerror(glen));
+      }
+      /* One answer per request: whatever follows it is not ours. */
+      mb_rtu_framer_reset(&r->fr);
+      return rc;
+    }
+
+    int w = tr_wait_fd(r->fd, POLLIN, deadline);
     if (w == 0) {
       size_t partial = r->fr.len;
       /* What is buffered belongs to this request; what comes later is
        * drained before the next one. */
       mb_rtu_framer_reset(&r->fr);
+      char why[96] = "";
+      if (fx.n)
+        snprintf(why, sizeof why,
+                 "; discarded %u frame%s not for it (first: unit %u, "
+                 "function 0x%02X)",
+                 fx.n, fx.n == 1 ? "" : "s", (unsigned)fx.unit,
+                 (unsigned)fx.fc);
       if (partial)
         return tr_fail(e, TR_ETIMEOUT,
                        "incomplete answer from unit %u within %lld ms "
-                       "(%zu bytes)",
-                       (unsigned)unit, (long long)t->bus.timeout_ms, partial);
-      return tr_fail(e, TR_ETIMEOUT, "no answer from unit %u within %lld ms",
-                     (unsigned)unit, (long long)t->bus.timeout_ms);
+                       "(%zu bytes)%s",
+                       (unsigned)unit, (long long)t->bus.timeout_ms, partial,
+                       why);
+      return tr_fail(e, TR_ETIMEOUT, "no answer from unit %u within %lld ms%s",
+                     (unsigned)unit, (long long)t->bus.timeout_ms, why);
     }
     int err = 0;
-    ssize_t n = 0;
     if (w > 0) {
       /* Never take more than the framer has room for, so nothing read is
-       * lost; each pass below empties it of whole frames. */
+       * lost. The loop above left less than one whole frame in it (a frame
+       * is at most half its size), so there is always room. */
       size_t room = sizeof r->fr.buf - r->fr.len;
       uint8_t tmp[sizeof r->fr.buf];
-      n = recv(r->fd, tmp, room, 0);
+      ssize_t n = recv(r->fd, tmp, room, 0);
       if (n > 0) {
         mb_rtu_framer_feed(&r->fr, tmp, (size_t)n);
       } else if (n == 0) {
@@ -295,23 +269,6 @@ static int rot_read(transport *t, uint8_t unit, uint8_t fc, uint16_t addr,
       return tr_fail(e, TR_EIO, "receive from %s: %s", t->where,
                      tr_strerror(err, eb, sizeof eb));
     }
-
-    uint8_t got[MB_RTU_MAX];
-    int flen2 = mb_rtu_framer_next(&r->fr, got, sizeof got);
-    if (flen2 == MB_ENEEDMORE) continue;
-    if (flen2 > 0) {
-      rc = classify(got, (size_t)flen2, unit, fc, count, out, e);
-    } else if (flen2 == MB_ECRC) {
-      rc = tr_fail(e, TR_ECRC, "bad CRC in the answer from unit %u",
-                   (unsigned)unit);
-    } else {
-      rc = tr_fail(e, TR_EMALFORMED,
-                   "unframeable answer from unit %u (%s)", (unsigned)unit,
-                   mb_proto_strerror(flen2));
-    }
-    /* One answer per request: whatever follows it is not ours. */
-    mb_rtu_framer_reset(&r->fr);
-    return rc;
   }
 }
 

@@ -367,9 +367,56 @@ static void test_rtu_frame_len(void **state) {
   assert_int_equal(mb_rtu_frame_len(q10odd, 7, true), MB_EMALFORMED);
   const uint8_t qex[] = {1, 0x83};
   assert_int_equal(mb_rtu_frame_len(qex, 2, true), MB_EMALFORMED);
-  const uint8_t q01[] = {1, 0x01};
-  assert_int_equal(mb_rtu_frame_len(q01, 2, true), MB_EMALFORMED);
   assert_int_equal(mb_rtu_frame_len(NULL, 8, true), MB_ENEEDMORE);
+}
+
+/* Every request a client may send is framed, so a server can answer the
+ * ones it does not serve with "illegal function". */
+static void test_rtu_request_len(void **state) {
+  (void)state;
+  /* Fixed length: reads of bits and registers, single writes. */
+  const uint8_t fixed[][2] = {{1, 0x01}, {1, 0x02}, {1, 0x03},
+                              {1, 0x04}, {1, 0x05}, {1, 0x06}};
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+    assert_int_equal(mb_rtu_frame_len(fixed[i], 2, true), 8);
+  assert_int_equal(mb_rtu_frame_len(fixed[0], 1, true), MB_ENEEDMORE);
+
+  /* 0x0F write multiple coils: 10 coils in 2 bytes; the byte count is the
+   * seventh byte. */
+  const uint8_t q0f[] = {1, 0x0F, 0x00, 0x13, 0x00, 0x0A, 0x02};
+  for (size_t have = 2; have < 7; have++)
+    assert_int_equal(mb_rtu_frame_len(q0f, have, true), MB_ENEEDMORE);
+  assert_int_equal(mb_rtu_frame_len(q0f, 7, true), 11);
+  const uint8_t q0f1[] = {1, 0x0F, 0, 0, 0, 1, 1};
+  assert_int_equal(mb_rtu_frame_len(q0f1, 7, true), 10);
+  const uint8_t q0fmax[] = {1, 0x0F, 0, 0, 0x07, 0xB0, 246};
+  assert_int_equal(mb_rtu_frame_len(q0fmax, 7, true), 255);
+  const uint8_t q0fzero[] = {1, 0x0F, 0, 0, 0, 1, 0};
+  assert_int_equal(mb_rtu_frame_len(q0fzero, 7, true), MB_EMALFORMED);
+  const uint8_t q0fbig[] = {1, 0x0F, 0, 0, 0, 1, 247};
+  assert_int_equal(mb_rtu_frame_len(q0fbig, 7, true), MB_EMALFORMED);
+
+  /* 0x17 read/write multiple registers: read 6 at 3, write 3 at 14 (6
+   * bytes); the byte count is the eleventh byte. */
+  const uint8_t q17[] = {1,    0x17, 0x00, 0x03, 0x00, 0x06,
+                         0x00, 0x0E, 0x00, 0x03, 0x06};
+  for (size_t have = 2; have < 11; have++)
+    assert_int_equal(mb_rtu_frame_len(q17, have, true), MB_ENEEDMORE);
+  assert_int_equal(mb_rtu_frame_len(q17, 11, true), 19);
+  const uint8_t q17max[] = {1, 0x17, 0, 0, 0, 1, 0, 0, 0, 121, 242};
+  assert_int_equal(mb_rtu_frame_len(q17max, 11, true), 255);
+  const uint8_t q17odd[] = {1, 0x17, 0, 0, 0, 1, 0, 0, 0, 1, 3};
+  assert_int_equal(mb_rtu_frame_len(q17odd, 11, true), MB_EMALFORMED);
+  const uint8_t q17zero[] = {1, 0x17, 0, 0, 0, 1, 0, 0, 0, 1, 0};
+  assert_int_equal(mb_rtu_frame_len(q17zero, 11, true), MB_EMALFORMED);
+  const uint8_t q17big[] = {1, 0x17, 0, 0, 0, 1, 0, 0, 0, 122, 244};
+  assert_int_equal(mb_rtu_frame_len(q17big, 11, true), MB_EMALFORMED);
+
+  /* Functions whose request length is not known stay unframeable. */
+  const uint8_t unk[][2] = {{1, 0x00}, {1, 0x07}, {1, 0x08}, {1, 0x11},
+                            {1, 0x16}, {1, 0x2B}, {1, 0x83}, {1, 0x7F}};
+  for (size_t i = 0; i < sizeof unk / sizeof unk[0]; i++)
+    assert_int_equal(mb_rtu_frame_len(unk[i], 2, true), MB_EMALFORMED);
 }
 
 /* --- MBAP ------------------------------------------------------------------ */
@@ -627,6 +674,60 @@ static void test_framer_requests(void **state) {
   expect_frames(&f, buf, lens, 2);
 }
 
+/* Requests a register server does not serve (bits, 0x0F, 0x17) come out of
+ * the framer whole, and the stream stays framed after them: the server
+ * answers each with "illegal function" and then serves the next read. */
+static void test_framer_other_requests(void **state) {
+  (void)state;
+  uint8_t buf[128];
+  size_t lens[5], off = 0;
+  const uint8_t coils[] = {0x01, 0x00, 0x13, 0x00, 0x25};
+  const uint8_t inputs[] = {0x02, 0x00, 0xC4, 0x00, 0x16};
+  const uint8_t wcoils[] = {0x0F, 0x00, 0x13, 0x00, 0x0A, 0x02, 0xCD, 0x01};
+  const uint8_t rw[] = {0x17, 0x00, 0x03, 0x00, 0x06, 0x00, 0x0E,
+                        0x00, 0x03, 0x06, 0x00, 0xFF, 0x00, 0xFF,
+                        0x00, 0xFF};
+  const struct {
+    const uint8_t *pdu;
+    size_t len;
+  } reqs[] = {{coils, sizeof coils},
+              {inputs, sizeof inputs},
+              {wcoils, sizeof wcoils},
+              {rw, sizeof rw}};
+  for (size_t i = 0; i < 4; i++) {
+    lens[i] = (size_t)mb_rtu_frame(buf + off, sizeof buf - off, 9,
+                                   reqs[i].pdu, reqs[i].len);
+    off += lens[i];
+  }
+  assert_int_equal(lens[0], 8);
+  assert_int_equal(lens[2], 11);
+  assert_int_equal(lens[3], 19);
+  uint8_t pdu[8];
+  mb_pdu_read_req(pdu, sizeof pdu, 0x03, 7, 2);
+  lens[4] = (size_t)mb_rtu_frame(buf + off, sizeof buf - off, 9, pdu, 5);
+  off += lens[4];
+
+  /* Byte by byte and all at once. */
+  mb_rtu_framer f;
+  mb_rtu_framer_init(&f, true);
+  for (size_t i = 0; i < off; i++) mb_rtu_framer_feed(&f, buf + i, 1);
+  expect_frames(&f, buf, lens, 5);
+  mb_rtu_framer_init(&f, true);
+  assert_int_equal(mb_rtu_framer_feed(&f, buf, off), off);
+  expect_frames(&f, buf, lens, 5);
+  assert_int_equal(f.dropped_bytes, 0);
+  assert_int_equal(f.crc_errors, 0);
+
+  /* The server learns the function code it has to refuse. */
+  mb_request req;
+  assert_int_equal(mb_pdu_parse_read_req(buf + 1, lens[0] - 3, &req), MB_OK);
+  assert_int_equal(req.fc, 0x01);
+  assert_int_equal(mb_pdu_parse_read_req(buf + off - lens[4] - lens[3] + 1,
+                                         lens[3] - 3, &req),
+                   MB_OK);
+  assert_int_equal(req.fc, 0x17);
+}
+
 static void test_framer_full(void **state) {
   (void)state;
   mb_rtu_framer f;
@@ -753,6 +854,7 @@ int main(void) {
       cmocka_unit_test(test_rtu_read_resp),
       cmocka_unit_test(test_rtu_truncated_every_length),
       cmocka_unit_test(test_rtu_frame_len),
+      cmocka_unit_test(test_rtu_request_len),
       cmocka_unit_test(test_mbap),
       cmocka_unit_test(test_framer_byte_at_a_time),
       cmocka_unit_test(test_framer_merged),
@@ -760,6 +862,7 @@ int main(void) {
       cmocka_unit_test(test_framer_bad_crc),
       cmocka_unit_test(test_framer_noise),
       cmocka_unit_test(test_framer_requests),
+      cmocka_unit_test(test_framer_other_requests),
       cmocka_unit_test(test_framer_full),
       cmocka_unit_test(test_wire_time),
       cmocka_unit_test(test_strerror),

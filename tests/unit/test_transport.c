@@ -27,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <termios.h>
 #include <time.h>
@@ -51,6 +53,9 @@ typedef enum {
   A_SHORT,        /* answer with one register too few */
   A_NOISE,        /* answer with bytes that cannot be framed */
   A_ANSWER_CLOSE, /* answer, then close the connection */
+  A_FOREIGN_FIRST,  /* unit + 1 answers first, ours follows 5 ms later */
+  A_FOREIGN_MERGED, /* unit + 1's answer, an answer for the other function
+                     * and ours, in one write */
 } action;
 
 typedef struct {
@@ -129,6 +134,19 @@ static int build_answer(server *s, action a, uint16_t tid, uint8_t unit,
   return len;
 }
 
+/* An answer that is not ours but looks like one: the register values of
+ * another address, from UNIT with function FC, RTU framed. */
+static int foreign_frame(uint8_t unit, uint8_t fc, const mb_request *req,
+                         uint8_t *out, size_t cap) {
+  uint8_t pdu[MB_PDU_MAX];
+  uint16_t regs[MB_READ_MAX];
+  for (uint16_t i = 0; i < req->count; i++)
+    regs[i] = reg_value((uint16_t)(req->addr + 1000 + i));
+  int plen = mb_pdu_read_resp(pdu, sizeof pdu, fc, regs, req->count);
+  if (plen < 0) return plen;
+  return mb_rtu_frame(out, cap, unit, pdu, (size_t)plen);
+}
+
 /* Handle one request. false when the connection is to be closed. */
 static bool handle(server *s, int fd, uint16_t tid, uint8_t unit,
                    const mb_request *req) {
@@ -165,6 +183,26 @@ static bool handle(server *s, int fd, uint16_t tid, uint8_t unit,
       pause_ms(1);
     }
     return true;
+  case A_FOREIGN_FIRST: {
+    uint8_t other[MB_RTU_MAX];
+    int olen = foreign_frame((uint8_t)(unit + 1), req->fc, req, other,
+                             sizeof other);
+    if (olen < 0 || write_all(fd, other, (size_t)olen) != 0) return false;
+    pause_ms(5);
+    break;
+  }
+  case A_FOREIGN_MERGED: {
+    uint8_t all[3 * MB_RTU_MAX];
+    int o1 = foreign_frame((uint8_t)(unit + 1), req->fc, req, all,
+                           sizeof all);
+    if (o1 < 0) return false;
+    uint8_t other_fc = req->fc == 0x03 ? 0x04 : 0x03;
+    int o2 = foreign_frame(unit, other_fc, req, all + o1,
+                           sizeof all - (size_t)o1);
+    if (o2 < 0) return false;
+    memcpy(all + o1 + o2, out, (size_t)len);
+    return write_all(fd, all, (size_t)(o1 + o2 + len)) == 0;
+  }
   default:
     break;
   }
@@ -577,7 +615,10 @@ static void test_rot_late_answer(void **state) {
   server_stop(&s);
 }
 
-static void test_rot_wrong_unit(void **state) {
+/* Only another unit answers (a late answer of another meter behind the same
+ * DTU): not taken for ours, and not a fault of the unit asked; the wait goes
+ * on to the deadline. */
+static void test_rot_foreign_only(void **state) {
   (void)state;
   server s;
   const action script[] = {A_WRONG_UNIT, A_ANSWER};
@@ -586,11 +627,33 @@ static void test_rot_wrong_unit(void **state) {
   transport *t = new_transport(&b);
   uint16_t v[4];
   tr_error e;
+  uint64_t t0 = now_ns();
   assert_int_equal(transport_read(t, 5, MB_TABLE_HOLDING, 100, 4, v, &e),
-                   TR_EMALFORMED);
-  assert_string_equal(e.detail, "answer from unit 6, expected 5");
+                   TR_ETIMEOUT);
+  assert_true((now_ns() - t0) / 1000000u >= TIMEOUT_MS);
+  assert_string_equal(e.detail,
+                      "no answer from unit 5 within 200 ms; discarded 1 "
+                      "frame not for it (first: unit 6, function 0x03)");
+  assert_true(transport_is_open(t));
   assert_int_equal(transport_read(t, 5, MB_TABLE_HOLDING, 100, 4, v, &e),
                    TR_OK);
+  assert_values(v, 100, 4);
+  assert_int_equal(srv_nconn(&s), 1);
+  transport_free(t);
+  server_stop(&s);
+}
+
+/* Frames from another unit, or for another function, come before ours:
+ * alone or in the same segment, they are passed over and ours is taken. */
+static void test_rot_foreign_then_answer(void **state) {
+  (void)state;
+  const action script[] = {A_FOREIGN_FIRST, A_FOREIGN_MERGED, A_ANSWER};
+  const int want[] = {TR_OK, TR_OK, TR_OK};
+  server s;
+  transport *t;
+  run_rot(script, want, 3, &s, &t);
+  assert_int_equal(srv_nreq(&s), 3);
+  assert_int_equal(srv_nconn(&s), 1);
   transport_free(t);
   server_stop(&s);
 }
@@ -721,28 +784,36 @@ static void test_tcp_refused(void **state) {
 
 /* --- libmodbus rtu on a pty ---------------------------------------------------- */
 
-static void test_rtu_pty(void **state) {
-  (void)state;
-  server s;
-  server_init(&s, false);
-  const action script[] = {A_ANSWER, A_SILENT, A_ANSWER};
-  memcpy(s.script, script, sizeof script);
-  s.ptyfd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-  assert_true(s.ptyfd >= 0);
-  assert_int_equal(grantpt(s.ptyfd), 0);
-  assert_int_equal(unlockpt(s.ptyfd), 0);
-  char name[128];
-  assert_int_equal(ptsname_r(s.ptyfd, name, sizeof name), 0);
-  /* Hold the slave open for the whole test, raw: the master then never
-   * sees a hang-up while libmodbus opens and closes its side. */
+/* Serve SCRIPT on the master side of a fresh pty; NAME gets the slave's
+ * path. Returns the slave, held open (raw) for the whole test so the master
+ * never sees a hang-up while libmodbus opens and closes its side. */
+static int pty_server_start(server *s, const action *script, size_t n,
+                            char *name, size_t namelen) {
+  server_init(s, false);
+  assert_true(n <= MAX_REQ);
+  if (n) memcpy(s->script, script, n * sizeof *script);
+  s->ptyfd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  assert_true(s->ptyfd >= 0);
+  assert_int_equal(grantpt(s->ptyfd), 0);
+  assert_int_equal(unlockpt(s->ptyfd), 0);
+  assert_int_equal(ptsname_r(s->ptyfd, name, namelen), 0);
   int keep = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
   assert_true(keep >= 0);
   struct termios tio;
   assert_int_equal(tcgetattr(keep, &tio), 0);
   cfmakeraw(&tio);
   assert_int_equal(tcsetattr(keep, TCSANOW, &tio), 0);
-  assert_int_equal(pthread_create(&s.th, NULL, server_main, &s), 0);
+  assert_int_equal(pthread_create(&s->th, NULL, server_main, s), 0);
+  return keep;
+}
 
+static void pty_server_stop(server *s, int keep) {
+  server_stop(s);
+  close(keep);
+  close(s->ptyfd);
+}
+
+static cfg_bus pty_bus(const char *name) {
   cfg_bus b = net_bus(CFG_TRANSPORT_RTU, 0);
   b.host[0] = '\0';
   b.port = 0;
@@ -750,6 +821,16 @@ static void test_rtu_pty(void **state) {
   b.baud = 115200;
   b.parity = 'E';
   b.timeout_ms = 150;
+  return b;
+}
+
+static void test_rtu_pty(void **state) {
+  (void)state;
+  server s;
+  const action script[] = {A_ANSWER, A_SILENT, A_ANSWER};
+  char name[128];
+  int keep = pty_server_start(&s, script, 3, name, sizeof name);
+  cfg_bus b = pty_bus(name);
   transport *t = new_transport(&b);
   tr_error e;
   assert_int_equal(transport_open(t, &e), TR_OK);
@@ -767,10 +848,150 @@ static void test_rtu_pty(void **state) {
   assert_int_equal(s.unit[0], 17);
   assert_int_equal(s.req[2].fc, 0x03);
   transport_free(t);
+  pty_server_stop(&s, keep);
+}
 
-  server_stop(&s);
-  close(keep);
-  close(s.ptyfd);
+/* Put an answer-shaped frame (unit, function and count of the request to
+ * come, another address's values) into the line's input queue, and wait
+ * until the line discipline holds it. */
+static void pty_stray(server *s, int keep, uint8_t unit, uint8_t fc,
+                      uint16_t count) {
+  /* Values no request of the test reads. */
+  mb_request req = {.fc = fc, .addr = 30000, .count = count};
+  uint8_t frame[MB_RTU_MAX];
+  int len = foreign_frame(unit, fc, &req, frame, sizeof frame);
+  assert_true(len > 0);
+  assert_int_equal(write_all(s->ptyfd, frame, (size_t)len), 0);
+  struct pollfd p = {.fd = keep, .events = POLLIN};
+  assert_int_equal(poll(&p, 1, 5000), 1);
+}
+
+/* Bytes waiting in a serial line's input queue (left by a previous user of
+ * the port, or a meter's late answer) are never taken for the answer: the
+ * line is flushed when opened and before every request. */
+static void test_rtu_stale_input(void **state) {
+  (void)state;
+  server s;
+  char name[128];
+  int keep = pty_server_start(&s, NULL, 0, name, sizeof name);
+  cfg_bus b = pty_bus(name);
+  transport *t = new_transport(&b);
+  uint16_t v[10];
+  tr_error e;
+
+  /* Before the port is opened. */
+  pty_stray(&s, keep, 17, 0x04, 10);
+  assert_int_equal(transport_open(t, &e), TR_OK);
+  assert_int_equal(transport_read(t, 17, MB_TABLE_INPUT, 1000, 10, v, &e),
+                   TR_OK);
+  assert_values(v, 1000, 10);
+
+  /* Between two requests on the open port. */
+  pty_stray(&s, keep, 17, 0x03, 3);
+  assert_int_equal(transport_read(t, 17, MB_TABLE_HOLDING, 5, 3, v, &e),
+                   TR_OK);
+  assert_values(v, 5, 3);
+
+  /* After a reopen. */
+  transport_close(t);
+  pty_stray(&s, keep, 17, 0x03, 3);
+  assert_int_equal(transport_read(t, 17, MB_TABLE_HOLDING, 40, 3, v, &e),
+                   TR_OK);
+  assert_values(v, 40, 3);
+  assert_int_equal(srv_nreq(&s), 3);
+  transport_free(t);
+  pty_server_stop(&s, keep);
+}
+
+/* --- descriptors past FD_SETSIZE ------------------------------------------ */
+
+/* Make sure this process may hold WANT descriptors. false when the hard
+ * limit does not allow it. */
+static bool nofile_at_least(rlim_t want, struct rlimit *saved) {
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, saved), 0);
+  if (saved->rlim_cur != RLIM_INFINITY && saved->rlim_cur >= want) return true;
+  if (saved->rlim_max != RLIM_INFINITY && saved->rlim_max < want) return false;
+  struct rlimit rl = {.rlim_cur = want, .rlim_max = saved->rlim_max};
+  return setrlimit(RLIMIT_NOFILE, &rl) == 0;
+}
+
+/* A process holding more than 1,024 descriptors (a concentrator of many
+ * links) opens a tcp transport: libmodbus would wait on the socket with
+ * select() and abort the process inside FD_SET. The transport refuses it
+ * with TR_EIO instead, before connecting; the rtu transport likewise; and
+ * rtu-over-tcp, which waits with poll(), works. Once descriptors are free
+ * again, the same transports work. */
+static void test_fd_past_setsize(void **state) {
+  (void)state;
+  enum { FILL = FD_SETSIZE + 80 };
+  struct rlimit saved;
+  if (!nofile_at_least(FILL + 64, &saved)) {
+    print_message("RLIMIT_NOFILE hard limit below %d: skipped\n", FILL + 64);
+    skip();
+  }
+  server tcp, rot;
+  server_start_tcp(&tcp, true, NULL, 0);
+  server_start_tcp(&rot, false, NULL, 0);
+  server pty;
+  char name[128];
+  int keep = pty_server_start(&pty, NULL, 0, name, sizeof name);
+  cfg_bus b = net_bus(CFG_TRANSPORT_TCP, tcp.port);
+  transport *tt = new_transport(&b);
+  b = net_bus(CFG_TRANSPORT_RTU_OVER_TCP, rot.port);
+  transport *rt = new_transport(&b);
+  b = pty_bus(name);
+  transport *st = new_transport(&b);
+
+  /* Take every descriptor up to past FD_SETSIZE: the next one made is
+   * beyond it. */
+  static int fds[FILL + 1];
+  size_t n = 0;
+  for (;;) {
+    assert_true(n < sizeof fds / sizeof fds[0]);
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    fds[n++] = fd;
+    if (fd >= FILL - 1) break;
+  }
+
+  tr_error e;
+  uint16_t v[4];
+  assert_int_equal(transport_open(tt, &e), TR_EIO);
+  assert_int_equal(e.code, TR_EIO);
+  char want[160];
+  snprintf(want, sizeof want, "connect 127.0.0.1:%u: descriptor ",
+           (unsigned)tcp.port);
+  assert_memory_equal(e.detail, want, strlen(want));
+  assert_non_null(strstr(e.detail, "FD_SETSIZE (1024)"));
+  assert_false(transport_is_open(tt));
+  assert_int_equal(transport_read(tt, 1, MB_TABLE_HOLDING, 0, 4, v, &e),
+                   TR_EIO);
+  /* Refused before connecting: the server never saw a connection. */
+  assert_int_equal(srv_nconn(&tcp), 0);
+
+  assert_int_equal(transport_open(st, &e), TR_EIO);
+  assert_non_null(strstr(e.detail, "FD_SETSIZE"));
+  assert_false(transport_is_open(st));
+
+  assert_int_equal(transport_read(rt, 1, MB_TABLE_HOLDING, 100, 4, v, &e),
+                   TR_OK);
+  assert_values(v, 100, 4);
+
+  for (size_t i = 0; i < n; i++) close(fds[i]);
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+
+  assert_int_equal(transport_read(tt, 1, MB_TABLE_HOLDING, 7, 4, v, &e),
+                   TR_OK);
+  assert_values(v, 7, 4);
+  assert_int_equal(transport_read(st, 1, MB_TABLE_HOLDING, 9, 4, v, &e),
+                   TR_OK);
+  assert_values(v, 9, 4);
+  transport_free(tt);
+  transport_free(rt);
+  transport_free(st);
+  server_stop(&tcp);
+  server_stop(&rot);
+  pty_server_stop(&pty, keep);
 }
 
 static void test_rtu_open_fails(void **state) {
@@ -885,7 +1106,8 @@ int main(void) {
       cmocka_unit_test(test_rot_closed_by_peer),
       cmocka_unit_test(test_rot_idle_close_reconnects),
       cmocka_unit_test(test_rot_late_answer),
-      cmocka_unit_test(test_rot_wrong_unit),
+      cmocka_unit_test(test_rot_foreign_only),
+      cmocka_unit_test(test_rot_foreign_then_answer),
       cmocka_unit_test(test_rot_malformed),
       cmocka_unit_test(test_rot_refused),
       cmocka_unit_test(test_rot_turnaround),
@@ -893,6 +1115,8 @@ int main(void) {
       cmocka_unit_test(test_tcp_timeout_and_reset),
       cmocka_unit_test(test_tcp_refused),
       cmocka_unit_test(test_rtu_pty),
+      cmocka_unit_test(test_rtu_stale_input),
+      cmocka_unit_test(test_fd_past_setsize),
       cmocka_unit_test(test_rtu_open_fails),
       cmocka_unit_test(test_bad_bus),
       cmocka_unit_test(test_bad_request),

@@ -147,6 +147,70 @@ static void test_size_limit(void **state) {
   expect_err("big.yaml:1:1: ", "too large");
 }
 
+/* The node cap: a document of small numbers reaches one node per two bytes,
+ * and each node costs far more memory than that, so the count is bounded
+ * well below what the size limit alone allows. */
+#define NODE_CAP 300000
+
+static void test_node_limit(void **state) {
+  (void)state;
+  /* A block sequence: the sequence is one node, item k (0-based) is on line
+   * k + 1 at column 3. */
+  size_t items = NODE_CAP - 1;
+  size_t cap = (items + 1) * 4 + 1;
+  char *text = malloc(cap);
+  assert_non_null(text);
+  for (size_t k = 0; k < items + 1; k++) memcpy(text + 4 * k, "- 7\n", 4);
+
+  /* Exactly the cap loads. */
+  ydoc *d = ydoc_load_string("n.yaml", text, 4 * items, err, sizeof err);
+  if (!d) fail_msg("%s", err);
+  assert_int_equal(ydoc_root(d)->n, items);
+  ydoc_free(d);
+
+  /* One more node is refused where it starts. */
+  d = ydoc_load_string("n.yaml", text, 4 * (items + 1), err, sizeof err);
+  assert_null(d);
+  char want[128];
+  snprintf(want, sizeof want, "n.yaml:%zu:3: ", items + 1);
+  expect_err(want, "too many YAML nodes (at most 300000)");
+
+  free(text);
+}
+
+/* A site of 10,000 meters written out as the demo writes its meters (every
+ * key, a sim block with fixed values: 27 nodes a meter) fits the cap. */
+static void test_node_limit_holds_a_large_site(void **state) {
+  (void)state;
+  size_t meters = 10000;
+  size_t cap = 256 + meters * 320;
+  char *text = malloc(cap);
+  assert_non_null(text);
+  size_t o = (size_t)snprintf(text, cap, "site: {id: big}\nmeters:\n");
+  for (size_t i = 0; i < meters; i++)
+    o += (size_t)snprintf(text + o, cap - o,
+                          "  - id: m%zu\n"
+                          "    name: \"meter %zu\"\n"
+                          "    bus: b%zu\n"
+                          "    unit: %zu\n"
+                          "    profile: tuf2000m\n"
+                          "    interval: 2s\n"
+                          "    sim:\n"
+                          "      seed: %zu\n"
+                          "      mean_flow_m3h: 36.625\n"
+                          "      fixed: {flow_m3h: 36.625, velocity_ms: 0.5, "
+                          "total_m3: 1234.5}\n",
+                          i, i, i / 247, i % 247 + 1, i);
+  assert_true(o < cap);
+  ydoc *d = ydoc_load_string("big.yaml", text, o, err, sizeof err);
+  free(text);
+  if (!d) fail_msg("%s", err);
+  const ydoc_node *m = ydoc_get(ydoc_root(d), "meters");
+  assert_non_null(m);
+  assert_int_equal(m->n, meters);
+  ydoc_free(d);
+}
+
 static void test_load_file(void **state) {
   (void)state;
   ydoc *d = ydoc_load_file("/nonexistent/site.yaml", err, sizeof err);
@@ -424,6 +488,8 @@ int main(void) {
       cmocka_unit_test(test_duplicate_key),
       cmocka_unit_test(test_refused_constructs),
       cmocka_unit_test(test_size_limit),
+      cmocka_unit_test(test_node_limit),
+      cmocka_unit_test(test_node_limit_holds_a_large_site),
       cmocka_unit_test(test_load_file),
       cmocka_unit_test(test_env_substitution),
       cmocka_unit_test(test_int),
