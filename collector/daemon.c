@@ -557,6 +557,8 @@ int daemon_run(const cfg *c) {
     goto out;
   }
   store_run_start(d->store, d->started_ms);
+  for (size_t i = 0; i < c->nmeters; i++)
+    store_meter_configured(d->store, c->meters[i].id, d->started_ms);
 
   char secret[512];
   if (read_secret(c, secret, sizeof secret) != 0) goto out;

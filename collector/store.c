@@ -58,6 +58,8 @@ static const char *const migrations[] = {
     "  start_ms INTEGER NOT NULL,"
     "  alive_ms INTEGER NOT NULL,"
     "  stop_ms INTEGER);",
+    /* 2: when each meter entered the configuration, for expected readings */
+    "ALTER TABLE meters ADD COLUMN configured_since_ms INTEGER;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -83,6 +85,7 @@ typedef enum {
   OP_RUN_ALIVE,
   OP_RUN_STOP,
   OP_REPLAY,
+  OP_CONFIGURED,
 } op_kind;
 
 typedef struct op {
@@ -124,6 +127,7 @@ struct store {
   sqlite3_stmt *st_run_alive;
   sqlite3_stmt *st_run_stop;
   sqlite3_stmt *st_replay;
+  sqlite3_stmt *st_configured;
   int64_t run_id;
 
   _Atomic uint64_t committed, dropped, errors, transactions, undelivered;
@@ -238,6 +242,11 @@ static int prepare_all(store *s, char *err, size_t errlen) {
       prepare(s, &s->st_run_stop,
               "UPDATE gateway_runs SET alive_ms = ?2, stop_ms = ?2 WHERE id = ?1",
               err, errlen) ||
+      prepare(s, &s->st_configured,
+              "INSERT INTO meters (id, last_seq, configured_since_ms) VALUES (?1, 0, ?2) "
+              "ON CONFLICT(id) DO UPDATE SET configured_since_ms = "
+              "coalesce(meters.configured_since_ms, excluded.configured_since_ms)",
+              err, errlen) ||
       prepare(s, &s->st_replay,
               "SELECT id, meter, seq, ts_ms, fields, quality FROM readings "
               "WHERE delivered = 0 AND id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
@@ -261,7 +270,8 @@ static int prepare_all(store *s, char *err, size_t errlen) {
 static void finalize_all(store *s) {
   sqlite3_stmt *all[] = {s->st_insert, s->st_seq_get, s->st_seq_set,
                          s->st_delivered, s->st_state, s->st_run_start,
-                         s->st_run_alive, s->st_run_stop, s->st_replay};
+                         s->st_run_alive, s->st_run_stop, s->st_replay,
+                         s->st_configured};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   for (size_t i = 0; i < NKINDS; i++) sqlite3_finalize(s->st_poll[i]);
 }
@@ -444,6 +454,14 @@ static int run_op(store *s, op_kind k, int64_t ts_ms) {
 }
 
 int store_run_start(store *s, int64_t ts_ms) { return run_op(s, OP_RUN_START, ts_ms); }
+
+int store_meter_configured(store *s, const char *meter, int64_t ts_ms) {
+  op *o = new_op(OP_CONFIGURED);
+  if (!o) return -1;
+  snprintf(o->meter, sizeof o->meter, "%s", meter);
+  o->ts_ms = ts_ms;
+  return enqueue(s, o);
+}
 int store_run_alive(store *s, int64_t ts_ms) { return run_op(s, OP_RUN_ALIVE, ts_ms); }
 int store_run_stop(store *s, int64_t ts_ms) { return run_op(s, OP_RUN_STOP, ts_ms); }
 
@@ -586,6 +604,10 @@ static int apply(store *s, op *o, seq_entry **cache, store_reading ***tail,
       sqlite3_bind_int64(st, 2, o->ts_ms);
       return step_done(st);
     }
+    case OP_CONFIGURED:
+      sqlite3_bind_text(s->st_configured, 1, o->meter, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(s->st_configured, 2, o->ts_ms);
+      return step_done(s->st_configured);
     case OP_REPLAY:
       return 0; /* handled outside the write transaction */
   }

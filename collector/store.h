@@ -83,6 +83,10 @@ int store_add_state(store *s, const char *meter, int64_t ts_ms, bool online,
 int store_count_poll(store *s, const char *meter, int64_t ts_ms,
                      const char *kind);
 
+/* Record that METER is configured from TS_MS on, unless an earlier time is
+ * already recorded. */
+int store_meter_configured(store *s, const char *meter, int64_t ts_ms);
+
 /* Gateway run bookkeeping: start, a heartbeat while alive, clean stop. */
 int store_run_start(store *s, int64_t ts_ms);
 int store_run_alive(store *s, int64_t ts_ms);

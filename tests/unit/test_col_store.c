@@ -212,6 +212,8 @@ static void test_bookkeeping_tables(void **state) {
   store_count_poll(s, "M", 3600300, "timeout");
   store_count_poll(s, "M", 3600400, "skipped");
   assert_int_equal(store_count_poll(s, "M", 3600400, "bogus"), -1);
+  store_meter_configured(s, "M", 3600000);
+  store_meter_configured(s, "M", 9999999); /* the first time stays */
   store_run_alive(s, 3660000);
   store_run_stop(s, 3700000);
   store_close(s, NULL);
@@ -222,6 +224,7 @@ static void test_bookkeeping_tables(void **state) {
   assert_int_equal(query_int(f->path, "SELECT online FROM state_changes WHERE meter='M'"), 0);
   assert_int_equal(query_int(f->path, "SELECT stop_ms FROM gateway_runs"), 3700000);
   assert_int_equal(query_int(f->path, "SELECT start_ms FROM gateway_runs"), 3600000);
+  assert_int_equal(query_int(f->path, "SELECT configured_since_ms FROM meters WHERE id = 'M'"), 3600000);
 }
 
 static void test_refuses_newer_schema(void **state) {
