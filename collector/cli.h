@@ -10,4 +10,8 @@ int cli_check_config(const char *path, const char *profile_dir);
  * once and print their decoded fields. 0 when every meter answered. */
 int cli_read(int argc, char **argv);
 
+/* intake-collector report --config FILE --from DATE --to DATE [--period P]
+ * [--format json|csv]: online-rate reports from the database. */
+int cli_report(int argc, char **argv);
+
 #endif

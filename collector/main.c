@@ -16,6 +16,8 @@ static void usage(FILE *f) {
           "usage: intake-collector --config FILE [--log-level LEVEL] [--log-time]\n"
           "       intake-collector --check-config FILE [--profile-dir DIR]\n"
           "       intake-collector read --config FILE [--meter ID]... [--json]\n"
+          "       intake-collector report --config FILE --from DATE --to DATE\n"
+          "                        [--period day|hour|month|DURATION] [--format json|csv]\n"
           "       intake-collector --version\n"
           "\n"
           "  --config FILE        run the daemon: poll, store, publish, until\n"
@@ -24,11 +26,13 @@ static void usage(FILE *f) {
           "  --log-time           stamp log lines (journald stamps them itself)\n"
           "  --check-config FILE  validate a site file and exit: 0 when valid,\n"
           "                       1 with FILE:LINE:COL: message when not\n"
-          "  read                 poll meters once and print their values\n");
+          "  read                 poll meters once and print their values\n"
+          "  report               online-rate reports from the database\n");
 }
 
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "read") == 0) return cli_read(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "report") == 0) return cli_report(argc - 1, argv + 1);
 
   const char *check = NULL, *profile_dir = NULL, *config = NULL;
   static const struct option longopts[] = {
