@@ -343,8 +343,10 @@ static bool valid_host(const char *h) {
 
 /* ---- sections ---- */
 
-static const char *const root_keys[] = {"site",  "mqtt",   "storage", "buses",
-                                        "meters", "online", "sim",     NULL};
+static const char *const root_keys[] = {"site",   "mqtt",   "storage", "buses",
+                                        "meters", "online", "sim",     "reports",
+                                        NULL};
+static const char *const reports_keys[] = {"periods", NULL};
 static const char *const site_keys[] = {"id", "name", "timezone", NULL};
 static const char *const mqtt_keys[] = {
     "url",       "client_id",    "topic_prefix", "version",
@@ -377,6 +379,9 @@ static void set_defaults(cfg *c) {
   c->online.min_readings = 1;
   c->online.min_completeness = 0;
   c->online.backoff_max_ms = 5 * MS_MINUTE;
+  c->reports.nperiods = 2;
+  snprintf(c->reports.periods[0], sizeof c->reports.periods[0], "hourly");
+  snprintf(c->reports.periods[1], sizeof c->reports.periods[1], "daily");
 }
 
 static int parse_site(ctx *x, const ydoc_node *root) {
@@ -979,6 +984,50 @@ static int parse_simtop(ctx *x, const ydoc_node *root) {
                   sizeof x->c->sim.control);
 }
 
+static int parse_reports(ctx *x, const ydoc_node *root) {
+  const ydoc_node *m = opt_section(root, "reports");
+  if (!m) return 0;
+  if (ydoc_check_map(x->d, m, "reports", reports_keys, x->err, x->errlen))
+    return -1;
+  const ydoc_node *p = ydoc_get(m, "periods");
+  if (!p) return 0;
+  if (ydoc_check_seq(x->d, p, "reports.periods", x->err, x->errlen)) return -1;
+  if (p->n == 0) {
+    ERR(x, p, "reports.periods needs at least one period");
+    return -1;
+  }
+  if (p->n > CFG_PERIODS_MAX) {
+    ERR(x, p, "at most %d report periods", CFG_PERIODS_MAX);
+    return -1;
+  }
+  static const char *const named[] = {"hourly", "daily", "monthly", "hour",
+                                      "day",    "month", NULL};
+  x->c->reports.nperiods = 0;
+  for (size_t i = 0; i < p->n; i++) {
+    const char *s;
+    if (ydoc_str(x->d, p->items[i], &s, x->err, x->errlen)) return -1;
+    bool ok = false;
+    for (size_t k = 0; named[k]; k++) ok = ok || strcmp(s, named[k]) == 0;
+    int64_t ms;
+    if (!ok && ydoc_parse_duration(s, &ms) == 0 && ms >= MS_SECOND) ok = true;
+    if (!ok || strlen(s) >= sizeof x->c->reports.periods[0]) {
+      ERR(x, p->items[i],
+          "expected a report period: hourly, daily, monthly or a duration of "
+          "at least 1s such as 15m, got \"%s\"", s);
+      return -1;
+    }
+    for (size_t j = 0; j < x->c->reports.nperiods; j++) {
+      if (strcmp(x->c->reports.periods[j], s) == 0) {
+        ERR(x, p->items[i], "report period \"%s\" listed twice", s);
+        return -1;
+      }
+    }
+    snprintf(x->c->reports.periods[x->c->reports.nperiods++],
+             sizeof x->c->reports.periods[0], "%s", s);
+  }
+  return 0;
+}
+
 /* The config file's folder, made absolute so that resolved paths survive a
  * later chdir (systemd services start in /). */
 static void set_dir(cfg *c) {
@@ -1035,7 +1084,7 @@ int cfg_load(const char *path, const char *profile_dir, cfg **out, char *err,
       parse_site(&x, root) || parse_mqtt(&x, root) ||
       parse_storage(&x, root) || parse_buses(&x, root) ||
       parse_meters(&x, root) || parse_online(&x, root) ||
-      parse_simtop(&x, root))
+      parse_simtop(&x, root) || parse_reports(&x, root))
     goto fail;
   ydoc_free(d);
   *out = c;

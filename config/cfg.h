@@ -22,6 +22,7 @@
 #define CFG_HOST_MAX 256
 #define CFG_ERR_MAX 1024
 #define CFG_FIXED_MAX 16
+#define CFG_PERIODS_MAX 8
 
 typedef enum {
   CFG_TRANSPORT_RTU = 0,
@@ -140,6 +141,13 @@ typedef struct {
   struct {
     char control[CFG_PATH_MAX]; /* intake-sim control socket; "" none */
   } sim;
+
+  struct {
+    /* Report periods as written: "hourly", "daily", "monthly" (or "hour",
+     * "day", "month") or a duration of at least 1s. Default hourly, daily. */
+    size_t nperiods;
+    char periods[CFG_PERIODS_MAX][32];
+  } reports;
 
   size_t nbuses;
   cfg_bus *buses;

@@ -104,6 +104,30 @@ static void expect_error_at(const char *text, int line, int col,
   assert_null(strchr(err, '\n'));
 }
 
+static void test_reports(void **state) {
+  (void)state;
+  cfg *c = load_ok(HEAD BUS METER);
+  assert_int_equal(c->reports.nperiods, 2);
+  assert_string_equal(c->reports.periods[0], "hourly");
+  assert_string_equal(c->reports.periods[1], "daily");
+  cfg_free(c);
+  c = load_ok(HEAD BUS METER "reports:\n  periods: [daily, 1m, monthly]\n");
+  assert_int_equal(c->reports.nperiods, 3);
+  assert_string_equal(c->reports.periods[1], "1m");
+  cfg_free(c);
+  /* line 17: "  periods: [daily, weekly]" */
+  expect_error_at(HEAD BUS METER "reports:\n  periods: [daily, weekly]\n", 17, 20,
+                  "expected a report period");
+  expect_error_at(HEAD BUS METER "reports:\n  periods: [500ms]\n", 17, 13,
+                  "at least 1s");
+  expect_error_at(HEAD BUS METER "reports:\n  periods: [1m, 1m]\n", 17, 17,
+                  "listed twice");
+  expect_error_at(HEAD BUS METER "reports:\n  periods: []\n", 17, 12,
+                  "at least one period");
+  expect_error_at(HEAD BUS METER "reports:\n  push: yes\n", 17, 3,
+                  "unknown key \"push\"");
+}
+
 static void test_minimal_defaults(void **state) {
   (void)state;
   cfg *c = load_ok(HEAD BUS METER);
@@ -888,6 +912,7 @@ static void test_demo_config(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_minimal_defaults),
+      cmocka_unit_test(test_reports),
       cmocka_unit_test(test_full_site),
       cmocka_unit_test(test_unknown_key),
       cmocka_unit_test(test_wrong_type),
