@@ -1,6 +1,7 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,9 @@
 #include "planner.h"
 #include "publisher.h"
 #include "quality.h"
+#include "rate.h"
 #include "reading.h"
+#include "reporter.h"
 #include "store.h"
 
 /* Failure kinds counted in the gateway state, in tr_code order (-1..-8). */
@@ -32,6 +35,9 @@
 /* A wall-clock step larger than this re-aligns the schedule. */
 #define CLOCK_JUMP_MS 1000
 #define GATEWAY_STATE_MS 60000
+/* A report is built this long after its window closes, so that readings of
+ * the window's last slots are committed. */
+#define REPORT_GRACE_MS 1500
 
 typedef struct gw gw;
 
@@ -51,8 +57,22 @@ typedef struct {
   char topic_state[256];
 } meter_rt;
 
+typedef struct {
+  gw *d;
+  int index;
+  uv_timer_t timer;
+  char topic[256];
+  char *latest;        /* the newest report's JSON */
+  bool latest_published;
+} period_rt;
+
 struct gw {
   const cfg *cfg;
+  rate_period periods[CFG_PERIODS_MAX];
+  period_rt period_rt[CFG_PERIODS_MAX];
+  size_t nperiods;
+  reporter *reporter;
+  char topic_rate[256];
   uv_loop_t loop;
   uv_async_t wake;
   uv_signal_t sigterm, sigint;
@@ -162,6 +182,82 @@ static void publish_gateway_state(gw *d, bool online) {
   cJSON_Delete(o);
 }
 
+/* The retained online-rate topic: the site's rate now, by the same rule as
+ * the meters' state topics, with the same keys as the reports. */
+static void publish_online_rate(gw *d) {
+  const cfg *c = d->cfg;
+  int64_t now = clock_wall_ms();
+  size_t on = 0;
+  cJSON *o = cJSON_CreateObject();
+  cJSON *site = cJSON_AddObjectToObject(o, "site");
+  cJSON_AddStringToObject(site, "id", c->site.id);
+  cJSON_AddStringToObject(site, "name", c->site.name);
+  char buf[40];
+  rate_format_local(now, buf, sizeof buf);
+  cJSON_AddStringToObject(o, "ts", buf);
+  cJSON *meters = cJSON_CreateArray();
+  cJSON *repair = cJSON_CreateArray();
+  for (size_t i = 0; i < c->nmeters; i++) {
+    const meter_rt *m = &d->meters[i];
+    bool online = m->st.state == MSTATE_ONLINE;
+    if (online) on++;
+    cJSON *mo = cJSON_CreateObject();
+    cJSON_AddStringToObject(mo, "id", m->cfg->id);
+    cJSON_AddBoolToObject(mo, "online", online);
+    if (m->st.last_valid_ms) {
+      rate_format_local(m->st.last_valid_ms, buf, sizeof buf);
+      cJSON_AddStringToObject(mo, "last_seen", buf);
+    } else {
+      cJSON_AddNullToObject(mo, "last_seen");
+    }
+    const char *err = m->st.last_error ? fail_name(m->st.last_error) : NULL;
+    if (!online && !err) err = m->st.last_valid_ms ? "no_valid_reading" : "never_seen";
+    if (err) cJSON_AddStringToObject(mo, "last_error", err);
+    else cJSON_AddNullToObject(mo, "last_error");
+    cJSON_AddItemToArray(meters, mo);
+    if (!online) {
+      cJSON *r = cJSON_CreateObject();
+      cJSON_AddStringToObject(r, "id", m->cfg->id);
+      cJSON_AddStringToObject(r, "name", m->cfg->name);
+      int64_t since = m->st.state == MSTATE_OFFLINE ? m->st.since_ms
+                      : m->st.last_valid_ms         ? m->st.last_valid_ms
+                                                    : d->started_ms;
+      rate_format_local(since, buf, sizeof buf);
+      cJSON_AddStringToObject(r, "since", buf);
+      cJSON_AddNumberToObject(r, "outage_s", (double)((now - since) / 1000));
+      cJSON_AddStringToObject(r, "last_error", err);
+      cJSON_AddItemToArray(repair, r);
+    }
+  }
+  double rate = c->nmeters ? (double)on / (double)c->nmeters : 0;
+  cJSON_AddNumberToObject(o, "meters_total", (double)c->nmeters);
+  cJSON_AddNumberToObject(o, "meters_online", (double)on);
+  cJSON_AddNumberToObject(o, "online_rate", round(rate * 1e6) / 1e6);
+  cJSON_AddNumberToObject(o, "baseline", c->online.baseline);
+  cJSON_AddNumberToObject(o, "delta_pp",
+                          round((rate - c->online.baseline) * 10000) / 100);
+  cJSON_AddBoolToObject(o, "meets_baseline", rate + 1e-12 >= c->online.baseline);
+  cJSON_AddItemToObject(o, "meters", meters);
+  /* Longest outage first, as in the reports. */
+  int n = cJSON_GetArraySize(repair);
+  for (int i = 1; i < n; i++) {
+    for (int j = i; j > 0; j--) {
+      cJSON *a = cJSON_GetArrayItem(repair, j - 1), *b = cJSON_GetArrayItem(repair, j);
+      if (cJSON_GetObjectItem(a, "outage_s")->valuedouble >=
+          cJSON_GetObjectItem(b, "outage_s")->valuedouble)
+        break;
+      cJSON_DetachItemViaPointer(repair, b);
+      cJSON_InsertItemInArray(repair, j - 1, b);
+    }
+  }
+  cJSON_AddItemToObject(o, "repair", repair);
+  publish_json(d, d->topic_rate, o, true, -1);
+  cJSON_Delete(o);
+}
+
+static void publish_latest_reports(gw *d);
+static void handle_report(gw *d, reporter_result *r);
+
 /* Send one committed reading; TAG is its row id. */
 static bool send_reading(gw *d, const store_reading *r) {
   char payload[4096];
@@ -248,8 +344,9 @@ static void meter_changed(gw *d, meter_rt *m, mstate_change ch) {
                   online || !m->st.last_error ? NULL : fail_name(m->st.last_error),
                   online ? NULL : m->st.last_error_detail);
   publish_meter_state(d, m);
-  /* The gateway state carries the meters online: keep it current. */
+  /* The gateway state and the online rate count the meters online. */
   publish_gateway_state(d, true);
+  publish_online_rate(d);
 }
 
 static void handle_result(gw *d, bus_result *r) {
@@ -314,6 +411,8 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       log_info("broker connected: %s", d->cfg->mqtt.url);
       publish_gateway_state(d, true);
       for (size_t i = 0; i < d->cfg->nmeters; i++) publish_meter_state(d, &d->meters[i]);
+      publish_online_rate(d);
+      publish_latest_reports(d);
       store_stats ss;
       store_get_stats(d->store, &ss);
       int64_t upto = ss.max_id > d->max_committed_id ? ss.max_id : d->max_committed_id;
@@ -379,6 +478,11 @@ static void on_wake(uv_async_t *a) {
       bus_result_free(r);
       r = next;
     }
+  }
+  if (d->reporter) {
+    reporter_result *rr = reporter_take(d->reporter);
+    for (reporter_result *r = rr; r; r = r->next) handle_report(d, r);
+    reporter_result_free(rr);
   }
   pub_event *pe = publisher_take_events(d->pub);
   for (pub_event *e = pe; e; e = e->next) handle_pub_event(d, e);
@@ -464,6 +568,74 @@ static void on_gateway_timer(uv_timer_t *t) {
   gw *d = t->data;
   store_run_alive(d->store, clock_wall_ms());
   publish_gateway_state(d, true);
+  publish_online_rate(d);
+}
+
+/* Reports: ask for every window of each period closed by now. */
+static void on_period(uv_timer_t *t);
+
+static void arm_period(period_rt *p) {
+  gw *d = p->d;
+  int64_t now = clock_wall_ms();
+  int64_t s, e;
+  rate_window(&d->periods[p->index], now - REPORT_GRACE_MS, &s, &e);
+  int64_t delay = e + REPORT_GRACE_MS - now;
+  if (delay < 0) delay = 0;
+  uv_update_time(&d->loop);
+  uv_timer_start(&p->timer, on_period, (uint64_t)delay, 0);
+}
+
+static void request_reports(period_rt *p) {
+  gw *d = p->d;
+  int64_t s, e;
+  /* The window in progress starts where the last closed one ends. */
+  rate_window(&d->periods[p->index], clock_wall_ms() - REPORT_GRACE_MS, &s, &e);
+  reporter_request(d->reporter, p->index, s);
+}
+
+static void on_period(uv_timer_t *t) {
+  period_rt *p = t->data;
+  if (p->d->stopping) return;
+  request_reports(p);
+  arm_period(p);
+}
+
+static void publish_latest_reports(gw *d) {
+  for (size_t i = 0; i < d->nperiods; i++) {
+    period_rt *p = &d->period_rt[i];
+    if (!p->latest || p->latest_published || !d->connected) continue;
+    if (publisher_send(d->pub, p->topic, p->latest, strlen(p->latest), 1, true, 0) == 0)
+      p->latest_published = true;
+  }
+}
+
+static void handle_report(gw *d, reporter_result *r) {
+  period_rt *p = &d->period_rt[r->period];
+  if (r->error[0]) {
+    log_error("report: %s", r->error);
+    if (!r->body) return;
+  }
+  cJSON *rep = cJSON_Parse(r->body);
+  if (rep) {
+    const cJSON *win = cJSON_GetObjectItem(rep, "window");
+    const cJSON *rate = cJSON_GetObjectItem(rep, "online_rate");
+    const cJSON *on = cJSON_GetObjectItem(rep, "meters_online");
+    const cJSON *tot = cJSON_GetObjectItem(rep, "meters_total");
+    const cJSON *rep_list = cJSON_GetObjectItem(rep, "repair");
+    log_info("%s report %s: %d of %d meters online, rate %.2f %% (baseline %.2f %%), "
+             "%d to repair", d->periods[r->period].name,
+             cJSON_GetStringValue(cJSON_GetObjectItem(win, "start")),
+             on ? on->valueint : 0, tot ? tot->valueint : 0,
+             rate ? rate->valuedouble * 100 : 0, d->cfg->online.baseline * 100,
+             cJSON_GetArraySize(rep_list));
+    cJSON_Delete(rep);
+  }
+  free(p->latest);
+  p->latest = r->body;
+  r->body = NULL;
+  /* Every report goes out, in order; the retained one is the newest. */
+  p->latest_published = false;
+  publish_latest_reports(d);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -533,6 +705,24 @@ int daemon_run(const cfg *c) {
   d->wake.data = d;
   snprintf(d->topic_gateway, sizeof d->topic_gateway, "%s/%s/gateway/state",
            c->mqtt.topic_prefix, c->site.id);
+  snprintf(d->topic_rate, sizeof d->topic_rate, "%s/%s/online-rate",
+           c->mqtt.topic_prefix, c->site.id);
+  /* Report windows follow the site's time zone; logs and timestamps are UTC
+   * and unaffected. */
+  setenv("TZ", c->site.timezone, 1);
+  tzset();
+  for (size_t i = 0; i < c->reports.nperiods; i++) {
+    if (rate_period_parse(c->reports.periods[i], &d->periods[i]) != 0) {
+      log_error("reports: cannot use period \"%s\"", c->reports.periods[i]);
+      goto out;
+    }
+    period_rt *p = &d->period_rt[i];
+    p->d = d;
+    p->index = (int)i;
+    snprintf(p->topic, sizeof p->topic, "%s/%s/report/%s", c->mqtt.topic_prefix,
+             c->site.id, d->periods[i].name);
+    d->nperiods++;
+  }
 
   d->plans = calloc(c->nmeters, sizeof *d->plans);
   d->meters = calloc(c->nmeters, sizeof *d->meters);
@@ -557,6 +747,11 @@ int daemon_run(const cfg *c) {
     goto out;
   }
   store_run_start(d->store, d->started_ms);
+  if (reporter_start(&d->reporter, c, d->periods, d->nperiods, notify, d, err,
+                     sizeof err) != 0) {
+    log_error("%s", err);
+    goto out;
+  }
   for (size_t i = 0; i < c->nmeters; i++)
     store_meter_configured(d->store, c->meters[i].id, d->started_ms);
 
@@ -604,6 +799,13 @@ int daemon_run(const cfg *c) {
   uv_timer_init(&d->loop, &d->replay_timer);
   d->gw_timer.data = d->replay_timer.data = d;
   uv_timer_start(&d->gw_timer, on_gateway_timer, GATEWAY_STATE_MS, GATEWAY_STATE_MS);
+  for (size_t i = 0; i < d->nperiods; i++) {
+    period_rt *p = &d->period_rt[i];
+    uv_timer_init(&d->loop, &p->timer);
+    p->timer.data = p;
+    request_reports(p); /* windows that closed while the gateway was down */
+    arm_period(p);
+  }
 
   int64_t now = clock_wall_ms();
   for (size_t i = 0; i < c->nmeters; i++) {
@@ -651,6 +853,7 @@ int daemon_run(const cfg *c) {
    * within its timeout, queued ones are abandoned. */
   for (size_t i = 0; i < c->nmeters; i++) uv_timer_stop(&d->meters[i].timer);
   uv_timer_stop(&d->replay_timer);
+  for (size_t i = 0; i < d->nperiods; i++) uv_timer_stop(&d->period_rt[i].timer);
   for (size_t b = 0; b < c->nbuses; b++) busworker_stop(d->workers[b]);
   for (size_t b = 0; b < c->nbuses; b++) busworker_join(d->workers[b]);
   /* Readings already taken go to the store; acknowledgements that arrived
@@ -661,6 +864,8 @@ out:
   if (d->workers) {
     for (size_t b = 0; b < c->nbuses; b++) busworker_free(d->workers[b]);
   }
+  reporter_free(d->reporter);
+  d->reporter = NULL;
   if (d->store) {
     store_stats fin;
     store_run_stop(d->store, clock_wall_ms());
@@ -692,6 +897,7 @@ out:
   uv_loop_close(&d->loop);
   if (d->plans)
     for (size_t i = 0; i < c->nmeters; i++) plan_free(d->plans[i]);
+  for (size_t i = 0; i < d->nperiods; i++) free(d->period_rt[i].latest);
   free(d->plans);
   free(d->meters);
   free(d->workers);

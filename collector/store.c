@@ -60,6 +60,15 @@ static const char *const migrations[] = {
     "  stop_ms INTEGER);",
     /* 2: when each meter entered the configuration, for expected readings */
     "ALTER TABLE meters ADD COLUMN configured_since_ms INTEGER;",
+    /* 3: online-rate reports, one per period and window */
+    "CREATE TABLE reports ("
+    "  id INTEGER PRIMARY KEY,"
+    "  period TEXT NOT NULL,"
+    "  start_ms INTEGER NOT NULL,"
+    "  end_ms INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  body TEXT NOT NULL,"
+    "  UNIQUE (period, start_ms));",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

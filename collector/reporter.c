@@ -1,0 +1,249 @@
+#include "reporter.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "report.h"
+
+typedef struct job {
+  struct job *next;
+  int period;
+  int64_t upto_ms;
+} job;
+
+struct reporter {
+  const cfg *cfg;
+  const rate_period *periods;
+  size_t nperiods;
+  sqlite3 *db;
+  pthread_t thread;
+  bool started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  job *jobs;
+  size_t njobs;
+  bool stopping;
+  reporter_result *res_head, *res_tail;
+  void (*notify)(void *);
+  void *ctx;
+};
+
+void reporter_result_free(reporter_result *r) {
+  while (r) {
+    reporter_result *next = r->next;
+    free(r->body);
+    free(r);
+    r = next;
+  }
+}
+
+static void post(reporter *rp, reporter_result *r) {
+  pthread_mutex_lock(&rp->mu);
+  if (rp->res_tail)
+    rp->res_tail->next = r;
+  else
+    rp->res_head = r;
+  rp->res_tail = r;
+  pthread_mutex_unlock(&rp->mu);
+  if (rp->notify) rp->notify(rp->ctx);
+}
+
+static int64_t query_i64(sqlite3 *db, const char *sql, const char *text,
+                         int64_t dflt) {
+  sqlite3_stmt *st;
+  int64_t v = dflt;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return dflt;
+  if (text) sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+    v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+static bool stopping(reporter *rp) {
+  pthread_mutex_lock(&rp->mu);
+  bool s = rp->stopping;
+  pthread_mutex_unlock(&rp->mu);
+  return s;
+}
+
+static void run_job(reporter *rp, const job *j) {
+  const rate_period *period = &rp->periods[j->period];
+  /* Resume after the last window reported; a first report starts with the
+   * window in which the gateway first ran. */
+  int64_t from = query_i64(rp->db, "SELECT max(end_ms) FROM reports WHERE period = ?1",
+                           period->name, -1);
+  if (from < 0) {
+    int64_t first = query_i64(rp->db, "SELECT min(start_ms) FROM gateway_runs", NULL, -1);
+    if (first < 0) return;
+    int64_t s, e;
+    rate_window(period, first, &s, &e);
+    from = s;
+  }
+  int64_t s, e;
+  rate_window(period, from, &s, &e);
+  size_t n = 0;
+  while (e <= j->upto_ms && !stopping(rp)) {
+    if (++n > REPORTER_CATCHUP_MAX) {
+      /* Skip ahead: the oldest missing windows stay unreported. */
+      reporter_result *r = calloc(1, sizeof *r);
+      if (r) {
+        r->period = j->period;
+        r->start_ms = s;
+        snprintf(r->error, sizeof r->error,
+                 "more than %d %s windows to catch up; reporting the latest only",
+                 REPORTER_CATCHUP_MAX, period->name);
+        post(rp, r);
+      }
+      rate_window(period, j->upto_ms - 1, &s, &e);
+      n = 0;
+    }
+    reporter_result *r = calloc(1, sizeof *r);
+    if (!r) return;
+    r->period = j->period;
+    r->start_ms = s;
+    r->end_ms = e;
+    char err[180];
+    cJSON *rep = report_build(rp->cfg, rp->db, period, s, e, clock_wall_ms(), 1,
+                              err, sizeof err);
+    if (!rep) {
+      snprintf(r->error, sizeof r->error, "%.31s report for %lld: %s", period->name,
+               (long long)s, err);
+      post(rp, r);
+      return;
+    }
+    r->body = cJSON_PrintUnformatted(rep);
+    cJSON_Delete(rep);
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(rp->db,
+                                "INSERT OR REPLACE INTO reports (period, start_ms, end_ms, "
+                                "created_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_text(st, 1, period->name, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 2, s);
+      sqlite3_bind_int64(st, 3, e);
+      sqlite3_bind_int64(st, 4, clock_wall_ms());
+      sqlite3_bind_text(st, 5, r->body ? r->body : "{}", -1, SQLITE_STATIC);
+      rc = sqlite3_step(st);
+      sqlite3_finalize(st);
+    }
+    if (rc != SQLITE_DONE)
+      snprintf(r->error, sizeof r->error, "storing the %s report: %s", period->name,
+               sqlite3_errmsg(rp->db));
+    post(rp, r);
+    int64_t ns, ne;
+    rate_window(period, e, &ns, &ne);
+    s = ns;
+    e = ne;
+  }
+}
+
+static void *reporter_main(void *arg) {
+  reporter *rp = arg;
+  for (;;) {
+    pthread_mutex_lock(&rp->mu);
+    while (!rp->jobs && !rp->stopping) pthread_cond_wait(&rp->cv, &rp->mu);
+    if (rp->stopping) {
+      pthread_mutex_unlock(&rp->mu);
+      break;
+    }
+    job *j = rp->jobs;
+    rp->jobs = j->next;
+    rp->njobs--;
+    pthread_mutex_unlock(&rp->mu);
+    run_job(rp, j);
+    free(j);
+  }
+  return NULL;
+}
+
+int reporter_start(reporter **out, const cfg *c, const rate_period *periods,
+                   size_t nperiods, void (*notify)(void *), void *ctx,
+                   char *err, size_t errlen) {
+  reporter *rp = calloc(1, sizeof *rp);
+  if (!rp) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  rp->cfg = c;
+  rp->periods = periods;
+  rp->nperiods = nperiods;
+  rp->notify = notify;
+  rp->ctx = ctx;
+  pthread_mutex_init(&rp->mu, NULL);
+  pthread_cond_init(&rp->cv, NULL);
+  if (sqlite3_open_v2(c->storage.path, &rp->db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    snprintf(err, errlen, "reports: cannot open %s: %s", c->storage.path,
+             sqlite3_errmsg(rp->db));
+    reporter_free(rp);
+    return -1;
+  }
+  sqlite3_busy_timeout(rp->db, 10000);
+  if (pthread_create(&rp->thread, NULL, reporter_main, rp) != 0) {
+    snprintf(err, errlen, "reports: cannot start the thread");
+    reporter_free(rp);
+    return -1;
+  }
+  rp->started = true;
+  *out = rp;
+  return 0;
+}
+
+int reporter_request(reporter *rp, int period, int64_t upto_ms) {
+  job *j = calloc(1, sizeof *j);
+  if (!j) return -1;
+  j->period = period;
+  j->upto_ms = upto_ms;
+  pthread_mutex_lock(&rp->mu);
+  /* Bounded: one request per period is enough, it catches up everything. */
+  for (job *k = rp->jobs; k; k = k->next) {
+    if (k->period == period) {
+      if (upto_ms > k->upto_ms) k->upto_ms = upto_ms;
+      pthread_mutex_unlock(&rp->mu);
+      free(j);
+      return 0;
+    }
+  }
+  job **pp = &rp->jobs;
+  while (*pp) pp = &(*pp)->next;
+  *pp = j;
+  rp->njobs++;
+  pthread_cond_signal(&rp->cv);
+  pthread_mutex_unlock(&rp->mu);
+  return 0;
+}
+
+reporter_result *reporter_take(reporter *rp) {
+  pthread_mutex_lock(&rp->mu);
+  reporter_result *r = rp->res_head;
+  rp->res_head = rp->res_tail = NULL;
+  pthread_mutex_unlock(&rp->mu);
+  return r;
+}
+
+void reporter_free(reporter *rp) {
+  if (!rp) return;
+  if (rp->started) {
+    pthread_mutex_lock(&rp->mu);
+    rp->stopping = true;
+    pthread_cond_signal(&rp->cv);
+    pthread_mutex_unlock(&rp->mu);
+    pthread_join(rp->thread, NULL);
+  }
+  while (rp->jobs) {
+    job *j = rp->jobs;
+    rp->jobs = j->next;
+    free(j);
+  }
+  reporter_result_free(rp->res_head);
+  sqlite3_close(rp->db);
+  pthread_cond_destroy(&rp->cv);
+  pthread_mutex_destroy(&rp->mu);
+  free(rp);
+}

@@ -1,0 +1,46 @@
+/* reporter: builds online-rate reports off the loop thread.
+ *
+ * One thread with its own database connection (SQLite allows one writer at a
+ * time; the store's writer and this one take turns through the busy
+ * timeout). The loop asks for a period's closed windows; the thread builds
+ * each report in order, keeps it in the `reports` table (so a restart knows
+ * what was already reported) and hands the JSON back through the notify hook.
+ * Windows that closed while the gateway was down are built at start-up, in
+ * order, from the last one reported (at most REPORTER_CATCHUP_MAX per period).
+ */
+#ifndef IC_REPORTER_H
+#define IC_REPORTER_H
+
+#include <stdint.h>
+
+#include "cfg.h"
+#include "rate.h"
+
+#define REPORTER_CATCHUP_MAX 1000
+
+typedef struct reporter reporter;
+
+typedef struct reporter_result {
+  struct reporter_result *next;
+  int period;      /* index in the config's report periods */
+  int64_t start_ms, end_ms;
+  char *body;      /* the report as JSON text, owned */
+  char error[256]; /* set instead of body when building failed */
+} reporter_result;
+
+void reporter_result_free(reporter_result *r);
+
+int reporter_start(reporter **out, const cfg *c, const rate_period *periods,
+                   size_t nperiods, void (*notify)(void *), void *ctx,
+                   char *err, size_t errlen);
+
+/* Build every closed window of PERIOD not reported yet, up to UPTO_MS (the
+ * end of the last closed window), oldest first. */
+int reporter_request(reporter *r, int period, int64_t upto_ms);
+
+reporter_result *reporter_take(reporter *r);
+
+/* Stop after the job in progress; NULL is a no-op. */
+void reporter_free(reporter *r);
+
+#endif
