@@ -62,9 +62,16 @@ typedef struct {
   int index;
   uv_timer_t timer;
   char topic[256];
-  char *latest;        /* the newest report's JSON */
-  bool latest_published;
+  /* Reports not yet handed to the broker, oldest first (bounded by the
+   * reporter's catch-up limit): every one goes out, in order. */
+  struct pending_report *pending, **pending_tail;
+  size_t npending;
 } period_rt;
+
+typedef struct pending_report {
+  struct pending_report *next;
+  char *body;
+} pending_report;
 
 struct gw {
   const cfg *cfg;
@@ -601,11 +608,19 @@ static void on_period(uv_timer_t *t) {
 }
 
 static void publish_latest_reports(gw *d) {
+  if (!d->connected) return;
   for (size_t i = 0; i < d->nperiods; i++) {
     period_rt *p = &d->period_rt[i];
-    if (!p->latest || p->latest_published || !d->connected) continue;
-    if (publisher_send(d->pub, p->topic, p->latest, strlen(p->latest), 1, true, 0) == 0)
-      p->latest_published = true;
+    while (p->pending) {
+      pending_report *r = p->pending;
+      if (publisher_send(d->pub, p->topic, r->body, strlen(r->body), 1, true, 0) != 0)
+        break;
+      p->pending = r->next;
+      if (!p->pending) p->pending_tail = &p->pending;
+      p->npending--;
+      free(r->body);
+      free(r);
+    }
   }
 }
 
@@ -630,11 +645,24 @@ static void handle_report(gw *d, reporter_result *r) {
              cJSON_GetArraySize(rep_list));
     cJSON_Delete(rep);
   }
-  free(p->latest);
-  p->latest = r->body;
-  r->body = NULL;
   /* Every report goes out, in order; the retained one is the newest. */
-  p->latest_published = false;
+  if (p->npending >= REPORTER_CATCHUP_MAX) {
+    pending_report *old = p->pending;
+    p->pending = old->next;
+    if (!p->pending) p->pending_tail = &p->pending;
+    p->npending--;
+    free(old->body);
+    free(old);
+    log_warn("%s reports: the broker is away; dropping the oldest unsent one "
+             "(it stays in the database)", d->periods[r->period].name);
+  }
+  pending_report *pr = calloc(1, sizeof *pr);
+  if (!pr) return;
+  pr->body = r->body;
+  r->body = NULL;
+  *p->pending_tail = pr;
+  p->pending_tail = &pr->next;
+  p->npending++;
   publish_latest_reports(d);
 }
 
@@ -719,6 +747,7 @@ int daemon_run(const cfg *c) {
     period_rt *p = &d->period_rt[i];
     p->d = d;
     p->index = (int)i;
+    p->pending_tail = &p->pending;
     snprintf(p->topic, sizeof p->topic, "%s/%s/report/%s", c->mqtt.topic_prefix,
              c->site.id, d->periods[i].name);
     d->nperiods++;
@@ -897,7 +926,15 @@ out:
   uv_loop_close(&d->loop);
   if (d->plans)
     for (size_t i = 0; i < c->nmeters; i++) plan_free(d->plans[i]);
-  for (size_t i = 0; i < d->nperiods; i++) free(d->period_rt[i].latest);
+  for (size_t i = 0; i < d->nperiods; i++) {
+    pending_report *r = d->period_rt[i].pending;
+    while (r) {
+      pending_report *next = r->next;
+      free(r->body);
+      free(r);
+      r = next;
+    }
+  }
   free(d->plans);
   free(d->meters);
   free(d->workers);
