@@ -273,7 +273,7 @@ static bool send_reading(gw *d, const store_reading *r) {
   if (n < 0) return false;
   char topic[256];
   const char *t = topic;
-  int mi = cfg_meter_index(d->cfg, r->meter);
+  int mi = r->meter_index >= 0 ? r->meter_index : cfg_meter_index(d->cfg, r->meter);
   if (mi >= 0 && d->meters[mi].refused) return false;
   if (mi >= 0) {
     t = d->meters[mi].topic_reading;
@@ -378,6 +378,7 @@ static void handle_result(gw *d, bus_result *r) {
       store_reading *sr = calloc(1, sizeof *sr);
       if (sr) {
         sr->meter = mc->id;
+        sr->meter_index = (int)r->meter;
         sr->ts_ms = r->start_ms;
         sr->fields = strdup(fields);
         sr->quality = q;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* One message awaiting its callback. Kept on a list so that whatever paho
  * never calls back for is still freed at the end. */
@@ -304,11 +305,17 @@ void pub_event_free(pub_event *ev) {
 
 void publisher_stop(publisher *p, int timeout_ms) {
   if (!p || !p->created) return;
-  if (MQTTAsync_isConnected(p->client)) {
-    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
-    d.timeout = timeout_ms;
-    MQTTAsync_disconnect(p->client, &d);
-  }
+  if (!MQTTAsync_isConnected(p->client)) return;
+  MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+  d.timeout = timeout_ms;
+  if (MQTTAsync_disconnect(p->client, &d) != MQTTASYNC_SUCCESS) return;
+  /* The disconnect runs on paho's thread: give it the time it was granted to
+   * flush what is in flight (a clean gateway state among it) before the
+   * client is destroyed. */
+  struct timespec step = {0, 10 * 1000 * 1000};
+  for (int waited = 0; waited < timeout_ms + 100 && MQTTAsync_isConnected(p->client);
+       waited += 10)
+    nanosleep(&step, NULL);
 }
 
 void publisher_free(publisher *p) {

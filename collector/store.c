@@ -640,6 +640,7 @@ static void do_replay(store *s, op *o) {
     r->id = sqlite3_column_int64(st, 0);
     r->meter_owned = strdup((const char *)sqlite3_column_text(st, 1));
     r->meter = r->meter_owned;
+    r->meter_index = -1;
     r->seq = sqlite3_column_int64(st, 2);
     r->ts_ms = sqlite3_column_int64(st, 3);
     r->fields = strdup((const char *)sqlite3_column_text(st, 4));

@@ -26,6 +26,7 @@ typedef struct store store;
 typedef struct store_reading {
   struct store_reading *next;
   const char *meter;  /* meter id; must outlive the reading (cfg or owned) */
+  int meter_index;    /* index in the configuration, or -1 when unknown */
   char *meter_owned;  /* set for rows read back from the database */
   int64_t ts_ms;
   char *fields;       /* JSON object text, owned */
