@@ -9,10 +9,14 @@
 #include "clock.h"
 #include "report.h"
 
+typedef enum { JOB_BUILD = 0, JOB_NEXT_PUSH, JOB_MARK_PUSHED } job_kind;
+
 typedef struct job {
   struct job *next;
+  job_kind kind;
   int period;
   int64_t upto_ms;
+  int64_t id;
 } job;
 
 struct reporter {
@@ -131,6 +135,7 @@ static void run_job(reporter *rp, const job *j) {
       sqlite3_bind_text(st, 5, r->body ? r->body : "{}", -1, SQLITE_STATIC);
       rc = sqlite3_step(st);
       sqlite3_finalize(st);
+      r->id = sqlite3_last_insert_rowid(rp->db);
     }
     if (rc != SQLITE_DONE)
       snprintf(r->error, sizeof r->error, "storing the %s report: %s", period->name,
@@ -141,6 +146,38 @@ static void run_job(reporter *rp, const job *j) {
     s = ns;
     e = ne;
   }
+}
+
+static void next_push(reporter *rp) {
+  reporter_result *r = calloc(1, sizeof *r);
+  if (!r) return;
+  r->kind = REPORTER_NOTHING_TO_PUSH;
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(rp->db,
+                         "SELECT id, body FROM reports WHERE pushed_ms IS NULL "
+                         "ORDER BY id LIMIT 1", -1, &st, NULL) == SQLITE_OK) {
+    if (sqlite3_step(st) == SQLITE_ROW) {
+      r->kind = REPORTER_TO_PUSH;
+      r->id = sqlite3_column_int64(st, 0);
+      r->body = strdup((const char *)sqlite3_column_text(st, 1));
+    }
+    sqlite3_finalize(st);
+  } else {
+    snprintf(r->error, sizeof r->error, "reading the report outbox: %s",
+             sqlite3_errmsg(rp->db));
+  }
+  post(rp, r);
+}
+
+static void mark_pushed(reporter *rp, int64_t id) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(rp->db, "UPDATE reports SET pushed_ms = ?2 WHERE id = ?1",
+                         -1, &st, NULL) != SQLITE_OK)
+    return;
+  sqlite3_bind_int64(st, 1, id);
+  sqlite3_bind_int64(st, 2, clock_wall_ms());
+  sqlite3_step(st);
+  sqlite3_finalize(st);
 }
 
 static void *reporter_main(void *arg) {
@@ -156,7 +193,12 @@ static void *reporter_main(void *arg) {
     rp->jobs = j->next;
     rp->njobs--;
     pthread_mutex_unlock(&rp->mu);
-    run_job(rp, j);
+    if (j->kind == JOB_BUILD)
+      run_job(rp, j);
+    else if (j->kind == JOB_NEXT_PUSH)
+      next_push(rp);
+    else
+      mark_pushed(rp, j->id);
     free(j);
   }
   return NULL;
@@ -203,7 +245,7 @@ int reporter_request(reporter *rp, int period, int64_t upto_ms) {
   pthread_mutex_lock(&rp->mu);
   /* Bounded: one request per period is enough, it catches up everything. */
   for (job *k = rp->jobs; k; k = k->next) {
-    if (k->period == period) {
+    if (k->kind == JOB_BUILD && k->period == period) {
       if (upto_ms > k->upto_ms) k->upto_ms = upto_ms;
       pthread_mutex_unlock(&rp->mu);
       free(j);
@@ -217,6 +259,27 @@ int reporter_request(reporter *rp, int period, int64_t upto_ms) {
   pthread_cond_signal(&rp->cv);
   pthread_mutex_unlock(&rp->mu);
   return 0;
+}
+
+static int enqueue_job(reporter *rp, job_kind kind, int64_t id) {
+  job *j = calloc(1, sizeof *j);
+  if (!j) return -1;
+  j->kind = kind;
+  j->id = id;
+  pthread_mutex_lock(&rp->mu);
+  job **pp = &rp->jobs;
+  while (*pp) pp = &(*pp)->next;
+  *pp = j;
+  rp->njobs++;
+  pthread_cond_signal(&rp->cv);
+  pthread_mutex_unlock(&rp->mu);
+  return 0;
+}
+
+int reporter_next_push(reporter *rp) { return enqueue_job(rp, JOB_NEXT_PUSH, 0); }
+
+int reporter_mark_pushed(reporter *rp, int64_t id) {
+  return enqueue_job(rp, JOB_MARK_PUSHED, id);
 }
 
 reporter_result *reporter_take(reporter *rp) {

@@ -20,8 +20,16 @@
 
 typedef struct reporter reporter;
 
+typedef enum {
+  REPORTER_BUILT = 0, /* a report was built (or failed: error) */
+  REPORTER_TO_PUSH,   /* the oldest report not yet accepted: id and body */
+  REPORTER_NOTHING_TO_PUSH,
+} reporter_kind;
+
 typedef struct reporter_result {
   struct reporter_result *next;
+  reporter_kind kind;
+  int64_t id;      /* REPORTER_BUILT, REPORTER_TO_PUSH: the report's row */
   int period;      /* index in the config's report periods */
   int64_t start_ms, end_ms;
   char *body;      /* the report as JSON text, owned */
@@ -37,6 +45,13 @@ int reporter_start(reporter **out, const cfg *c, const rate_period *periods,
 /* Build every closed window of PERIOD not reported yet, up to UPTO_MS (the
  * end of the last closed window), oldest first. */
 int reporter_request(reporter *r, int period, int64_t upto_ms);
+
+/* Find the oldest report the bureau has not accepted yet (a TO_PUSH or a
+ * NOTHING_TO_PUSH result follows). */
+int reporter_next_push(reporter *r);
+
+/* Record that the bureau accepted report ID. */
+int reporter_mark_pushed(reporter *r, int64_t id);
 
 reporter_result *reporter_take(reporter *r);
 

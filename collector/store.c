@@ -69,6 +69,9 @@ static const char *const migrations[] = {
     "  created_ms INTEGER NOT NULL,"
     "  body TEXT NOT NULL,"
     "  UNIQUE (period, start_ms));",
+    /* 4: when the bureau accepted each report (NULL: not yet) */
+    "ALTER TABLE reports ADD COLUMN pushed_ms INTEGER;"
+    "CREATE INDEX reports_unpushed ON reports(id) WHERE pushed_ms IS NULL;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

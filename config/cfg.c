@@ -346,7 +346,8 @@ static bool valid_host(const char *h) {
 static const char *const root_keys[] = {"site",   "mqtt",   "storage", "buses",
                                         "meters", "online", "sim",     "reports",
                                         NULL};
-static const char *const reports_keys[] = {"periods", NULL};
+static const char *const reports_keys[] = {"periods",  "push_url",     "ca_file",
+                                           "token_file", "push_timeout", NULL};
 static const char *const site_keys[] = {"id", "name", "timezone", NULL};
 static const char *const mqtt_keys[] = {
     "url",       "client_id",    "topic_prefix", "version",
@@ -379,6 +380,7 @@ static void set_defaults(cfg *c) {
   c->online.min_readings = 1;
   c->online.min_completeness = 0;
   c->online.backoff_max_ms = 5 * MS_MINUTE;
+  c->reports.push_timeout_ms = 30 * MS_SECOND;
   c->reports.nperiods = 2;
   snprintf(c->reports.periods[0], sizeof c->reports.periods[0], "hourly");
   snprintf(c->reports.periods[1], sizeof c->reports.periods[1], "daily");
@@ -988,6 +990,24 @@ static int parse_reports(ctx *x, const ydoc_node *root) {
   const ydoc_node *m = opt_section(root, "reports");
   if (!m) return 0;
   if (ydoc_check_map(x->d, m, "reports", reports_keys, x->err, x->errlen))
+    return -1;
+  const ydoc_node *u = ydoc_get(m, "push_url");
+  if (u) {
+    const char *s;
+    if (ydoc_str(x->d, u, &s, x->err, x->errlen)) return -1;
+    if (s[0] && strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) {
+      ERR(x, u, "expected an http:// or https:// url, got \"%s\"", s);
+      return -1;
+    }
+    if (copy_text(x, u, s, x->c->reports.push_url, sizeof x->c->reports.push_url,
+                  "push_url"))
+      return -1;
+  }
+  if (opt_path(x, m, "ca_file", x->c->reports.ca_file, sizeof x->c->reports.ca_file) ||
+      opt_path(x, m, "token_file", x->c->reports.token_file,
+               sizeof x->c->reports.token_file) ||
+      opt_dur(x, m, "push_timeout", MS_SECOND, 10 * MS_MINUTE,
+              &x->c->reports.push_timeout_ms))
     return -1;
   const ydoc_node *p = ydoc_get(m, "periods");
   if (!p) return 0;

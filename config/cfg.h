@@ -147,6 +147,10 @@ typedef struct {
      * "day", "month") or a duration of at least 1s. Default hourly, daily. */
     size_t nperiods;
     char periods[CFG_PERIODS_MAX][32];
+    char push_url[512];             /* http:// or https://; "" no push */
+    char ca_file[CFG_PATH_MAX];     /* CA bundle for https; "" system's */
+    char token_file[CFG_PATH_MAX];  /* bearer token, first line; "" none */
+    int64_t push_timeout_ms;        /* per request; default 30s */
   } reports;
 
   size_t nbuses;

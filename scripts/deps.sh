@@ -7,7 +7,7 @@ PACKAGES=(
   # build
   build-essential cmake pkg-config
   libmodbus-dev libuv1-dev libsqlite3-dev libyaml-dev libpaho-mqtt-dev
-  libcjson-dev libssl-dev libcmocka-dev
+  libcjson-dev libssl-dev libcmocka-dev libcurl4-openssl-dev
   # tests and demo
   mosquitto mosquitto-clients mbpoll sqlite3 jq
 )

@@ -126,6 +126,15 @@ static void test_reports(void **state) {
                   "at least one period");
   expect_error_at(HEAD BUS METER "reports:\n  push: yes\n", 17, 3,
                   "unknown key \"push\"");
+  expect_error_at(HEAD BUS METER "reports:\n  push_url: ftp://bureau/\n", 17, 13,
+                  "http:// or https://");
+  c = load_ok(HEAD BUS METER "reports:\n  push_url: https://bureau.example/api\n"
+              "  token_file: ./token\n  push_timeout: 10s\n");
+  assert_string_equal(c->reports.push_url, "https://bureau.example/api");
+  assert_true(strstr(c->reports.token_file, "/token") != NULL);
+  assert_true(c->reports.token_file[0] == '/');
+  assert_int_equal(c->reports.push_timeout_ms, 10000);
+  cfg_free(c);
 }
 
 static void test_minimal_defaults(void **state) {

@@ -1,0 +1,240 @@
+#include "pusher.h"
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct sock_ctx {
+  uv_poll_t poll;
+  curl_socket_t fd;
+  struct pusher *p;
+} sock_ctx;
+
+struct pusher {
+  uv_loop_t *loop;
+  CURLM *multi;
+  CURL *easy; /* the post in progress, or NULL */
+  uv_timer_t timer;
+  bool timer_open;
+  struct curl_slist *headers;
+  char *url, *ca, *auth;
+  int64_t timeout_ms;
+  int64_t id;
+  char *body;
+  char errbuf[CURL_ERROR_SIZE];
+  pusher_done_fn done;
+  void *ctx;
+  int open_handles;
+  bool closing;
+};
+
+static void check_done(pusher *p) {
+  CURLMsg *msg;
+  int left;
+  while ((msg = curl_multi_info_read(p->multi, &left))) {
+    if (msg->msg != CURLMSG_DONE) continue;
+    CURL *e = msg->easy_handle;
+    long status = 0;
+    char detail[CURL_ERROR_SIZE + 64];
+    detail[0] = '\0';
+    if (msg->data.result == CURLE_OK) {
+      curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+      snprintf(detail, sizeof detail, "HTTP %ld", status);
+    } else {
+      snprintf(detail, sizeof detail, "%s",
+               p->errbuf[0] ? p->errbuf : curl_easy_strerror(msg->data.result));
+    }
+    curl_multi_remove_handle(p->multi, e);
+    curl_easy_cleanup(e);
+    p->easy = NULL;
+    free(p->body);
+    p->body = NULL;
+    if (p->done && !p->closing) p->done(p->ctx, p->id, status, detail);
+  }
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  sock_ctx *s = h->data;
+  int flags = 0;
+  if (status < 0) flags = CURL_CSELECT_ERR;
+  if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+  if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  int running;
+  curl_multi_socket_action(s->p->multi, s->fd, flags, &running);
+  check_done(s->p);
+}
+
+static void on_timer(uv_timer_t *t) {
+  pusher *p = t->data;
+  int running;
+  curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  check_done(p);
+}
+
+static void on_sock_closed(uv_handle_t *h) {
+  sock_ctx *s = h->data;
+  s->p->open_handles--;
+  free(s);
+}
+
+static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp) {
+  (void)e;
+  pusher *p = userp;
+  sock_ctx *s = sockp;
+  if (what == CURL_POLL_REMOVE) {
+    if (s) {
+      uv_poll_stop(&s->poll);
+      uv_close((uv_handle_t *)&s->poll, on_sock_closed);
+      curl_multi_assign(p->multi, fd, NULL);
+    }
+    return 0;
+  }
+  if (!s) {
+    s = calloc(1, sizeof *s);
+    if (!s) return -1;
+    s->fd = fd;
+    s->p = p;
+    if (uv_poll_init_socket(p->loop, &s->poll, fd) != 0) {
+      free(s);
+      return -1;
+    }
+    s->poll.data = s;
+    p->open_handles++;
+    curl_multi_assign(p->multi, fd, s);
+  }
+  int ev = 0;
+  if (what & CURL_POLL_IN) ev |= UV_READABLE;
+  if (what & CURL_POLL_OUT) ev |= UV_WRITABLE;
+  uv_poll_start(&s->poll, ev, on_poll);
+  return 0;
+}
+
+static int timer_cb(CURLM *m, long timeout_ms, void *userp) {
+  (void)m;
+  pusher *p = userp;
+  if (timeout_ms < 0)
+    uv_timer_stop(&p->timer);
+  else
+    uv_timer_start(&p->timer, on_timer, (uint64_t)timeout_ms, 0);
+  return 0;
+}
+
+static size_t discard(char *ptr, size_t size, size_t n, void *userp) {
+  (void)ptr;
+  (void)userp;
+  return size * n; /* the bureau's answer body is not needed */
+}
+
+int pusher_new(pusher **out, uv_loop_t *loop, const pusher_options *opt,
+               char *err, size_t errlen) {
+  static bool global_done;
+  if (!global_done) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+      snprintf(err, errlen, "cannot initialise libcurl");
+      return -1;
+    }
+    global_done = true;
+  }
+  pusher *p = calloc(1, sizeof *p);
+  if (!p) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  p->loop = loop;
+  p->done = opt->done;
+  p->ctx = opt->ctx;
+  p->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : 30000;
+  p->url = strdup(opt->url);
+  p->ca = opt->ca_file && *opt->ca_file ? strdup(opt->ca_file) : NULL;
+  p->multi = curl_multi_init();
+  if (!p->url || !p->multi) {
+    snprintf(err, errlen, "out of memory");
+    pusher_free(p);
+    return -1;
+  }
+  p->headers = curl_slist_append(NULL, "Content-Type: application/json");
+  if (opt->token && *opt->token) {
+    size_t n = strlen(opt->token) + 32;
+    p->auth = malloc(n);
+    if (p->auth) {
+      snprintf(p->auth, n, "Authorization: Bearer %s", opt->token);
+      p->headers = curl_slist_append(p->headers, p->auth);
+    }
+  }
+  curl_multi_setopt(p->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+  curl_multi_setopt(p->multi, CURLMOPT_SOCKETDATA, p);
+  curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+  curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
+  uv_timer_init(loop, &p->timer);
+  p->timer.data = p;
+  p->timer_open = true;
+  *out = p;
+  return 0;
+}
+
+int pusher_busy(const pusher *p) { return p->easy != NULL; }
+
+int pusher_post(pusher *p, int64_t id, const char *body) {
+  if (p->easy || p->closing) return -1;
+  p->body = strdup(body);
+  CURL *e = curl_easy_init();
+  if (!p->body || !e) {
+    free(p->body);
+    p->body = NULL;
+    if (e) curl_easy_cleanup(e);
+    return -1;
+  }
+  p->id = id;
+  p->errbuf[0] = '\0';
+  curl_easy_setopt(e, CURLOPT_URL, p->url);
+  curl_easy_setopt(e, CURLOPT_POSTFIELDS, p->body);
+  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(p->body));
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->headers);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)p->timeout_ms);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)p->timeout_ms);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, p->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_USERAGENT, "intake-collector/" IC_VERSION);
+  if (p->ca) curl_easy_setopt(e, CURLOPT_CAINFO, p->ca);
+  if (curl_multi_add_handle(p->multi, e) != CURLM_OK) {
+    curl_easy_cleanup(e);
+    free(p->body);
+    p->body = NULL;
+    return -1;
+  }
+  p->easy = e;
+  return 0;
+}
+
+void pusher_close(pusher *p) {
+  if (!p) return;
+  p->closing = true;
+  if (p->easy) {
+    curl_multi_remove_handle(p->multi, p->easy); /* closes its sockets */
+    curl_easy_cleanup(p->easy);
+    p->easy = NULL;
+  }
+  if (p->timer_open) {
+    uv_timer_stop(&p->timer);
+    uv_close((uv_handle_t *)&p->timer, NULL);
+    p->timer_open = false;
+  }
+}
+
+void pusher_free(pusher *p) {
+  if (!p) return;
+  if (p->multi) curl_multi_cleanup(p->multi);
+  curl_slist_free_all(p->headers);
+  if (p->auth) {
+    memset(p->auth, 0, strlen(p->auth));
+    free(p->auth);
+  }
+  free(p->url);
+  free(p->ca);
+  free(p->body);
+  free(p);
+}
