@@ -1,6 +1,8 @@
 /* intake-sim: simulated intake flow meters for tests, demos and benches. */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +54,22 @@ static void on_signal(uv_signal_t *h, int signum) {
   uv_walk(h->loop, close_signal, NULL);
 }
 
-/* One command over the control socket; prints the reply. */
+/* The longest control reply ctl reads. */
+#define CTL_REPLY_LIMIT (64u * 1024 * 1024)
+
+/* A reply succeeds only when its last line starts with "ok": a cut reply, or
+ * one that ends in an error, does not. */
+static bool reply_ok(const char *reply) {
+  size_t len = strlen(reply);
+  if (len == 0 || reply[len - 1] != '\n') return false;
+  size_t start = len - 1;
+  while (start > 0 && reply[start - 1] != '\n') start--;
+  return strncmp(reply + start, "ok", 2) == 0 &&
+         (reply[start + 2] == ' ' || reply[start + 2] == '\n');
+}
+
+/* One command over the control socket; prints the reply. Exits 0 only when
+ * the reply ends in an "ok" line. */
 static int run_ctl(const char *path, int argc, char **argv) {
   char line[512];
   size_t used = 0;
@@ -84,16 +101,35 @@ static int run_ctl(const char *path, int argc, char **argv) {
     close(fd);
     return 1;
   }
-  char reply[8192];
-  size_t got = 0;
-  ssize_t r;
-  while (got < sizeof reply - 1 &&
-         (r = read(fd, reply + got, sizeof reply - 1 - got)) > 0)
+  /* The reply grows with the site (status is a line per meter); read it
+   * whole, up to a bound no real site comes near. */
+  size_t cap = 8192, got = 0;
+  char *reply = malloc(cap);
+  if (!reply) {
+    close(fd);
+    return 1;
+  }
+  for (;;) {
+    if (got == cap - 1) {
+      if (cap >= CTL_REPLY_LIMIT) break;
+      char *bigger = realloc(reply, cap * 2);
+      if (!bigger) break;
+      reply = bigger;
+      cap *= 2;
+    }
+    ssize_t r = read(fd, reply + got, cap - 1 - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
     got += (size_t)r;
+  }
   close(fd);
   reply[got] = '\0';
   fputs(reply, stdout);
-  return strncmp(reply, "error", 5) == 0 || got == 0 ? 1 : 0;
+  int rc = reply_ok(reply) ? 0 : 1;
+  if (rc != 0 && got == 0)
+    fprintf(stderr, "intake-sim ctl: no reply from %s\n", path);
+  free(reply);
+  return rc;
 }
 
 int main(int argc, char **argv) {

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
@@ -14,29 +15,62 @@
 #include "mb_proto.h"
 #include "sim_meter.h"
 
-/* Bytes a connection may buffer before it is considered hostile. */
+/* Request bytes a connection buffers before the simulator stops reading from
+ * it (the client then waits in its own send buffer). */
 #define CONN_BUF_MAX 2048
+/* Answer bytes queued for a client that does not read them: above this the
+ * simulator stops reading that client's requests until the queue drains, so
+ * a client that pipelines requests and never reads costs a bounded amount. */
+#define WRITE_QUEUE_MAX (64 * 1024)
 /* An incomplete RTU frame older than this is line noise: drop it. */
 #define RTU_STALE_MS 100
 /* Connections per TCP server; more are refused. */
 #define CONN_MAX 256
+/* Delayed (slow) answers in flight per line; beyond that a slow answer is
+ * dropped, as a meter that cannot keep up drops requests. */
+#define LATE_MAX 8
+/* Control connections at once, and how long one may sit idle. */
+#define CTL_MAX 16
+#define CTL_IDLE_MS 5000
+/* One control command line, and one line of the status reply at most: two
+ * ids, a unit, a fault name and four counters. */
+#define CTL_LINE_MAX 512
+#define STATUS_LINE_MAX (2 * CFG_ID_MAX + 160)
+/* Room for any reply but status (help, errors, acknowledgements). */
+#define CTL_REPLY_BASE 1024
 
 typedef struct sim_bus sim_bus;
 typedef struct sim_conn sim_conn;
+typedef struct ctl_conn ctl_conn;
+
+/* An answer scheduled for later (a slow meter): it goes out when due,
+ * whatever else the line carries meanwhile. */
+typedef struct {
+  uv_timer_t timer;
+  sim_bus *bus;
+  sim_conn *conn; /* NULL on an rtu bus */
+  const sim_meter *meter;
+  bool used;
+  size_t len;
+  uint8_t data[MB_TCP_MAX + 64];
+} late_reply;
 
 struct sim_conn {
   uv_tcp_t tcp;
-  uv_timer_t timer;
+  uv_timer_t timer; /* wire time on an rtu-over-tcp bus */
   sim_bus *bus;
   sim_conn *next;
-  uint8_t buf[CONN_BUF_MAX]; /* tcp: raw MBAP bytes */
+  uint8_t buf[CONN_BUF_MAX]; /* received bytes not yet framed */
   size_t len;
   mb_rtu_framer framer; /* rtu-over-tcp */
-  bool waiting;         /* a delayed answer is pending */
+  bool busy;            /* the emulated serial line behind the DTU is busy */
+  bool reading;
   bool closing;
+  bool throttle_logged;
   int handles_open;
-  uint8_t pending[MB_TCP_MAX + 64];
+  uint8_t pending[MB_TCP_MAX + 64]; /* sent when the wire time is up */
   size_t pending_len;
+  late_reply late[LATE_MAX];
 };
 
 struct sim_bus {
@@ -44,6 +78,11 @@ struct sim_bus {
   const cfg_bus *cfg;
   size_t index;
   sim_meter *by_unit[256];
+  bool wire_time;
+  int char_bits;
+  uint64_t requests;
+  uint64_t bad_frames;
+  uint64_t late_dropped;
   /* tcp and rtu-over-tcp */
   uv_tcp_t server;
   bool server_open;
@@ -53,6 +92,9 @@ struct sim_bus {
   int master_fd;
   int slave_fd;
   char slave_name[128];
+  int wd;      /* inotify watch on the slave end, -1 without */
+  int clients; /* others holding the slave end open; -1 when unknown */
+  bool seen_open; /* the watch has reported an open: it works */
   bool linked;
   uv_poll_t poll;
   bool poll_open;
@@ -60,15 +102,12 @@ struct sim_bus {
   uv_timer_t stale_timer;
   bool timers_open;
   mb_rtu_framer framer;
-  bool busy; /* an answer is being "transmitted" */
+  bool busy; /* the line carries a request or an answer (wire time) */
   uint8_t reply[MB_RTU_MAX + 64];
   size_t reply_len;
   uint8_t out[4096];
   size_t out_len;
-  bool wire_time;
-  int char_bits;
-  uint64_t requests;
-  uint64_t bad_frames;
+  late_reply late[LATE_MAX];
 };
 
 struct sim {
@@ -81,6 +120,13 @@ struct sim {
   uv_pipe_t control;
   bool control_open;
   char control_path[CFG_PATH_MAX];
+  ctl_conn *ctls;
+  size_t nctls;
+  /* Who opens and closes the ptys' slave ends (inotify), shared by every rtu
+   * bus; -1 when unavailable. */
+  int ino_fd;
+  uv_poll_t ino_poll;
+  bool ino_open;
 };
 
 static double wall_now(void) {
@@ -89,26 +135,82 @@ static double wall_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Writes                                                                   */
-
-typedef struct {
-  uv_write_t req;
-  uv_buf_t buf;
-  uint8_t data[];
-} write_req;
-
-static void on_written(uv_write_t *req, int status) {
-  (void)status;
-  free(req);
+/* Start T to fire no earlier than US microseconds from now. libuv timers
+ * count whole milliseconds from the loop's cached time, which lags the real
+ * time by however long this iteration has run, and fire once the truncated
+ * clock reaches the due time: refresh the clock, round up, and add one
+ * millisecond, so an emulated line is never faster than a real one. */
+static void timer_start_us(uv_timer_t *t, uv_timer_cb cb, uint64_t us) {
+  uv_update_time(t->loop);
+  uv_timer_start(t, cb, (us + 999) / 1000 + 1, 0);
 }
 
-static void stream_write(uv_stream_t *s, const uint8_t *data, size_t len) {
-  write_req *w = malloc(sizeof *w + len);
-  if (!w) return;
-  memcpy(w->data, data, len);
-  w->buf = uv_buf_init((char *)w->data, (unsigned)len);
-  if (uv_write(&w->req, s, &w->buf, 1, on_written) != 0) free(w);
+/* ------------------------------------------------------------------------ */
+/* Answer timing                                                            */
+
+typedef struct {
+  uint64_t busy_us; /* the line is occupied this long from now */
+  bool late;        /* the answer is scheduled on its own (a slow meter) */
+  uint64_t late_us; /* ... and goes out after this long */
+} answer_timing;
+
+/* When the answer of LEN bytes to a request of REQLEN bytes goes out. On a
+ * serial line (rtu, or rtu-over-tcp where a DTU carries one) with wire time
+ * emulated, the request takes its wire time to arrive, the meter waits out
+ * the silent interval and its answer takes its own: the line is busy all
+ * that time. A slow meter answers after its delay instead; the line is busy
+ * only while the request arrives, so other meters answer meanwhile. */
+static answer_timing answer_timing_of(const sim_bus *b, size_t reqlen,
+                                      size_t len, const sim_action *act) {
+  answer_timing t = {0};
+  uint64_t req_us = 0, ans_us = 0;
+  if (b->wire_time && b->cfg->transport != CFG_TRANSPORT_TCP) {
+    int baud = b->cfg->baud;
+    req_us = mb_rtu_wire_us(reqlen, baud, b->char_bits) +
+             mb_rtu_silence_us(baud, b->char_bits);
+    ans_us = mb_rtu_wire_us(len, baud, b->char_bits);
+  }
+  if (act->kind == SIM_ACT_DELAY && act->delay_ms > 0) {
+    t.late = true;
+    t.busy_us = req_us;
+    t.late_us = req_us + (uint64_t)act->delay_ms * 1000 + ans_us;
+  } else {
+    t.busy_us = req_us + ans_us;
+  }
+  return t;
+}
+
+static void late_on_timer(uv_timer_t *t);
+
+static void late_init(late_reply *l, uv_loop_t *loop, sim_bus *b, sim_conn *c) {
+  uv_timer_init(loop, &l->timer);
+  l->timer.data = l;
+  l->bus = b;
+  l->conn = c;
+}
+
+/* Schedule DATA to go out after US. False when every slot is taken. */
+static bool late_schedule(late_reply *slots, const sim_meter *m,
+                          const uint8_t *data, size_t len, uint64_t us) {
+  for (size_t i = 0; i < LATE_MAX; i++) {
+    late_reply *l = &slots[i];
+    if (l->used) continue;
+    if (len > sizeof l->data) return false;
+    memcpy(l->data, data, len);
+    l->len = len;
+    l->meter = m;
+    l->used = true;
+    timer_start_us(&l->timer, late_on_timer, us);
+    return true;
+  }
+  return false;
+}
+
+static size_t late_count(const late_reply *slots, const sim_meter *m) {
+  size_t n = 0;
+  for (size_t i = 0; i < LATE_MAX; i++)
+    if (slots[i].used && slots[i].meter == m) n++;
+  return n;
 }
 
 /* Build the bytes that carry ACT for transaction TID / unit UNIT. RTU framing
@@ -141,7 +243,16 @@ static size_t encode_action(const sim_bus *b, const sim_action *act,
 /* ------------------------------------------------------------------------ */
 /* TCP and RTU-over-TCP connections                                         */
 
+typedef struct {
+  uv_write_t req;
+  uv_buf_t buf;
+  uint8_t data[];
+} write_req;
+
 static void conn_process(sim_conn *c);
+static void conn_update_reading(sim_conn *c);
+static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static void conn_on_close(uv_handle_t *h) {
   sim_conn *c = h->data;
@@ -160,22 +271,90 @@ static void conn_close(sim_conn *c) {
   }
   b->nconns--;
   uv_close((uv_handle_t *)&c->timer, conn_on_close);
+  for (size_t i = 0; i < LATE_MAX; i++) {
+    /* A closing timer never fires again: its data can name the owner. */
+    c->late[i].timer.data = c;
+    uv_close((uv_handle_t *)&c->late[i].timer, conn_on_close);
+  }
   uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+}
+
+/* Answers the client has not taken yet exceed the bound. */
+static bool conn_throttled(const sim_conn *c) {
+  return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) >
+         WRITE_QUEUE_MAX;
+}
+
+/* Read while there is room for requests and the client takes its answers. */
+static void conn_update_reading(sim_conn *c) {
+  if (c->closing) return;
+  bool throttled = conn_throttled(c);
+  if (throttled && !c->throttle_logged) {
+    c->throttle_logged = true;
+    log_warn("bus %s: a client does not read its answers (%zu bytes queued); "
+             "not reading its requests until it does",
+             c->bus->cfg->id,
+             uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp));
+  }
+  bool want = !throttled && c->len < CONN_BUF_MAX;
+  if (want == c->reading) return;
+  c->reading = want;
+  if (want)
+    uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
+  else
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+static void conn_on_written(uv_write_t *req, int status) {
+  (void)status;
+  sim_conn *c = req->handle->data;
+  free(req);
+  /* Cancelled writes of a closing connection land here before its close
+   * callbacks, so C is still valid. */
+  if (c->closing) return;
+  conn_process(c);
+  conn_update_reading(c);
+}
+
+static void conn_write(sim_conn *c, const uint8_t *data, size_t len) {
+  if (c->closing || len == 0) return;
+  write_req *w = malloc(sizeof *w + len);
+  if (!w) return;
+  memcpy(w->data, data, len);
+  w->buf = uv_buf_init((char *)w->data, (unsigned)len);
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &w->buf, 1, conn_on_written) != 0)
+    free(w);
 }
 
 static void conn_on_timer(uv_timer_t *t) {
   sim_conn *c = t->data;
   if (c->closing) return;
-  if (c->pending_len)
-    stream_write((uv_stream_t *)&c->tcp, c->pending, c->pending_len);
+  conn_write(c, c->pending, c->pending_len);
   c->pending_len = 0;
-  c->waiting = false;
+  c->busy = false;
   conn_process(c);
+  conn_update_reading(c);
 }
 
-/* Answer one request frame: unit + PDU. */
+static void rtu_send(sim_bus *b, const uint8_t *data, size_t len);
+
+static void late_on_timer(uv_timer_t *t) {
+  late_reply *l = t->data;
+  if (!l->used) return;
+  l->used = false;
+  if (l->conn) {
+    sim_conn *c = l->conn;
+    if (c->closing) return;
+    conn_write(c, l->data, l->len);
+    conn_update_reading(c);
+  } else {
+    rtu_send(l->bus, l->data, l->len);
+  }
+}
+
+/* Answer one request frame of REQLEN bytes: unit + PDU. */
 static void conn_answer(sim_conn *c, uint16_t tid, uint8_t unit,
-                        const uint8_t *pdu, size_t pdulen) {
+                        const uint8_t *pdu, size_t pdulen, size_t reqlen) {
   sim_bus *b = c->bus;
   b->requests++;
   sim_action act;
@@ -197,19 +376,29 @@ static void conn_answer(sim_conn *c, uint16_t tid, uint8_t unit,
   uint8_t out[MB_TCP_MAX + 64];
   size_t n = encode_action(b, &act, tid, unit, out, sizeof out);
   if (n == 0) return;
-  if (act.kind == SIM_ACT_DELAY && act.delay_ms > 0) {
+  answer_timing t = answer_timing_of(b, reqlen, n, &act);
+  if (t.late) {
+    if (!late_schedule(c->late, m, out, n, t.late_us)) {
+      b->late_dropped++;
+      log_debug("bus %s: %d delayed answers in flight, dropping one",
+                b->cfg->id, LATE_MAX);
+    }
+  } else if (t.busy_us == 0) {
+    conn_write(c, out, n);
+    return;
+  } else {
     memcpy(c->pending, out, n);
     c->pending_len = n;
-    c->waiting = true;
-    uv_timer_start(&c->timer, conn_on_timer, (uint64_t)act.delay_ms, 0);
-    return;
   }
-  stream_write((uv_stream_t *)&c->tcp, out, n);
+  if (t.busy_us > 0) {
+    c->busy = true;
+    timer_start_us(&c->timer, conn_on_timer, t.busy_us);
+  }
 }
 
 static void conn_process(sim_conn *c) {
   sim_bus *b = c->bus;
-  while (!c->waiting && !c->closing) {
+  while (!c->busy && !c->closing && !conn_throttled(c)) {
     if (b->cfg->transport == CFG_TRANSPORT_TCP) {
       mb_mbap hdr;
       int total = mb_mbap_parse(c->buf, c->len, &hdr);
@@ -220,15 +409,28 @@ static void conn_process(sim_conn *c) {
         conn_close(c);
         return;
       }
+      /* A valid header announces at most 260 bytes, so a full buffer always
+       * holds a whole frame: waiting for more cannot deadlock. */
       if ((size_t)total > c->len) return;
       conn_answer(c, hdr.tid, hdr.unit, c->buf + MB_MBAP_HDR,
-                  (size_t)total - MB_MBAP_HDR);
+                  (size_t)total - MB_MBAP_HDR, (size_t)total);
       memmove(c->buf, c->buf + total, c->len - (size_t)total);
       c->len -= (size_t)total;
     } else {
+      if (c->len > 0) {
+        size_t took = mb_rtu_framer_feed(&c->framer, c->buf, c->len);
+        memmove(c->buf, c->buf + took, c->len - took);
+        c->len -= took;
+      }
       uint8_t frame[MB_RTU_MAX];
       int n = mb_rtu_framer_next(&c->framer, frame, sizeof frame);
-      if (n == MB_ENEEDMORE) return;
+      if (n == MB_ENEEDMORE) {
+        if (c->len == 0) return;
+        /* The framer is full yet holds no whole frame: noise. */
+        b->bad_frames++;
+        mb_rtu_framer_reset(&c->framer);
+        continue;
+      }
       if (n < 0) {
         b->bad_frames++;
         log_warn("bus %s: dropped a bad RTU frame from a client (%s)",
@@ -241,7 +443,7 @@ static void conn_process(sim_conn *c) {
       if (mb_rtu_parse(frame, (size_t)n, &unit, &pdu, &pdulen) != MB_OK)
         continue;
       if (unit == 0) continue; /* broadcast: never answered */
-      conn_answer(c, 0, unit, pdu, pdulen);
+      conn_answer(c, 0, unit, pdu, pdulen, (size_t)n);
     }
   }
 }
@@ -249,55 +451,20 @@ static void conn_process(sim_conn *c) {
 static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   sim_conn *c = h->data;
-  if (c->bus->cfg->transport == CFG_TRANSPORT_TCP) {
-    *buf = uv_buf_init((char *)c->buf + c->len, (unsigned)(CONN_BUF_MAX - c->len));
-  } else {
-    static uint8_t scratch[1024]; /* the loop is single-threaded */
-    *buf = uv_buf_init((char *)scratch, sizeof scratch);
-  }
+  /* Never empty: reading stops once the buffer is full. */
+  *buf = uv_buf_init((char *)c->buf + c->len, (unsigned)(CONN_BUF_MAX - c->len));
 }
 
 static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  (void)buf;
   sim_conn *c = s->data;
   if (nread < 0) {
     conn_close(c);
     return;
   }
-  if (nread == 0) return;
-  if (c->bus->cfg->transport == CFG_TRANSPORT_TCP) {
-    c->len += (size_t)nread;
-    if (c->len >= CONN_BUF_MAX && !c->waiting) {
-      /* Buffer full without a whole frame: that is no Modbus client. */
-      conn_process(c);
-      if (c->len >= CONN_BUF_MAX) {
-        log_warn("bus %s: client sent %zu bytes without a frame, closing it",
-                 c->bus->cfg->id, c->len);
-        conn_close(c);
-        return;
-      }
-    }
-  } else {
-    size_t off = 0;
-    while (off < (size_t)nread && !c->closing) {
-      off += mb_rtu_framer_feed(&c->framer, (const uint8_t *)buf->base + off,
-                                (size_t)nread - off);
-      if (off < (size_t)nread) {
-        if (c->waiting) {
-          /* The client floods us while an answer is pending: keep the
-           * buffered requests, drop the excess. */
-          c->bus->bad_frames++;
-          break;
-        }
-        conn_process(c);
-      }
-    }
-  }
-  if (c->len >= CONN_BUF_MAX && c->waiting) {
-    log_warn("bus %s: client floods requests, closing it", c->bus->cfg->id);
-    conn_close(c);
-    return;
-  }
+  c->len += (size_t)nread;
   conn_process(c);
+  conn_update_reading(c);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -306,11 +473,15 @@ static void on_connection(uv_stream_t *server, int status) {
   sim_conn *c = calloc(1, sizeof *c);
   if (!c) return;
   c->bus = b;
-  uv_tcp_init(b->owner->loop, &c->tcp);
-  uv_timer_init(b->owner->loop, &c->timer);
+  uv_loop_t *loop = b->owner->loop;
+  uv_tcp_init(loop, &c->tcp);
+  uv_timer_init(loop, &c->timer);
   c->tcp.data = c;
   c->timer.data = c;
-  c->handles_open = 2;
+  for (size_t i = 0; i < LATE_MAX; i++) {
+    late_init(&c->late[i], loop, b, c);
+  }
+  c->handles_open = 2 + LATE_MAX;
   mb_rtu_framer_init(&c->framer, true);
   c->next = b->conns;
   b->conns = c;
@@ -325,7 +496,7 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
-  uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
+  conn_update_reading(c);
 }
 
 static int tcp_listen(sim_bus *b, char *err, size_t errlen) {
@@ -357,6 +528,14 @@ static int tcp_listen(sim_bus *b, char *err, size_t errlen) {
 /* RTU on a pseudo-terminal                                                 */
 
 static void rtu_process(sim_bus *b);
+static void rtu_on_poll(uv_poll_t *p, int status, int events);
+
+/* Watch the master for requests, and for room while answers wait to go out. */
+static void rtu_watch(sim_bus *b) {
+  if (!b->poll_open) return;
+  uv_poll_start(&b->poll, UV_READABLE | (b->out_len ? UV_WRITABLE : 0),
+                rtu_on_poll);
+}
 
 static void rtu_flush_out(sim_bus *b) {
   while (b->out_len > 0) {
@@ -373,7 +552,18 @@ static void rtu_flush_out(sim_bus *b) {
   }
 }
 
+static void ports_drain(sim *s);
+
 static void rtu_send(sim_bus *b, const uint8_t *data, size_t len) {
+  if (!b->poll_open || len > sizeof b->out) return; /* stopping */
+  /* Take in the opens and closes so far first: a client's open is queued
+   * before its request is written, so a client that asked is counted. */
+  if (b->clients == 0) ports_drain(b->owner);
+  if (b->clients == 0) {
+    log_debug("bus %s: nobody has the port open; %zu bytes are lost, as on "
+              "a closed serial port", b->cfg->id, len);
+    return;
+  }
   if (len > sizeof b->out - b->out_len) {
     log_warn("bus %s: nobody reads the line, dropping %zu bytes", b->cfg->id,
              b->out_len);
@@ -382,6 +572,89 @@ static void rtu_send(sim_bus *b, const uint8_t *data, size_t len) {
   memcpy(b->out + b->out_len, data, len);
   b->out_len += len;
   rtu_flush_out(b);
+  /* Whatever the pty did not take goes out when it has room again. */
+  rtu_watch(b);
+}
+
+/* A new request is on the line: whatever the line delivered before it and
+ * nobody has read is stale (a late answer, an answer its client gave up on).
+ * A real port forgets such bytes when its client closes it; this pty's slave
+ * end stays open in the simulator, so it forgets them here. */
+static void rtu_forget_unread(sim_bus *b) {
+  if (b->slave_fd >= 0) (void)tcflush(b->slave_fd, TCIFLUSH);
+  b->out_len = 0;
+}
+
+/* The last client closed the port. A real port forgets what it received
+ * when closed; the simulator holds this pty's slave end open, so it forgets
+ * on the port's behalf: the next client must not read answers meant for
+ * the last one. */
+static void rtu_port_closed(sim_bus *b) {
+  rtu_forget_unread(b);
+  rtu_watch(b);
+}
+
+/* Read the queued open and close events of the slave ends. */
+static void ports_drain(sim *s) {
+  if (s->ino_fd < 0) return;
+  _Alignas(struct inotify_event) char buf[4096];
+  for (;;) {
+    ssize_t n = read(s->ino_fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    for (ssize_t off = 0; off + (ssize_t)sizeof(struct inotify_event) <= n;) {
+      const struct inotify_event *e = (const struct inotify_event *)(buf + off);
+      off += (ssize_t)(sizeof *e + e->len);
+      for (size_t i = 0; i < s->nbuses; i++) {
+        sim_bus *b = &s->buses[i];
+        if (e->mask & IN_Q_OVERFLOW) {
+          b->clients = -1; /* lost count: never drop answers again */
+          continue;
+        }
+        if (b->wd < 0 || b->wd != e->wd) continue;
+        if (e->mask & IN_IGNORED) {
+          b->wd = -1;
+          b->clients = -1;
+        } else if (e->mask & IN_OPEN) {
+          b->seen_open = true;
+          if (b->clients >= 0) b->clients++;
+        } else if (e->mask & (IN_CLOSE_WRITE | IN_CLOSE_NOWRITE)) {
+          if (b->clients > 0 && --b->clients == 0) rtu_port_closed(b);
+        }
+      }
+    }
+  }
+}
+
+static void ports_on_poll(uv_poll_t *p, int status, int events) {
+  (void)events;
+  if (status < 0) return;
+  ports_drain(p->data);
+}
+
+/* Count who opens BUS's slave end from now on. Without inotify the
+ * simulator still works; it only cannot tell a closed port from an open one. */
+static void ports_watch(sim_bus *b) {
+  sim *s = b->owner;
+  b->wd = -1;
+  b->clients = -1;
+  if (s->ino_fd < 0 && !s->ino_open) {
+    s->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (s->ino_fd >= 0 && uv_poll_init(s->loop, &s->ino_poll, s->ino_fd) == 0) {
+      s->ino_poll.data = s;
+      s->ino_open = true;
+      uv_poll_start(&s->ino_poll, UV_READABLE, ports_on_poll);
+    } else if (s->ino_fd >= 0) {
+      close(s->ino_fd);
+      s->ino_fd = -1;
+    }
+  }
+  if (!s->ino_open) return;
+  b->wd = inotify_add_watch(s->ino_fd, b->slave_name,
+                            IN_OPEN | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE);
+  if (b->wd >= 0) b->clients = 0;
+  else log_debug("bus %s: cannot watch %s: %s", b->cfg->id, b->slave_name,
+                 strerror(errno));
 }
 
 static void rtu_on_reply(uv_timer_t *t) {
@@ -417,32 +690,45 @@ static void rtu_process(sim_bus *b) {
     const uint8_t *pdu;
     size_t pdulen;
     if (mb_rtu_parse(frame, (size_t)n, &unit, &pdu, &pdulen) != MB_OK) continue;
+    rtu_forget_unread(b);
+    if (b->clients == 0 && !b->seen_open) {
+      /* A request, yet no open was ever reported: the watch does not see
+       * this pty's clients. Stop counting rather than drop every answer. */
+      ports_drain(b->owner);
+      if (b->clients == 0 && !b->seen_open) {
+        log_debug("bus %s: cannot tell when clients open the port", b->cfg->id);
+        b->clients = -1;
+      }
+    }
     b->requests++;
     sim_meter *m = b->by_unit[unit];
     if (!m || unit == 0) continue; /* not ours, or broadcast: stay silent */
     sim_action act;
     sim_meter_handle(m, pdu, pdulen, wall_now(), &act);
-    size_t len = encode_action(b, &act, 0, unit, b->reply, sizeof b->reply);
+    uint8_t out[MB_RTU_MAX + 64];
+    size_t len = encode_action(b, &act, 0, unit, out, sizeof out);
     if (len == 0) continue;
-    uint64_t delay_us = 0;
-    if (b->wire_time) {
-      /* On a real line the request takes its wire time to arrive, the meter
-       * waits out the silent interval, and its answer takes its own. */
-      int baud = b->cfg->baud;
-      delay_us = mb_rtu_wire_us((size_t)n, baud, b->char_bits) +
-                 mb_rtu_silence_us(baud, b->char_bits) +
-                 mb_rtu_wire_us(len, baud, b->char_bits);
-    }
-    if (act.kind == SIM_ACT_DELAY) delay_us += (uint64_t)act.delay_ms * 1000;
-    if (delay_us == 0) {
-      rtu_send(b, b->reply, len);
+    answer_timing t = answer_timing_of(b, (size_t)n, len, &act);
+    if (t.late) {
+      /* The slow answer goes out when due, whatever the line carries by
+       * then (on a real line it may collide with another answer). */
+      if (!late_schedule(b->late, m, out, len, t.late_us)) {
+        b->late_dropped++;
+        log_debug("bus %s: %d delayed answers in flight, dropping one",
+                  b->cfg->id, LATE_MAX);
+      }
+      b->reply_len = 0;
+    } else if (t.busy_us == 0) {
+      rtu_send(b, out, len);
       continue;
+    } else {
+      memcpy(b->reply, out, len);
+      b->reply_len = len;
     }
-    b->reply_len = len;
-    b->busy = true;
-    /* libuv timers have millisecond resolution: round up, so the emulated
-     * line is never faster than the real one. */
-    uv_timer_start(&b->reply_timer, rtu_on_reply, (delay_us + 999) / 1000, 0);
+    if (t.busy_us > 0) {
+      b->busy = true;
+      timer_start_us(&b->reply_timer, rtu_on_reply, t.busy_us);
+    }
   }
 }
 
@@ -475,12 +761,51 @@ static void rtu_on_poll(uv_poll_t *p, int status, int events) {
     uv_timer_start(&b->stale_timer, rtu_on_stale, RTU_STALE_MS, 0);
     rtu_process(b);
   }
-  int want = UV_READABLE | (b->out_len ? UV_WRITABLE : 0);
-  uv_poll_start(&b->poll, want, rtu_on_poll);
+  rtu_watch(b);
+}
+
+/* A link at the device path may be replaced only when it points at a
+ * pseudo-terminal (a previous simulator's, left behind by a crash): links
+ * such as udev's under /dev/serial/by-id/ name real ports. */
+static bool links_to_pty(const char *path) {
+  char target[256];
+  ssize_t n = readlink(path, target, sizeof target - 1);
+  if (n <= 0 || (size_t)n >= sizeof target - 1) return false;
+  target[n] = '\0';
+  static const char prefix[] = "/dev/pts/";
+  if (strncmp(target, prefix, sizeof prefix - 1) != 0) return false;
+  const char *num = target + sizeof prefix - 1;
+  if (!*num) return false;
+  for (const char *p = num; *p; p++)
+    if (*p < '0' || *p > '9') return false;
+  return true;
 }
 
 static int rtu_open(sim_bus *b, char *err, size_t errlen) {
   const cfg_bus *cb = b->cfg;
+  /* Check the device path first, so a refusal creates nothing. */
+  struct stat st;
+  bool replace = false;
+  if (lstat(cb->device, &st) == 0) {
+    if (!S_ISLNK(st.st_mode)) {
+      snprintf(err, errlen,
+               "bus %s: %s exists and is not a link; refusing to replace it",
+               cb->id, cb->device);
+      return -1;
+    }
+    if (!links_to_pty(cb->device)) {
+      char target[256] = "?";
+      ssize_t n = readlink(cb->device, target, sizeof target - 1);
+      if (n > 0) target[n] = '\0';
+      snprintf(err, errlen,
+               "bus %s: %s is a link to %s, not to a pseudo-terminal "
+               "(/dev/pts/N); refusing to replace it",
+               cb->id, cb->device, target);
+      return -1;
+    }
+    replace = true;
+  }
+
   b->master_fd = posix_openpt(O_RDWR | O_NOCTTY);
   if (b->master_fd < 0 || grantpt(b->master_fd) != 0 ||
       unlockpt(b->master_fd) != 0 ||
@@ -506,57 +831,108 @@ static int rtu_open(sim_bus *b, char *err, size_t errlen) {
   fcntl(b->master_fd, F_SETFL, fl | O_NONBLOCK);
   fcntl(b->master_fd, F_SETFD, FD_CLOEXEC);
   fcntl(b->slave_fd, F_SETFD, FD_CLOEXEC);
+  /* After our own open of the slave end, so only clients are counted. */
+  ports_watch(b);
 
-  struct stat st;
-  if (lstat(cb->device, &st) == 0) {
-    if (!S_ISLNK(st.st_mode)) {
-      snprintf(err, errlen,
-               "bus %s: %s exists and is not a link; refusing to replace it",
-               cb->id, cb->device);
-      return -1;
-    }
-    unlink(cb->device);
-  }
+  if (replace) unlink(cb->device);
   if (symlink(b->slave_name, cb->device) != 0) {
     snprintf(err, errlen, "bus %s: cannot link %s to %s: %s", cb->id,
              cb->device, b->slave_name, strerror(errno));
     return -1;
   }
   b->linked = true;
-  b->char_bits = mb_rtu_char_bits(cb->data_bits, cb->parity != 'N', cb->stop_bits);
   mb_rtu_framer_init(&b->framer, true);
 
-  uv_timer_init(b->owner->loop, &b->reply_timer);
-  uv_timer_init(b->owner->loop, &b->stale_timer);
+  uv_loop_t *loop = b->owner->loop;
+  uv_timer_init(loop, &b->reply_timer);
+  uv_timer_init(loop, &b->stale_timer);
   b->reply_timer.data = b;
   b->stale_timer.data = b;
+  for (size_t i = 0; i < LATE_MAX; i++) late_init(&b->late[i], loop, b, NULL);
   b->timers_open = true;
-  if (uv_poll_init(b->owner->loop, &b->poll, b->master_fd) != 0) {
+  if (uv_poll_init(loop, &b->poll, b->master_fd) != 0) {
     snprintf(err, errlen, "bus %s: cannot watch the pty", cb->id);
     return -1;
   }
   b->poll.data = b;
   b->poll_open = true;
-  uv_poll_start(&b->poll, UV_READABLE, rtu_on_poll);
+  rtu_watch(b);
   return 0;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Control socket                                                           */
 
-typedef struct {
+struct ctl_conn {
   uv_pipe_t pipe;
+  uv_timer_t idle;
   sim *owner;
-  char line[512];
+  ctl_conn *next;
+  char line[CTL_LINE_MAX];
   size_t len;
   bool done;
-} ctl_conn;
+  bool closing;
+  int handles_open;
+};
 
-static void ctl_on_close(uv_handle_t *h) { free(h->data); }
+static void ctl_on_close(uv_handle_t *h) {
+  ctl_conn *c = h->data;
+  if (--c->handles_open == 0) free(c);
+}
+
+static void ctl_close(ctl_conn *c) {
+  if (c->closing) return;
+  c->closing = true;
+  sim *s = c->owner;
+  for (ctl_conn **pp = &s->ctls; *pp; pp = &(*pp)->next) {
+    if (*pp == c) {
+      *pp = c->next;
+      break;
+    }
+  }
+  s->nctls--;
+  uv_close((uv_handle_t *)&c->idle, ctl_on_close);
+  uv_close((uv_handle_t *)&c->pipe, ctl_on_close);
+}
+
+static void ctl_on_idle(uv_timer_t *t) {
+  ctl_conn *c = t->data;
+  log_debug("control: closing a connection idle for %d ms", CTL_IDLE_MS);
+  ctl_close(c);
+}
+
+static void ctl_on_written(uv_write_t *req, int status) {
+  (void)status;
+  ctl_conn *c = req->handle->data;
+  free(req);
+  /* The reply is out (or the connection is going): one command per
+   * connection, so close it now, not before the write has finished. */
+  ctl_close(c);
+}
+
+static void ctl_reply(ctl_conn *c, bool too_long) {
+  size_t cap = sim_control_reply_max(c->owner);
+  write_req *w = malloc(sizeof *w + cap);
+  if (!w) {
+    ctl_close(c);
+    return;
+  }
+  char *text = (char *)w->data;
+  if (too_long)
+    snprintf(text, cap, "error: command too long\n");
+  else
+    sim_control(c->owner, c->line, text, cap);
+  w->buf = uv_buf_init(text, (unsigned)strlen(text));
+  if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &w->buf, 1, ctl_on_written) != 0) {
+    free(w);
+    ctl_close(c);
+  }
+}
 
 static void ctl_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   ctl_conn *c = h->data;
+  /* Never empty: reading stops once the line is full. */
   size_t room = sizeof c->line - 1 - c->len;
   *buf = uv_buf_init(c->line + c->len, (unsigned)room);
 }
@@ -564,25 +940,20 @@ static void ctl_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void ctl_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   (void)buf;
   ctl_conn *c = s->data;
-  if (c->done) return;
+  if (c->done || c->closing) return;
   if (nread < 0 && c->len == 0) {
-    uv_close((uv_handle_t *)s, ctl_on_close);
+    ctl_close(c);
     return;
   }
   if (nread > 0) c->len += (size_t)nread;
   c->line[c->len] = '\0';
   char *nl = strchr(c->line, '\n');
-  if (!nl && nread >= 0 && c->len < sizeof c->line - 1) return;
+  bool full = c->len >= sizeof c->line - 1;
+  if (!nl && nread >= 0 && !full) return;
   if (nl) *nl = '\0';
   c->done = true;
-  char reply[8192];
-  if (!nl && c->len >= sizeof c->line - 1)
-    snprintf(reply, sizeof reply, "error: command too long\n");
-  else
-    sim_control(c->owner, c->line, reply, sizeof reply);
-  stream_write(s, (const uint8_t *)reply, strlen(reply));
   uv_read_stop(s);
-  uv_close((uv_handle_t *)s, ctl_on_close);
+  ctl_reply(c, !nl && full);
 }
 
 static void ctl_on_connection(uv_stream_t *server, int status) {
@@ -592,11 +963,25 @@ static void ctl_on_connection(uv_stream_t *server, int status) {
   if (!c) return;
   c->owner = s;
   uv_pipe_init(s->loop, &c->pipe, 0);
+  uv_timer_init(s->loop, &c->idle);
   c->pipe.data = c;
+  c->idle.data = c;
+  c->handles_open = 2;
+  c->next = s->ctls;
+  s->ctls = c;
+  s->nctls++;
   if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0) {
-    uv_close((uv_handle_t *)&c->pipe, ctl_on_close);
+    ctl_close(c);
     return;
   }
+  if (s->nctls > CTL_MAX) {
+    log_warn("control: more than %d connections, refusing one", CTL_MAX);
+    ctl_close(c);
+    return;
+  }
+  /* A client that connects and says nothing must not hold a connection (or
+   * shutdown) forever. */
+  uv_timer_start(&c->idle, ctl_on_idle, CTL_IDLE_MS, 0);
   uv_read_start((uv_stream_t *)&c->pipe, ctl_alloc, ctl_on_read);
 }
 
@@ -606,7 +991,45 @@ static sim_meter *find_meter(sim *s, const char *id) {
   return NULL;
 }
 
+/* Delayed answers of meter M still to go out. */
+static size_t pending_answers(const sim *s, const sim_meter *m) {
+  const sim_bus *b = &s->buses[m->cfg->bus];
+  if (b->cfg->transport == CFG_TRANSPORT_RTU) return late_count(b->late, m);
+  size_t n = 0;
+  for (const sim_conn *c = b->conns; c; c = c->next) n += late_count(c->late, m);
+  return n;
+}
+
+size_t sim_control_reply_max(const sim *s) {
+  return CTL_REPLY_BASE + (s ? s->nmeters : 0) * STATUS_LINE_MAX;
+}
+
+static int control_status(sim *s, char *out, size_t outlen) {
+  size_t used = 0;
+  int w;
+  for (size_t i = 0; i < s->nmeters; i++) {
+    sim_meter *m = &s->meters[i];
+    w = snprintf(out + used, outlen - used,
+                 "%s bus=%s unit=%d fault=%s requests=%llu answers=%llu "
+                 "pending=%zu\n",
+                 m->cfg->id, s->cfg->buses[m->cfg->bus].id, m->cfg->unit,
+                 sim_fault_name(m->fault), (unsigned long long)m->requests,
+                 (unsigned long long)m->answers, pending_answers(s, m));
+    if (w < 0 || (size_t)w >= outlen - used) goto too_long;
+    used += (size_t)w;
+  }
+  w = snprintf(out + used, outlen - used, "ok\n");
+  if (w < 0 || (size_t)w >= outlen - used) goto too_long;
+  return 0;
+too_long:
+  /* Never a cut reply: a reader would take a partial list for the whole. */
+  snprintf(out, outlen, "error: the status of %zu meters does not fit in %zu bytes\n",
+           s->nmeters, outlen);
+  return -1;
+}
+
 int sim_control(sim *s, const char *line, char *out, size_t outlen) {
+  if (!out || outlen == 0) return -1;
   char cmd[32] = "", a[CFG_ID_MAX] = "", b[PROF_NAME_MAX] = "", c[64] = "";
   char extra[8] = "";
   int n = sscanf(line, "%31s %63s %47s %63s %7s", cmd, a, b, c, extra);
@@ -624,20 +1047,7 @@ int sim_control(sim *s, const char *line, char *out, size_t outlen) {
              "ok\n");
     return 0;
   }
-  if (strcmp(cmd, "status") == 0) {
-    size_t used = 0;
-    for (size_t i = 0; i < s->nmeters && used < outlen; i++) {
-      sim_meter *m = &s->meters[i];
-      used += (size_t)snprintf(out + used, outlen - used,
-                               "%s bus=%s unit=%d fault=%s requests=%llu answers=%llu\n",
-                               m->cfg->id, s->cfg->buses[m->cfg->bus].id,
-                               m->cfg->unit, sim_fault_name(m->fault),
-                               (unsigned long long)m->requests,
-                               (unsigned long long)m->answers);
-    }
-    if (used < outlen) snprintf(out + used, outlen - used, "ok\n");
-    return 0;
-  }
+  if (strcmp(cmd, "status") == 0) return control_status(s, out, outlen);
   sim_meter *m = n >= 2 ? find_meter(s, a) : NULL;
   if (strcmp(cmd, "fault") == 0 || strcmp(cmd, "pin") == 0 ||
       strcmp(cmd, "unpin") == 0) {
@@ -719,6 +1129,7 @@ int sim_start(sim **out, const cfg *c, uv_loop_t *loop, const sim_options *opt,
   }
   s->loop = loop;
   s->cfg = c;
+  s->ino_fd = -1;
   s->meters = calloc(c->nmeters ? c->nmeters : 1, sizeof *s->meters);
   s->buses = calloc(c->nbuses ? c->nbuses : 1, sizeof *s->buses);
   if (!s->meters || !s->buses) {
@@ -740,7 +1151,13 @@ int sim_start(sim **out, const cfg *c, uv_loop_t *loop, const sim_options *opt,
     b->cfg = &c->buses[i];
     b->index = i;
     b->master_fd = b->slave_fd = -1;
-    b->wire_time = b->cfg->sim_wire_time && !(opt && opt->no_wire_time);
+    b->wd = -1;
+    b->clients = -1;
+    b->char_bits = mb_rtu_char_bits(b->cfg->data_bits, b->cfg->parity != 'N',
+                                    b->cfg->stop_bits);
+    /* A DTU (rtu-over-tcp) carries a serial line too: both emulate it. */
+    b->wire_time = b->cfg->sim_wire_time && !(opt && opt->no_wire_time) &&
+                   b->cfg->transport != CFG_TRANSPORT_TCP && b->char_bits > 0;
   }
   s->nbuses = c->nbuses;
   for (size_t i = 0; i < c->nmeters; i++) {
@@ -773,13 +1190,14 @@ void sim_describe(const sim *s, char *buf, size_t len) {
                                  s->nbuses);
   for (size_t i = 0; i < s->nbuses && used < len; i++) {
     const cfg_bus *b = s->buses[i].cfg;
+    const char *wire = s->buses[i].wire_time ? " (wire time)" : "";
     if (b->transport == CFG_TRANSPORT_RTU)
       used += (size_t)snprintf(buf + used, len - used, "; %s rtu %s -> %s%s",
-                               b->id, b->device, s->buses[i].slave_name,
-                               s->buses[i].wire_time ? " (wire time)" : "");
+                               b->id, b->device, s->buses[i].slave_name, wire);
     else
-      used += (size_t)snprintf(buf + used, len - used, "; %s %s %s:%d", b->id,
-                               cfg_transport_name(b->transport), b->host, b->port);
+      used += (size_t)snprintf(buf + used, len - used, "; %s %s %s:%d%s", b->id,
+                               cfg_transport_name(b->transport), b->host,
+                               b->port, wire);
   }
 }
 
@@ -801,12 +1219,19 @@ void sim_stop(sim *s) {
     if (b->timers_open) {
       uv_close((uv_handle_t *)&b->reply_timer, noop_close);
       uv_close((uv_handle_t *)&b->stale_timer, noop_close);
+      for (size_t j = 0; j < LATE_MAX; j++)
+        uv_close((uv_handle_t *)&b->late[j].timer, noop_close);
       b->timers_open = false;
     }
     if (b->linked) {
       unlink(b->cfg->device);
       b->linked = false;
     }
+  }
+  while (s->ctls) ctl_close(s->ctls);
+  if (s->ino_open) {
+    uv_close((uv_handle_t *)&s->ino_poll, noop_close);
+    s->ino_open = false;
   }
   if (s->control_open) {
     uv_close((uv_handle_t *)&s->control, noop_close);
@@ -821,6 +1246,7 @@ void sim_free(sim *s) {
     if (s->buses[i].master_fd >= 0) close(s->buses[i].master_fd);
     if (s->buses[i].slave_fd >= 0) close(s->buses[i].slave_fd);
   }
+  if (s->ino_fd >= 0) close(s->ino_fd);
   for (size_t i = 0; i < s->nmeters; i++) sim_meter_free(&s->meters[i]);
   free(s->meters);
   free(s->buses);

@@ -2,10 +2,11 @@
  *
  * Serves every meter of a site file on a libuv loop: a Modbus TCP server per
  * `tcp` bus (answering each meter's unit id), a pseudo-terminal per `rtu` bus
- * (its peer end linked at the bus's device path, speaking Modbus RTU, with
- * optional wire-time emulation), and an RTU-framed TCP server per
- * `rtu-over-tcp` bus. A control socket switches faults and pins values while
- * running. Bad requests are logged and never bring the simulator down.
+ * (its peer end linked at the bus's device path, speaking Modbus RTU), and an
+ * RTU-framed TCP server per `rtu-over-tcp` bus; both serial kinds optionally
+ * emulate the line's wire time. A control socket switches faults and pins
+ * values while running. Bad requests are logged and never bring the simulator
+ * down, and every client costs a bounded amount of memory.
  */
 #ifndef IC_SIM_H
 #define IC_SIM_H
@@ -31,15 +32,22 @@ int sim_start(sim **out, const cfg *c, uv_loop_t *loop, const sim_options *opt,
 /* A one-line summary of what listens where, for the ready line. */
 void sim_describe(const sim *s, char *buf, size_t len);
 
-/* Close every handle (the loop then runs out) and remove the device links and
- * the control socket. */
+/* Close every handle, client connections and control connections included
+ * (the loop then runs out), and remove the device links and the control
+ * socket. */
 void sim_stop(sim *s);
 
 /* Free after the loop has finished closing the handles. NULL is a no-op. */
 void sim_free(sim *s);
 
 /* Run one control command line ("fault KKY-01 offline") and write the reply
- * (ending in "ok ..." or "error: ...") into out. Returns 0 on ok. */
+ * (ending in "ok ..." or "error: ...") into out. Returns 0 on ok. A reply that
+ * does not fit in outlen is replaced by an error, never cut short; a buffer
+ * of sim_control_reply_max(s) bytes always fits. */
 int sim_control(sim *s, const char *line, char *out, size_t outlen);
+
+/* The longest reply sim_control can give for S's site (it grows with the
+ * number of meters, for "status"). */
+size_t sim_control_reply_max(const sim *s);
 
 #endif

@@ -98,17 +98,21 @@ void sim_meter_set_fault(sim_meter *m, sim_fault f) {
   if (f == SIM_FAULT_RESET) m->reset_pending = true;
 }
 
+static double to_canonical(const char *unit, double v);
+
 int sim_meter_pin(sim_meter *m, const char *name, double value, bool pin) {
   int i = profile_field_index(m->profile, name);
   if (i < 0) return -1;
   m->pinned[i] = pin;
   if (pin) {
     m->values[i] = value;
-    /* Pinning the totalizer moves the integrator too, so unpinning later
-     * continues from the pinned value rather than jumping. */
-    prof_role r = m->profile->fields[i].role;
-    if (r == PROF_ROLE_TOTAL) m->total_m3 = value;
-    if (r == PROF_ROLE_NET_TOTAL) m->net_total_m3 = value;
+    /* Pinning the totalizer moves the integrator too (in canonical m3), and
+     * the integrator stands still while the pin holds (sim_meter_update), so
+     * unpinning later continues from the pinned value rather than jumping. */
+    const prof_field *f = &m->profile->fields[i];
+    if (f->role == PROF_ROLE_TOTAL) m->total_m3 = to_canonical(f->unit, value);
+    if (f->role == PROF_ROLE_NET_TOTAL)
+      m->net_total_m3 = to_canonical(f->unit, value);
   }
   return 0;
 }
@@ -120,14 +124,42 @@ static double daily_factor(const sim_meter *m, double now_s) {
   return 1.0 + 0.25 * sin(2.0 * M_PI * (hour - 9.0) / 24.0);
 }
 
-/* Unit conversion from the simulator's canonical units (m3/h for flows, m3 for
- * volumes) into a field's declared unit. */
+/* Units the simulator converts to and from its canonical units (m3/h for
+ * flows, m3 for volumes): a value in UNIT is canonical * num / den. One table
+ * serves both directions, so the conversions are exact inverses of each other.
+ * A unit not listed is taken as canonical. */
+typedef enum { UNIT_FLOW, UNIT_VOLUME } unit_kind;
+
+static const struct {
+  const char *name;
+  unit_kind kind;
+  double num, den;
+} units[] = {
+    {"m3/h", UNIT_FLOW, 1, 1},      {"m3/s", UNIT_FLOW, 1, 3600},
+    {"m3/min", UNIT_FLOW, 1, 60},   {"L/s", UNIT_FLOW, 10, 36},
+    {"l/s", UNIT_FLOW, 10, 36},     {"m3", UNIT_VOLUME, 1, 1},
+    {"L", UNIT_VOLUME, 1000, 1},    {"l", UNIT_VOLUME, 1000, 1},
+};
+
+static int unit_index(const char *unit) {
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+    if (strcmp(units[i].name, unit) == 0) return (int)i;
+  return -1;
+}
+
 static double from_canonical(const char *unit, double v) {
-  if (strcmp(unit, "m3/s") == 0) return v / 3600.0;
-  if (strcmp(unit, "m3/min") == 0) return v / 60.0;
-  if (strcmp(unit, "L/s") == 0 || strcmp(unit, "l/s") == 0) return v / 3.6;
-  if (strcmp(unit, "L") == 0 || strcmp(unit, "l") == 0) return v * 1000.0;
-  return v;
+  int i = unit_index(unit);
+  return i < 0 ? v : v * units[i].num / units[i].den;
+}
+
+static double to_canonical(const char *unit, double v) {
+  int i = unit_index(unit);
+  return i < 0 ? v : v * units[i].den / units[i].num;
+}
+
+static bool is_flow_unit(const char *unit) {
+  int i = unit_index(unit);
+  return i >= 0 && units[i].kind == UNIT_FLOW;
 }
 
 static double field_value(const sim_meter *m, const prof_field *f) {
@@ -155,8 +187,7 @@ static double field_value(const sim_meter *m, const prof_field *f) {
     case PROF_ROLE_NONE:
     default:
       /* Unnamed flow-like fields ("hourly flow") follow the flow. */
-      if (strcmp(f->unit, "m3/h") == 0 || strcmp(f->unit, "m3/s") == 0)
-        return from_canonical(f->unit, m->flow_m3h);
+      if (is_flow_unit(f->unit)) return from_canonical(f->unit, m->flow_m3h);
       return 0.0;
   }
 }
@@ -190,14 +221,21 @@ void sim_meter_update(sim_meter *m, double now_s) {
   int fi = profile_role_index(p, PROF_ROLE_FLOW);
   if (fi >= 0 && m->pinned[fi]) {
     /* A pinned flow drives the totalizer too, so physics stays consistent. */
-    m->flow_m3h = m->values[fi];
-    if (strcmp(p->fields[fi].unit, "m3/s") == 0) m->flow_m3h *= 3600.0;
+    m->flow_m3h = to_canonical(p->fields[fi].unit, m->values[fi]);
   }
-  m->total_m3 += m->flow_m3h * dt / 3600.0;
-  m->net_total_m3 += m->flow_m3h * dt / 3600.0;
+  /* A pinned totalizer stands still: the pin is the reading, and unpinning
+   * continues from it. A reset does not move it either. */
+  bool total_pinned = false, net_pinned = false;
+  for (size_t i = 0; i < p->nfields; i++) {
+    if (!m->pinned[i]) continue;
+    if (p->fields[i].role == PROF_ROLE_TOTAL) total_pinned = true;
+    if (p->fields[i].role == PROF_ROLE_NET_TOTAL) net_pinned = true;
+  }
+  if (!total_pinned) m->total_m3 += m->flow_m3h * dt / 3600.0;
+  if (!net_pinned) m->net_total_m3 += m->flow_m3h * dt / 3600.0;
   if (m->reset_pending) {
-    m->total_m3 = 0;
-    m->net_total_m3 = 0;
+    if (!total_pinned) m->total_m3 = 0;
+    if (!net_pinned) m->net_total_m3 = 0;
     m->reset_pending = false;
   }
 

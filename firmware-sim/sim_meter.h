@@ -52,8 +52,9 @@ void sim_meter_update(sim_meter *m, double now_s);
  * reset, applied at the next update. */
 void sim_meter_set_fault(sim_meter *m, sim_fault f);
 
-/* Pin field NAME to VALUE (or unpin it with pin false). -1 for an unknown
- * field. */
+/* Pin field NAME to VALUE, in the field's unit (or unpin it with pin false).
+ * A pinned flow drives the totalizers; a pinned totalizer holds still, and
+ * once unpinned counts on from the pinned value. -1 for an unknown field. */
 int sim_meter_pin(sim_meter *m, const char *name, double value, bool pin);
 
 /* How to answer one request. */

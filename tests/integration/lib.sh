@@ -20,12 +20,13 @@ IC_PASSES=0
 ic_cleanup() {
   local rc=$?
   local pid
-  for pid in "${IC_PIDS[@]}"; do
+  # ${a[@]+"${a[@]}"}: an empty array under set -u is an error before bash 4.4.
+  for pid in ${IC_PIDS[@]+"${IC_PIDS[@]}"}; do
     if kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null || true
     fi
   done
-  for pid in "${IC_PIDS[@]}"; do
+  for pid in ${IC_PIDS[@]+"${IC_PIDS[@]}"}; do
     wait "$pid" 2>/dev/null || true
   done
   if [ "$rc" -ne 0 ] || [ "$IC_FAILS" -ne 0 ]; then

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -264,6 +265,145 @@ static void test_pin_unknown_field(void **state) {
   sim_meter_free(&sm);
 }
 
+/* A meter that reports its flow in FLOW_UNIT and its totalizer in litres,
+ * both as big-endian f64 (exact enough to compare closely). */
+static mb_profile *unit_profile(const char *flow_unit) {
+  char text[512];
+  snprintf(text, sizeof text,
+           "name: units\n"
+           "table: holding\n"
+           "word_order: abcd\n"
+           "fields:\n"
+           "  - {name: flow, role: flow, unit: \"%s\", address: 0, type: f64}\n"
+           "  - {name: total_l, role: total, unit: L, address: 4, type: f64}\n",
+           flow_unit);
+  char err[512];
+  mb_profile *p = profile_load_string("units", text, strlen(text), err, sizeof err);
+  if (!p) fail_msg("%s", err);
+  return p;
+}
+
+static void read_f64_pair(sim_meter *sm, double now, double *flow, double *total) {
+  sim_action act;
+  uint16_t r[8];
+  read_regs(sm, MB_FC_READ_HOLDING, 0, 8, now, &act, r);
+  *flow = mb_decode(r, MB_T_F64, MB_ORDER_ABCD);
+  *total = mb_decode(r + 4, MB_T_F64, MB_ORDER_ABCD);
+}
+
+/* A pinned flow drives the totalizer whatever unit the field is in: 1 m3/s
+ * in each unit fills 10 m3 (10000 L) in 10 s. */
+static void test_pinned_flow_converts_from_every_unit(void **state) {
+  (void)state;
+  static const struct {
+    const char *unit;
+    double one_m3_per_s;
+  } cases[] = {{"m3/h", 3600}, {"m3/s", 1},    {"m3/min", 60},
+               {"L/s", 1000},  {"l/s", 1000}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    mb_profile *p = unit_profile(cases[i].unit);
+    cfg_meter m;
+    base_meter(&m, p);
+    pin(&m, "flow", cases[i].one_m3_per_s);
+    m.sim.initial_total_m3 = 2.0;
+    sim_meter sm;
+    assert_int_equal(sim_meter_init(&sm, &m, 100.0), 0);
+    double flow, total;
+    read_f64_pair(&sm, 100.0, &flow, &total);
+    assert_true(fabs(flow - cases[i].one_m3_per_s) < 1e-9);
+    assert_true(fabs(total - 2000.0) < 1e-6);
+    read_f64_pair(&sm, 110.0, &flow, &total);
+    if (fabs(total - 12000.0) > 1e-6)
+      fail_msg("unit %s: total %.6f L after 10 s, expected 12000", cases[i].unit,
+               total);
+    sim_meter_free(&sm);
+    profile_free(p);
+  }
+}
+
+/* Unpinned, the flow is written in each field's unit: the same canonical
+ * flow reads back consistently in every unit. */
+static void test_unpinned_flow_in_every_unit(void **state) {
+  (void)state;
+  static const struct {
+    const char *unit;
+    double per_m3h;
+  } cases[] = {{"m3/h", 1}, {"m3/s", 1 / 3600.0}, {"m3/min", 1 / 60.0},
+               {"L/s", 1 / 3.6}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    mb_profile *p = unit_profile(cases[i].unit);
+    cfg_meter m;
+    base_meter(&m, p);
+    sim_meter sm;
+    assert_int_equal(sim_meter_init(&sm, &m, 100.0), 0);
+    double flow, total;
+    read_f64_pair(&sm, 100.0, &flow, &total);
+    assert_true(fabs(flow - sm.flow_m3h * cases[i].per_m3h) <
+                1e-9 * sm.flow_m3h);
+    sim_meter_free(&sm);
+    profile_free(p);
+  }
+}
+
+/* While the totalizer is pinned it holds still; unpinned, it counts on from
+ * the pinned value instead of jumping to what the flow would have added. */
+static void test_pinned_total_holds_then_continues(void **state) {
+  (void)state;
+  cfg_meter m;
+  base_meter(&m, tuf);
+  pin(&m, "flow_m3h", 3600.0);
+  pin(&m, "total_m3", 500.0);
+  sim_meter sm;
+  assert_int_equal(sim_meter_init(&sm, &m, 1000.0), 0);
+  assert_true(fabs(tuf_total(&sm, 1000.0) - 500.0) < 1e-3);
+  assert_true(fabs(tuf_total(&sm, 1010.0) - 500.0) < 1e-3);
+  assert_int_equal(sim_meter_pin(&sm, "total_m3", 0, false), 0);
+  assert_true(fabs(tuf_total(&sm, 1010.0) - 500.0) < 1e-3);
+  assert_true(fabs(tuf_total(&sm, 1015.0) - 505.0) < 1e-3);
+  /* Pinned again at run time: the new value holds, then counts on. */
+  assert_int_equal(sim_meter_pin(&sm, "total_m3", 42.0, true), 0);
+  assert_true(fabs(tuf_total(&sm, 1020.0) - 42.0) < 1e-3);
+  assert_int_equal(sim_meter_pin(&sm, "total_m3", 0, false), 0);
+  assert_true(fabs(tuf_total(&sm, 1022.0) - 44.0) < 1e-3);
+  sim_meter_free(&sm);
+}
+
+/* A totalizer pinned in litres moves the integrator in cubic metres. */
+static void test_pinned_total_in_litres(void **state) {
+  (void)state;
+  mb_profile *p = unit_profile("m3/h");
+  cfg_meter m;
+  base_meter(&m, p);
+  pin(&m, "flow", 3600.0);
+  pin(&m, "total_l", 5000.0);
+  sim_meter sm;
+  assert_int_equal(sim_meter_init(&sm, &m, 0.0), 0);
+  double flow, total;
+  read_f64_pair(&sm, 3.0, &flow, &total);
+  assert_true(fabs(total - 5000.0) < 1e-6);
+  assert_int_equal(sim_meter_pin(&sm, "total_l", 0, false), 0);
+  read_f64_pair(&sm, 4.0, &flow, &total);
+  assert_true(fabs(total - 6000.0) < 1e-6);
+  sim_meter_free(&sm);
+  profile_free(p);
+}
+
+/* A reset does not move a pinned totalizer. */
+static void test_reset_leaves_pinned_total(void **state) {
+  (void)state;
+  cfg_meter m;
+  base_meter(&m, tuf);
+  pin(&m, "flow_m3h", 3600.0);
+  pin(&m, "total_m3", 700.0);
+  sim_meter sm;
+  assert_int_equal(sim_meter_init(&sm, &m, 0.0), 0);
+  sim_meter_set_fault(&sm, SIM_FAULT_RESET);
+  assert_true(fabs(tuf_total(&sm, 1.0) - 700.0) < 1e-3);
+  assert_int_equal(sim_meter_pin(&sm, "total_m3", 0, false), 0);
+  assert_true(fabs(tuf_total(&sm, 2.0) - 701.0) < 1e-3);
+  sim_meter_free(&sm);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pinned_values_in_registers),
@@ -275,6 +415,11 @@ int main(void) {
       cmocka_unit_test(test_requests_beyond_map_and_unknown_function),
       cmocka_unit_test(test_fault_actions),
       cmocka_unit_test(test_pin_unknown_field),
+      cmocka_unit_test(test_pinned_flow_converts_from_every_unit),
+      cmocka_unit_test(test_unpinned_flow_in_every_unit),
+      cmocka_unit_test(test_pinned_total_holds_then_continues),
+      cmocka_unit_test(test_pinned_total_in_litres),
+      cmocka_unit_test(test_reset_leaves_pinned_total),
   };
   return cmocka_run_group_tests(tests, load_profiles, free_profiles);
 }
