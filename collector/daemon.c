@@ -196,6 +196,19 @@ static void publish_gateway_state(gw *d, bool online) {
   cJSON_Delete(o);
 }
 
+typedef struct {
+  size_t meter;
+  int64_t since;
+  const char *error;
+} repair_item;
+
+/* Earliest outage start (longest outage) first, then by meter order. */
+static int by_since(const void *a, const void *b) {
+  const repair_item *x = a, *y = b;
+  if (x->since != y->since) return x->since < y->since ? -1 : 1;
+  return x->meter < y->meter ? -1 : (x->meter > y->meter);
+}
+
 /* The retained online-rate topic: the site's rate now, by the same rule as
  * the meters' state topics, with the same keys as the reports. */
 static void publish_online_rate(gw *d) {
@@ -211,6 +224,8 @@ static void publish_online_rate(gw *d) {
   cJSON_AddStringToObject(o, "ts", buf);
   cJSON *meters = cJSON_CreateArray();
   cJSON *repair = cJSON_CreateArray();
+  repair_item *items = calloc(c->nmeters ? c->nmeters : 1, sizeof *items);
+  size_t nitems = 0;
   for (size_t i = 0; i < c->nmeters; i++) {
     const meter_rt *m = &d->meters[i];
     bool online = m->st.state == MSTATE_ONLINE;
@@ -229,20 +244,29 @@ static void publish_online_rate(gw *d) {
     if (err) cJSON_AddStringToObject(mo, "last_error", err);
     else cJSON_AddNullToObject(mo, "last_error");
     cJSON_AddItemToArray(meters, mo);
-    if (!online) {
-      cJSON *r = cJSON_CreateObject();
-      cJSON_AddStringToObject(r, "id", m->cfg->id);
-      cJSON_AddStringToObject(r, "name", m->cfg->name);
-      int64_t since = m->st.state == MSTATE_OFFLINE ? m->st.since_ms
-                      : m->st.last_valid_ms         ? m->st.last_valid_ms
-                                                    : d->started_ms;
-      rate_format_local(since, buf, sizeof buf);
-      cJSON_AddStringToObject(r, "since", buf);
-      cJSON_AddNumberToObject(r, "outage_s", (double)((now - since) / 1000));
-      cJSON_AddStringToObject(r, "last_error", err);
-      cJSON_AddItemToArray(repair, r);
+    if (!online && items) {
+      items[nitems].meter = i;
+      items[nitems].since = m->st.state == MSTATE_OFFLINE ? m->st.since_ms
+                            : m->st.last_valid_ms         ? m->st.last_valid_ms
+                                                          : d->started_ms;
+      items[nitems].error = err;
+      nitems++;
     }
   }
+  /* Longest outage first, as in the reports. */
+  if (items) qsort(items, nitems, sizeof *items, by_since);
+  for (size_t k = 0; k < nitems; k++) {
+    const meter_rt *m = &d->meters[items[k].meter];
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "id", m->cfg->id);
+    cJSON_AddStringToObject(r, "name", m->cfg->name);
+    rate_format_local(items[k].since, buf, sizeof buf);
+    cJSON_AddStringToObject(r, "since", buf);
+    cJSON_AddNumberToObject(r, "outage_s", (double)((now - items[k].since) / 1000));
+    cJSON_AddStringToObject(r, "last_error", items[k].error);
+    cJSON_AddItemToArray(repair, r);
+  }
+  free(items);
   double rate = c->nmeters ? (double)on / (double)c->nmeters : 0;
   cJSON_AddNumberToObject(o, "meters_total", (double)c->nmeters);
   cJSON_AddNumberToObject(o, "meters_online", (double)on);
@@ -252,18 +276,6 @@ static void publish_online_rate(gw *d) {
                           round((rate - c->online.baseline) * 10000) / 100);
   cJSON_AddBoolToObject(o, "meets_baseline", rate + 1e-12 >= c->online.baseline);
   cJSON_AddItemToObject(o, "meters", meters);
-  /* Longest outage first, as in the reports. */
-  int n = cJSON_GetArraySize(repair);
-  for (int i = 1; i < n; i++) {
-    for (int j = i; j > 0; j--) {
-      cJSON *a = cJSON_GetArrayItem(repair, j - 1), *b = cJSON_GetArrayItem(repair, j);
-      if (cJSON_GetObjectItem(a, "outage_s")->valuedouble >=
-          cJSON_GetObjectItem(b, "outage_s")->valuedouble)
-        break;
-      cJSON_DetachItemViaPointer(repair, b);
-      cJSON_InsertItemInArray(repair, j - 1, b);
-    }
-  }
   cJSON_AddItemToObject(o, "repair", repair);
   publish_json(d, d->topic_rate, o, true, -1);
   cJSON_Delete(o);
