@@ -9,12 +9,13 @@
 #include "clock.h"
 #include "rate.h"
 #include "report.h"
+#include "report_html.h"
 
 static void report_usage(FILE *f) {
   fprintf(f,
           "usage: intake-collector report --config FILE --from DATE --to DATE\n"
           "                               [--period day|hour|month|DURATION]\n"
-          "                               [--format json|csv] [--output FILE]\n"
+          "                               [--format json|csv|html] [--output FILE]\n"
           "\n"
           "Reads the site's database (read-only; the daemon may be running) and\n"
           "writes one online-rate report per window from the window holding\n"
@@ -92,8 +93,9 @@ int cli_report(int argc, char **argv) {
     report_usage(stderr);
     return 2;
   }
-  if (strcmp(format, "json") != 0 && strcmp(format, "csv") != 0) {
-    fprintf(stderr, "report: unknown format \"%s\" (expected json or csv)\n", format);
+  if (strcmp(format, "json") != 0 && strcmp(format, "csv") != 0 &&
+      strcmp(format, "html") != 0) {
+    fprintf(stderr, "report: unknown format \"%s\" (expected json, csv or html)\n", format);
     return 2;
   }
   rate_period period;
@@ -167,6 +169,7 @@ int cli_report(int argc, char **argv) {
     ws = ns;
     we = ne;
   }
+  if (rc == 0 && strcmp(format, "html") == 0) report_html(out, all);
   if (rc == 0 && strcmp(format, "json") == 0) {
     char *s = cJSON_Print(all);
     if (s) {

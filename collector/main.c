@@ -17,7 +17,7 @@ static void usage(FILE *f) {
           "       intake-collector --check-config FILE [--profile-dir DIR]\n"
           "       intake-collector read --config FILE [--meter ID]... [--json]\n"
           "       intake-collector report --config FILE --from DATE --to DATE\n"
-          "                        [--period day|hour|month|DURATION] [--format json|csv]\n"
+          "                        [--period day|hour|month|DURATION] [--format json|csv|html]\n"
           "       intake-collector --version\n"
           "\n"
           "  --config FILE        run the daemon: poll, store, publish, until\n"
