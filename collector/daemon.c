@@ -432,6 +432,8 @@ static void handle_result(gw *d, bus_result *r) {
 
 static void handle_pub_event(gw *d, pub_event *ev) {
   switch (ev->kind) {
+    case PUB_EV_MESSAGE:
+      break; /* the gateway subscribes to nothing */
     case PUB_EV_CONNECTED: {
       d->connected = true;
       d->inflight = 0;

@@ -1,5 +1,6 @@
 /* intake-collector: gateway daemon for first-level water intake meters. */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -9,6 +10,8 @@
 #include "cfg.h"
 #include "cli.h"
 #include "daemon.h"
+#include "fleet.h"
+#include "fleetd.h"
 #include "log.h"
 
 static void usage(FILE *f) {
@@ -18,6 +21,7 @@ static void usage(FILE *f) {
           "       intake-collector read --config FILE [--meter ID]... [--json]\n"
           "       intake-collector report --config FILE --from DATE --to DATE\n"
           "                        [--period day|hour|month|DURATION] [--format json|csv|html]\n"
+          "       intake-collector fleet --config FLEET.yaml [--check-config]\n"
           "       intake-collector --version\n"
           "\n"
           "  --config FILE        run the daemon: poll, store, publish, until\n"
@@ -27,12 +31,46 @@ static void usage(FILE *f) {
           "  --check-config FILE  validate a site file and exit: 0 when valid,\n"
           "                       1 with FILE:LINE:COL: message when not\n"
           "  read                 poll meters once and print their values\n"
-          "  report               online-rate reports from the database\n");
+          "  report               online-rate reports from the database\n"
+          "  fleet                the bureau's online rate across gateways\n");
 }
 
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "read") == 0) return cli_read(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "report") == 0) return cli_report(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "fleet") == 0) {
+    const char *fpath = NULL;
+    bool check_only = false;
+    for (int i = 2; i < argc; i++) {
+      if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+        fpath = argv[++i];
+      else if (strcmp(argv[i], "--check-config") == 0)
+        check_only = true;
+      else {
+        fpath = NULL;
+        break;
+      }
+    }
+    if (!fpath) {
+      fprintf(stderr, "usage: intake-collector fleet --config FLEET.yaml [--check-config]\n");
+      return 2;
+    }
+    char ferr[CFG_ERR_MAX];
+    fleet_cfg *fc = NULL;
+    if (fleet_cfg_load(fpath, &fc, ferr, sizeof ferr) != 0) {
+      fprintf(stderr, "%s\n", ferr);
+      return 1;
+    }
+    if (check_only) {
+      printf("%s: ok: fleet %s, %zu registered meters\n", fpath, fc->id, fc->nmembers);
+      fleet_cfg_free(fc);
+      return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    int frc = fleetd_run(fc);
+    fleet_cfg_free(fc);
+    return frc;
+  }
 
   const char *check = NULL, *profile_dir = NULL, *config = NULL;
   static const struct option longopts[] = {

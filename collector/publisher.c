@@ -27,6 +27,8 @@ struct publisher {
       *will_payload;
   MQTTAsync_willOptions will;
   MQTTAsync_SSLOptions ssl;
+  size_t nmessages;   /* PUB_EV_MESSAGE events waiting */
+  uint64_t dropped_messages;
 };
 
 static void push_event(publisher *p, pub_event_kind kind, uint64_t tag,
@@ -57,9 +59,47 @@ static void ctx_unlink(publisher *p, msg_ctx *c) {
 /* --- paho callbacks (paho's threads) ------------------------------------ */
 
 static int on_message(void *ctx, char *topic, int len, MQTTAsync_message *m) {
-  (void)ctx;
+  publisher *p = ctx;
   (void)len;
-  /* We subscribe to nothing; paho insists on this callback anyway. */
+  pub_event *ev = NULL;
+  pthread_mutex_lock(&p->mu);
+  bool room = p->nmessages < PUB_MESSAGES_MAX;
+  pthread_mutex_unlock(&p->mu);
+  if (room && m->payloadlen >= 0 && (size_t)m->payloadlen <= PUB_MESSAGE_MAX)
+    ev = calloc(1, sizeof *ev);
+  if (ev) {
+    ev->kind = PUB_EV_MESSAGE;
+    ev->topic = strdup(topic);
+    ev->payload = malloc((size_t)m->payloadlen + 1);
+    if (ev->topic && ev->payload) {
+      memcpy(ev->payload, m->payload, (size_t)m->payloadlen);
+      ev->payload[m->payloadlen] = '\0';
+      ev->len = (size_t)m->payloadlen;
+      pthread_mutex_lock(&p->mu);
+      p->nmessages++;
+      if (p->ev_tail)
+        p->ev_tail->next = ev;
+      else
+        p->ev_head = ev;
+      p->ev_tail = ev;
+      pthread_mutex_unlock(&p->mu);
+      if (p->opt.notify) p->opt.notify(p->opt.notify_ctx);
+      ev = NULL;
+    } else {
+      free(ev->topic);
+      free(ev->payload);
+      free(ev);
+      ev = NULL;
+      room = false;
+    }
+  } else {
+    room = false;
+  }
+  if (!room) {
+    pthread_mutex_lock(&p->mu);
+    p->dropped_messages++;
+    pthread_mutex_unlock(&p->mu);
+  }
   MQTTAsync_freeMessage(&m);
   MQTTAsync_free(topic);
   return 1;
@@ -291,6 +331,7 @@ pub_event *publisher_take_events(publisher *p) {
   pthread_mutex_lock(&p->mu);
   pub_event *ev = p->ev_head;
   p->ev_head = p->ev_tail = NULL;
+  p->nmessages = 0;
   pthread_mutex_unlock(&p->mu);
   return ev;
 }
@@ -298,9 +339,24 @@ pub_event *publisher_take_events(publisher *p) {
 void pub_event_free(pub_event *ev) {
   while (ev) {
     pub_event *next = ev->next;
+    free(ev->topic);
+    free(ev->payload);
     free(ev);
     ev = next;
   }
+}
+
+int publisher_subscribe(publisher *p, const char *filter) {
+  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+  int rc = MQTTAsync_subscribe(p->client, filter, 1, &ro);
+  return rc == MQTTASYNC_SUCCESS ? 0 : -1;
+}
+
+uint64_t publisher_dropped_messages(publisher *p) {
+  pthread_mutex_lock(&p->mu);
+  uint64_t n = p->dropped_messages;
+  pthread_mutex_unlock(&p->mu);
+  return n;
 }
 
 void publisher_stop(publisher *p, int timeout_ms) {

@@ -23,6 +23,7 @@ typedef enum {
   PUB_EV_CONNECT_FAILED,/* a connection attempt failed: detail says why */
   PUB_EV_DELIVERED,     /* tag's PUBACK arrived */
   PUB_EV_FAILED,        /* tag was refused or could not be sent */
+  PUB_EV_MESSAGE,       /* a message arrived on a subscription */
 } pub_event_kind;
 
 typedef struct pub_event {
@@ -31,7 +32,16 @@ typedef struct pub_event {
   uint64_t tag;
   int reason;       /* MQTT 5 reason code or paho error code */
   char detail[200];
+  char *topic;      /* PUB_EV_MESSAGE: owned, NUL-terminated */
+  char *payload;    /* PUB_EV_MESSAGE: owned, NUL-terminated */
+  size_t len;
 } pub_event;
+
+/* Largest message payload taken from a subscription; longer ones are
+ * dropped and counted. At most PUB_MESSAGES_MAX wait for the loop; beyond
+ * that new ones are dropped and counted. */
+#define PUB_MESSAGE_MAX (256 * 1024)
+#define PUB_MESSAGES_MAX 10000
 
 typedef struct {
   const char *url;        /* mqtt://host:port or mqtts://host:port */
@@ -61,6 +71,13 @@ int publisher_send(publisher *p, const char *topic, const void *payload,
                    size_t len, int qos, bool retained, uint64_t tag);
 
 bool publisher_is_connected(publisher *p);
+
+/* Subscribe to FILTER at QoS 1 (call again after every reconnect: sessions
+ * start clean). Messages arrive as PUB_EV_MESSAGE events. */
+int publisher_subscribe(publisher *p, const char *filter);
+
+/* Messages dropped for size or a full queue. */
+uint64_t publisher_dropped_messages(publisher *p);
 
 /* Every event so far, oldest first, or NULL. */
 pub_event *publisher_take_events(publisher *p);

@@ -1,0 +1,362 @@
+#include "fleetd.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include <cjson/cJSON.h>
+
+#include "clock.h"
+#include "log.h"
+#include "publisher.h"
+#include "rate.h"
+
+#define PUBLISH_DEBOUNCE_MS 200
+#define PUBLISH_EVERY_MS 60000
+#define UNREGISTERED_MAX 10000
+
+typedef struct {
+  bool heard;
+  bool online;
+  int64_t since_ms;
+  char last_error[32];
+} member_state;
+
+typedef struct {
+  char site[CFG_ID_MAX];
+  bool heard;
+  bool online;
+  int64_t since_ms;
+} gateway_state;
+
+typedef struct {
+  char site[CFG_ID_MAX];
+  char meter[CFG_ID_MAX];
+  bool online;
+} stranger;
+
+typedef struct {
+  const fleet_cfg *f;
+  uv_loop_t loop;
+  uv_async_t wake;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t debounce, periodic;
+  publisher *pub;
+  bool connected;
+  bool dirty;
+  member_state *members;
+  gateway_state *gateways;
+  size_t ngateways;
+  stranger *strangers;
+  size_t nstrangers;
+  char topic_rate[256];
+  char filter[256];
+  int64_t started_ms;
+} fleet;
+
+static int member_index(const fleet *fl, const char *site, const char *meter) {
+  for (size_t i = 0; i < fl->f->nmembers; i++)
+    if (!strcmp(fl->f->members[i].site, site) && !strcmp(fl->f->members[i].meter, meter))
+      return (int)i;
+  return -1;
+}
+
+static gateway_state *gateway_of(fleet *fl, const char *site) {
+  for (size_t i = 0; i < fl->ngateways; i++)
+    if (!strcmp(fl->gateways[i].site, site)) return &fl->gateways[i];
+  return NULL;
+}
+
+static int64_t parse_ts(const char *s) {
+  /* "2026-11-28T16:59:12.002Z" as the gateways write it. */
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  const char *end = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+  if (!end) return 0;
+  int ms = 0;
+  if (*end == '.') ms = atoi(end + 1);
+  return (int64_t)timegm(&tm) * 1000 + ms;
+}
+
+/* The fleet's figures now, as a retained JSON document. */
+static void publish_rate(fleet *fl) {
+  const fleet_cfg *f = fl->f;
+  int64_t now = clock_wall_ms();
+  cJSON *o = cJSON_CreateObject();
+  cJSON *fo = cJSON_AddObjectToObject(o, "fleet");
+  cJSON_AddStringToObject(fo, "id", f->id);
+  cJSON_AddStringToObject(fo, "name", f->name);
+  char buf[40];
+  rate_format_local(now, buf, sizeof buf);
+  cJSON_AddStringToObject(o, "ts", buf);
+  size_t online = 0;
+  cJSON *repair = cJSON_CreateArray();
+  cJSON *counties = cJSON_CreateArray();
+  /* Counties in register order of first appearance. */
+  for (size_t i = 0; i < f->nmembers; i++) {
+    const fleet_member *m = &f->members[i];
+    bool first = true;
+    for (size_t j = 0; j < i; j++)
+      if (!strcmp(f->members[j].county, m->county)) first = false;
+    if (!first) continue;
+    size_t tot = 0, on = 0;
+    for (size_t j = i; j < f->nmembers; j++) {
+      if (strcmp(f->members[j].county, m->county)) continue;
+      tot++;
+      const gateway_state *g = gateway_of(fl, f->members[j].site);
+      if (fl->members[j].online && g && g->online) on++;
+    }
+    double r = tot ? (double)on / (double)tot : 0;
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "county", m->county);
+    cJSON_AddNumberToObject(c, "meters_total", (double)tot);
+    cJSON_AddNumberToObject(c, "meters_online", (double)on);
+    cJSON_AddNumberToObject(c, "online_rate", round(r * 1e6) / 1e6);
+    cJSON_AddNumberToObject(c, "delta_pp", round((r - f->baseline) * 10000) / 100);
+    cJSON_AddBoolToObject(c, "meets_baseline", r + 1e-12 >= f->baseline);
+    cJSON_AddItemToArray(counties, c);
+  }
+  for (size_t i = 0; i < f->nmembers; i++) {
+    const fleet_member *m = &f->members[i];
+    const member_state *s = &fl->members[i];
+    const gateway_state *g = gateway_of(fl, m->site);
+    bool gw_up = g && g->online;
+    if (s->online && gw_up) {
+      online++;
+      continue;
+    }
+    const char *why = !s->heard ? "never_heard"
+                      : !gw_up  ? "gateway_offline"
+                      : s->last_error[0] ? s->last_error : "offline";
+    int64_t since = !s->heard ? fl->started_ms
+                    : (!gw_up && g && g->since_ms) ? g->since_ms
+                                                   : s->since_ms;
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "site", m->site);
+    cJSON_AddStringToObject(r, "id", m->meter);
+    cJSON_AddStringToObject(r, "name", m->name);
+    cJSON_AddStringToObject(r, "county", m->county);
+    if (since) {
+      rate_format_local(since, buf, sizeof buf);
+      cJSON_AddStringToObject(r, "since", buf);
+      cJSON_AddNumberToObject(r, "outage_s", (double)((now - since) / 1000));
+    } else {
+      cJSON_AddNullToObject(r, "since");
+      cJSON_AddNullToObject(r, "outage_s");
+    }
+    cJSON_AddStringToObject(r, "last_error", why);
+    cJSON_AddItemToArray(repair, r);
+  }
+  double rate = f->nmembers ? (double)online / (double)f->nmembers : 0;
+  cJSON_AddNumberToObject(o, "meters_total", (double)f->nmembers);
+  cJSON_AddNumberToObject(o, "meters_online", (double)online);
+  cJSON_AddNumberToObject(o, "online_rate", round(rate * 1e6) / 1e6);
+  cJSON_AddNumberToObject(o, "baseline", f->baseline);
+  cJSON_AddNumberToObject(o, "delta_pp", round((rate - f->baseline) * 10000) / 100);
+  cJSON_AddBoolToObject(o, "meets_baseline", rate + 1e-12 >= f->baseline);
+  cJSON_AddItemToObject(o, "counties", counties);
+  cJSON_AddItemToObject(o, "repair", repair);
+  cJSON *un = cJSON_AddArrayToObject(o, "unregistered");
+  for (size_t i = 0; i < fl->nstrangers; i++) {
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddStringToObject(u, "site", fl->strangers[i].site);
+    cJSON_AddStringToObject(u, "id", fl->strangers[i].meter);
+    cJSON_AddBoolToObject(u, "online", fl->strangers[i].online);
+    cJSON_AddItemToArray(un, u);
+  }
+  char *s = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  if (s && fl->connected)
+    publisher_send(fl->pub, fl->topic_rate, s, strlen(s), 1, true, 0);
+  free(s);
+  fl->dirty = false;
+}
+
+static void on_debounce(uv_timer_t *t) { publish_rate(t->data); }
+static void on_periodic(uv_timer_t *t) { publish_rate(t->data); }
+
+static void mark_dirty(fleet *fl) {
+  if (fl->dirty) return;
+  fl->dirty = true;
+  uv_timer_start(&fl->debounce, on_debounce, PUBLISH_DEBOUNCE_MS, 0);
+}
+
+/* {prefix}/{site}/{meter}/state or {prefix}/{site}/gateway/state. */
+static void handle_message(fleet *fl, const char *topic, const char *payload) {
+  const char *prefix = fl->f->mqtt.topic_prefix;
+  size_t pl = strlen(prefix);
+  if (strncmp(topic, prefix, pl) != 0 || topic[pl] != '/') return;
+  char site[CFG_ID_MAX], meter[CFG_ID_MAX], kind[16];
+  if (sscanf(topic + pl + 1, "%63[^/]/%63[^/]/%15s", site, meter, kind) != 3) return;
+  if (strcmp(kind, "state") != 0 || strcmp(site, "fleet") == 0) return;
+  cJSON *j = cJSON_Parse(payload);
+  if (!j) {
+    log_warn("fleet: %s: not JSON, ignored", topic);
+    return;
+  }
+  const cJSON *on = cJSON_GetObjectItem(j, "online");
+  if (!cJSON_IsBool(on)) {
+    cJSON_Delete(j);
+    return;
+  }
+  bool online = cJSON_IsTrue(on);
+  int64_t since = parse_ts(cJSON_GetStringValue(cJSON_GetObjectItem(j, "since")));
+  if (!strcmp(meter, "gateway")) {
+    gateway_state *g = gateway_of(fl, site);
+    if (!g) {
+      gateway_state *ng = realloc(fl->gateways, (fl->ngateways + 1) * sizeof *ng);
+      if (!ng) {
+        cJSON_Delete(j);
+        return;
+      }
+      fl->gateways = ng;
+      g = &fl->gateways[fl->ngateways++];
+      memset(g, 0, sizeof *g);
+      snprintf(g->site, sizeof g->site, "%s", site);
+    }
+    if (g->online != online || !g->heard) {
+      g->since_ms = clock_wall_ms();
+      log_info("gateway %s %s", site, online ? "online" : "offline");
+    }
+    g->heard = true;
+    g->online = online;
+  } else {
+    int mi = member_index(fl, site, meter);
+    if (mi >= 0) {
+      member_state *s = &fl->members[mi];
+      s->heard = true;
+      s->online = online;
+      s->since_ms = since ? since : clock_wall_ms();
+      s->last_error[0] = '\0';
+      const cJSON *le = cJSON_GetObjectItem(j, "last_error");
+      const char *k = cJSON_GetStringValue(cJSON_GetObjectItem(le, "kind"));
+      if (!online && k) snprintf(s->last_error, sizeof s->last_error, "%s", k);
+    } else {
+      stranger *st = NULL;
+      for (size_t i = 0; i < fl->nstrangers; i++)
+        if (!strcmp(fl->strangers[i].site, site) && !strcmp(fl->strangers[i].meter, meter))
+          st = &fl->strangers[i];
+      if (!st && fl->nstrangers < UNREGISTERED_MAX) {
+        stranger *ns = realloc(fl->strangers, (fl->nstrangers + 1) * sizeof *ns);
+        if (ns) {
+          fl->strangers = ns;
+          st = &fl->strangers[fl->nstrangers++];
+          snprintf(st->site, sizeof st->site, "%s", site);
+          snprintf(st->meter, sizeof st->meter, "%s", meter);
+          log_warn("fleet: meter %s of site %s is not in the register", meter, site);
+        }
+      }
+      if (st) st->online = online;
+    }
+  }
+  cJSON_Delete(j);
+  mark_dirty(fl);
+}
+
+static void on_wake(uv_async_t *a) {
+  fleet *fl = a->data;
+  pub_event *ev = publisher_take_events(fl->pub);
+  for (pub_event *e = ev; e; e = e->next) {
+    switch (e->kind) {
+      case PUB_EV_CONNECTED:
+        fl->connected = true;
+        log_info("broker connected: %s", fl->f->mqtt.url);
+        publisher_subscribe(fl->pub, fl->filter);
+        mark_dirty(fl);
+        break;
+      case PUB_EV_LOST:
+        if (fl->connected) log_warn("broker connection lost: %s", e->detail);
+        fl->connected = false;
+        break;
+      case PUB_EV_CONNECT_FAILED:
+        log_warn("cannot connect to the broker %s: %s; retrying", fl->f->mqtt.url,
+                 e->detail);
+        break;
+      case PUB_EV_MESSAGE:
+        handle_message(fl, e->topic, e->payload);
+        break;
+      default:
+        break;
+    }
+  }
+  pub_event_free(ev);
+}
+
+static void notify(void *ctx) {
+  fleet *fl = ctx;
+  uv_async_send(&fl->wake);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  fleet *fl = s->data;
+  log_info("signal %d: stopping", signum);
+  uv_stop(&fl->loop);
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+int fleetd_run(const fleet_cfg *f) {
+  fleet *fl = calloc(1, sizeof *fl);
+  if (!fl) return 1;
+  int rc = 1;
+  char err[512];
+  fl->f = f;
+  fl->started_ms = clock_wall_ms();
+  fl->members = calloc(f->nmembers, sizeof *fl->members);
+  if (!fl->members) goto out_free;
+  snprintf(fl->topic_rate, sizeof fl->topic_rate, "%s/fleet/%s/online-rate",
+           f->mqtt.topic_prefix, f->id);
+  snprintf(fl->filter, sizeof fl->filter, "%s/+/+/state", f->mqtt.topic_prefix);
+  uv_loop_init(&fl->loop);
+  uv_async_init(&fl->loop, &fl->wake, on_wake);
+  fl->wake.data = fl;
+  publisher_options po = {.url = f->mqtt.url,
+                          .client_id = f->mqtt.client_id,
+                          .version = f->mqtt.version,
+                          .keepalive_s = 30,
+                          .notify = notify,
+                          .notify_ctx = fl};
+  if (publisher_new(&fl->pub, &po, err, sizeof err) != 0) {
+    log_error("mqtt: %s", err);
+    goto out;
+  }
+  uv_timer_init(&fl->loop, &fl->debounce);
+  uv_timer_init(&fl->loop, &fl->periodic);
+  fl->debounce.data = fl->periodic.data = fl;
+  uv_timer_start(&fl->periodic, on_periodic, PUBLISH_EVERY_MS, PUBLISH_EVERY_MS);
+  uv_signal_init(&fl->loop, &fl->sigterm);
+  uv_signal_init(&fl->loop, &fl->sigint);
+  fl->sigterm.data = fl->sigint.data = fl;
+  uv_signal_start(&fl->sigterm, on_signal, SIGTERM);
+  uv_signal_start(&fl->sigint, on_signal, SIGINT);
+  if (publisher_start(fl->pub, err, sizeof err) != 0) {
+    log_error("mqtt: %s", err);
+    goto out;
+  }
+  log_info("fleet %s: %zu registered meters, broker %s", f->id, f->nmembers, f->mqtt.url);
+  printf("ready: fleet %s, %zu registered meters\n", f->id, f->nmembers);
+  fflush(stdout);
+  uv_run(&fl->loop, UV_RUN_DEFAULT);
+  publish_rate(fl);
+  rc = 0;
+out:
+  if (fl->pub) {
+    publisher_stop(fl->pub, 300);
+    publisher_free(fl->pub);
+  }
+  uv_walk(&fl->loop, close_walk, NULL);
+  uv_run(&fl->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&fl->loop);
+out_free:
+  free(fl->members);
+  free(fl->gateways);
+  free(fl->strangers);
+  free(fl);
+  return rc;
+}

@@ -1,0 +1,44 @@
+/* fleet: the bureau's register of first-level intake meters.
+ *
+ * `intake-collector fleet --config FLEET.yaml` holds what every gateway
+ * publishes against this register. The file names the broker to read, the
+ * baseline, and for each registered meter its site (the gateway's site id),
+ * meter id, name and county or district. Errors are "FILE:LINE:COL: message"
+ * like the site file's. See docs/fleet.md.
+ */
+#ifndef IC_FLEET_H
+#define IC_FLEET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cfg.h"
+
+typedef struct {
+  char site[CFG_ID_MAX];
+  char meter[CFG_ID_MAX];
+  char name[CFG_NAME_MAX];
+  char county[CFG_NAME_MAX];
+} fleet_member;
+
+typedef struct {
+  char path[CFG_PATH_MAX];
+  char id[CFG_ID_MAX];
+  char name[CFG_NAME_MAX];
+  struct {
+    char url[512];
+    char client_id[CFG_ID_MAX * 2]; /* default "fleet-<id>" */
+    char topic_prefix[CFG_ID_MAX];  /* default "water" */
+    int version;                    /* 5 or 4 */
+  } mqtt;
+  double baseline;        /* default 0.9468 */
+  int64_t report_grace_ms; /* default 1h: late gateway reports still count */
+  size_t nmembers;
+  fleet_member *members;
+} fleet_cfg;
+
+/* Load FILE. 0, or -1 with "FILE:LINE:COL: message" in err. */
+int fleet_cfg_load(const char *path, fleet_cfg **out, char *err, size_t errlen);
+void fleet_cfg_free(fleet_cfg *f);
+
+#endif

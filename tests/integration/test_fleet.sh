@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The bureau's view over two gateways and a register: a registered meter no
+# gateway serves is offline (never heard of), a meter served but not
+# registered is listed apart, the fleet rate and each county's are right, and
+# when a gateway dies (its Last Will fires) its meters count as offline.
+source "$(dirname "$0")/lib.sh"
+
+read -r MQTT_PORT EAST_PORT WEST_PORT < <(free_ports 3)
+site() { # id port meters...
+  local id=$1 port=$2
+  shift 2
+  cat <<YAML
+site: {id: $id}
+mqtt: {url: "mqtt://127.0.0.1:$MQTT_PORT", keepalive: 2s}
+storage: {path: ./$id.db}
+buses:
+  - {id: plc, transport: tcp, host: 127.0.0.1, port: $port, timeout: 300ms}
+meters:
+YAML
+  local u=1
+  for m in "$@"; do
+    echo "  - {id: $m, bus: plc, unit: $u, profile: mag-00h, interval: 1s}"
+    u=$((u + 1))
+  done
+}
+site east "$EAST_PORT" E1 E2 >"$T/east.yaml"
+site west "$WEST_PORT" W1 W3 >"$T/west.yaml"
+cat >"$T/fleet.yaml" <<YAML
+fleet: {id: turpan, name: "吐鲁番市"}
+mqtt: {url: "mqtt://127.0.0.1:$MQTT_PORT"}
+online: {baseline: 0.9468}
+register:
+  - {site: east, meter: E1, name: "东1", county: "鄯善县"}
+  - {site: east, meter: E2, name: "东2", county: "鄯善县"}
+  - {site: west, meter: W1, name: "西1", county: "高昌区"}
+  - {site: west, meter: W2, name: "西2", county: "高昌区"}
+YAML
+
+rc=0
+"$IC_BIN/intake-collector" fleet --config "$T/fleet.yaml" --check-config >/dev/null || rc=$?
+expect_eq "the fleet file checks out" 0 "$rc"
+printf 'fleet: {id: x}\nmqtt: {url: "mqtt://h:1"}\nregister:\n  - {site: a, meter: M}\n  - {site: a, meter: M}\n' >"$T/dup.yaml"
+rc=0
+"$IC_BIN/intake-collector" fleet --config "$T/dup.yaml" --check-config 2>"$T/dup.err" || rc=$?
+expect_eq "a meter registered twice is refused" 1 "$rc"
+check "with its position" grep -q "^$T/dup.yaml:5:5: meter M of site a is registered twice" "$T/dup.err"
+
+start_broker broker "$MQTT_PORT"
+start_sub sub "$MQTT_PORT" 'water/fleet/#'
+for s in east west; do
+  start "sim_$s" "$IC_BIN/intake-sim" --config "$T/$s.yaml"
+  pidvar="sim_${s}_PID"
+  wait_for "$T/sim_$s.out" '^ready' 20 "${!pidvar}"
+  start "col_$s" "$IC_BIN/intake-collector" --config "$T/$s.yaml"
+  pidvar="col_${s}_PID"
+  wait_for "$T/col_$s.out" '^ready' 20 "${!pidvar}"
+done
+start fleet "$IC_BIN/intake-collector" fleet --config "$T/fleet.yaml"
+wait_for "$T/fleet.out" '^ready' 20 "$fleet_PID"
+
+latest() { grep '^water/fleet/turpan/online-rate ' "$T/sub.out" | tail -n 1 | cut -d' ' -f2-; }
+rate_is() { [ "$(latest | jq -r .meters_online 2>/dev/null)" = "$1" ]; }
+wait_until 20 "three of four registered meters online" rate_is 3
+r=$(latest)
+expect_eq "fleet: four registered" 4 "$(jq -r .meters_total <<<"$r")"
+expect_eq "fleet rate 3/4" 0.75 "$(jq -r .online_rate <<<"$r")"
+expect_eq "fleet delta in percentage points" -19.68 "$(jq -r .delta_pp <<<"$r")"
+expect_eq "fleet below the baseline" false "$(jq -r .meets_baseline <<<"$r")"
+expect_eq "鄯善县: 2 of 2" "1" "$(jq -r '.counties[] | select(.county == "鄯善县") | .online_rate' <<<"$r")"
+expect_eq "高昌区: 1 of 2" "0.5" "$(jq -r '.counties[] | select(.county == "高昌区") | .online_rate' <<<"$r")"
+expect_eq "the meter no gateway serves is to repair, never heard of" "W2 never_heard" \
+  "$(jq -r '.repair[] | "\(.id) \(.last_error)"' <<<"$r")"
+expect_eq "the served but unregistered meter is listed apart" "west/W3" \
+  "$(jq -r '.unregistered[] | "\(.site)/\(.id)"' <<<"$r")"
+
+# The west gateway dies without a word: its Last Will takes W1 down with it.
+kill -KILL "$col_west_PID"
+wait "$col_west_PID" 2>/dev/null || true
+wait_until 20 "W1 offline with its gateway" rate_is 2
+r=$(latest)
+expect_eq "fleet rate 2/4 with the west gateway down" 0.5 "$(jq -r .online_rate <<<"$r")"
+expect_eq "W1 is to repair: gateway offline" gateway_offline \
+  "$(jq -r '.repair[] | select(.id == "W1") | .last_error' <<<"$r")"
+stop_pid "$fleet_PID"
+expect_eq "the fleet view exits 0" 0 "$STOP_RC"
+finish
