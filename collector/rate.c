@@ -51,6 +51,46 @@ static int64_t online_time_in_run(const rate_meter_input *in, int64_t run_start,
   return total;
 }
 
+static void add_outage(rate_meter_result *out, int64_t a, int64_t b,
+                       const char *error) {
+  if (b <= a) return;
+  if (out->noutages == RATE_OUTAGES_MAX) {
+    out->outages_dropped++;
+    return;
+  }
+  out->outages[out->noutages].start_ms = a;
+  out->outages[out->noutages].end_ms = b;
+  snprintf(out->outages[out->noutages].error, sizeof out->outages[0].error, "%s",
+           error[0] ? error : "offline");
+  out->noutages++;
+}
+
+static int by_start(const void *x, const void *y) {
+  const int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+  return a < b ? -1 : a > b;
+}
+
+/* Offline stretches within one gateway run, clipped to [a, b). */
+static void run_outages(const rate_meter_input *in, int64_t run_start, int64_t a,
+                        int64_t b, rate_meter_result *out) {
+  bool off = false;
+  int64_t since = 0;
+  const char *err = "";
+  for (size_t i = 0; i < in->nchanges && in->changes[i].ts_ms < b; i++) {
+    const rate_change *c = &in->changes[i];
+    if (c->ts_ms < run_start) continue;
+    if (!c->online && !off) {
+      off = true;
+      since = c->ts_ms;
+      err = c->error;
+    } else if (c->online && off) {
+      off = false;
+      add_outage(out, since > a ? since : a, c->ts_ms, err);
+    }
+  }
+  if (off) add_outage(out, since > a ? since : a, b, err);
+}
+
 /* Volume by walking consecutive readings from index I0 to I1 (inclusive). */
 static double walk_volume(const rate_meter_input *in, size_t i0, size_t i1,
                           unsigned *flags, double *excluded) {
@@ -128,6 +168,24 @@ void rate_meter(const rate_meter_input *in, const rate_span *up, size_t nup,
     if (b > a) online_ms += online_time_in_run(in, up[i].start_ms, a, b);
   }
   out->availability = (double)online_ms / (double)(end_ms - from);
+
+  /* Outages: the gateway's downtime, and offline stretches while it ran. */
+  int64_t cursor = from;
+  for (size_t i = 0; i < nup && cursor < end_ms; i++) {
+    if (up[i].end_ms <= cursor) continue;
+    if (up[i].start_ms > cursor)
+      add_outage(out, cursor, up[i].start_ms < end_ms ? up[i].start_ms : end_ms,
+                 "gateway_down");
+    if (up[i].end_ms > cursor) cursor = up[i].end_ms;
+  }
+  if (cursor < end_ms) add_outage(out, cursor, end_ms, "gateway_down");
+  for (size_t i = 0; i < nup; i++) {
+    int64_t a = up[i].start_ms > from ? up[i].start_ms : from;
+    int64_t b = up[i].end_ms < end_ms ? up[i].end_ms : end_ms;
+    if (b > a) run_outages(in, up[i].start_ms, a, b, out);
+  }
+  /* By start: the struct begins with start_ms. */
+  qsort(out->outages, out->noutages, sizeof out->outages[0], by_start);
 
   /* Volume. */
   if (before_end < 0) {

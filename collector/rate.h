@@ -59,6 +59,8 @@ typedef struct {
   double min_completeness; /* default 0 */
 } rate_params;
 
+#define RATE_OUTAGES_MAX 32
+
 /* Volume flags. */
 #define RATE_VOL_INCOMPLETE 0x01 /* no reading at one edge of the window */
 #define RATE_VOL_ROLLOVER 0x02   /* the counter wrapped at its rollover */
@@ -81,6 +83,16 @@ typedef struct {
   int64_t outage_since_ms; /* when it went (or was last known) offline */
   int64_t outage_ms;       /* up to the window's end */
   char last_error[32];     /* kind of the failure, or "never_seen" */
+  /* Every outage inside the window while configured, by start: offline
+   * stretches (with the failure kind that began them) and stretches with
+   * the gateway down ("gateway_down"). At most RATE_OUTAGES_MAX are kept;
+   * outages_dropped counts the rest. */
+  size_t noutages;
+  size_t outages_dropped;
+  struct {
+    int64_t start_ms, end_ms;
+    char error[32];
+  } outages[RATE_OUTAGES_MAX];
 } rate_meter_result;
 
 /* Figures for one meter over [start_ms, end_ms), the gateway running during

@@ -292,6 +292,16 @@ cJSON *report_build(const cfg *c, sqlite3 *db, const rate_period *period,
       cJSON_AddNumberToObject(o, "volume_m3", round6(r.volume_m3));
     cJSON_AddItemToObject(o, "volume_flags", volume_flags_json(r.volume_flags));
     if (r.excluded_m3 > 0) cJSON_AddNumberToObject(o, "volume_excluded_m3", round6(r.excluded_m3));
+    cJSON *outs = cJSON_AddArrayToObject(o, "outages");
+    for (size_t k = 0; k < r.noutages; k++) {
+      cJSON *ou = cJSON_CreateObject();
+      add_local(ou, "start", r.outages[k].start_ms);
+      add_local(ou, "end", r.outages[k].end_ms);
+      cJSON_AddStringToObject(ou, "error", r.outages[k].error);
+      cJSON_AddItemToArray(outs, ou);
+    }
+    if (r.outages_dropped)
+      cJSON_AddNumberToObject(o, "outages_dropped", (double)r.outages_dropped);
     if (r.last_seen_ms)
       add_local(o, "last_seen", r.last_seen_ms);
     else

@@ -36,7 +36,7 @@ wait_for "$T/collector.out" '^ready' 20 "$collector_PID"
 # Ten-second windows are aligned to local midnight, and UTC+8 is a whole
 # number of them, so a window starts at every multiple of 10 s.
 next_window() { echo $(( ($(now_ms) / 10000 + 1) * 10000 )); }
-until_ms() { local t=$1; at() { [ "$(now_ms)" -ge "$t" ]; }; wait_until 30 "time $t" at; }
+until_ms() { local t=$1; at() { [ "$(now_ms)" -ge "$t" ]; }; wait_until 60 "time $t" at; }
 
 # W1: a full window with A and C answering. C goes offline half a second into
 # W2 (its 200 ms slot still answers), stays so through W3, and is back half a
@@ -117,7 +117,13 @@ expect_eq "W3: C is repaired for a timeout" timeout "$(field "$r" '.repair[] | s
 expect_eq "W3: C has no readings" 0 "$(field "$r" '.meters[] | select(.id == "C") | .valid_readings')"
 expect_eq "W3: A has all ten" 10 "$(field "$r" '.meters[] | select(.id == "A") | .valid_readings')"
 expect_eq "W3: A's completeness" 1 "$(field "$r" '.meters[] | select(.id == "A") | .completeness')"
+expect_eq "W3: C's outage spans the window, a timeout" \
+  "$(local_ts "$W3") $(local_ts "$W4") timeout" \
+  "$(field "$r" '.meters[] | select(.id == "C") | .outages[] | "\(.start) \(.end) \(.error)"')"
+expect_eq "W3: A had no outage" 0 "$(field "$r" '.meters[] | select(.id == "A") | .outages | length')"
 r=$(report "$W6")
+expect_eq "W6: the gateway's downtime is A's outage" "gateway_down" \
+  "$(field "$r" '.meters[] | select(.id == "A") | .outages[0].error')"
 expect_eq "W6 (gateway down): fleet completeness 0" 0 "$(field "$r" .completeness)"
 expect_eq "W6 (gateway down): fleet availability 0" 0 "$(field "$r" .availability)"
 

@@ -138,6 +138,11 @@ static void test_offline_across_midnight(void **state) {
   assert_string_equal(second.last_error, "timeout");
   assert_int_equal(second.outage_since_ms, D0 - 2 * HOUR); /* began before midnight */
   assert_int_equal(second.outage_ms, 4 * HOUR);
+  /* Its outage inside the window: from midnight to 02:00, a timeout. */
+  assert_int_equal(second.noutages, 1);
+  assert_int_equal(second.outages[0].start_ms, D0);
+  assert_int_equal(second.outages[0].end_ms, D0 + 2 * HOUR);
+  assert_string_equal(second.outages[0].error, "timeout");
   /* The whole second day: online again (two readings), availability 22/24. */
   rate_meter_result day;
   rate_meter(&in, ALWAYS, 1, D0, D0 + DAY, &P, &day);
@@ -165,6 +170,11 @@ static void test_gateway_down_part_of_window(void **state) {
   assert_true(fabs(r.completeness - 0.75) < 1e-12);
   assert_true(fabs(r.availability - 0.75) < 1e-12);
   assert_true(r.online);
+  /* The gateway's downtime is the meter's outage. */
+  assert_int_equal(r.noutages, 1);
+  assert_int_equal(r.outages[0].start_ms, D0 + 6 * HOUR);
+  assert_int_equal(r.outages[0].end_ms, D0 + 12 * HOUR);
+  assert_string_equal(r.outages[0].error, "gateway_down");
   /* With a 90 % completeness threshold the window does not count. */
   rate_params strict = {.min_readings = 1, .min_completeness = 0.9};
   rate_meter(&in, up, 2, D0, D0 + DAY, &strict, &r);
