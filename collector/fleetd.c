@@ -17,6 +17,23 @@
 #define PUBLISH_DEBOUNCE_MS 200
 #define PUBLISH_EVERY_MS 60000
 #define UNREGISTERED_MAX 10000
+/* Gateway window reports kept to assemble fleet reports (oldest replaced). */
+#define GW_REPORTS_MAX 4096
+
+typedef struct {
+  char id[CFG_ID_MAX];
+  bool online;
+  char last_error[32];
+} gw_report_meter;
+
+typedef struct {
+  bool used;
+  char site[CFG_ID_MAX];
+  char period[CFG_PERIOD_NAME_MAX];
+  int64_t start_ms;
+  size_t nmeters;
+  gw_report_meter *meters;
+} gw_report;
 
 typedef struct {
   bool heard;
@@ -38,8 +55,22 @@ typedef struct {
   bool online;
 } stranger;
 
+typedef struct fleet fleet;
+
 typedef struct {
+  fleet *fl;
+  rate_period period;
+  uv_timer_t timer;
+  char topic[256];
+} fleet_period;
+
+struct fleet {
   const fleet_cfg *f;
+  fleet_period periods[CFG_PERIODS_MAX];
+  size_t nperiods;
+  gw_report *reports; /* a ring of GW_REPORTS_MAX */
+  size_t next_report;
+  char filter_reports[256];
   uv_loop_t loop;
   uv_async_t wake;
   uv_signal_t sigterm, sigint;
@@ -55,7 +86,7 @@ typedef struct {
   char topic_rate[256];
   char filter[256];
   int64_t started_ms;
-} fleet;
+};
 
 static int member_index(const fleet *fl, const char *site, const char *meter) {
   for (size_t i = 0; i < fl->f->nmembers; i++)
@@ -81,33 +112,83 @@ static int64_t parse_ts(const char *s) {
   return (int64_t)timegm(&tm) * 1000 + ms;
 }
 
-/* The fleet's figures now, as a retained JSON document. */
-static void publish_rate(fleet *fl) {
-  const fleet_cfg *f = fl->f;
-  int64_t now = clock_wall_ms();
-  cJSON *o = cJSON_CreateObject();
-  cJSON *fo = cJSON_AddObjectToObject(o, "fleet");
-  cJSON_AddStringToObject(fo, "id", f->id);
-  cJSON_AddStringToObject(fo, "name", f->name);
-  char buf[40];
-  rate_format_local(now, buf, sizeof buf);
-  cJSON_AddStringToObject(o, "ts", buf);
-  size_t online = 0;
-  cJSON *repair = cJSON_CreateArray();
+/* "2026-11-29T01:38:20+08:00" (a report's window edge) as epoch ms. */
+static int64_t parse_local_ts(const char *s) {
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  const char *end = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+  if (!end) return -1;
+  int hh = 0, mm = 0;
+  char sign = '+';
+  if (*end != 'Z' && sscanf(end, "%c%2d:%2d", &sign, &hh, &mm) != 3) return -1;
+  long off = (hh * 3600L + mm * 60L) * (sign == '-' ? -1 : 1);
+  return ((int64_t)timegm(&tm) - off) * 1000;
+}
+
+/* Keep a gateway's window report: which of its meters were online. */
+static void keep_report(fleet *fl, const char *site, const char *period, cJSON *j) {
+  int64_t start = parse_local_ts(
+      cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "window"), "start")));
+  if (start < 0) return;
+  gw_report *r = NULL;
+  for (size_t i = 0; i < GW_REPORTS_MAX && !r; i++) {
+    gw_report *c = &fl->reports[i];
+    if (c->used && c->start_ms == start && !strcmp(c->site, site) &&
+        !strcmp(c->period, period))
+      r = c;
+  }
+  if (!r) {
+    r = &fl->reports[fl->next_report];
+    fl->next_report = (fl->next_report + 1) % GW_REPORTS_MAX;
+  }
+  free(r->meters);
+  memset(r, 0, sizeof *r);
+  const cJSON *ms = cJSON_GetObjectItem(j, "meters");
+  size_t n = (size_t)cJSON_GetArraySize(ms);
+  r->meters = calloc(n ? n : 1, sizeof *r->meters);
+  if (!r->meters) return;
+  r->used = true;
+  snprintf(r->site, sizeof r->site, "%s", site);
+  snprintf(r->period, sizeof r->period, "%s", period);
+  r->start_ms = start;
+  const cJSON *m;
+  cJSON_ArrayForEach(m, ms) {
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(m, "id"));
+    if (!id || r->nmeters == n) continue;
+    gw_report_meter *gm = &r->meters[r->nmeters++];
+    snprintf(gm->id, sizeof gm->id, "%s", id);
+    gm->online = cJSON_IsTrue(cJSON_GetObjectItem(m, "online"));
+    const char *le = cJSON_GetStringValue(cJSON_GetObjectItem(m, "last_error"));
+    snprintf(gm->last_error, sizeof gm->last_error, "%s", le ? le : "");
+  }
+}
+
+static const gw_report *find_report(const fleet *fl, const char *site,
+                                    const char *period, int64_t start) {
+  for (size_t i = 0; i < GW_REPORTS_MAX; i++) {
+    const gw_report *c = &fl->reports[i];
+    if (c->used && c->start_ms == start && !strcmp(c->site, site) &&
+        !strcmp(c->period, period))
+      return c;
+  }
+  return NULL;
+}
+
+/* Per-county rows for the online flags ONLINE[i] of the registered meters,
+ * counties in the order they first appear in the register. */
+static cJSON *county_rows(const fleet_cfg *f, const bool *online) {
   cJSON *counties = cJSON_CreateArray();
-  /* Counties in register order of first appearance. */
   for (size_t i = 0; i < f->nmembers; i++) {
     const fleet_member *m = &f->members[i];
     bool first = true;
-    for (size_t j = 0; j < i; j++)
+    for (size_t j = 0; j < i && first; j++)
       if (!strcmp(f->members[j].county, m->county)) first = false;
     if (!first) continue;
     size_t tot = 0, on = 0;
     for (size_t j = i; j < f->nmembers; j++) {
       if (strcmp(f->members[j].county, m->county)) continue;
       tot++;
-      const gateway_state *g = gateway_of(fl, f->members[j].site);
-      if (fl->members[j].online && g && g->online) on++;
+      if (online[j]) on++;
     }
     double r = tot ? (double)on / (double)tot : 0;
     cJSON *c = cJSON_CreateObject();
@@ -119,37 +200,10 @@ static void publish_rate(fleet *fl) {
     cJSON_AddBoolToObject(c, "meets_baseline", r + 1e-12 >= f->baseline);
     cJSON_AddItemToArray(counties, c);
   }
-  for (size_t i = 0; i < f->nmembers; i++) {
-    const fleet_member *m = &f->members[i];
-    const member_state *s = &fl->members[i];
-    const gateway_state *g = gateway_of(fl, m->site);
-    bool gw_up = g && g->online;
-    if (s->online && gw_up) {
-      online++;
-      continue;
-    }
-    const char *why = !s->heard ? "never_heard"
-                      : !gw_up  ? "gateway_offline"
-                      : s->last_error[0] ? s->last_error : "offline";
-    int64_t since = !s->heard ? fl->started_ms
-                    : (!gw_up && g && g->since_ms) ? g->since_ms
-                                                   : s->since_ms;
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddStringToObject(r, "site", m->site);
-    cJSON_AddStringToObject(r, "id", m->meter);
-    cJSON_AddStringToObject(r, "name", m->name);
-    cJSON_AddStringToObject(r, "county", m->county);
-    if (since) {
-      rate_format_local(since, buf, sizeof buf);
-      cJSON_AddStringToObject(r, "since", buf);
-      cJSON_AddNumberToObject(r, "outage_s", (double)((now - since) / 1000));
-    } else {
-      cJSON_AddNullToObject(r, "since");
-      cJSON_AddNullToObject(r, "outage_s");
-    }
-    cJSON_AddStringToObject(r, "last_error", why);
-    cJSON_AddItemToArray(repair, r);
-  }
+  return counties;
+}
+
+static void add_rate(cJSON *o, const fleet_cfg *f, size_t online) {
   double rate = f->nmembers ? (double)online / (double)f->nmembers : 0;
   cJSON_AddNumberToObject(o, "meters_total", (double)f->nmembers);
   cJSON_AddNumberToObject(o, "meters_online", (double)online);
@@ -157,7 +211,121 @@ static void publish_rate(fleet *fl) {
   cJSON_AddNumberToObject(o, "baseline", f->baseline);
   cJSON_AddNumberToObject(o, "delta_pp", round((rate - f->baseline) * 10000) / 100);
   cJSON_AddBoolToObject(o, "meets_baseline", rate + 1e-12 >= f->baseline);
-  cJSON_AddItemToObject(o, "counties", counties);
+}
+
+static cJSON *fleet_header(const fleet_cfg *f) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON *fo = cJSON_AddObjectToObject(o, "fleet");
+  cJSON_AddStringToObject(fo, "id", f->id);
+  cJSON_AddStringToObject(fo, "name", f->name);
+  return o;
+}
+
+static void send_doc(fleet *fl, const char *topic, cJSON *o) {
+  char *txt = cJSON_PrintUnformatted(o);
+  if (txt && fl->connected)
+    publisher_send(fl->pub, topic, txt, strlen(txt), 1, true, 0);
+  free(txt);
+}
+
+/* The fleet's report of window [s, e) of period P, from the gateways'
+ * reports of that window: a meter whose gateway sent none is offline. */
+static void publish_window(fleet *fl, fleet_period *p, int64_t s, int64_t e) {
+  const fleet_cfg *f = fl->f;
+  bool *online = calloc(f->nmembers ? f->nmembers : 1, sizeof *online);
+  if (!online) return;
+  cJSON *o = fleet_header(f);
+  cJSON_AddStringToObject(o, "period", p->period.name);
+  char start[40], buf[40];
+  rate_format_local(s, start, sizeof start);
+  cJSON *w = cJSON_AddObjectToObject(o, "window");
+  cJSON_AddStringToObject(w, "start", start);
+  rate_format_local(e, buf, sizeof buf);
+  cJSON_AddStringToObject(w, "end", buf);
+  rate_format_local(clock_wall_ms(), buf, sizeof buf);
+  cJSON_AddStringToObject(o, "generated", buf);
+  cJSON *repair = cJSON_CreateArray();
+  size_t on = 0, reporting = 0;
+  for (size_t i = 0; i < f->nmembers; i++) {
+    const fleet_member *m = &f->members[i];
+    const gw_report *r = find_report(fl, m->site, p->period.name, s);
+    const char *why = "gateway_report_missing";
+    if (r) {
+      why = "not_in_gateway_report";
+      for (size_t k = 0; k < r->nmeters; k++) {
+        if (strcmp(r->meters[k].id, m->meter)) continue;
+        online[i] = r->meters[k].online;
+        why = r->meters[k].last_error[0] ? r->meters[k].last_error : "offline";
+      }
+    }
+    if (online[i]) {
+      on++;
+      continue;
+    }
+    cJSON *rr = cJSON_CreateObject();
+    cJSON_AddStringToObject(rr, "site", m->site);
+    cJSON_AddStringToObject(rr, "id", m->meter);
+    cJSON_AddStringToObject(rr, "name", m->name);
+    cJSON_AddStringToObject(rr, "county", m->county);
+    cJSON_AddStringToObject(rr, "last_error", why);
+    cJSON_AddItemToArray(repair, rr);
+  }
+  for (size_t i = 0; i < GW_REPORTS_MAX; i++)
+    if (fl->reports[i].used && fl->reports[i].start_ms == s &&
+        !strcmp(fl->reports[i].period, p->period.name))
+      reporting++;
+  add_rate(o, f, on);
+  cJSON_AddNumberToObject(o, "gateways_reporting", (double)reporting);
+  cJSON_AddItemToObject(o, "counties", county_rows(f, online));
+  cJSON_AddItemToObject(o, "repair", repair);
+  log_info("fleet %s report %s: %zu of %zu meters online, %zu gateway reports",
+           p->period.name, start, on, f->nmembers, reporting);
+  send_doc(fl, p->topic, o);
+  cJSON_Delete(o);
+  free(online);
+}
+
+/* The fleet's figures now, as a retained JSON document. */
+static void publish_rate(fleet *fl) {
+  const fleet_cfg *f = fl->f;
+  int64_t now = clock_wall_ms();
+  bool *online = calloc(f->nmembers ? f->nmembers : 1, sizeof *online);
+  if (!online) return;
+  cJSON *o = fleet_header(f);
+  char buf[40];
+  rate_format_local(now, buf, sizeof buf);
+  cJSON_AddStringToObject(o, "ts", buf);
+  size_t on = 0;
+  cJSON *repair = cJSON_CreateArray();
+  for (size_t i = 0; i < f->nmembers; i++) {
+    const fleet_member *m = &f->members[i];
+    const member_state *st = &fl->members[i];
+    const gateway_state *g = gateway_of(fl, m->site);
+    bool gw_up = g && g->online;
+    if (st->online && gw_up) {
+      online[i] = true;
+      on++;
+      continue;
+    }
+    const char *why = !st->heard ? "never_heard"
+                      : !gw_up   ? "gateway_offline"
+                      : st->last_error[0] ? st->last_error : "offline";
+    int64_t since = !st->heard ? fl->started_ms
+                    : (!gw_up && g && g->since_ms) ? g->since_ms
+                                                   : st->since_ms;
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "site", m->site);
+    cJSON_AddStringToObject(r, "id", m->meter);
+    cJSON_AddStringToObject(r, "name", m->name);
+    cJSON_AddStringToObject(r, "county", m->county);
+    rate_format_local(since, buf, sizeof buf);
+    cJSON_AddStringToObject(r, "since", buf);
+    cJSON_AddNumberToObject(r, "outage_s", (double)((now - since) / 1000));
+    cJSON_AddStringToObject(r, "last_error", why);
+    cJSON_AddItemToArray(repair, r);
+  }
+  add_rate(o, f, on);
+  cJSON_AddItemToObject(o, "counties", county_rows(f, online));
   cJSON_AddItemToObject(o, "repair", repair);
   cJSON *un = cJSON_AddArrayToObject(o, "unregistered");
   for (size_t i = 0; i < fl->nstrangers; i++) {
@@ -167,12 +335,33 @@ static void publish_rate(fleet *fl) {
     cJSON_AddBoolToObject(u, "online", fl->strangers[i].online);
     cJSON_AddItemToArray(un, u);
   }
-  char *s = cJSON_PrintUnformatted(o);
+  send_doc(fl, fl->topic_rate, o);
   cJSON_Delete(o);
-  if (s && fl->connected)
-    publisher_send(fl->pub, fl->topic_rate, s, strlen(s), 1, true, 0);
-  free(s);
+  free(online);
   fl->dirty = false;
+}
+
+/* Window reports: due report_grace after each window of a period closes,
+ * so that late gateway reports still count. */
+static void on_period(uv_timer_t *t);
+
+static void arm_period(fleet_period *p) {
+  fleet *fl = p->fl;
+  int64_t now = clock_wall_ms(), grace = fl->f->report_grace_ms;
+  int64_t s, e;
+  rate_window(&p->period, now - grace, &s, &e);
+  int64_t delay = e + grace - now;
+  uv_update_time(&fl->loop);
+  uv_timer_start(&p->timer, on_period, (uint64_t)(delay > 0 ? delay : 0), 0);
+}
+
+static void on_period(uv_timer_t *t) {
+  fleet_period *p = t->data;
+  int64_t s, e;
+  /* The window that closed report_grace ago. */
+  rate_window(&p->period, clock_wall_ms() - p->fl->f->report_grace_ms - 1, &s, &e);
+  publish_window(p->fl, p, s, e);
+  arm_period(p);
 }
 
 static void on_debounce(uv_timer_t *t) { publish_rate(t->data); }
@@ -189,9 +378,20 @@ static void handle_message(fleet *fl, const char *topic, const char *payload) {
   const char *prefix = fl->f->mqtt.topic_prefix;
   size_t pl = strlen(prefix);
   if (strncmp(topic, prefix, pl) != 0 || topic[pl] != '/') return;
-  char site[CFG_ID_MAX], meter[CFG_ID_MAX], kind[16];
-  if (sscanf(topic + pl + 1, "%63[^/]/%63[^/]/%15s", site, meter, kind) != 3) return;
-  if (strcmp(kind, "state") != 0 || strcmp(site, "fleet") == 0) return;
+  char site[CFG_ID_MAX], meter[CFG_ID_MAX], kind[CFG_PERIOD_NAME_MAX];
+  if (sscanf(topic + pl + 1, "%63[^/]/%63[^/]/%31s", site, meter, kind) != 3) return;
+  if (strcmp(site, "fleet") == 0) return;
+  if (strcmp(meter, "report") == 0) {
+    cJSON *rj = cJSON_Parse(payload);
+    if (!rj) {
+      log_warn("fleet: %s: not JSON, ignored", topic);
+      return;
+    }
+    keep_report(fl, site, kind, rj);
+    cJSON_Delete(rj);
+    return;
+  }
+  if (strcmp(kind, "state") != 0) return;
   cJSON *j = cJSON_Parse(payload);
   if (!j) {
     log_warn("fleet: %s: not JSON, ignored", topic);
@@ -265,6 +465,7 @@ static void on_wake(uv_async_t *a) {
         fl->connected = true;
         log_info("broker connected: %s", fl->f->mqtt.url);
         publisher_subscribe(fl->pub, fl->filter);
+        publisher_subscribe(fl->pub, fl->filter_reports);
         mark_dirty(fl);
         break;
       case PUB_EV_LOST:
@@ -313,6 +514,13 @@ int fleetd_run(const fleet_cfg *f) {
   snprintf(fl->topic_rate, sizeof fl->topic_rate, "%s/fleet/%s/online-rate",
            f->mqtt.topic_prefix, f->id);
   snprintf(fl->filter, sizeof fl->filter, "%s/+/+/state", f->mqtt.topic_prefix);
+  snprintf(fl->filter_reports, sizeof fl->filter_reports, "%s/+/report/+",
+           f->mqtt.topic_prefix);
+  fl->reports = calloc(GW_REPORTS_MAX, sizeof *fl->reports);
+  if (!fl->reports) goto out_free;
+  /* Windows follow the fleet's time zone, as the gateways' follow theirs. */
+  setenv("TZ", f->timezone, 1);
+  tzset();
   uv_loop_init(&fl->loop);
   uv_async_init(&fl->loop, &fl->wake, on_wake);
   fl->wake.data = fl;
@@ -330,6 +538,17 @@ int fleetd_run(const fleet_cfg *f) {
   uv_timer_init(&fl->loop, &fl->periodic);
   fl->debounce.data = fl->periodic.data = fl;
   uv_timer_start(&fl->periodic, on_periodic, PUBLISH_EVERY_MS, PUBLISH_EVERY_MS);
+  for (size_t i = 0; i < f->nperiods; i++) {
+    fleet_period *p = &fl->periods[fl->nperiods];
+    if (rate_period_parse(f->periods[i], &p->period) != 0) continue;
+    p->fl = fl;
+    snprintf(p->topic, sizeof p->topic, "%s/fleet/%s/report/%s", f->mqtt.topic_prefix,
+             f->id, f->periods[i]);
+    uv_timer_init(&fl->loop, &p->timer);
+    p->timer.data = p;
+    arm_period(p);
+    fl->nperiods++;
+  }
   uv_signal_init(&fl->loop, &fl->sigterm);
   uv_signal_init(&fl->loop, &fl->sigint);
   fl->sigterm.data = fl->sigint.data = fl;
@@ -354,6 +573,9 @@ out:
   uv_run(&fl->loop, UV_RUN_DEFAULT);
   uv_loop_close(&fl->loop);
 out_free:
+  if (fl->reports)
+    for (size_t i = 0; i < GW_REPORTS_MAX; i++) free(fl->reports[i].meters);
+  free(fl->reports);
   free(fl->members);
   free(fl->gateways);
   free(fl->strangers);

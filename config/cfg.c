@@ -986,6 +986,16 @@ static int parse_simtop(ctx *x, const ydoc_node *root) {
                   sizeof x->c->sim.control);
 }
 
+bool cfg_period_valid(const char *s) {
+  static const char *const named[] = {"hourly", "daily", "monthly", "hour",
+                                      "day",    "month", NULL};
+  if (strlen(s) >= CFG_PERIOD_NAME_MAX) return false;
+  for (size_t k = 0; named[k]; k++)
+    if (strcmp(s, named[k]) == 0) return true;
+  int64_t ms;
+  return ydoc_parse_duration(s, &ms) == 0 && ms >= MS_SECOND;
+}
+
 static int parse_reports(ctx *x, const ydoc_node *root) {
   const ydoc_node *m = opt_section(root, "reports");
   if (!m) return 0;
@@ -1020,17 +1030,11 @@ static int parse_reports(ctx *x, const ydoc_node *root) {
     ERR(x, p, "at most %d report periods", CFG_PERIODS_MAX);
     return -1;
   }
-  static const char *const named[] = {"hourly", "daily", "monthly", "hour",
-                                      "day",    "month", NULL};
   x->c->reports.nperiods = 0;
   for (size_t i = 0; i < p->n; i++) {
     const char *s;
     if (ydoc_str(x->d, p->items[i], &s, x->err, x->errlen)) return -1;
-    bool ok = false;
-    for (size_t k = 0; named[k]; k++) ok = ok || strcmp(s, named[k]) == 0;
-    int64_t ms;
-    if (!ok && ydoc_parse_duration(s, &ms) == 0 && ms >= MS_SECOND) ok = true;
-    if (!ok || strlen(s) >= sizeof x->c->reports.periods[0]) {
+    if (!cfg_period_valid(s)) {
       ERR(x, p->items[i],
           "expected a report period: hourly, daily, monthly or a duration of "
           "at least 1s such as 15m, got \"%s\"", s);

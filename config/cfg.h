@@ -23,6 +23,7 @@
 #define CFG_ERR_MAX 1024
 #define CFG_FIXED_MAX 16
 #define CFG_PERIODS_MAX 8
+#define CFG_PERIOD_NAME_MAX 32
 
 typedef enum {
   CFG_TRANSPORT_RTU = 0,
@@ -146,7 +147,7 @@ typedef struct {
     /* Report periods as written: "hourly", "daily", "monthly" (or "hour",
      * "day", "month") or a duration of at least 1s. Default hourly, daily. */
     size_t nperiods;
-    char periods[CFG_PERIODS_MAX][32];
+    char periods[CFG_PERIODS_MAX][CFG_PERIOD_NAME_MAX];
     char push_url[512];             /* http:// or https://; "" no push */
     char ca_file[CFG_PATH_MAX];     /* CA bundle for https; "" system's */
     char token_file[CFG_PATH_MAX];  /* bearer token, first line; "" none */
@@ -172,6 +173,10 @@ void cfg_free(cfg *c);
 
 /* The bus of meter M. */
 const cfg_bus *cfg_meter_bus(const cfg *c, const cfg_meter *m);
+
+/* Is S a report period: hourly, daily, monthly (or hour, day, month), or a
+ * duration of at least 1s that fits CFG_PERIOD_NAME_MAX? */
+bool cfg_period_valid(const char *s);
 
 /* Index of the meter with id ID, or -1. */
 int cfg_meter_index(const cfg *c, const char *id);

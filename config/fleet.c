@@ -1,5 +1,6 @@
 #include "fleet.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,8 +8,9 @@
 #include "ydoc.h"
 
 static const char *const root_keys[] = {"fleet", "mqtt", "online", "report_grace",
-                                        "register", NULL};
-static const char *const fleet_keys[] = {"id", "name", NULL};
+                                        "reports", "register", NULL};
+static const char *const fleet_keys[] = {"id", "name", "timezone", NULL};
+static const char *const reports_keys[] = {"periods", NULL};
 static const char *const mqtt_keys[] = {"url", "client_id", "topic_prefix", "version",
                                         NULL};
 static const char *const online_keys[] = {"baseline", NULL};
@@ -64,7 +66,10 @@ int fleet_cfg_load(const char *path, fleet_cfg **out, char *err, size_t errlen) 
       text(d, fl, "id", true, f->id, sizeof f->id, true, err, errlen))
     goto fail;
   snprintf(f->name, sizeof f->name, "%s", f->id);
-  if (text(d, fl, "name", false, f->name, sizeof f->name, false, err, errlen)) goto fail;
+  snprintf(f->timezone, sizeof f->timezone, "Asia/Shanghai");
+  if (text(d, fl, "name", false, f->name, sizeof f->name, false, err, errlen) ||
+      text(d, fl, "timezone", false, f->timezone, sizeof f->timezone, false, err, errlen))
+    goto fail;
 
   const ydoc_node *mq = ydoc_get(root, "mqtt");
   if (!mq) {
@@ -102,6 +107,29 @@ int fleet_cfg_load(const char *path, fleet_cfg **out, char *err, size_t errlen) 
   if (g && ydoc_duration_ms(d, g, 0, 7 * 86400000LL, &f->report_grace_ms, err, errlen))
     goto fail;
 
+  const ydoc_node *rp = ydoc_get(root, "reports");
+  if (rp) {
+    if (ydoc_check_map(d, rp, "reports", reports_keys, err, errlen)) goto fail;
+    const ydoc_node *p = ydoc_get(rp, "periods");
+    if (p) {
+      if (ydoc_check_seq(d, p, "reports.periods", err, errlen)) goto fail;
+      if (p->n > CFG_PERIODS_MAX) {
+        ydoc_errf(d, p, err, errlen, "at most %d report periods", CFG_PERIODS_MAX);
+        goto fail;
+      }
+      for (size_t i = 0; i < p->n; i++) {
+        const char *s;
+        if (ydoc_str(d, p->items[i], &s, err, errlen)) goto fail;
+        if (!cfg_period_valid(s)) {
+          ydoc_errf(d, p->items[i], err, errlen,
+                    "expected a report period: hourly, daily, monthly or a duration "
+                    "of at least 1s such as 15m, got \"%s\"", s);
+          goto fail;
+        }
+        snprintf(f->periods[f->nperiods++], sizeof f->periods[0], "%s", s);
+      }
+    }
+  }
   const ydoc_node *reg = ydoc_get(root, "register");
   if (!reg) {
     ydoc_errf(d, root, err, errlen, "missing required key \"register\" at the top level");

@@ -31,6 +31,9 @@ typedef struct {
     char topic_prefix[CFG_ID_MAX];  /* default "water" */
     int version;                    /* 5 or 4 */
   } mqtt;
+  char timezone[64];      /* default Asia/Shanghai: windows are local */
+  size_t nperiods;        /* report periods, as for a gateway; default none */
+  char periods[CFG_PERIODS_MAX][CFG_PERIOD_NAME_MAX];
   double baseline;        /* default 0.9468 */
   int64_t report_grace_ms; /* default 1h: late gateway reports still count */
   size_t nmembers;

@@ -13,6 +13,7 @@ site() { # id port meters...
 site: {id: $id}
 mqtt: {url: "mqtt://127.0.0.1:$MQTT_PORT", keepalive: 2s}
 storage: {path: ./$id.db}
+reports: {periods: [5s]}
 buses:
   - {id: plc, transport: tcp, host: 127.0.0.1, port: $port, timeout: 300ms}
 meters:
@@ -29,6 +30,8 @@ cat >"$T/fleet.yaml" <<YAML
 fleet: {id: turpan, name: "吐鲁番市"}
 mqtt: {url: "mqtt://127.0.0.1:$MQTT_PORT"}
 online: {baseline: 0.9468}
+report_grace: 2s
+reports: {periods: [5s]}
 register:
   - {site: east, meter: E1, name: "东1", county: "鄯善县"}
   - {site: east, meter: E2, name: "东2", county: "鄯善县"}
@@ -73,6 +76,18 @@ expect_eq "the meter no gateway serves is to repair, never heard of" "W2 never_h
 expect_eq "the served but unregistered meter is listed apart" "west/W3" \
   "$(jq -r '.unregistered[] | "\(.site)/\(.id)"' <<<"$r")"
 
+# A fleet window report, assembled from both gateways' reports of a window.
+fleet_report() { grep '^water/fleet/turpan/report/5s ' "$T/sub.out" | tail -n 1 | cut -d' ' -f2-; }
+full_report() { [ "$(fleet_report | jq -r .gateways_reporting 2>/dev/null)" = 2 ]; }
+wait_until 30 "a fleet report with both gateways' windows" full_report
+r=$(fleet_report)
+expect_eq "fleet report: 3 of 4 online" 3 "$(jq -r .meters_online <<<"$r")"
+expect_eq "fleet report: rate 0.75" 0.75 "$(jq -r .online_rate <<<"$r")"
+expect_eq "fleet report: the unserved meter is not in its gateway's report" \
+  "W2 not_in_gateway_report" "$(jq -r '.repair[] | "\(.id) \(.last_error)"' <<<"$r")"
+expect_eq "fleet report: 高昌区 1 of 2" 0.5 \
+  "$(jq -r '.counties[] | select(.county == "高昌区") | .online_rate' <<<"$r")"
+
 # The west gateway dies without a word: its Last Will takes W1 down with it.
 kill -KILL "$col_west_PID"
 wait "$col_west_PID" 2>/dev/null || true
@@ -81,6 +96,12 @@ r=$(latest)
 expect_eq "fleet rate 2/4 with the west gateway down" 0.5 "$(jq -r .online_rate <<<"$r")"
 expect_eq "W1 is to repair: gateway offline" gateway_offline \
   "$(jq -r '.repair[] | select(.id == "W1") | .last_error' <<<"$r")"
+# Its windows now come without a west report: the fleet counts W1 offline.
+west_missing() {
+  fleet_report | jq -e '[.repair[] | select(.id == "W1" and .last_error == "gateway_report_missing")] | length == 1' >/dev/null 2>&1
+}
+wait_until 30 "a fleet report without the west gateway" west_missing
+ok "a window without the west gateway's report counts W1 offline"
 stop_pid "$fleet_PID"
 expect_eq "the fleet view exits 0" 0 "$STOP_RC"
 finish
