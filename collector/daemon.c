@@ -83,10 +83,6 @@ struct gw {
   char topic_rate[256];
   /* Pushing reports to the bureau: one post at a time, oldest first. */
   pusher *pusher;
-  enum { PUSH_IDLE, PUSH_ASKED, PUSH_POSTING, PUSH_BACKOFF } push_state;
-  uv_timer_t push_timer;
-  int64_t push_backoff_ms;
-  bool push_failing;
   uv_loop_t loop;
   uv_async_t wake;
   uv_signal_t sigterm, sigint;
@@ -629,40 +625,16 @@ static void on_period(uv_timer_t *t) {
   arm_period(p);
 }
 
-/* Ask the reporter for the oldest report the bureau has not accepted. */
-static void push_next(gw *d) {
-  if (!d->pusher || d->stopping) return;
-  if (d->push_state != PUSH_IDLE && d->push_state != PUSH_BACKOFF) return;
-  if (reporter_next_push(d->reporter) == 0) d->push_state = PUSH_ASKED;
-}
-
-static void on_push_retry(uv_timer_t *t) {
-  gw *d = t->data;
-  d->push_state = PUSH_IDLE;
-  push_next(d);
-}
-
-static void on_pushed(void *ctx, int64_t id, long status, const char *detail) {
+/* The pusher's questions, answered by the reporter (its results come back
+ * through handle_report). */
+static void push_want_next(void *ctx) {
   gw *d = ctx;
-  if (status >= 200 && status < 300) {
-    if (d->push_failing)
-      log_info("bureau accepts reports again (%s)", d->cfg->reports.push_url);
-    d->push_failing = false;
-    d->push_backoff_ms = 0;
-    log_debug("report %lld accepted by the bureau", (long long)id);
-    reporter_mark_pushed(d->reporter, id);
-    d->push_state = PUSH_IDLE;
-    push_next(d);
-    return;
-  }
-  d->push_backoff_ms = d->push_backoff_ms ? d->push_backoff_ms * 2 : 1000;
-  if (d->push_backoff_ms > 300000) d->push_backoff_ms = 300000;
-  if (!d->push_failing)
-    log_warn("pushing reports to %s failed: %s; keeping them and retrying with "
-             "back-off", d->cfg->reports.push_url, detail);
-  d->push_failing = true;
-  d->push_state = PUSH_BACKOFF;
-  uv_timer_start(&d->push_timer, on_push_retry, (uint64_t)d->push_backoff_ms, 0);
+  if (reporter_next_push(d->reporter) != 0) pusher_offer_none(d->pusher);
+}
+
+static void push_accepted(void *ctx, int64_t id) {
+  gw *d = ctx;
+  reporter_mark_pushed(d->reporter, id);
 }
 
 static void publish_latest_reports(gw *d) {
@@ -684,15 +656,12 @@ static void publish_latest_reports(gw *d) {
 
 static void handle_report(gw *d, reporter_result *r) {
   if (r->kind == REPORTER_TO_PUSH) {
-    if (d->pusher && !d->stopping && pusher_post(d->pusher, r->id, r->body) == 0)
-      d->push_state = PUSH_POSTING;
-    else
-      d->push_state = PUSH_IDLE;
+    if (d->pusher && !d->stopping) pusher_offer(d->pusher, r->id, r->body);
     return;
   }
   if (r->kind == REPORTER_NOTHING_TO_PUSH) {
     if (r->error[0]) log_error("report: %s", r->error);
-    d->push_state = PUSH_IDLE;
+    if (d->pusher) pusher_offer_none(d->pusher);
     return;
   }
   period_rt *p = &d->period_rt[r->period];
@@ -734,7 +703,7 @@ static void handle_report(gw *d, reporter_result *r) {
   p->pending_tail = &pr->next;
   p->npending++;
   publish_latest_reports(d);
-  push_next(d);
+  pusher_kick(d->pusher);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -852,8 +821,6 @@ int daemon_run(const cfg *c) {
     log_error("%s", err);
     goto out;
   }
-  uv_timer_init(&d->loop, &d->push_timer);
-  d->push_timer.data = d;
   if (c->reports.push_url[0]) {
     char token[1024] = "";
     if (c->reports.token_file[0]) {
@@ -871,7 +838,8 @@ int daemon_run(const cfg *c) {
                           .ca_file = c->reports.ca_file,
                           .token = token,
                           .timeout_ms = c->reports.push_timeout_ms,
-                          .done = on_pushed,
+                          .want_next = push_want_next,
+                          .accepted = push_accepted,
                           .ctx = d};
     int prc2 = pusher_new(&d->pusher, &d->loop, &pso, err, sizeof err);
     memset(token, 0, sizeof token);
@@ -880,7 +848,7 @@ int daemon_run(const cfg *c) {
       goto out;
     }
     log_info("reports are pushed to %s", c->reports.push_url);
-    push_next(d); /* whatever an earlier run could not deliver */
+    pusher_kick(d->pusher); /* whatever an earlier run could not deliver */
   }
   for (size_t i = 0; i < c->nmeters; i++)
     store_meter_configured(d->store, c->meters[i].id, d->started_ms);
@@ -984,7 +952,6 @@ int daemon_run(const cfg *c) {
   for (size_t i = 0; i < c->nmeters; i++) uv_timer_stop(&d->meters[i].timer);
   uv_timer_stop(&d->replay_timer);
   for (size_t i = 0; i < d->nperiods; i++) uv_timer_stop(&d->period_rt[i].timer);
-  uv_timer_stop(&d->push_timer);
   for (size_t b = 0; b < c->nbuses; b++) busworker_stop(d->workers[b]);
   for (size_t b = 0; b < c->nbuses; b++) busworker_join(d->workers[b]);
   /* Readings already taken go to the store; acknowledgements that arrived

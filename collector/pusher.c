@@ -1,5 +1,7 @@
 #include "pusher.h"
 
+#include "log.h"
+
 #include <curl/curl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -24,11 +26,19 @@ struct pusher {
   int64_t id;
   char *body;
   char errbuf[CURL_ERROR_SIZE];
-  pusher_done_fn done;
+  void (*want_next)(void *ctx);
+  void (*accepted)(void *ctx, int64_t id);
   void *ctx;
+  enum { P_IDLE, P_ASKED, P_POSTING, P_BACKOFF } state;
+  uv_timer_t retry;
+  bool retry_open;
+  int64_t backoff_ms;
+  bool failing;
   int open_handles;
   bool closing;
 };
+
+static void finished(pusher *p, int64_t id, long status, const char *detail);
 
 static void check_done(pusher *p) {
   CURLMsg *msg;
@@ -51,7 +61,7 @@ static void check_done(pusher *p) {
     p->easy = NULL;
     free(p->body);
     p->body = NULL;
-    if (p->done && !p->closing) p->done(p->ctx, p->id, status, detail);
+    if (!p->closing) finished(p, p->id, status, detail);
   }
 }
 
@@ -143,7 +153,8 @@ int pusher_new(pusher **out, uv_loop_t *loop, const pusher_options *opt,
     return -1;
   }
   p->loop = loop;
-  p->done = opt->done;
+  p->want_next = opt->want_next;
+  p->accepted = opt->accepted;
   p->ctx = opt->ctx;
   p->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : 30000;
   p->url = strdup(opt->url);
@@ -170,13 +181,61 @@ int pusher_new(pusher **out, uv_loop_t *loop, const pusher_options *opt,
   uv_timer_init(loop, &p->timer);
   p->timer.data = p;
   p->timer_open = true;
+  uv_timer_init(loop, &p->retry);
+  p->retry.data = p;
+  p->retry_open = true;
   *out = p;
   return 0;
 }
 
-int pusher_busy(const pusher *p) { return p->easy != NULL; }
+static int post(pusher *p, int64_t id, const char *body);
 
-int pusher_post(pusher *p, int64_t id, const char *body) {
+void pusher_kick(pusher *p) {
+  if (!p || p->closing || p->state != P_IDLE) return;
+  p->state = P_ASKED;
+  p->want_next(p->ctx);
+}
+
+void pusher_offer(pusher *p, int64_t id, const char *body) {
+  if (p->closing) return;
+  if (post(p, id, body) == 0)
+    p->state = P_POSTING;
+  else
+    p->state = P_IDLE;
+}
+
+void pusher_offer_none(pusher *p) {
+  if (p->state == P_ASKED) p->state = P_IDLE;
+}
+
+static void on_retry(uv_timer_t *t) {
+  pusher *p = t->data;
+  p->state = P_IDLE;
+  pusher_kick(p);
+}
+
+static void finished(pusher *p, int64_t id, long status, const char *detail) {
+  if (status >= 200 && status < 300) {
+    if (p->failing) log_info("the bureau accepts reports again (%s)", p->url);
+    p->failing = false;
+    p->backoff_ms = 0;
+    log_debug("report %lld accepted by the bureau", (long long)id);
+    p->accepted(p->ctx, id);
+    p->state = P_IDLE;
+    pusher_kick(p);
+    return;
+  }
+  p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : 1000;
+  if (p->backoff_ms > 300000) p->backoff_ms = 300000;
+  if (!p->failing)
+    log_warn("pushing reports to %s failed: %s; keeping them and retrying with "
+             "back-off", p->url, detail);
+  p->failing = true;
+  p->state = P_BACKOFF;
+  uv_timer_start(&p->retry, on_retry, (uint64_t)p->backoff_ms, 0);
+}
+
+static int post(pusher *p, int64_t id, const char *body) {
   if (p->easy || p->closing) return -1;
   p->body = strdup(body);
   CURL *e = curl_easy_init();
@@ -222,6 +281,11 @@ void pusher_close(pusher *p) {
     uv_timer_stop(&p->timer);
     uv_close((uv_handle_t *)&p->timer, NULL);
     p->timer_open = false;
+  }
+  if (p->retry_open) {
+    uv_timer_stop(&p->retry);
+    uv_close((uv_handle_t *)&p->retry, NULL);
+    p->retry_open = false;
   }
 }
 

@@ -1,10 +1,14 @@
-/* pusher: POSTs reports to the bureau with libcurl's multi interface,
- * driven from the libuv loop (curl's sockets watched with uv_poll, its
- * timeouts with a uv_timer), so the loop never blocks on the network.
+/* pusher: delivers reports to the bureau over HTTP(S), oldest first.
  *
- * One request at a time, in order: the caller posts the oldest report not yet
- * accepted and, on anything but a 2xx, posts it again after a back-off. The
- * bearer token is sent in the Authorization header and never logged.
+ * libcurl's multi interface driven from the libuv loop (curl's sockets
+ * watched with uv_poll, its timeouts with a uv_timer), so the loop never
+ * blocks on the network. The owner keeps the outbox: the pusher asks it for
+ * the oldest report not yet accepted (want_next; the owner answers with
+ * pusher_offer or pusher_offer_none, possibly later), POSTs it, and on a 2xx
+ * tells the owner to mark it (accepted) and asks for the next. Anything else
+ * is logged once per failing stretch and retried after a back-off of 1 s
+ * doubling to 5 min. One request at a time. The bearer token is sent in the
+ * Authorization header and never logged.
  */
 #ifndef IC_PUSHER_H
 #define IC_PUSHER_H
@@ -14,27 +18,27 @@
 
 typedef struct pusher pusher;
 
-/* Called on the loop thread when a post ends: STATUS is the HTTP status (0
- * when no answer came, with DETAIL saying why). */
-typedef void (*pusher_done_fn)(void *ctx, int64_t id, long status,
-                               const char *detail);
-
 typedef struct {
   const char *url;
   const char *ca_file;  /* NULL or "": the system's CA store */
   const char *token;    /* NULL or "": no Authorization header */
   int64_t timeout_ms;
-  pusher_done_fn done;
+  void (*want_next)(void *ctx);            /* find the oldest report waiting */
+  void (*accepted)(void *ctx, int64_t id); /* the bureau took report ID */
   void *ctx;
 } pusher_options;
 
 int pusher_new(pusher **out, uv_loop_t *loop, const pusher_options *opt,
                char *err, size_t errlen);
 
-/* Start posting BODY (copied) for report ID. -1 when a post is in progress. */
-int pusher_post(pusher *p, int64_t id, const char *body);
+/* Something new may wait in the outbox: ask for it unless busy or backing
+ * off. */
+void pusher_kick(pusher *p);
 
-int pusher_busy(const pusher *p);
+/* The owner's answers to want_next: report ID with BODY (copied), or
+ * nothing waiting. */
+void pusher_offer(pusher *p, int64_t id, const char *body);
+void pusher_offer_none(pusher *p);
 
 /* Abort what is in flight and close the handles (the loop then finishes
  * them); pusher_free after the loop has run. */

@@ -7,10 +7,12 @@
 
 #include "ydoc.h"
 
-static const char *const root_keys[] = {"fleet", "mqtt", "online", "report_grace",
-                                        "reports", "register", NULL};
+static const char *const root_keys[] = {"fleet",   "mqtt",     "online", "report_grace",
+                                        "reports", "register", "storage", NULL};
+static const char *const storage_keys[] = {"path", NULL};
 static const char *const fleet_keys[] = {"id", "name", "timezone", NULL};
-static const char *const reports_keys[] = {"periods", NULL};
+static const char *const reports_keys[] = {"periods",    "push_url",     "ca_file",
+                                           "token_file", "push_timeout", NULL};
 static const char *const mqtt_keys[] = {"url", "client_id", "topic_prefix", "version",
                                         NULL};
 static const char *const online_keys[] = {"baseline", NULL};
@@ -35,6 +37,31 @@ static int text(const ydoc *d, const ydoc_node *m, const char *key, bool require
   return 0;
 }
 
+/* A path from the file, relative ones taken from the file's folder. */
+static int path_of(const ydoc *d, const ydoc_node *m, const char *key, const char *cfgpath,
+                   char *dst, size_t len, char *err, size_t errlen) {
+  const ydoc_node *v = ydoc_get(m, key);
+  const char *s;
+  if (!v) return 0;
+  if (ydoc_str(d, v, &s, err, errlen)) return -1;
+  if (!s[0]) return 0;
+  int n;
+  if (s[0] == '/') {
+    n = snprintf(dst, len, "%s", s);
+  } else {
+    char dir[CFG_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", cfgpath);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0'; else snprintf(dir, sizeof dir, ".");
+    char *abs = realpath(dir, NULL);
+    n = snprintf(dst, len, "%s/%s", abs ? abs : dir, s);
+    free(abs);
+  }
+  if (n < 0 || (size_t)n >= len)
+    return ydoc_errf(d, v, err, errlen, "the path of \"%s\" is too long", key);
+  return 0;
+}
+
 int fleet_cfg_load(const char *path, fleet_cfg **out, char *err, size_t errlen) {
   *out = NULL;
   ydoc *d = ydoc_load_file(path, err, errlen);
@@ -50,6 +77,7 @@ int fleet_cfg_load(const char *path, fleet_cfg **out, char *err, size_t errlen) 
   f->mqtt.version = 5;
   f->baseline = 0.9468;
   f->report_grace_ms = 3600000;
+  f->push_timeout_ms = 30000;
   const ydoc_node *root = ydoc_root(d);
   if (!root) {
     snprintf(err, errlen, "%s:1:1: the file is empty (expected fleet, mqtt and register)",
@@ -107,9 +135,36 @@ int fleet_cfg_load(const char *path, fleet_cfg **out, char *err, size_t errlen) 
   if (g && ydoc_duration_ms(d, g, 0, 7 * 86400000LL, &f->report_grace_ms, err, errlen))
     goto fail;
 
+  const ydoc_node *st = ydoc_get(root, "storage");
+  if (st && (ydoc_check_map(d, st, "storage", storage_keys, err, errlen) ||
+             path_of(d, st, "path", path, f->storage_path, sizeof f->storage_path, err,
+                     errlen)))
+    goto fail;
   const ydoc_node *rp = ydoc_get(root, "reports");
   if (rp) {
     if (ydoc_check_map(d, rp, "reports", reports_keys, err, errlen)) goto fail;
+    const ydoc_node *u = ydoc_get(rp, "push_url");
+    if (u) {
+      if (text(d, rp, "push_url", false, f->push_url, sizeof f->push_url, false, err, errlen))
+        goto fail;
+      if (f->push_url[0] && strncmp(f->push_url, "http://", 7) &&
+          strncmp(f->push_url, "https://", 8)) {
+        ydoc_errf(d, u, err, errlen, "expected an http:// or https:// url, got \"%s\"",
+                  f->push_url);
+        goto fail;
+      }
+      if (f->push_url[0] && !f->storage_path[0]) {
+        ydoc_errf(d, u, err, errlen,
+                  "pushing reports needs storage.path, where they wait until accepted");
+        goto fail;
+      }
+    }
+    const ydoc_node *pt = ydoc_get(rp, "push_timeout");
+    if (path_of(d, rp, "ca_file", path, f->ca_file, sizeof f->ca_file, err, errlen) ||
+        path_of(d, rp, "token_file", path, f->token_file, sizeof f->token_file, err,
+                errlen) ||
+        (pt && ydoc_duration_ms(d, pt, 1000, 600000, &f->push_timeout_ms, err, errlen)))
+      goto fail;
     const ydoc_node *p = ydoc_get(rp, "periods");
     if (p) {
       if (ydoc_check_seq(d, p, "reports.periods", err, errlen)) goto fail;

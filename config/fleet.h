@@ -35,6 +35,11 @@ typedef struct {
   size_t nperiods;        /* report periods, as for a gateway; default none */
   char periods[CFG_PERIODS_MAX][CFG_PERIOD_NAME_MAX];
   double baseline;        /* default 0.9468 */
+  char storage_path[CFG_PATH_MAX]; /* SQLite outbox of reports to push */
+  char push_url[512];              /* "" no push */
+  char ca_file[CFG_PATH_MAX];
+  char token_file[CFG_PATH_MAX];
+  int64_t push_timeout_ms;         /* default 30s */
   int64_t report_grace_ms; /* default 1h: late gateway reports still count */
   size_t nmembers;
   fleet_member *members;
