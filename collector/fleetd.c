@@ -11,7 +11,9 @@
 
 #include "clock.h"
 #include "log.h"
+#include "outbox.h"
 #include "publisher.h"
+#include "pusher.h"
 #include "rate.h"
 
 #define PUBLISH_DEBOUNCE_MS 200
@@ -71,6 +73,8 @@ struct fleet {
   gw_report *reports; /* a ring of GW_REPORTS_MAX */
   size_t next_report;
   char filter_reports[256];
+  outbox *outbox;  /* reports waiting for the bureau, with push_url */
+  pusher *pusher;
   uv_loop_t loop;
   uv_async_t wake;
   uv_signal_t sigterm, sigint;
@@ -228,6 +232,30 @@ static void send_doc(fleet *fl, const char *topic, cJSON *o) {
   free(txt);
 }
 
+/* Pushing: the outbox answers the pusher's questions. */
+static void kept_for_push(void *ctx) {
+  fleet *fl = ctx;
+  pusher_kick(fl->pusher);
+}
+
+static void offer_next(void *ctx, int64_t id, const char *body) {
+  fleet *fl = ctx;
+  if (id)
+    pusher_offer(fl->pusher, id, body);
+  else
+    pusher_offer_none(fl->pusher);
+}
+
+static void push_want_next(void *ctx) {
+  fleet *fl = ctx;
+  outbox_next(fl->outbox, offer_next, fl);
+}
+
+static void push_accepted(void *ctx, int64_t id) {
+  fleet *fl = ctx;
+  outbox_mark(fl->outbox, id);
+}
+
 /* The fleet's report of window [s, e) of period P, from the gateways'
  * reports of that window: a meter whose gateway sent none is offline. */
 static void publish_window(fleet *fl, fleet_period *p, int64_t s, int64_t e) {
@@ -281,6 +309,11 @@ static void publish_window(fleet *fl, fleet_period *p, int64_t s, int64_t e) {
   log_info("fleet %s report %s: %zu of %zu meters online, %zu gateway reports",
            p->period.name, start, on, f->nmembers, reporting);
   send_doc(fl, p->topic, o);
+  if (fl->outbox) {
+    char *txt = cJSON_PrintUnformatted(o);
+    if (txt) outbox_add(fl->outbox, p->period.name, s, txt, kept_for_push, fl);
+    free(txt);
+  }
   cJSON_Delete(o);
   free(online);
 }
@@ -554,6 +587,38 @@ int fleetd_run(const fleet_cfg *f) {
   fl->sigterm.data = fl->sigint.data = fl;
   uv_signal_start(&fl->sigterm, on_signal, SIGTERM);
   uv_signal_start(&fl->sigint, on_signal, SIGINT);
+  if (f->push_url[0]) {
+    if (outbox_open(&fl->outbox, &fl->loop, f->storage_path, err, sizeof err) != 0) {
+      log_error("%s", err);
+      goto out;
+    }
+    char token[1024] = "";
+    if (f->token_file[0]) {
+      FILE *tf = fopen(f->token_file, "r");
+      if (!tf) {
+        log_error("cannot read reports.token_file %s", f->token_file);
+        goto out;
+      }
+      if (!fgets(token, sizeof token, tf)) token[0] = '\0';
+      fclose(tf);
+      token[strcspn(token, "\r\n")] = '\0';
+    }
+    pusher_options pso = {.url = f->push_url,
+                          .ca_file = f->ca_file,
+                          .token = token,
+                          .timeout_ms = f->push_timeout_ms,
+                          .want_next = push_want_next,
+                          .accepted = push_accepted,
+                          .ctx = fl};
+    int prc = pusher_new(&fl->pusher, &fl->loop, &pso, err, sizeof err);
+    memset(token, 0, sizeof token);
+    if (prc != 0) {
+      log_error("reports: %s", err);
+      goto out;
+    }
+    log_info("fleet reports are pushed to %s", f->push_url);
+    pusher_kick(fl->pusher); /* whatever an earlier run could not deliver */
+  }
   if (publisher_start(fl->pub, err, sizeof err) != 0) {
     log_error("mqtt: %s", err);
     goto out;
@@ -569,8 +634,11 @@ out:
     publisher_stop(fl->pub, 300);
     publisher_free(fl->pub);
   }
+  pusher_close(fl->pusher);
   uv_walk(&fl->loop, close_walk, NULL);
   uv_run(&fl->loop, UV_RUN_DEFAULT);
+  pusher_free(fl->pusher);
+  outbox_free(fl->outbox);
   uv_loop_close(&fl->loop);
 out_free:
   if (fl->reports)

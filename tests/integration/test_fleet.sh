@@ -5,7 +5,9 @@
 # when a gateway dies (its Last Will fires) its meters count as offline.
 source "$(dirname "$0")/lib.sh"
 
-read -r MQTT_PORT EAST_PORT WEST_PORT < <(free_ports 3)
+read -r MQTT_PORT EAST_PORT WEST_PORT HTTP_PORT < <(free_ports 4)
+mkdir -p "$T/bureau"
+printf 'fleet-token-%s\n' "$$" >"$T/token"
 site() { # id port meters...
   local id=$1 port=$2
   shift 2
@@ -31,7 +33,8 @@ fleet: {id: turpan, name: "吐鲁番市"}
 mqtt: {url: "mqtt://127.0.0.1:$MQTT_PORT"}
 online: {baseline: 0.9468}
 report_grace: 2s
-reports: {periods: [5s]}
+storage: {path: ./fleet.db}
+reports: {periods: [5s], push_url: "http://127.0.0.1:$HTTP_PORT/fleet", token_file: ./token}
 register:
   - {site: east, meter: E1, name: "东1", county: "鄯善县"}
   - {site: east, meter: E2, name: "东2", county: "鄯善县"}
@@ -50,6 +53,8 @@ check "with its position" grep -q "^$T/dup.yaml:5:5: meter M of site a is regist
 
 start_broker broker "$MQTT_PORT"
 start_sub sub "$MQTT_PORT" 'water/fleet/#'
+start sink "$IC_TEST_BIN/ic-httpsink" "$HTTP_PORT" "$T/bureau"
+wait_for "$T/sink.out" '^ready' 10 "$sink_PID"
 for s in east west; do
   start "sim_$s" "$IC_BIN/intake-sim" --config "$T/$s.yaml"
   pidvar="sim_${s}_PID"
@@ -102,6 +107,16 @@ west_missing() {
 }
 wait_until 30 "a fleet report without the west gateway" west_missing
 ok "a window without the west gateway's report counts W1 offline"
+all_pushed() { [ "$(sql "$T/fleet.db" 'SELECT count(*) FROM outbox WHERE pushed_ms IS NULL')" = 0 ]; }
+wait_until 20 "the fleet's outbox drained" all_pushed
 stop_pid "$fleet_PID"
 expect_eq "the fleet view exits 0" 0 "$STOP_RC"
+
+# Every fleet report was also pushed to the bureau, once each, in order.
+pushed=$(for f in "$T"/bureau/req-*.json; do jq -r '.window.start' "$f"; done)
+check "fleet reports reached the bureau ($(wc -l <<<"$pushed"))" test "$(wc -l <<<"$pushed")" -ge 2
+expect_eq "in window order, each once" "$(sort -u <<<"$pushed")" "$pushed"
+expect_eq "with the bearer token" "Bearer fleet-token-$$" "$(cat "$T/bureau/req-000001.auth")"
+expect_eq "every pushed report is marked in the fleet's outbox" 0 \
+  "$(sql "$T/fleet.db" 'SELECT count(*) FROM outbox WHERE pushed_ms IS NULL')"
 finish
