@@ -740,22 +740,6 @@ static int read_secret(const cfg *c, char *out, size_t len) {
   return 0;
 }
 
-/* Spread the meters of each bus over a small offset so they do not all queue
- * at the same instant: the k-th meter of a bus starts k * spread ms into its
- * interval, spread being at most 100 ms. */
-static int64_t meter_phase(const cfg *c, size_t i) {
-  const cfg_meter *m = &c->meters[i];
-  size_t k = 0, n = 0;
-  for (size_t j = 0; j < c->nmeters; j++) {
-    if (c->meters[j].bus != m->bus) continue;
-    if (j < i) k++;
-    n++;
-  }
-  int64_t spread = n ? m->interval_ms / (int64_t)n : 0;
-  if (spread > 100) spread = 100;
-  return ((int64_t)k * spread) % m->interval_ms;
-}
-
 static void close_walk(uv_handle_t *h, void *arg) {
   (void)arg;
   if (!uv_is_closing(h)) uv_close(h, NULL);
@@ -912,7 +896,7 @@ int daemon_run(const cfg *c) {
     m->cfg = &c->meters[i];
     m->index = (uint32_t)i;
     mstate_init(&m->st, now);
-    m->phase_ms = meter_phase(c, i);
+    m->phase_ms = cfg_meter_phase_ms(c, i);
     snprintf(m->topic_reading, sizeof m->topic_reading, "%s/%s/%s/reading",
              c->mqtt.topic_prefix, c->site.id, m->cfg->id);
     snprintf(m->topic_state, sizeof m->topic_state, "%s/%s/%s/state",

@@ -37,20 +37,6 @@ static void *vec_push(vec *a) {
   return (char *)a->v + a->size * a->n++;
 }
 
-static int64_t meter_phase_of(const cfg *c, size_t i) {
-  /* The daemon's spread (docs/daemon.md): k * min(interval / n, 100 ms). */
-  const cfg_meter *m = &c->meters[i];
-  size_t k = 0, n = 0;
-  for (size_t j = 0; j < c->nmeters; j++) {
-    if (c->meters[j].bus != m->bus) continue;
-    if (j < i) k++;
-    n++;
-  }
-  int64_t spread = n ? m->interval_ms / (int64_t)n : 0;
-  if (spread > 100) spread = 100;
-  return ((int64_t)k * spread) % m->interval_ms;
-}
-
 typedef struct {
   vec readings; /* rate_reading */
   vec changes;  /* rate_change */
@@ -248,7 +234,7 @@ cJSON *report_build(const cfg *c, sqlite3 *db, const rate_period *period,
     int ti = profile_role_index(m->profile, PROF_ROLE_TOTAL);
     rate_meter_input in = {
         .interval_ms = m->interval_ms,
-        .phase_ms = meter_phase_of(c, i),
+        .phase_ms = cfg_meter_phase_ms(c, i),
         .configured_since_ms = h.configured_since,
         .rollover_m3 = ti >= 0 ? m->profile->fields[ti].rollover : 0,
         .readings = h.readings.v,

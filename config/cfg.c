@@ -986,6 +986,19 @@ static int parse_simtop(ctx *x, const ydoc_node *root) {
                   sizeof x->c->sim.control);
 }
 
+int64_t cfg_meter_phase_ms(const cfg *c, size_t i) {
+  const cfg_meter *m = &c->meters[i];
+  size_t k = 0, n = 0;
+  for (size_t j = 0; j < c->nmeters; j++) {
+    if (c->meters[j].bus != m->bus) continue;
+    if (j < i) k++;
+    n++;
+  }
+  int64_t spread = n ? m->interval_ms / (int64_t)n : 0;
+  if (spread > 100) spread = 100;
+  return ((int64_t)k * spread) % m->interval_ms;
+}
+
 bool cfg_period_valid(const char *s) {
   static const char *const named[] = {"hourly", "daily", "monthly", "hour",
                                       "day",    "month", NULL};

@@ -178,6 +178,12 @@ const cfg_bus *cfg_meter_bus(const cfg *c, const cfg_meter *m);
  * duration of at least 1s that fits CFG_PERIOD_NAME_MAX? */
 bool cfg_period_valid(const char *s);
 
+/* Meter I's offset within its interval, in ms: the k-th meter of a bus (in
+ * file order) polls k * min(interval / meters on the bus, 100 ms) after each
+ * wall-clock slot, so the meters of one line do not all queue at once. The
+ * daemon schedules by it and reports count expected readings by it. */
+int64_t cfg_meter_phase_ms(const cfg *c, size_t i);
+
 /* Index of the meter with id ID, or -1. */
 int cfg_meter_index(const cfg *c, const char *id);
 

@@ -137,6 +137,25 @@ static void test_reports(void **state) {
   cfg_free(c);
 }
 
+static void test_meter_phase(void **state) {
+  (void)state;
+  cfg *c = load_ok(HEAD BUS METER METER2);
+  /* Two meters on one line, polled every minute: 100 ms apart. */
+  assert_int_equal(cfg_meter_phase_ms(c, 0), 0);
+  assert_int_equal(cfg_meter_phase_ms(c, 1), 100);
+  cfg_free(c);
+  /* Four meters every 200 ms: the spread shrinks to 200 / 4 = 50 ms. */
+  c = load_ok(HEAD BUS
+              "meters:\n"
+              "  - {id: A, bus: rs485-1, unit: 1, profile: tuf2000m, interval: 200ms}\n"
+              "  - {id: B, bus: rs485-1, unit: 2, profile: tuf2000m, interval: 200ms}\n"
+              "  - {id: C, bus: rs485-1, unit: 3, profile: tuf2000m, interval: 200ms}\n"
+              "  - {id: D, bus: rs485-1, unit: 4, profile: tuf2000m, interval: 200ms}\n");
+  assert_int_equal(cfg_meter_phase_ms(c, 0), 0);
+  assert_int_equal(cfg_meter_phase_ms(c, 3), 150);
+  cfg_free(c);
+}
+
 static void test_minimal_defaults(void **state) {
   (void)state;
   cfg *c = load_ok(HEAD BUS METER);
@@ -922,6 +941,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_minimal_defaults),
       cmocka_unit_test(test_reports),
+      cmocka_unit_test(test_meter_phase),
       cmocka_unit_test(test_full_site),
       cmocka_unit_test(test_unknown_key),
       cmocka_unit_test(test_wrong_type),
