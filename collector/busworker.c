@@ -84,7 +84,7 @@ static void run_job(busworker *w, const job *j) {
   const cfg_meter *m = &w->cfg->meters[j->meter];
   const mb_plan *plan = w->plans[j->meter];
   bus_result *r = calloc(1, sizeof *r);
-  if (!r) return;
+  if (!r) return; /* nothing to answer with; the stuck-bus rule notices */
   r->meter = j->meter;
   r->slot_ms = j->slot_ms;
   r->start_ms = clock_wall_ms();
@@ -93,7 +93,11 @@ static void run_job(busworker *w, const job *j) {
     r->values = calloc(m->profile->nfields ? m->profile->nfields : 1,
                        sizeof *r->values);
     if (!r->values) {
-      free(r);
+      /* Still answer, so the meter's poll is not left pending forever. */
+      r->rc = TR_EIO;
+      snprintf(r->err.detail, sizeof r->err.detail, "out of memory");
+      r->end_ms = clock_wall_ms();
+      post(w, r);
       return;
     }
     r->start_ms = clock_wall_ms();

@@ -20,6 +20,7 @@
 #include "pusher.h"
 #include "quality.h"
 #include "rate.h"
+#include "secret.h"
 #include "reading.h"
 #include "reporter.h"
 #include "store.h"
@@ -67,6 +68,9 @@ typedef struct {
    * reporter's catch-up limit): every one goes out, in order. */
   struct pending_report *pending, **pending_tail;
   size_t npending;
+  /* The newest report, sent again at every connect: a retained message lost
+   * with a dropped connection (clean sessions) would leave the topic stale. */
+  char *latest;
 } period_rt;
 
 typedef struct pending_report {
@@ -329,18 +333,36 @@ static void start_replay(gw *d, int64_t upto) {
 
 static void handle_replay(gw *d, store_event *ev) {
   d->replay_requested = false;
+  if (ev->detail[0]) {
+    log_error("storage: %s", ev->detail);
+    return; /* the next tick asks again */
+  }
+  bool all = true;
   for (store_reading *r = ev->readings; r; r = r->next) {
-    if (!d->connected) break;
+    if (!d->connected) {
+      all = false;
+      break;
+    }
     int mi = cfg_meter_index(d->cfg, r->meter);
     if (mi >= 0 && d->meters[mi].refused) {
       d->replay_cursor = r->id; /* held back, stays in the outbox */
       continue;
     }
-    if (!send_reading(d, r)) break;
-    d->replay_sent++;
+    if (!send_reading(d, r)) {
+      if (!publisher_is_connected(d->pub)) {
+        all = false; /* sent again after the reconnect */
+        break;
+      }
+      /* It cannot be sent at all: skip it rather than block the rows behind
+       * it; it stays in the outbox. */
+      log_warn("replay: reading %lld of meter %s cannot be sent; left in the outbox",
+               (long long)r->id, r->meter);
+    } else {
+      d->replay_sent++;
+    }
     d->replay_cursor = r->id;
   }
-  if (ev->replay_done && d->connected) {
+  if (all && ev->replay_done && d->connected) {
     if (d->replay_sent) log_info("replay done: %llu stored readings sent",
                                  (unsigned long long)d->replay_sent);
     d->replay_active = false;
@@ -527,7 +549,6 @@ static void on_wake(uv_async_t *a) {
       handle_replay(d, e);
     } else {
       log_error("storage: %s", e->detail);
-      if (e->readings) d->replay_requested = false;
     }
   }
   store_event_free(se);
@@ -641,6 +662,8 @@ static void publish_latest_reports(gw *d) {
   if (!d->connected) return;
   for (size_t i = 0; i < d->nperiods; i++) {
     period_rt *p = &d->period_rt[i];
+    if (!p->pending && p->latest)
+      publisher_send(d->pub, p->topic, p->latest, strlen(p->latest), 1, true, 0);
     while (p->pending) {
       pending_report *r = p->pending;
       if (publisher_send(d->pub, p->topic, r->body, strlen(r->body), 1, true, 0) != 0)
@@ -697,6 +720,8 @@ static void handle_report(gw *d, reporter_result *r) {
   }
   pending_report *pr = calloc(1, sizeof *pr);
   if (!pr) return;
+  free(p->latest);
+  p->latest = strdup(r->body);
   pr->body = r->body;
   r->body = NULL;
   *p->pending_tail = pr;
@@ -720,15 +745,15 @@ static void on_signal(uv_signal_t *s, int signum) {
 static int read_secret(const cfg *c, char *out, size_t len) {
   out[0] = '\0';
   if (c->mqtt.password_file[0]) {
-    FILE *f = fopen(c->mqtt.password_file, "r");
-    if (!f) {
+    bool exposed;
+    if (secret_read_file(c->mqtt.password_file, out, len, &exposed) != 0) {
       log_error("cannot read mqtt.password_file %s: %s", c->mqtt.password_file,
                 strerror(errno));
       return -1;
     }
-    if (!fgets(out, (int)len, f)) out[0] = '\0';
-    fclose(f);
-    out[strcspn(out, "\r\n")] = '\0';
+    if (exposed)
+      log_warn("%s can be read by others than its owner; chmod 600 it",
+               c->mqtt.password_file);
   } else if (c->mqtt.password_env[0]) {
     const char *v = getenv(c->mqtt.password_env);
     if (!v) {
@@ -800,23 +825,23 @@ int daemon_run(const cfg *c) {
     goto out;
   }
   store_run_start(d->store, d->started_ms);
-  if (reporter_start(&d->reporter, c, d->periods, d->nperiods, notify, d, err,
-                     sizeof err) != 0) {
+  if (reporter_start(&d->reporter, c, d->periods, d->nperiods, d->started_ms, notify,
+                     d, err, sizeof err) != 0) {
     log_error("%s", err);
     goto out;
   }
   if (c->reports.push_url[0]) {
     char token[1024] = "";
     if (c->reports.token_file[0]) {
-      FILE *tf = fopen(c->reports.token_file, "r");
-      if (!tf) {
+      bool exposed;
+      if (secret_read_file(c->reports.token_file, token, sizeof token, &exposed) != 0) {
         log_error("cannot read reports.token_file %s: %s", c->reports.token_file,
                   strerror(errno));
         goto out;
       }
-      if (!fgets(token, sizeof token, tf)) token[0] = '\0';
-      fclose(tf);
-      token[strcspn(token, "\r\n")] = '\0';
+      if (exposed)
+        log_warn("%s can be read by others than its owner; chmod 600 it",
+                 c->reports.token_file);
     }
     pusher_options pso = {.url = c->reports.push_url,
                           .ca_file = c->reports.ca_file,
@@ -982,6 +1007,7 @@ out:
   if (d->plans)
     for (size_t i = 0; i < c->nmeters; i++) plan_free(d->plans[i]);
   for (size_t i = 0; i < d->nperiods; i++) {
+    free(d->period_rt[i].latest);
     pending_report *r = d->period_rt[i].pending;
     while (r) {
       pending_report *next = r->next;

@@ -1,5 +1,6 @@
 #include "fleetd.h"
 
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include "publisher.h"
 #include "pusher.h"
 #include "rate.h"
+#include "secret.h"
 
 #define PUBLISH_DEBOUNCE_MS 200
 #define PUBLISH_EVERY_MS 60000
@@ -594,14 +596,13 @@ int fleetd_run(const fleet_cfg *f) {
     }
     char token[1024] = "";
     if (f->token_file[0]) {
-      FILE *tf = fopen(f->token_file, "r");
-      if (!tf) {
-        log_error("cannot read reports.token_file %s", f->token_file);
+      bool exposed;
+      if (secret_read_file(f->token_file, token, sizeof token, &exposed) != 0) {
+        log_error("cannot read reports.token_file %s: %s", f->token_file, strerror(errno));
         goto out;
       }
-      if (!fgets(token, sizeof token, tf)) token[0] = '\0';
-      fclose(tf);
-      token[strcspn(token, "\r\n")] = '\0';
+      if (exposed)
+        log_warn("%s can be read by others than its owner; chmod 600 it", f->token_file);
     }
     pusher_options pso = {.url = f->push_url,
                           .ca_file = f->ca_file,

@@ -201,7 +201,7 @@ void pusher_offer(pusher *p, int64_t id, const char *body) {
   if (post(p, id, body) == 0)
     p->state = P_POSTING;
   else
-    p->state = P_IDLE;
+    finished(p, id, 0, "cannot start the request"); /* back off and retry */
 }
 
 void pusher_offer_none(pusher *p) {

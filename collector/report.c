@@ -121,13 +121,12 @@ oom:
 }
 
 static int load_runs(sqlite3 *db, int64_t start, int64_t end, int64_t now_ms,
-                     int live, vec *runs, char *err, size_t errlen) {
+                     int64_t live_run_ms, vec *runs, char *err, size_t errlen) {
   runs->size = sizeof(rate_span);
   sqlite3_stmt *st = NULL;
   const char *q =
-      "SELECT start_ms, coalesce(stop_ms, alive_ms), stop_ms IS NULL,"
-      " id = (SELECT max(id) FROM gateway_runs) FROM gateway_runs"
-      " WHERE start_ms < ?2 ORDER BY start_ms";
+      "SELECT start_ms, coalesce(stop_ms, alive_ms), stop_ms IS NULL"
+      " FROM gateway_runs WHERE start_ms < ?2 ORDER BY start_ms";
   if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK) {
     snprintf(err, errlen, "reading the gateway runs: %s", sqlite3_errmsg(db));
     return -1;
@@ -138,7 +137,8 @@ static int load_runs(sqlite3 *db, int64_t start, int64_t end, int64_t now_ms,
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     rate_span sp = {sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1)};
     /* The running gateway's run lasts until now. */
-    if (live && sqlite3_column_int(st, 2) && sqlite3_column_int(st, 3)) sp.end_ms = now_ms;
+    if (live_run_ms && sqlite3_column_int(st, 2) && sp.start_ms == live_run_ms)
+      sp.end_ms = now_ms;
     if (sp.end_ms <= start) continue;
     rate_span *slot = vec_push(runs);
     if (!slot) break;
@@ -181,10 +181,10 @@ static int by_outage(const void *a, const void *b) {
 }
 
 cJSON *report_build(const cfg *c, sqlite3 *db, const rate_period *period,
-                    int64_t start_ms, int64_t end_ms, int64_t now_ms, int live,
-                    char *err, size_t errlen) {
+                    int64_t start_ms, int64_t end_ms, int64_t now_ms,
+                    int64_t live_run_ms, char *err, size_t errlen) {
   vec runs = {0};
-  if (load_runs(db, start_ms, end_ms, now_ms, live, &runs, err, errlen) != 0)
+  if (load_runs(db, start_ms, end_ms, now_ms, live_run_ms, &runs, err, errlen) != 0)
     return NULL;
   rate_params rp = {.min_readings = c->online.min_readings,
                     .min_completeness = c->online.min_completeness};

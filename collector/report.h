@@ -21,11 +21,13 @@
 sqlite3 *report_open_db(const char *path, char *err, size_t errlen);
 
 /* The report of config C for window [start_ms, end_ms) of PERIOD. NOW_MS is
- * the generation time; when the gateway is running (LIVE), its current run is
- * taken to last until NOW_MS. Returns a cJSON object, or NULL with err. */
+ * the generation time; the running gateway's own run (the one that started
+ * at LIVE_RUN_MS; 0 when none runs) is taken to last until NOW_MS, while a
+ * run that ended without a stop lasts until its last heartbeat. Returns a
+ * cJSON object, or NULL with err. */
 cJSON *report_build(const cfg *c, sqlite3 *db, const rate_period *period,
-                    int64_t start_ms, int64_t end_ms, int64_t now_ms, int live,
-                    char *err, size_t errlen);
+                    int64_t start_ms, int64_t end_ms, int64_t now_ms,
+                    int64_t live_run_ms, char *err, size_t errlen);
 
 /* The CSV header and rows of one report (one row for the site, one per
  * meter). */

@@ -23,6 +23,7 @@ struct reporter {
   const cfg *cfg;
   const rate_period *periods;
   size_t nperiods;
+  int64_t run_start_ms;
   sqlite3 *db;
   pthread_t thread;
   bool started;
@@ -90,30 +91,43 @@ static void run_job(reporter *rp, const job *j) {
   }
   int64_t s, e;
   rate_window(period, from, &s, &e);
-  size_t n = 0;
-  while (e <= j->upto_ms && !stopping(rp)) {
-    if (++n > REPORTER_CATCHUP_MAX) {
-      /* Skip ahead: the oldest missing windows stay unreported. */
-      reporter_result *r = calloc(1, sizeof *r);
-      if (r) {
-        r->period = j->period;
-        r->start_ms = s;
-        snprintf(r->error, sizeof r->error,
-                 "more than %d %s windows to catch up; reporting the latest only",
-                 REPORTER_CATCHUP_MAX, period->name);
-        post(rp, r);
-      }
-      rate_window(period, j->upto_ms - 1, &s, &e);
-      n = 0;
+  /* At most REPORTER_CATCHUP_MAX windows: the oldest missing ones are
+   * skipped (and said so), the newest built. */
+  size_t missing = 0;
+  for (int64_t we = e; we <= j->upto_ms && missing <= REPORTER_CATCHUP_MAX; missing++) {
+    int64_t ns;
+    rate_window(period, we, &ns, &we);
+  }
+  if (missing > REPORTER_CATCHUP_MAX) {
+    int64_t ls, le;
+    rate_window(period, j->upto_ms - 1, &ls, &le);
+    for (size_t k = 1; k < REPORTER_CATCHUP_MAX; k++) {
+      int64_t ps, pe;
+      rate_window(period, ls - 1, &ps, &pe);
+      ls = ps;
+      le = pe;
     }
+    reporter_result *r = calloc(1, sizeof *r);
+    if (r) {
+      r->period = j->period;
+      r->start_ms = s;
+      snprintf(r->error, sizeof r->error,
+               "more than %d %s windows to catch up; the oldest are skipped",
+               REPORTER_CATCHUP_MAX, period->name);
+      post(rp, r);
+    }
+    s = ls;
+    e = le;
+  }
+  while (e <= j->upto_ms && !stopping(rp)) {
     reporter_result *r = calloc(1, sizeof *r);
     if (!r) return;
     r->period = j->period;
     r->start_ms = s;
     r->end_ms = e;
     char err[180];
-    cJSON *rep = report_build(rp->cfg, rp->db, period, s, e, clock_wall_ms(), 1,
-                              err, sizeof err);
+    cJSON *rep = report_build(rp->cfg, rp->db, period, s, e, clock_wall_ms(),
+                              rp->run_start_ms, err, sizeof err);
     if (!rep) {
       snprintf(r->error, sizeof r->error, "%.31s report for %lld: %s", period->name,
                (long long)s, err);
@@ -205,8 +219,8 @@ static void *reporter_main(void *arg) {
 }
 
 int reporter_start(reporter **out, const cfg *c, const rate_period *periods,
-                   size_t nperiods, void (*notify)(void *), void *ctx,
-                   char *err, size_t errlen) {
+                   size_t nperiods, int64_t run_start_ms, void (*notify)(void *),
+                   void *ctx, char *err, size_t errlen) {
   reporter *rp = calloc(1, sizeof *rp);
   if (!rp) {
     snprintf(err, errlen, "out of memory");
@@ -215,6 +229,7 @@ int reporter_start(reporter **out, const cfg *c, const rate_period *periods,
   rp->cfg = c;
   rp->periods = periods;
   rp->nperiods = nperiods;
+  rp->run_start_ms = run_start_ms;
   rp->notify = notify;
   rp->ctx = ctx;
   pthread_mutex_init(&rp->mu, NULL);

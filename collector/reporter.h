@@ -38,9 +38,11 @@ typedef struct reporter_result {
 
 void reporter_result_free(reporter_result *r);
 
+/* RUN_START_MS: when this gateway run started (as given to
+ * store_run_start), so reports know which open run is the live one. */
 int reporter_start(reporter **out, const cfg *c, const rate_period *periods,
-                   size_t nperiods, void (*notify)(void *), void *ctx,
-                   char *err, size_t errlen);
+                   size_t nperiods, int64_t run_start_ms, void (*notify)(void *),
+                   void *ctx, char *err, size_t errlen);
 
 /* Build every closed window of PERIOD not reported yet, up to UPTO_MS (the
  * end of the last closed window), oldest first. */

@@ -659,13 +659,14 @@ static void do_replay(store *s, op *o) {
     ev->n++;
     ev->replay_last_id = r->id;
   }
+  /* Always a replay event, so the loop's request is answered even when the
+   * query failed (detail says why; the loop retries on its next tick). */
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-    ev->kind = STORE_EV_ERROR;
     snprintf(ev->detail, sizeof ev->detail, "replay query: %s",
              sqlite3_errmsg(s->db));
     atomic_fetch_add(&s->errors, 1);
   }
-  ev->replay_done = ev->n < o->limit;
+  ev->replay_done = ev->n < o->limit && !ev->detail[0];
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
   post_event(s, ev);

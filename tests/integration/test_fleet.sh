@@ -8,6 +8,7 @@ source "$(dirname "$0")/lib.sh"
 read -r MQTT_PORT EAST_PORT WEST_PORT HTTP_PORT < <(free_ports 4)
 mkdir -p "$T/bureau"
 printf 'fleet-token-%s\n' "$$" >"$T/token"
+chmod 644 "$T/token"
 site() { # id port meters...
   local id=$1 port=$2
   shift 2
@@ -117,6 +118,13 @@ pushed=$(for f in "$T"/bureau/req-*.json; do jq -r '.window.start' "$f"; done)
 check "fleet reports reached the bureau ($(wc -l <<<"$pushed"))" test "$(wc -l <<<"$pushed")" -ge 2
 expect_eq "in window order, each once" "$(sort -u <<<"$pushed")" "$pushed"
 expect_eq "with the bearer token" "Bearer fleet-token-$$" "$(cat "$T/bureau/req-000001.auth")"
+check "a token file others can read is warned about" \
+  grep -q "token can be read by others than its owner; chmod 600 it" "$T/fleet.log"
+if grep -q "fleet-token-$$" "$T/fleet.log" "$T/fleet.out"; then
+  not_ok "the token must never be logged"
+else
+  ok "the token is never logged"
+fi
 expect_eq "every pushed report is marked in the fleet's outbox" 0 \
   "$(sql "$T/fleet.db" 'SELECT count(*) FROM outbox WHERE pushed_ms IS NULL')"
 finish

@@ -71,6 +71,11 @@ uniq_count=$(for f in "$T"/bureau/req-*.json; do jq -r '.window.start' "$f"; don
 expect_eq "no report arrived twice" "$(ls "$T"/bureau/req-*.json | wc -l)" "$uniq_count"
 check "each report carries the site and the rate" jq -e '.site.id == "push" and (.online_rate | type == "number")' "$T/bureau/req-000001.json"
 expect_eq "the bearer token was sent" "Bearer $TOKEN" "$(cat "$T/bureau/req-000001.auth")"
+if grep -q "can be read by others" "$T"/collector*.log; then
+  not_ok "a token file readable only by its owner must not be warned about"
+else
+  ok "no warning for a token file of mode 600"
+fi
 if grep -q "$TOKEN" "$T"/collector*.log "$T"/collector*.out; then
   not_ok "the token appears in the collector's output"
 else
