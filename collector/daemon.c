@@ -99,6 +99,8 @@ struct gw {
   int64_t started_ms;
   bool stopping;
   bool connected;
+  bool storage_over;
+  uv_timer_t maint_timer;
   size_t inflight;
   int64_t max_committed_id;
   bool replay_active, replay_requested;
@@ -187,6 +189,7 @@ static void publish_gateway_state(gw *d, bool online) {
   cJSON_AddNumberToObject(c, "skipped_slots", (double)d->skipped);
   cJSON_AddNumberToObject(c, "outbox", (double)ss.undelivered);
   cJSON_AddNumberToObject(c, "rows_dropped", (double)ss.dropped);
+  cJSON_AddNumberToObject(c, "rows_removed", (double)ss.removed);
   cJSON_AddNumberToObject(c, "storage_errors", (double)ss.errors);
   cJSON_AddNumberToObject(c, "published", (double)d->published);
   cJSON_AddNumberToObject(c, "delivered", (double)d->delivered);
@@ -547,6 +550,21 @@ static void on_wake(uv_async_t *a) {
       }
     } else if (e->kind == STORE_EV_REPLAY) {
       handle_replay(d, e);
+    } else if (e->kind == STORE_EV_MAINTAINED) {
+      if (e->aged)
+        log_info("storage: %lld readings older than the retention removed",
+                 (long long)e->aged);
+      if (e->dropped_delivered)
+        log_info("storage: over %lld bytes: removed the %lld oldest delivered readings",
+                 (long long)d->cfg->storage.max_size, (long long)e->dropped_delivered);
+      if (e->dropped_undelivered)
+        log_warn("storage: over %lld bytes with nothing delivered left to remove: "
+                 "dropped the %lld oldest undelivered readings",
+                 (long long)d->cfg->storage.max_size, (long long)e->dropped_undelivered);
+      if (e->over && !d->storage_over)
+        log_error("storage: %lld bytes, over the %lld limit, and nothing left to remove",
+                  (long long)e->bytes, (long long)d->cfg->storage.max_size);
+      d->storage_over = e->over;
     } else {
       log_error("storage: %s", e->detail);
     }
@@ -608,6 +626,11 @@ static void on_slot(uv_timer_t *t) {
   int64_t base = now > slot ? now : slot;
   m->due_ms = clock_next_slot(base, mc->interval_ms, m->phase_ms);
   schedule(m, now);
+}
+
+static void on_maintenance(uv_timer_t *t) {
+  gw *d = t->data;
+  store_maintain(d->store, clock_wall_ms());
 }
 
 static void on_gateway_timer(uv_timer_t *t) {
@@ -818,6 +841,8 @@ int daemon_run(const cfg *c) {
 
   store_options so = {.path = c->storage.path,
                       .synchronous_full = true,
+                      .max_size = c->storage.max_size,
+                      .retention_ms = c->storage.retention_ms,
                       .notify = notify,
                       .notify_ctx = d};
   if (store_open(&d->store, &so, err, sizeof err) != 0) {
@@ -906,6 +931,11 @@ int daemon_run(const cfg *c) {
   uv_timer_init(&d->loop, &d->replay_timer);
   d->gw_timer.data = d->replay_timer.data = d;
   uv_timer_start(&d->gw_timer, on_gateway_timer, GATEWAY_STATE_MS, GATEWAY_STATE_MS);
+  uv_timer_init(&d->loop, &d->maint_timer);
+  d->maint_timer.data = d;
+  store_maintain(d->store, clock_wall_ms()); /* at start, then periodically */
+  uv_timer_start(&d->maint_timer, on_maintenance, (uint64_t)c->storage.maintenance_ms,
+                 (uint64_t)c->storage.maintenance_ms);
   for (size_t i = 0; i < d->nperiods; i++) {
     period_rt *p = &d->period_rt[i];
     uv_timer_init(&d->loop, &p->timer);
@@ -960,6 +990,7 @@ int daemon_run(const cfg *c) {
    * within its timeout, queued ones are abandoned. */
   for (size_t i = 0; i < c->nmeters; i++) uv_timer_stop(&d->meters[i].timer);
   uv_timer_stop(&d->replay_timer);
+  uv_timer_stop(&d->maint_timer);
   for (size_t i = 0; i < d->nperiods; i++) uv_timer_stop(&d->period_rt[i].timer);
   for (size_t b = 0; b < c->nbuses; b++) busworker_stop(d->workers[b]);
   for (size_t b = 0; b < c->nbuses; b++) busworker_join(d->workers[b]);
@@ -980,9 +1011,10 @@ out:
     d->store = NULL;
     if (exit_code == 0)
       log_info("stopped after %llu polls: %llu readings taken, %llu committed, "
-               "%llu awaiting delivery", (unsigned long long)d->polls,
-               (unsigned long long)d->successes, (unsigned long long)fin.committed,
-               (unsigned long long)fin.undelivered);
+               "%llu awaiting delivery, %llu removed by the size limit",
+               (unsigned long long)d->polls, (unsigned long long)d->successes,
+               (unsigned long long)fin.committed, (unsigned long long)fin.undelivered,
+               (unsigned long long)fin.removed);
   }
   if (d->pub) {
     if (exit_code == 0 && publisher_is_connected(d->pub)) {

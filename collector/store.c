@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ------------------------------------------------------------------------ */
 /* Schema                                                                   */
@@ -98,6 +99,7 @@ typedef enum {
   OP_RUN_STOP,
   OP_REPLAY,
   OP_CONFIGURED,
+  OP_MAINTAIN,
 } op_kind;
 
 typedef struct op {
@@ -142,7 +144,10 @@ struct store {
   sqlite3_stmt *st_configured;
   int64_t run_id;
 
-  _Atomic uint64_t committed, dropped, errors, transactions, undelivered;
+  _Atomic uint64_t committed, dropped, errors, transactions, undelivered, removed;
+  char path[4096];
+  int64_t max_size;
+  int64_t retention_ms;
   _Atomic int64_t max_id;
 };
 
@@ -301,6 +306,9 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
   s->queue_max = opt->queue_max ? opt->queue_max : 65536;
   s->notify = opt->notify;
   s->notify_ctx = opt->notify_ctx;
+  snprintf(s->path, sizeof s->path, "%s", opt->path);
+  s->max_size = opt->max_size;
+  s->retention_ms = opt->retention_ms;
 
   int rc = sqlite3_open_v2(opt->path, &s->db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
@@ -322,6 +330,18 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
       exec(s->db, "PRAGMA foreign_keys = ON", e, sizeof e) != 0) {
     snprintf(err, errlen, "%s: %s", opt->path, e);
     goto fail;
+  }
+  if (s->max_size > 0) {
+    /* Keep the write-ahead log within an eighth of the bound: checkpoint
+     * that often and truncate it back to that after. */
+    char pragma[128];
+    int64_t wal = s->max_size / 8;
+    snprintf(pragma, sizeof pragma, "PRAGMA journal_size_limit = %lld", (long long)wal);
+    exec(s->db, pragma, e, sizeof e);
+    int64_t pages = wal / 4096;
+    snprintf(pragma, sizeof pragma, "PRAGMA wal_autocheckpoint = %lld",
+             (long long)(pages < 16 ? 16 : pages));
+    exec(s->db, pragma, e, sizeof e);
   }
   if (migrate(s->db, e, sizeof e) != 0) {
     snprintf(err, errlen, "%s: migration failed: %s", opt->path, e);
@@ -477,6 +497,8 @@ int store_meter_configured(store *s, const char *meter, int64_t ts_ms) {
 int store_run_alive(store *s, int64_t ts_ms) { return run_op(s, OP_RUN_ALIVE, ts_ms); }
 int store_run_stop(store *s, int64_t ts_ms) { return run_op(s, OP_RUN_STOP, ts_ms); }
 
+int store_maintain(store *s, int64_t now_ms) { return run_op(s, OP_MAINTAIN, now_ms); }
+
 int store_request_replay(store *s, int64_t after_id, int64_t upto_id,
                          size_t limit) {
   op *o = new_op(OP_REPLAY);
@@ -501,6 +523,7 @@ void store_get_stats(store *s, store_stats *out) {
   out->errors = atomic_load(&s->errors);
   out->transactions = atomic_load(&s->transactions);
   out->undelivered = atomic_load(&s->undelivered);
+  out->removed = atomic_load(&s->removed);
   out->max_id = atomic_load(&s->max_id);
 }
 
@@ -621,6 +644,7 @@ static int apply(store *s, op *o, seq_entry **cache, store_reading ***tail,
       sqlite3_bind_int64(s->st_configured, 2, o->ts_ms);
       return step_done(s->st_configured);
     case OP_REPLAY:
+    case OP_MAINTAIN:
       return 0; /* handled outside the write transaction */
   }
   return 0;
@@ -737,6 +761,101 @@ static void commit_batch(store *s, op *batch) {
   post_event(s, ev);
 }
 
+static int64_t file_size(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+/* The database's footprint: the main file, its -wal and its -shm. */
+static int64_t db_bytes(store *s) {
+  char p[4200];
+  int64_t n = file_size(s->path);
+  snprintf(p, sizeof p, "%s-wal", s->path);
+  n += file_size(p);
+  snprintf(p, sizeof p, "%s-shm", s->path);
+  n += file_size(p);
+  return n;
+}
+
+static int64_t changes_of(store *s, const char *sql, int64_t arg) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+  sqlite3_bind_int64(st, 1, arg);
+  int rc = sqlite3_step(st);
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? sqlite3_changes(s->db) : -1;
+}
+
+static int64_t count_of(store *s, const char *sql, int64_t arg) {
+  sqlite3_stmt *st;
+  int64_t n = 0;
+  if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) return 0;
+  sqlite3_bind_int64(st, 1, arg);
+  if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return n;
+}
+
+static void give_back_space(store *s) {
+  sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
+  sqlite3_exec(s->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+}
+
+static void do_maintain(store *s, int64_t now_ms) {
+  store_event *ev = calloc(1, sizeof *ev);
+  if (!ev) return;
+  ev->kind = STORE_EV_MAINTAINED;
+  if (s->retention_ms > 0) {
+    int64_t cutoff = now_ms - s->retention_ms;
+    int64_t lost = count_of(s, "SELECT count(*) FROM readings WHERE ts_ms < ?1 "
+                               "AND delivered = 0", cutoff);
+    sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    int64_t n = changes_of(s, "DELETE FROM readings WHERE ts_ms < ?1", cutoff);
+    changes_of(s, "DELETE FROM poll_stats WHERE hour_ms < ?1", cutoff);
+    changes_of(s, "DELETE FROM state_changes WHERE ts_ms < ?1", cutoff);
+    changes_of(s, "DELETE FROM reports WHERE end_ms < ?1", cutoff);
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK && n > 0) {
+      ev->aged = n;
+      atomic_fetch_sub(&s->undelivered, (uint64_t)lost);
+      atomic_fetch_add(&s->dropped, (uint64_t)lost);
+      give_back_space(s);
+    } else if (n < 0) {
+      sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+  }
+  /* Over the size: delivered readings go first, oldest first; then the
+   * oldest undelivered. A batch at a time, giving the pages back between. */
+  for (int round = 0; s->max_size > 0 && round < 200; round++) {
+    int64_t bytes = db_bytes(s);
+    if (bytes <= s->max_size) break;
+    int64_t n = changes_of(s,
+                           "DELETE FROM readings WHERE id IN (SELECT id FROM readings "
+                           "WHERE delivered = 1 ORDER BY id LIMIT ?1)", 500);
+    if (n > 0) {
+      ev->dropped_delivered += n;
+    } else {
+      n = changes_of(s,
+                     "DELETE FROM readings WHERE id IN (SELECT id FROM readings "
+                     "WHERE delivered = 0 ORDER BY id LIMIT ?1)", 500);
+      if (n <= 0) {
+        ev->over = true;
+        break;
+      }
+      ev->dropped_undelivered += n;
+      atomic_fetch_sub(&s->undelivered, (uint64_t)n);
+      atomic_fetch_add(&s->dropped, (uint64_t)n);
+    }
+    atomic_fetch_add(&s->removed, (uint64_t)n);
+    give_back_space(s);
+  }
+  ev->bytes = db_bytes(s);
+  if (s->max_size > 0 && ev->bytes > s->max_size) ev->over = true;
+  if (ev->aged || ev->dropped_delivered || ev->dropped_undelivered || ev->over)
+    post_event(s, ev);
+  else
+    free(ev);
+}
+
 static void *writer_main(void *arg) {
   store *s = arg;
   for (;;) {
@@ -750,8 +869,10 @@ static void *writer_main(void *arg) {
 
     if (batch) {
       commit_batch(s, batch);
-      for (op *o = batch; o; o = o->next)
+      for (op *o = batch; o; o = o->next) {
         if (o->kind == OP_REPLAY) do_replay(s, o);
+        if (o->kind == OP_MAINTAIN) do_maintain(s, o->ts_ms);
+      }
       while (batch) {
         op *next = batch->next;
         store_reading_free(batch->reading);

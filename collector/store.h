@@ -42,6 +42,7 @@ typedef enum {
   STORE_EV_COMMITTED = 1, /* readings: a committed batch, in commit order */
   STORE_EV_REPLAY,        /* readings: undelivered rows, oldest first */
   STORE_EV_ERROR,         /* a transaction failed; detail says why */
+  STORE_EV_MAINTAINED,    /* the bounds were enforced: see the counts */
 } store_event_kind;
 
 typedef struct store_event {
@@ -51,6 +52,12 @@ typedef struct store_event {
   size_t n;
   int64_t replay_last_id;  /* STORE_EV_REPLAY: the last id scanned */
   bool replay_done;        /* STORE_EV_REPLAY: nothing more up to the bound */
+  /* STORE_EV_MAINTAINED */
+  int64_t aged;            /* readings older than the retention, removed */
+  int64_t dropped_delivered;   /* delivered readings removed for the size */
+  int64_t dropped_undelivered; /* undelivered readings removed for the size */
+  int64_t bytes;           /* the database files afterwards */
+  bool over;               /* still over max_size: nothing left to remove */
   char detail[256];
 } store_event;
 
@@ -60,6 +67,8 @@ typedef struct {
   const char *path;
   bool synchronous_full;   /* PRAGMA synchronous FULL (default) or NORMAL */
   size_t queue_max;        /* pending operations; 0: 65536 */
+  int64_t max_size;        /* bytes for the database, -wal and -shm; 0: none */
+  int64_t retention_ms;    /* readings and history older go; 0: kept */
   void (*notify)(void *ctx); /* called from the writer thread after each batch */
   void *notify_ctx;
 } store_options;
@@ -98,13 +107,22 @@ int store_run_stop(store *s, int64_t ts_ms);
 int store_request_replay(store *s, int64_t after_id, int64_t upto_id,
                          size_t limit);
 
+/* Enforce the bounds as of NOW_MS: remove what is older than the retention,
+ * then, while the files exceed max_size, the oldest delivered readings and
+ * only then the oldest undelivered ones; give the freed pages back. The
+ * outcome comes back as a STORE_EV_MAINTAINED event. */
+int store_maintain(store *s, int64_t now_ms);
+
 /* Take every event produced so far (a list, oldest first), or NULL. */
 store_event *store_take_events(store *s);
 
 /* Counters, safe from any thread. */
 typedef struct {
   uint64_t committed;       /* readings committed */
-  uint64_t dropped;         /* readings refused by a full queue */
+  uint64_t dropped;         /* readings lost: refused by a full queue or
+                               removed by the size limit before delivery */
+  uint64_t removed;         /* readings removed by the size limit, delivered
+                               or not */
   uint64_t errors;          /* failed transactions */
   uint64_t transactions;
   uint64_t undelivered;     /* rows with delivered = 0 (as of the last commit) */

@@ -353,7 +353,8 @@ static const char *const mqtt_keys[] = {
     "url",       "client_id",    "topic_prefix", "version",
     "username",  "password_file", "password_env", "keepalive",
     "ca_file",   "cert_file",    "key_file",     NULL};
-static const char *const storage_keys[] = {"path", NULL};
+static const char *const storage_keys[] = {"path", "max_size", "retention",
+                                           "maintenance_interval", NULL};
 static const char *const bus_keys[] = {
     "id",         "transport", "device",        "baud",
     "parity",     "data_bits", "stop_bits",     "host",
@@ -381,6 +382,9 @@ static void set_defaults(cfg *c) {
   c->online.min_completeness = 0;
   c->online.backoff_max_ms = 5 * MS_MINUTE;
   c->reports.push_timeout_ms = 30 * MS_SECOND;
+  c->storage.max_size = INT64_C(512) * 1024 * 1024;
+  c->storage.retention_ms = 400 * MS_DAY;
+  c->storage.maintenance_ms = MS_MINUTE;
   c->reports.nperiods = 2;
   snprintf(c->reports.periods[0], sizeof c->reports.periods[0], "hourly");
   snprintf(c->reports.periods[1], sizeof c->reports.periods[1], "daily");
@@ -587,13 +591,51 @@ static int parse_mqtt(ctx *x, const ydoc_node *root) {
   return 0;
 }
 
+/* A size such as 512MiB, 64MB, 100kB or 1048576 (bytes). */
+static int parse_size(const char *s, int64_t *out) {
+  char *end;
+  long long v = strtoll(s, &end, 10);
+  if (end == s || v < 0) return -1;
+  struct {
+    const char *unit;
+    int64_t mult;
+  } units[] = {{"", 1},       {"B", 1},          {"kB", 1000},       {"KB", 1000},
+               {"KiB", 1024}, {"MB", 1000000},   {"MiB", 1048576},   {"GB", 1000000000},
+               {"GiB", 1073741824}};
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+    if (strcmp(end, units[i].unit) == 0) {
+      if (v > INT64_MAX / units[i].mult) return -1;
+      *out = (int64_t)v * units[i].mult;
+      return 0;
+    }
+  }
+  return -1;
+}
+
 static int parse_storage(ctx *x, const ydoc_node *root) {
   const ydoc_node *m = need(x, root, "storage", "at the top level");
   if (!m) return -1;
   if (ydoc_check_map(x->d, m, "storage", storage_keys, x->err, x->errlen))
     return -1;
-  return req_path(x, m, "path", "in storage", x->c->storage.path,
-                  sizeof x->c->storage.path);
+  if (req_path(x, m, "path", "in storage", x->c->storage.path,
+               sizeof x->c->storage.path))
+    return -1;
+  const ydoc_node *v = ydoc_get(m, "max_size");
+  if (v) {
+    const char *s;
+    if (ydoc_str(x->d, v, &s, x->err, x->errlen)) return -1;
+    int64_t size;
+    if (parse_size(s, &size) != 0 || size < 64 * 1024) {
+      ERR(x, v, "expected a size of at least 64KiB such as 512MiB, 64MB or 100kB, got \"%s\"",
+          s);
+      return -1;
+    }
+    x->c->storage.max_size = size;
+  }
+  return opt_dur(x, m, "retention", MS_HOUR, 100 * 366 * MS_DAY,
+                 &x->c->storage.retention_ms) ||
+         opt_dur(x, m, "maintenance_interval", MS_SECOND, MS_DAY,
+                 &x->c->storage.maintenance_ms);
 }
 
 /* The standard rates termios (and so libmodbus) can set. */

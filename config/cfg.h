@@ -129,6 +129,10 @@ typedef struct {
 
   struct {
     char path[CFG_PATH_MAX]; /* SQLite database */
+    int64_t max_size;        /* bytes, the -wal and -shm files included;
+                                default 512 MiB */
+    int64_t retention_ms;    /* rows older than this go; default 400 days */
+    int64_t maintenance_ms;  /* how often the bounds are enforced; 1 min */
   } storage;
 
   struct {

@@ -137,6 +137,29 @@ static void test_reports(void **state) {
   cfg_free(c);
 }
 
+static void test_storage_bounds(void **state) {
+  (void)state;
+  cfg *c = load_ok(HEAD BUS METER);
+  assert_int_equal(c->storage.max_size, 512LL * 1024 * 1024);
+  assert_int_equal(c->storage.retention_ms, 400LL * 86400000);
+  assert_int_equal(c->storage.maintenance_ms, 60000);
+  cfg_free(c);
+  c = load_ok("site:\n  id: kekeya\nmqtt:\n  url: mqtt://127.0.0.1:1883\n"
+              "storage: {path: ./r.db, max_size: 64MB, retention: 30d, "
+              "maintenance_interval: 5s}\n" BUS METER);
+  assert_int_equal(c->storage.max_size, 64000000);
+  assert_int_equal(c->storage.retention_ms, 30LL * 86400000);
+  assert_int_equal(c->storage.maintenance_ms, 5000);
+  cfg_free(c);
+  /* line 5: "storage: {path: ./r.db, max_size: lots}" */
+  expect_error_at("site:\n  id: kekeya\nmqtt:\n  url: mqtt://127.0.0.1:1883\n"
+                  "storage: {path: ./r.db, max_size: lots}\n" BUS METER, 5, 35,
+                  "expected a size");
+  expect_error_at("site:\n  id: kekeya\nmqtt:\n  url: mqtt://127.0.0.1:1883\n"
+                  "storage: {path: ./r.db, max_size: 1kB}\n" BUS METER, 5, 35,
+                  "at least 64KiB");
+}
+
 static void test_meter_phase(void **state) {
   (void)state;
   cfg *c = load_ok(HEAD BUS METER METER2);
@@ -942,6 +965,7 @@ int main(void) {
       cmocka_unit_test(test_minimal_defaults),
       cmocka_unit_test(test_reports),
       cmocka_unit_test(test_meter_phase),
+      cmocka_unit_test(test_storage_bounds),
       cmocka_unit_test(test_full_site),
       cmocka_unit_test(test_unknown_key),
       cmocka_unit_test(test_wrong_type),
