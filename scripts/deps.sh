@@ -12,6 +12,8 @@ PACKAGES=(
   mosquitto mosquitto-clients mbpoll sqlite3 jq
   # the HTML report, checked as a reader sees it
   chromium fonts-noto-cjk netpbm
+  # the fuzz targets (libFuzzer)
+  clang libclang-rt-14-dev
 )
 
 missing=()
