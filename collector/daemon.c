@@ -609,6 +609,12 @@ static void on_slot(uv_timer_t *t) {
     schedule(m, now);
     return;
   }
+  if (now < slot) {
+    /* The monotonic timer and the wall clock round differently: never poll
+     * before the slot, wait the last millisecond out. */
+    schedule(m, now);
+    return;
+  }
   meter_changed(d, m, mstate_tick(&m->st, now, mc->interval_ms,
                                   d->cfg->online.offline_after,
                                   d->cfg->buses[mc->bus].timeout_ms));

@@ -87,7 +87,7 @@ intervals=$(jq -s "$JQ_DEFS"'
 expect_eq "readings arrive once per interval, seq without gaps" "[]" "$(jq -c . <<<"$intervals")"
 # Slots are wall-clock aligned: a reading starts at most a few hundred ms
 # after a multiple of its interval (the bus spread plus queueing).
-late=$(jq -s "$JQ_DEFS"'[.[] | select((ms % iv) > 600) | {meter, ts}]' "$T/readings.json")
+late=$(jq -s "$JQ_DEFS"'[.[] | (ms % iv) as $m | select($m > 600) | {meter, ts, ms_after_slot: $m}]' "$T/readings.json")
 expect_eq "readings are aligned to the wall-clock slots" "[]" "$(jq -c . <<<"$late")"
 
 # The retained state topics say every meter is online.
