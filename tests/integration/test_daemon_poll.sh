@@ -70,7 +70,8 @@ expect_value D-TUF total_m3 7.75
 expect_value D-OC flow_m3h 3600
 expect_value D-OC total_m3 200000001
 expect_eq "every reading is good" 0 "$(jq -s '[.[] | select(.quality != "good")] | length' "$T/readings.json")"
-expect_eq "no reading is flagged historical" 0 "$(jq -s '[.[] | select(.historical)] | length' "$T/readings.json")"
+# (A reading taken before the broker connection was up is sent as historical;
+# that is covered by the outage test.)
 
 # On its interval: consecutive readings of a meter one interval apart (within
 # the slack of a bus timeout), each taken within a few hundred ms after its
@@ -113,7 +114,7 @@ sql "$DB" "SELECT json_object('meter', meter, 'seq', seq, 'ts', ts_ms, 'fields',
 messages sub reading >"$T/readings.json"
 diff_out=$(jq -n --slurpfile rows "$T/rows.json" --slurpfile msgs "$T/readings.json" '
   ($rows | map({meter, seq, quality} + .fields) | sort_by(.meter, .seq)) as $a
-  | ($msgs | map(del(.ts)) | unique_by(.meter, .seq) | sort_by(.meter, .seq)) as $b
+  | ($msgs | map(del(.ts, .historical)) | unique_by(.meter, .seq) | sort_by(.meter, .seq)) as $b
   | if $a == $b then "same" else {rows: ($a - $b), msgs: ($b - $a)} end')
 expect_eq "the readings table holds exactly what the broker delivered" '"same"' "$diff_out"
 ts_ok=$(jq -n --slurpfile rows "$T/rows.json" --slurpfile msgs "$T/readings.json" "$JQ_DEFS"'
