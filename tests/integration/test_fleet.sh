@@ -84,8 +84,12 @@ expect_eq "the served but unregistered meter is listed apart" "west/W3" \
 
 # A fleet window report, assembled from both gateways' reports of a window.
 fleet_report() { grep '^water/fleet/turpan/report/5s ' "$T/sub.out" | tail -n 1 | cut -d' ' -f2-; }
-full_report() { [ "$(fleet_report | jq -r .gateways_reporting 2>/dev/null)" = 2 ]; }
-wait_until 30 "a fleet report with both gateways' windows" full_report
+# (The window in which a gateway started may hold no reading yet: wait for a
+# window both gateways covered whole.)
+full_report() {
+  fleet_report | jq -e '.gateways_reporting == 2 and .meters_online == 3' >/dev/null 2>&1
+}
+wait_until 40 "a fleet report with both gateways' windows" full_report
 r=$(fleet_report)
 expect_eq "fleet report: 3 of 4 online" 3 "$(jq -r .meters_online <<<"$r")"
 expect_eq "fleet report: rate 0.75" 0.75 "$(jq -r .online_rate <<<"$r")"
