@@ -101,6 +101,8 @@ struct gw {
   bool connected;
   bool storage_over;
   uv_timer_t maint_timer;
+  uv_timer_t reconnect_timer; /* after the broker refused us */
+  int64_t reconnect_ms;
   size_t inflight;
   int64_t max_committed_id;
   bool replay_active, replay_requested;
@@ -451,12 +453,19 @@ static void handle_result(gw *d, bus_result *r) {
 /* ------------------------------------------------------------------------ */
 /* Events from the other threads                                            */
 
+static void on_reconnect(uv_timer_t *t) {
+  gw *d = t->data;
+  if (!d->stopping && !d->connected) publisher_reconnect(d->pub);
+}
+
 static void handle_pub_event(gw *d, pub_event *ev) {
   switch (ev->kind) {
     case PUB_EV_MESSAGE:
       break; /* the gateway subscribes to nothing */
     case PUB_EV_CONNECTED: {
       d->connected = true;
+      d->reconnect_ms = 0;
+      uv_timer_stop(&d->reconnect_timer);
       d->inflight = 0;
       log_info("broker connected: %s", d->cfg->mqtt.url);
       publish_gateway_state(d, true);
@@ -482,8 +491,18 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       uv_timer_stop(&d->replay_timer);
       break;
     case PUB_EV_CONNECT_FAILED:
-      log_warn("cannot connect to the broker %s: %s; retrying", d->cfg->mqtt.url,
-               ev->detail);
+      if (ev->reason >= 0x80) {
+        /* paho does not retry a refusal: back off and try again ourselves
+         * (a broker being reconfigured, a password being fixed). */
+        d->reconnect_ms = d->reconnect_ms ? d->reconnect_ms * 2 : 1000;
+        if (d->reconnect_ms > 60000) d->reconnect_ms = 60000;
+        log_warn("cannot connect to the broker %s: %s; retrying in %lld s",
+                 d->cfg->mqtt.url, ev->detail, (long long)(d->reconnect_ms / 1000));
+        uv_timer_start(&d->reconnect_timer, on_reconnect, (uint64_t)d->reconnect_ms, 0);
+      } else {
+        log_warn("cannot connect to the broker %s: %s; retrying", d->cfg->mqtt.url,
+                 ev->detail);
+      }
       break;
     case PUB_EV_DELIVERED:
       if (tag_row(ev->tag) == 0) break; /* a state message */
@@ -939,6 +958,8 @@ int daemon_run(const cfg *c) {
   uv_timer_start(&d->gw_timer, on_gateway_timer, GATEWAY_STATE_MS, GATEWAY_STATE_MS);
   uv_timer_init(&d->loop, &d->maint_timer);
   d->maint_timer.data = d;
+  uv_timer_init(&d->loop, &d->reconnect_timer);
+  d->reconnect_timer.data = d;
   store_maintain(d->store, clock_wall_ms()); /* at start, then periodically */
   uv_timer_start(&d->maint_timer, on_maintenance, (uint64_t)c->storage.maintenance_ms,
                  (uint64_t)c->storage.maintenance_ms);
@@ -997,6 +1018,7 @@ int daemon_run(const cfg *c) {
   for (size_t i = 0; i < c->nmeters; i++) uv_timer_stop(&d->meters[i].timer);
   uv_timer_stop(&d->replay_timer);
   uv_timer_stop(&d->maint_timer);
+  uv_timer_stop(&d->reconnect_timer);
   for (size_t i = 0; i < d->nperiods; i++) uv_timer_stop(&d->period_rt[i].timer);
   for (size_t b = 0; b < c->nbuses; b++) busworker_stop(d->workers[b]);
   for (size_t b = 0; b < c->nbuses; b++) busworker_join(d->workers[b]);

@@ -80,7 +80,8 @@ struct fleet {
   uv_loop_t loop;
   uv_async_t wake;
   uv_signal_t sigterm, sigint;
-  uv_timer_t debounce, periodic;
+  uv_timer_t debounce, periodic, reconnect;
+  int64_t reconnect_ms;
   publisher *pub;
   bool connected;
   bool dirty;
@@ -491,6 +492,11 @@ static void handle_message(fleet *fl, const char *topic, const char *payload) {
   mark_dirty(fl);
 }
 
+static void on_reconnect(uv_timer_t *t) {
+  fleet *fl = t->data;
+  if (!fl->connected) publisher_reconnect(fl->pub);
+}
+
 static void on_wake(uv_async_t *a) {
   fleet *fl = a->data;
   pub_event *ev = publisher_take_events(fl->pub);
@@ -498,6 +504,7 @@ static void on_wake(uv_async_t *a) {
     switch (e->kind) {
       case PUB_EV_CONNECTED:
         fl->connected = true;
+        fl->reconnect_ms = 0;
         log_info("broker connected: %s", fl->f->mqtt.url);
         publisher_subscribe(fl->pub, fl->filter);
         publisher_subscribe(fl->pub, fl->filter_reports);
@@ -508,6 +515,12 @@ static void on_wake(uv_async_t *a) {
         fl->connected = false;
         break;
       case PUB_EV_CONNECT_FAILED:
+        if (e->reason >= 0x80) {
+          /* Refused: paho does not retry that, so back off and try again. */
+          fl->reconnect_ms = fl->reconnect_ms ? fl->reconnect_ms * 2 : 1000;
+          if (fl->reconnect_ms > 60000) fl->reconnect_ms = 60000;
+          uv_timer_start(&fl->reconnect, on_reconnect, (uint64_t)fl->reconnect_ms, 0);
+        }
         log_warn("cannot connect to the broker %s: %s; retrying", fl->f->mqtt.url,
                  e->detail);
         break;
@@ -571,7 +584,8 @@ int fleetd_run(const fleet_cfg *f) {
   }
   uv_timer_init(&fl->loop, &fl->debounce);
   uv_timer_init(&fl->loop, &fl->periodic);
-  fl->debounce.data = fl->periodic.data = fl;
+  uv_timer_init(&fl->loop, &fl->reconnect);
+  fl->debounce.data = fl->periodic.data = fl->reconnect.data = fl;
   uv_timer_start(&fl->periodic, on_periodic, PUBLISH_EVERY_MS, PUBLISH_EVERY_MS);
   for (size_t i = 0; i < f->nperiods; i++) {
     fleet_period *p = &fl->periods[fl->nperiods];

@@ -27,6 +27,7 @@ struct publisher {
       *will_payload;
   MQTTAsync_willOptions will;
   MQTTAsync_SSLOptions ssl;
+  MQTTAsync_connectOptions conn; /* kept for publisher_reconnect */
   size_t nmessages;   /* PUB_EV_MESSAGE events waiting */
   uint64_t dropped_messages;
 };
@@ -116,24 +117,46 @@ static void on_connected(void *ctx, char *cause) {
   push_event(p, PUB_EV_CONNECTED, 0, 0, p->url);
 }
 
+/* paho cannot tell a refused TCP connection from a failed TLS handshake. */
+static const char *tls_hint(const publisher *p) {
+  return strncmp(p->url, "ssl://", 6) == 0
+             ? "; the broker is unreachable or the TLS handshake failed (check "
+               "ca_file, the client certificate and that the host name in the url "
+               "matches the broker's certificate)"
+             : "";
+}
+
 static void on_connect_failure(void *ctx, MQTTAsync_failureData *resp) {
   publisher *p = ctx;
-  char d[200];
-  snprintf(d, sizeof d, "%s (code %d)",
-           resp && resp->message ? resp->message : "connection refused",
-           resp ? resp->code : 0);
-  push_event(p, PUB_EV_CONNECT_FAILED, 0, resp ? resp->code : 0, d);
+  char d[sizeof ((pub_event *)0)->detail];
+  /* MQTT 3.1.1 CONNACK codes: 4 bad user name or password, 5 not authorized. */
+  int code = resp ? resp->code : 0;
+  if (code == 4 || code == 5)
+    snprintf(d, sizeof d, "the broker refused the connection: %s (CONNACK %d)",
+             code == 4 ? "bad user name or password" : "not authorized", code);
+  else
+    snprintf(d, sizeof d, "%s (code %d)%s",
+             resp && resp->message ? resp->message : "connection failed", code,
+             tls_hint(p));
+  /* Report refusals like MQTT 5's, with a reason of 0x80 or more. */
+  push_event(p, PUB_EV_CONNECT_FAILED, 0, code == 4 ? 0x86 : code == 5 ? 0x87 : code, d);
 }
 
 static void on_connect_failure5(void *ctx, MQTTAsync_failureData5 *resp) {
   publisher *p = ctx;
-  char d[200];
-  snprintf(d, sizeof d, "%s (reason 0x%02x, code %d)",
-           resp && resp->message ? resp->message
-                                 : (resp ? MQTTReasonCode_toString(resp->reasonCode)
-                                         : "connection refused"),
-           resp ? (unsigned)resp->reasonCode : 0u, resp ? resp->code : 0);
-  push_event(p, PUB_EV_CONNECT_FAILED, 0, resp ? (int)resp->reasonCode : 0, d);
+  char d[sizeof ((pub_event *)0)->detail];
+  /* A broker's refusal arrives as a CONNACK reason code, which paho puts in
+   * "code" (the reason field stays 0); say it in words. */
+  int reason = resp ? (int)resp->reasonCode : 0;
+  if (resp && reason == 0 && resp->code >= 0x80) reason = resp->code;
+  if (reason >= 0x80)
+    snprintf(d, sizeof d, "the broker refused the connection: %s (0x%02x)",
+             MQTTReasonCode_toString((enum MQTTReasonCodes)reason), (unsigned)reason);
+  else
+    snprintf(d, sizeof d, "%s (code %d)%s",
+             resp && resp->message ? resp->message : "connection failed",
+             resp ? resp->code : 0, tls_hint(p));
+  push_event(p, PUB_EV_CONNECT_FAILED, 0, reason, d);
 }
 
 static void on_sent(void *ctx, MQTTAsync_successData *resp) {
@@ -261,6 +284,8 @@ int publisher_start(publisher *p, char *err, size_t errlen) {
   if (p->will_topic) {
     MQTTAsync_willOptions w = MQTTAsync_willOptions_initializer;
     p->will = w;
+    /* co is copied into p->conn below; the will and TLS options it points
+     * to live in the publisher too. */
     p->will.topicName = p->will_topic;
     p->will.message = p->will_payload ? p->will_payload : "";
     p->will.retained = 1;
@@ -277,13 +302,19 @@ int publisher_start(publisher *p, char *err, size_t errlen) {
     p->ssl.verify = 1; /* check the host name too: paho leaves it off */
     co.ssl = &p->ssl;
   }
-  int rc = MQTTAsync_connect(p->client, &co);
+  p->conn = co;
+  int rc = MQTTAsync_connect(p->client, &p->conn);
   if (rc != MQTTASYNC_SUCCESS) {
     snprintf(err, errlen, "cannot start connecting to %s: %s", p->opt.url,
              MQTTAsync_strerror(rc));
     return -1;
   }
   return 0;
+}
+
+int publisher_reconnect(publisher *p) {
+  if (!p->created || MQTTAsync_isConnected(p->client)) return 0;
+  return MQTTAsync_connect(p->client, &p->conn) == MQTTASYNC_SUCCESS ? 0 : -1;
 }
 
 int publisher_send(publisher *p, const char *topic, const void *payload,

@@ -20,7 +20,8 @@ typedef struct publisher publisher;
 typedef enum {
   PUB_EV_CONNECTED = 1, /* (re)connected: detail names the server */
   PUB_EV_LOST,          /* connection lost: in-flight messages may be lost */
-  PUB_EV_CONNECT_FAILED,/* a connection attempt failed: detail says why */
+  PUB_EV_CONNECT_FAILED,/* a connection attempt failed: detail says why;
+                           reason >= 0x80 when the broker refused it */
   PUB_EV_DELIVERED,     /* tag's PUBACK arrived */
   PUB_EV_FAILED,        /* tag was refused or could not be sent */
   PUB_EV_MESSAGE,       /* a message arrived on a subscription */
@@ -31,7 +32,7 @@ typedef struct pub_event {
   pub_event_kind kind;
   uint64_t tag;
   int reason;       /* MQTT 5 reason code or paho error code */
-  char detail[200];
+  char detail[400];
   char *topic;      /* PUB_EV_MESSAGE: owned, NUL-terminated */
   char *payload;    /* PUB_EV_MESSAGE: owned, NUL-terminated */
   size_t len;
@@ -71,6 +72,10 @@ int publisher_send(publisher *p, const char *topic, const void *payload,
                    size_t len, int qos, bool retained, uint64_t tag);
 
 bool publisher_is_connected(publisher *p);
+
+/* Try connecting again with the same options (paho retries lost connections
+ * by itself, but not a connection the broker refused). 0 when started. */
+int publisher_reconnect(publisher *p);
 
 /* Subscribe to FILTER at QoS 1 (call again after every reconnect: sessions
  * start clean). Messages arrive as PUB_EV_MESSAGE events. */

@@ -9,7 +9,7 @@ PACKAGES=(
   libmodbus-dev libuv1-dev libsqlite3-dev libyaml-dev libpaho-mqtt-dev
   libcjson-dev libssl-dev libcmocka-dev libcurl4-openssl-dev
   # tests and demo
-  mosquitto mosquitto-clients mbpoll sqlite3 jq
+  mosquitto mosquitto-clients mbpoll sqlite3 jq openssl
   # the HTML report, checked as a reader sees it
   chromium fonts-noto-cjk netpbm
   # the fuzz targets (libFuzzer)
