@@ -178,3 +178,10 @@ wait_until() {
 
 # sql DB QUERY: one query with the sqlite3 client.
 sql() { sqlite3 -batch -noheader "$1" "$2"; }
+
+# missing_seqs JSONLINES METER LAST: how many of METER's sequence numbers
+# 1..LAST are absent from the readings in JSONLINES (from `messages`).
+missing_seqs() {
+  jq -s --arg m "$2" --argjson last "$3" '
+    ([.[] | select(.meter == $m) | .seq] | unique) as $s | [range(1; $last + 1)] - $s | length' "$1"
+}

@@ -54,9 +54,7 @@ wait_until 30 "the subscriber has every stored reading" seen
 messages sub reading >"$T/readings.json"
 for m in A B; do
   last=$(sql "$DB" "SELECT last_seq FROM meters WHERE id = '$m'")
-  missing=$(jq -s --arg m "$m" --argjson last "$last" '
-    ([.[] | select(.meter == $m) | .seq] | unique) as $s | [range(1; $last + 1)] - $s | length' \
-    "$T/readings.json")
-  expect_eq "meter $m: every seq 1..$last reached the broker" 0 "$missing"
+  expect_eq "meter $m: every seq 1..$last reached the broker" 0 \
+    "$(missing_seqs "$T/readings.json" "$m" "$last")"
 done
 finish

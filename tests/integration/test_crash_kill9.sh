@@ -60,10 +60,8 @@ for m in A B C; do
   last=$(sql "$DB" "SELECT last_seq FROM meters WHERE id = '$m'")
   rowsm=$(sql "$DB" "SELECT count(*) FROM readings WHERE meter = '$m'")
   expect_eq "meter $m: the stored sequence has no gap (1..$last)" "$last" "$rowsm"
-  missing=$(jq -s --arg m "$m" --argjson last "$last" '
-    ([.[] | select(.meter == $m) | .seq] | unique) as $s | [range(1; $last + 1)] - $s | length' \
-    "$T/readings.json")
-  expect_eq "meter $m: every committed seq reached the broker" 0 "$missing"
+  expect_eq "meter $m: every committed seq reached the broker" 0 \
+    "$(missing_seqs "$T/readings.json" "$m" "$last")"
 done
 dups=$(jq -s 'length - (unique_by(.meter, .seq) | length)' "$T/readings.json")
 echo "# duplicates delivered (at least once): $dups"

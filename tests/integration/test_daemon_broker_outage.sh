@@ -59,10 +59,8 @@ messages sub reading >"$T/readings.json"
 
 for m in A B C; do
   last=$(sql "$DB" "SELECT max(seq) FROM readings WHERE meter = '$m'")
-  missing=$(jq -s --arg m "$m" --argjson last "$last" '
-    ([.[] | select(.meter == $m) | .seq] | unique) as $seen
-    | [range(1; $last + 1)] - $seen | length' "$T/readings.json")
-  expect_eq "meter $m: every seq 1..$last reached the broker" 0 "$missing"
+  expect_eq "meter $m: every seq 1..$last reached the broker" 0 \
+    "$(missing_seqs "$T/readings.json" "$m" "$last")"
   for stream in false true; do
     disorder=$(jq -s --arg m "$m" --argjson h "$stream" '
       [.[] | select(.meter == $m and ((.historical // false) == $h)) | .seq] as $s
