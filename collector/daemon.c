@@ -290,15 +290,22 @@ static void publish_latest_reports(gw *d);
 static void handle_report(gw *d, reporter_result *r);
 
 /* Send one committed reading; TAG is its row id. */
-static bool send_reading(gw *d, const store_reading *r) {
+/* How sending a reading went. */
+typedef enum {
+  SEND_OK = 0,
+  SEND_LATER,  /* held back or not taken now (paho busy or disconnected) */
+  SEND_NEVER,  /* it cannot be sent at all (its payload cannot be built) */
+} send_result;
+
+static send_result send_reading(gw *d, const store_reading *r) {
   char payload[4096];
   int n = reading_payload(payload, sizeof payload, r->ts_ms, r->seq, r->fields,
                           r->quality != 0, r->historical);
-  if (n < 0) return false;
+  if (n < 0) return SEND_NEVER;
   char topic[256];
   const char *t = topic;
   int mi = r->meter_index >= 0 ? r->meter_index : cfg_meter_index(d->cfg, r->meter);
-  if (mi >= 0 && d->meters[mi].refused) return false;
+  if (mi >= 0 && d->meters[mi].refused) return SEND_LATER;
   if (mi >= 0) {
     t = d->meters[mi].topic_reading;
   } else {
@@ -306,11 +313,11 @@ static bool send_reading(gw *d, const store_reading *r) {
              d->cfg->site.id, r->meter);
   }
   if (publisher_send(d->pub, t, payload, (size_t)n, 1, false, make_tag(r->id, mi)) != 0)
-    return false;
+    return SEND_LATER;
   d->inflight++;
   d->published++;
   if (r->historical) d->historical++;
-  return true;
+  return SEND_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -353,18 +360,18 @@ static void handle_replay(gw *d, store_event *ev) {
       d->replay_cursor = r->id; /* held back, stays in the outbox */
       continue;
     }
-    if (!send_reading(d, r)) {
-      if (!publisher_is_connected(d->pub)) {
-        all = false; /* sent again after the reconnect */
-        break;
-      }
-      /* It cannot be sent at all: skip it rather than block the rows behind
-       * it; it stays in the outbox. */
+    send_result sr = send_reading(d, r);
+    if (sr == SEND_LATER) {
+      all = false; /* from this row again on the next tick */
+      break;
+    }
+    if (sr == SEND_NEVER)
+      /* Skip it rather than block the rows behind it; it stays in the
+       * outbox. */
       log_warn("replay: reading %lld of meter %s cannot be sent; left in the outbox",
                (long long)r->id, r->meter);
-    } else {
+    else
       d->replay_sent++;
-    }
     d->replay_cursor = r->id;
   }
   if (all && ev->replay_done && d->connected) {
@@ -563,7 +570,8 @@ static void on_wake(uv_async_t *a) {
       for (store_reading *r = e->readings; r; r = r->next) {
         if (r->id > d->max_committed_id) d->max_committed_id = r->id;
         if (d->stopping) continue;
-        if (d->connected && d->inflight < MAX_INFLIGHT && send_reading(d, r)) continue;
+        if (d->connected && d->inflight < MAX_INFLIGHT && send_reading(d, r) == SEND_OK)
+          continue;
         /* Could not go out live: it stays in the outbox for the replay. */
         if (d->connected) start_replay(d, r->id);
       }

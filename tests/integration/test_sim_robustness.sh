@@ -69,7 +69,7 @@ expect_eq "after a late answer nobody took, the next client reads its own answer
 # A client that keeps the port open does receive the late answer.
 exec 3<>"$T/ttySIM0"
 mbpoll -m rtu -b 19200 -P none -a 1 -0 -r 0 -c 2 -t 4:hex -1 -o 0.3 "$T/ttySIM0" >/dev/null 2>&1 || true
-late=$(timeout 6 head -c 3 <&3 | od -An -tx1 | tr -d ' \n' || true)
+late=$(timeout 15 head -c 3 <&3 | od -An -tx1 | tr -d ' \n' || true)
 exec 3<&-
 expect_eq "a client that keeps the port open receives the late answer (unit 1, fc 3, 4 bytes)" \
   "010304" "$late"
