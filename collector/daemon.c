@@ -100,6 +100,8 @@ struct gw {
   bool stopping;
   bool connected;
   bool storage_over;
+  /* Site topics the broker refused: held back until restart, as meters are. */
+  bool gateway_refused, rate_refused, reports_refused;
   uv_timer_t maint_timer;
   uv_timer_t reconnect_timer; /* after the broker refused us */
   int64_t reconnect_ms;
@@ -130,6 +132,10 @@ static int64_t tag_row(uint64_t tag) { return (int64_t)(tag >> TAG_METER_BITS); 
 static int tag_meter(uint64_t tag) {
   return (int)(tag & ((1u << TAG_METER_BITS) - 1)) - 1;
 }
+
+/* Site-level topics tagged in the meter field (configurations hold at most
+ * 10,000 meters), so a refusal of one of them is traced too. */
+enum { TAG_GATEWAY = 60000, TAG_RATE, TAG_REPORTS };
 
 /* ------------------------------------------------------------------------ */
 /* Publishing helpers                                                       */
@@ -197,7 +203,7 @@ static void publish_gateway_state(gw *d, bool online) {
   cJSON_AddNumberToObject(c, "delivered", (double)d->delivered);
   cJSON_AddNumberToObject(c, "refused", (double)d->refused);
   cJSON_AddNumberToObject(c, "historical", (double)d->historical);
-  publish_json(d, d->topic_gateway, o, true, -1);
+  if (!d->gateway_refused) publish_json(d, d->topic_gateway, o, true, TAG_GATEWAY);
   cJSON_Delete(o);
 }
 
@@ -282,7 +288,7 @@ static void publish_online_rate(gw *d) {
   cJSON_AddBoolToObject(o, "meets_baseline", rate + 1e-12 >= c->online.baseline);
   cJSON_AddItemToObject(o, "meters", meters);
   cJSON_AddItemToObject(o, "repair", repair);
-  publish_json(d, d->topic_rate, o, true, -1);
+  if (!d->rate_refused) publish_json(d, d->topic_rate, o, true, TAG_RATE);
   cJSON_Delete(o);
 }
 
@@ -531,6 +537,17 @@ static void handle_pub_event(gw *d, pub_event *ev) {
         log_warn("broker refused a message of meter %s: %s; its readings stay "
                  "in the outbox until the gateway restarts",
                  d->cfg->meters[mi].id, ev->detail);
+      } else if (mi >= TAG_GATEWAY && mi <= TAG_REPORTS) {
+        bool *flag = mi == TAG_GATEWAY ? &d->gateway_refused
+                     : mi == TAG_RATE  ? &d->rate_refused
+                                       : &d->reports_refused;
+        if (!*flag)
+          log_warn("broker refused the site's %s topic: %s; held back until the "
+                   "gateway restarts",
+                   mi == TAG_GATEWAY ? "gateway state" : mi == TAG_RATE ? "online-rate"
+                                                                        : "report",
+                   ev->detail);
+        *flag = true;
       } else if (mi < 0) {
         int64_t now = clock_mono_ms();
         if (now - d->last_refusal_log_ms > 10000) {
@@ -718,11 +735,14 @@ static void publish_latest_reports(gw *d) {
   if (!d->connected) return;
   for (size_t i = 0; i < d->nperiods; i++) {
     period_rt *p = &d->period_rt[i];
+    if (d->reports_refused) continue; /* kept in the database */
     if (!p->pending && p->latest)
-      publisher_send(d->pub, p->topic, p->latest, strlen(p->latest), 1, true, 0);
+      publisher_send(d->pub, p->topic, p->latest, strlen(p->latest), 1, true,
+                     make_tag(0, TAG_REPORTS));
     while (p->pending) {
       pending_report *r = p->pending;
-      if (publisher_send(d->pub, p->topic, r->body, strlen(r->body), 1, true, 0) != 0)
+      if (publisher_send(d->pub, p->topic, r->body, strlen(r->body), 1, true,
+                         make_tag(0, TAG_REPORTS)) != 0)
         break;
       p->pending = r->next;
       if (!p->pending) p->pending_tail = &p->pending;

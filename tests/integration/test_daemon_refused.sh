@@ -3,7 +3,8 @@
 # delivery: a broker whose ACL forbids one meter's topic refuses its readings;
 # those rows stay undelivered, the refusal is logged and counted, and the
 # other meter's readings are delivered. (mosquitto 2.0.11 also drops the
-# connection after such a PUBACK; the daemon reconnects and carries on.)
+# connection after such a PUBACK; the daemon reconnects, holds back what was
+# refused - here B and the site's online-rate topic - and carries on.)
 source "$(dirname "$0")/lib.sh"
 
 read -r MQTT_PORT TCP_PORT < <(free_ports 2)
@@ -49,5 +50,7 @@ expect_eq "no row of B is marked delivered" 0 "$(sql "$DB" "SELECT count(*) FROM
 check "the refused rows stay in the outbox" \
   test "$(sql "$DB" "SELECT count(*) FROM readings WHERE meter = 'B' AND delivered = 0")" -ge 6
 expect_eq "the broker passed none of B's readings on" 0 "$(messages sub reading | jq -s '[.[] | select(.meter == "B")] | length')"
+check "a refused site topic (online-rate, not in the ACL) is held back too" \
+  grep -q "broker refused the site's online-rate topic" "$T/collector.log"
 check "A's readings reached the subscriber" test "$(messages sub reading | jq -s '[.[] | select(.meter == "A")] | length')" -ge 3
 finish
