@@ -29,6 +29,9 @@ requests() {
   "$IC_BIN/intake-sim" ctl --socket "$T/sim.sock" status |
     sed -nE 's/^SLOW .* requests=([0-9]+).*/\1/p'
 }
+# A reading taken first, so there is something to commit at the stop.
+one() { [ "$(sql "$T/readings.db" 'SELECT count(*) FROM readings')" -ge 1 ]; }
+wait_until 10 "a reading from the good meter" one
 seen=$(requests)
 # Wait for the next request to SLOW: from then on one sits in flight for 2 s.
 new_request() { [ "$(requests)" -gt "$seen" ]; }
