@@ -28,9 +28,13 @@
 /* Failure kinds counted in the gateway state, in tr_code order (-1..-8). */
 #define NFAILKINDS 8
 
-/* In-flight QoS 1 messages we allow; replay only uses the lower half so live
- * readings always find room. */
+/* In-flight QoS 1 numbered readings we allow; replay only uses the lower
+ * half so live readings always find room. paho's window is larger by
+ * SITE_HEADROOM, so that state, online-rate and report messages, and the
+ * readings sent live while the database cannot take them, are never refused
+ * for want of room when readings fill their share. */
 #define MAX_INFLIGHT 1024
+#define SITE_HEADROOM 256
 /* Historical readings sent per second at most while live polling goes on. */
 #define REPLAY_RATE 2000
 #define REPLAY_TICK_MS 100
@@ -116,7 +120,7 @@ struct gw {
   /* counters for the gateway state */
   uint64_t polls, successes, suspect, skipped;
   uint64_t failures[NFAILKINDS + 1];
-  uint64_t published, delivered, refused, historical;
+  uint64_t published, delivered, refused, historical, unstored;
 };
 
 static const char *fail_name(int code) { return tr_code_name(code); }
@@ -187,6 +191,7 @@ static void publish_gateway_state(gw *d, bool online) {
   cJSON_AddNumberToObject(o, "meters_total", (double)d->cfg->nmeters);
   store_stats ss;
   store_get_stats(d->store, &ss);
+  cJSON_AddStringToObject(o, "storage", ss.failing ? "failing" : "ok");
   cJSON *c = cJSON_AddObjectToObject(o, "counters");
   cJSON_AddNumberToObject(c, "polls", (double)d->polls);
   cJSON_AddNumberToObject(c, "readings", (double)d->successes);
@@ -199,6 +204,8 @@ static void publish_gateway_state(gw *d, bool online) {
   cJSON_AddNumberToObject(c, "rows_dropped", (double)ss.dropped);
   cJSON_AddNumberToObject(c, "rows_removed", (double)ss.removed);
   cJSON_AddNumberToObject(c, "storage_errors", (double)ss.errors);
+  cJSON_AddNumberToObject(c, "held_in_memory", (double)ss.held);
+  cJSON_AddNumberToObject(c, "unstored_published", (double)d->unstored);
   cJSON_AddNumberToObject(c, "published", (double)d->published);
   cJSON_AddNumberToObject(c, "delivered", (double)d->delivered);
   cJSON_AddNumberToObject(c, "refused", (double)d->refused);
@@ -324,6 +331,21 @@ static send_result send_reading(gw *d, const store_reading *r) {
   d->published++;
   if (r->historical) d->historical++;
   return SEND_OK;
+}
+
+/* Send a reading the database could not take: no sequence number, marked
+ * unstored, not counted in flight (its delivery marks no row). */
+static void send_unstored(gw *d, const store_reading *r) {
+  char payload[4096];
+  int n = reading_payload(payload, sizeof payload, r->ts_ms, 0, r->fields,
+                          r->quality != 0, false);
+  int mi = r->meter_index;
+  if (n < 0 || mi < 0 || d->meters[mi].refused) return;
+  if (publisher_send(d->pub, d->meters[mi].topic_reading, payload, (size_t)n, 1,
+                     false, make_tag(0, mi)) == 0) {
+    d->published++;
+    d->unstored++;
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -560,6 +582,29 @@ static void handle_pub_event(gw *d, pub_event *ev) {
   }
 }
 
+/* The database cannot be written, or can again. Readings it could not take
+ * go out live now without a sequence number (they are held in memory and
+ * published again, numbered and historical, once stored). */
+static void handle_trouble(gw *d, store_event *e) {
+  if (e->changed && e->failing) {
+    log_error("storage: cannot write the database (%s); readings are published "
+              "live without a sequence number and held in memory (at most %zu "
+              "operations) until writes succeed again",
+              e->detail, (size_t)d->cfg->storage.hold_max);
+  } else if (e->changed) {
+    log_info("storage: writing again after %.1f s; %lld held readings stored",
+             (double)e->duration_ms / 1000.0, (long long)e->held);
+  }
+  if (e->lost)
+    log_warn("storage: %lld held readings dropped: more than can be held in memory",
+             (long long)e->lost);
+  for (store_reading *r = e->readings; r; r = r->next) {
+    if (!d->connected || d->stopping) break;
+    send_unstored(d, r);
+  }
+  if (e->changed) publish_gateway_state(d, true);
+}
+
 static void on_wake(uv_async_t *a) {
   gw *d = a->data;
   for (size_t b = 0; b < d->cfg->nbuses; b++) {
@@ -609,8 +654,8 @@ static void on_wake(uv_async_t *a) {
         log_error("storage: %lld bytes, over the %lld limit, and nothing left to remove",
                   (long long)e->bytes, (long long)d->cfg->storage.max_size);
       d->storage_over = e->over;
-    } else {
-      log_error("storage: %s", e->detail);
+    } else if (e->kind == STORE_EV_TROUBLE) {
+      handle_trouble(d, e);
     }
   }
   store_event_free(se);
@@ -896,6 +941,7 @@ int daemon_run(const cfg *c) {
                       .synchronous_full = true,
                       .max_size = c->storage.max_size,
                       .retention_ms = c->storage.retention_ms,
+                      .hold_max = (size_t)c->storage.hold_max,
                       .notify = notify,
                       .notify_ctx = d};
   if (store_open(&d->store, &so, err, sizeof err) != 0) {
@@ -956,7 +1002,7 @@ int daemon_run(const cfg *c) {
       .key_file = c->mqtt.key_file,
       .will_topic = d->topic_gateway,
       .will_payload = will,
-      .max_inflight = MAX_INFLIGHT,
+      .max_inflight = MAX_INFLIGHT + SITE_HEADROOM,
       .notify = notify,
       .notify_ctx = d,
   };
@@ -1071,6 +1117,9 @@ out:
                (unsigned long long)d->polls, (unsigned long long)d->successes,
                (unsigned long long)fin.committed, (unsigned long long)fin.undelivered,
                (unsigned long long)fin.removed);
+    if (fin.held)
+      log_error("storage: %llu readings the database never took are lost",
+                (unsigned long long)fin.held);
   }
   if (d->pub) {
     if (exit_code == 0 && publisher_is_connected(d->pub)) {

@@ -243,6 +243,10 @@ int publisher_new(publisher **out, const publisher_options *opt, char *err,
   if (opt->version == 5) co.MQTTVersion = MQTTVERSION_5;
   else co.MQTTVersion = MQTTVERSION_3_1_1;
   co.sendWhileDisconnected = 0;
+  /* paho bounds the messages queued for its sending thread by this even
+   * while connected (default 100): a burst of committed readings would have
+   * site messages refused behind it. Allow the whole in-flight window. */
+  co.maxBufferedMessages = opt->max_inflight > 0 ? opt->max_inflight : 1024;
   int rc = MQTTAsync_createWithOptions(&p->client, p->url, p->client_id,
                                        MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
   if (rc != MQTTASYNC_SUCCESS) {

@@ -42,10 +42,13 @@ int reading_payload(char *buf, size_t len, int64_t ts_ms, int64_t seq,
     inner = fields + 1;
     ilen = flen - 2;
   }
-  int w = snprintf(buf, len, "{\"ts\":\"%s\",\"seq\":%lld%s%.*s,\"quality\":\"%s\"%s}",
-                   ts, (long long)seq, ilen ? "," : "", (int)ilen, inner,
+  char seqtext[32] = "";
+  if (seq > 0) snprintf(seqtext, sizeof seqtext, ",\"seq\":%lld", (long long)seq);
+  int w = snprintf(buf, len, "{\"ts\":\"%s\"%s%s%.*s,\"quality\":\"%s\"%s%s}",
+                   ts, seqtext, ilen ? "," : "", (int)ilen, inner,
                    suspect ? "suspect" : "good",
-                   historical ? ",\"historical\":true" : "");
+                   historical ? ",\"historical\":true" : "",
+                   seq > 0 ? "" : ",\"stored\":false");
   if (w < 0 || (size_t)w >= len) return -1;
   return w;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 /* ------------------------------------------------------------------------ */
 /* Schema                                                                   */
@@ -149,6 +150,16 @@ struct store {
   int64_t max_size;
   int64_t retention_ms;
   _Atomic int64_t max_id;
+
+  /* While the database cannot be written (disk full, read-only, I/O
+   * errors): the operations that failed, oldest first, retried with back-off.
+   * Their readings went to the loop once, for live publishing. */
+  op *held, *held_tail;
+  size_t held_ops, hold_max;
+  bool failing;
+  int64_t retry_at_ms, backoff_ms, fail_since_ms;
+  _Atomic uint64_t held_readings;
+  _Atomic bool failing_flag;
 };
 
 void store_reading_free(store_reading *r) {
@@ -295,6 +306,15 @@ static void finalize_all(store *s) {
 
 static void *writer_main(void *arg);
 
+static void free_ops(op *o) {
+  while (o) {
+    op *next = o->next;
+    store_reading_free(o->reading);
+    free(o);
+    o = next;
+  }
+}
+
 int store_open(store **out, const store_options *opt, char *err, size_t errlen) {
   store *s = calloc(1, sizeof *s);
   if (!s) {
@@ -302,13 +322,18 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
     return -1;
   }
   pthread_mutex_init(&s->mu, NULL);
-  pthread_cond_init(&s->cv, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* retry waits */
+  pthread_cond_init(&s->cv, &ca);
+  pthread_condattr_destroy(&ca);
   s->queue_max = opt->queue_max ? opt->queue_max : 65536;
   s->notify = opt->notify;
   s->notify_ctx = opt->notify_ctx;
   snprintf(s->path, sizeof s->path, "%s", opt->path);
   s->max_size = opt->max_size;
   s->retention_ms = opt->retention_ms;
+  s->hold_max = opt->hold_max ? opt->hold_max : 20000;
 
   int rc = sqlite3_open_v2(opt->path, &s->db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
@@ -386,6 +411,8 @@ void store_close(store *s, store_stats *final) {
     pthread_join(s->thread, NULL);
   }
   if (final) store_get_stats(s, final);
+  free_ops(s->held); /* what the database never took: counted in held */
+  s->held = NULL;
   for (op *o = s->head; o;) {
     op *next = o->next;
     store_reading_free(o->reading);
@@ -525,6 +552,8 @@ void store_get_stats(store *s, store_stats *out) {
   out->undelivered = atomic_load(&s->undelivered);
   out->removed = atomic_load(&s->removed);
   out->max_id = atomic_load(&s->max_id);
+  out->held = atomic_load(&s->held_readings);
+  out->failing = atomic_load(&s->failing_flag);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -582,8 +611,8 @@ static int next_seq(store *s, seq_entry **cache, const char *meter,
   return 0;
 }
 
-static int apply(store *s, op *o, seq_entry **cache, store_reading ***tail,
-                 size_t *nread, int64_t *delivered) {
+static int apply(store *s, op *o, seq_entry **cache, size_t *nread,
+                 int64_t *delivered) {
   int rc = 0;
   switch (o->kind) {
     case OP_READING: {
@@ -599,10 +628,6 @@ static int apply(store *s, op *o, seq_entry **cache, store_reading ***tail,
       rc = step_done(s->st_insert);
       if (rc) return rc;
       r->id = sqlite3_last_insert_rowid(s->db);
-      atomic_store(&s->max_id, r->id);
-      o->reading = NULL;
-      **tail = r;
-      *tail = &r->next;
       (*nread)++;
       return 0;
     }
@@ -696,17 +721,23 @@ static void do_replay(store *s, op *o) {
   post_event(s, ev);
 }
 
-/* Apply one batch of operations in one transaction. On failure the batch is
- * rolled back and its readings are reported in an error event so the loop can
- * still publish them live; their sequence numbers stay unassigned (0). */
-static void commit_batch(store *s, op *batch) {
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Apply the operations in one transaction. Returns 0 when committed: the
+ * readings then moved into a STORE_EV_COMMITTED event. On failure everything
+ * is rolled back, the readings stay in their operations with no id or
+ * sequence number, and ERR says why. */
+static int commit_ops(store *s, op *ops, char *err, size_t errlen) {
   seq_entry *cache = NULL;
-  store_reading *committed = NULL, **tail = &committed;
   size_t n = 0;
   int64_t delivered = 0;
   int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-  for (op *o = batch; o && rc == SQLITE_OK; o = o->next)
-    rc = apply(s, o, &cache, &tail, &n, &delivered);
+  for (op *o = ops; o && rc == SQLITE_OK; o = o->next)
+    rc = apply(s, o, &cache, &n, &delivered);
   for (seq_entry *e = cache; e && rc == SQLITE_OK; e = e->next) {
     sqlite3_bind_text(s->st_seq_set, 1, e->meter, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s->st_seq_set, 2, e->last_seq);
@@ -719,46 +750,157 @@ static void commit_batch(store *s, op *batch) {
     cache = next;
   }
   atomic_fetch_add(&s->transactions, 1);
-  store_event *ev = calloc(1, sizeof *ev);
   if (rc != SQLITE_OK) {
-    char detail[200];
-    snprintf(detail, sizeof detail, "%s", sqlite3_errmsg(s->db));
+    snprintf(err, errlen, "%s", sqlite3_errmsg(s->db));
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     atomic_fetch_add(&s->errors, 1);
-    /* Readings not yet moved to the committed list stay in their ops. */
-    for (op *o = batch; o; o = o->next) {
-      if (o->kind == OP_READING && o->reading) {
-        *tail = o->reading;
-        tail = &o->reading->next;
-        o->reading = NULL;
-      }
-    }
-    for (store_reading *r = committed; r; r = r->next) r->seq = 0, r->id = 0;
-    if (ev) {
-      ev->kind = STORE_EV_ERROR;
-      ev->readings = committed;
-      snprintf(ev->detail, sizeof ev->detail, "%s", detail);
-      post_event(s, ev);
-    } else {
-      store_reading_free(committed);
-    }
-    return;
+    for (op *o = ops; o; o = o->next)
+      if (o->reading) o->reading->seq = 0, o->reading->id = 0;
+    return -1;
+  }
+  store_reading *committed = NULL, **tail = &committed;
+  for (op *o = ops; o; o = o->next) {
+    if (o->kind != OP_READING || !o->reading) continue;
+    store_reading *r = o->reading;
+    o->reading = NULL;
+    if (r->id > atomic_load(&s->max_id)) atomic_store(&s->max_id, r->id);
+    r->next = NULL;
+    *tail = r;
+    tail = &r->next;
   }
   atomic_fetch_add(&s->committed, n);
   atomic_fetch_add(&s->undelivered, n);
   atomic_fetch_sub(&s->undelivered, (uint64_t)delivered);
-  if (n == 0) {
-    free(ev);
-    return;
-  }
+  if (n == 0) return 0;
+  store_event *ev = calloc(1, sizeof *ev);
   if (!ev) {
     store_reading_free(committed);
-    return;
+    return 0;
   }
   ev->kind = STORE_EV_COMMITTED;
   ev->readings = committed;
   ev->n = n;
   post_event(s, ev);
+  return 0;
+}
+
+static store_reading *reading_copy(const store_reading *r) {
+  store_reading *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  *c = *r;
+  c->next = NULL;
+  c->id = c->seq = 0;
+  c->fields = strdup(r->fields);
+  c->meter_owned = r->meter_owned ? strdup(r->meter_owned) : NULL;
+  c->meter = c->meter_owned ? c->meter_owned : r->meter;
+  if (!c->fields || (r->meter_owned && !c->meter_owned)) {
+    store_reading_free(c);
+    return NULL;
+  }
+  return c;
+}
+
+/* Keep OPS (a list) for a later attempt. Their readings not yet handed out
+ * go to the loop now, in a STORE_EV_TROUBLE event, for live publishing.
+ * Past the bound the oldest held operations go, their readings counted as
+ * dropped. */
+static void hold(store *s, op *ops, const char *why, bool started) {
+  store_event *ev = calloc(1, sizeof *ev);
+  store_reading **tail = ev ? &ev->readings : NULL;
+  for (op *o = ops; o; o = o->next) {
+    s->held_ops++;
+    if (!o->reading) continue;
+    atomic_fetch_add(&s->held_readings, 1);
+    if (o->reading->historical || !ev) continue; /* handed out already */
+    o->reading->historical = true; /* when it is stored, it is late */
+    store_reading *c = reading_copy(o->reading);
+    if (!c) continue;
+    c->historical = false;
+    *tail = c;
+    tail = &c->next;
+    ev->n++;
+  }
+  if (s->held_tail)
+    s->held_tail->next = ops;
+  else
+    s->held = ops;
+  for (op *o = ops; o; o = o->next) s->held_tail = o;
+  int64_t lost = 0;
+  while (s->held_ops > s->hold_max && s->held) {
+    op *o = s->held;
+    s->held = o->next;
+    if (!s->held) s->held_tail = NULL;
+    s->held_ops--;
+    if (o->reading) {
+      lost++;
+      atomic_fetch_sub(&s->held_readings, 1);
+    }
+    o->next = NULL;
+    free_ops(o);
+  }
+  if (lost) atomic_fetch_add(&s->dropped, (uint64_t)lost);
+  if (!ev) return;
+  ev->kind = STORE_EV_TROUBLE;
+  ev->failing = true;
+  ev->changed = started;
+  ev->held = (int64_t)atomic_load(&s->held_readings);
+  ev->lost = lost;
+  snprintf(ev->detail, sizeof ev->detail, "%s", why);
+  if (ev->n || ev->changed || ev->lost)
+    post_event(s, ev);
+  else
+    free(ev);
+}
+
+/* Commit OPS (the new operations of this round, possibly none) behind any
+ * held ones. While the database is failing, new operations are held without
+ * an attempt until the back-off has passed. */
+static void commit_round(store *s, op *ops) {
+  int64_t now = mono_ms();
+  if (s->failing && now < s->retry_at_ms) {
+    if (ops) hold(s, ops, "", false);
+    return;
+  }
+  if (!ops && !s->held) return;
+  op *all = ops;
+  size_t was_held = (size_t)atomic_load(&s->held_readings);
+  if (s->held) {
+    s->held_tail->next = ops;
+    all = s->held;
+    s->held = s->held_tail = NULL;
+    s->held_ops = 0;
+    atomic_store(&s->held_readings, 0);
+  }
+  char err[200];
+  if (commit_ops(s, all, err, sizeof err) == 0) {
+    free_ops(all);
+    if (s->failing) {
+      s->failing = false;
+      atomic_store(&s->failing_flag, false);
+      store_event *ev = calloc(1, sizeof *ev);
+      if (ev) {
+        ev->kind = STORE_EV_TROUBLE;
+        ev->failing = false;
+        ev->changed = true;
+        ev->held = (int64_t)was_held;
+        ev->duration_ms = now - s->fail_since_ms;
+        post_event(s, ev);
+      }
+    }
+    return;
+  }
+  bool started = !s->failing;
+  if (started) {
+    s->failing = true;
+    atomic_store(&s->failing_flag, true);
+    s->fail_since_ms = now;
+    s->backoff_ms = STORE_RETRY_MIN_MS;
+  } else if (s->backoff_ms < STORE_RETRY_MAX_MS) {
+    s->backoff_ms *= 2;
+    if (s->backoff_ms > STORE_RETRY_MAX_MS) s->backoff_ms = STORE_RETRY_MAX_MS;
+  }
+  s->retry_at_ms = now + s->backoff_ms;
+  hold(s, all, err, started);
 }
 
 static int64_t file_size(const char *path) {
@@ -856,32 +998,63 @@ static void do_maintain(store *s, int64_t now_ms) {
     free(ev);
 }
 
+/* Split the operations handled outside the write transaction (replay
+ * queries, maintenance) off LIST, keeping both in order. */
+static op *split_side(op **list) {
+  op *side = NULL, **st = &side, **lt = list;
+  for (op *o = *list; o;) {
+    op *next = o->next;
+    o->next = NULL;
+    if (o->kind == OP_REPLAY || o->kind == OP_MAINTAIN) {
+      *st = o;
+      st = &o->next;
+    } else {
+      *lt = o;
+      lt = &o->next;
+    }
+    o = next;
+  }
+  *lt = NULL;
+  return side;
+}
+
 static void *writer_main(void *arg) {
   store *s = arg;
   for (;;) {
     pthread_mutex_lock(&s->mu);
-    while (!s->head && !s->stopping) pthread_cond_wait(&s->cv, &s->mu);
+    while (!s->head && !s->stopping) {
+      if (!s->failing) {
+        pthread_cond_wait(&s->cv, &s->mu);
+        continue;
+      }
+      /* Wake for the next attempt at the held operations. */
+      int64_t wait = s->retry_at_ms - mono_ms();
+      if (wait <= 0) break;
+      struct timespec until;
+      clock_gettime(CLOCK_MONOTONIC, &until);
+      until.tv_sec += wait / 1000;
+      until.tv_nsec += (long)(wait % 1000) * 1000000L;
+      if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+      pthread_cond_timedwait(&s->cv, &s->mu, &until);
+      if (mono_ms() >= s->retry_at_ms) break;
+    }
     op *batch = s->head;
     s->head = s->tail = NULL;
     s->queued = 0;
     bool stop = s->stopping;
     pthread_mutex_unlock(&s->mu);
 
-    if (batch) {
-      commit_batch(s, batch);
-      for (op *o = batch; o; o = o->next) {
-        if (o->kind == OP_REPLAY) do_replay(s, o);
-        if (o->kind == OP_MAINTAIN) do_maintain(s, o->ts_ms);
-      }
-      while (batch) {
-        op *next = batch->next;
-        store_reading_free(batch->reading);
-        free(batch);
-        batch = next;
-      }
-      if (s->notify) s->notify(s->notify_ctx);
+    if (stop && s->failing) s->retry_at_ms = 0; /* one last attempt */
+    bool had = batch != NULL;
+    op *side = split_side(&batch);
+    commit_round(s, batch);
+    for (op *o = side; o; o = o->next) {
+      if (o->kind == OP_REPLAY) do_replay(s, o);
+      if (o->kind == OP_MAINTAIN && !s->failing) do_maintain(s, o->ts_ms);
     }
-    if (stop && !batch) break;
+    free_ops(side);
+    if (s->notify) s->notify(s->notify_ctx);
+    if (stop && !had) break;
   }
   return NULL;
 }

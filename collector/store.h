@@ -10,7 +10,14 @@
  * gap. The loop is told through the notify callback (a uv_async_send) and
  * drains the results with store_take_events. Nothing here blocks the loop.
  *
- * Schema: see docs/storage.md; versioned by numbered migrations applied at
+ * When a transaction fails (disk full, file system turned read-only, I/O
+ * errors), it is rolled back and its operations are held in memory, up to a
+ * bound, and retried with back-off, behind which later operations queue. The
+ * readings of each failed batch come back once, without id or sequence
+ * number, in a STORE_EV_TROUBLE event, so the loop can publish them live; when
+ * the database takes them at last they are committed as historical readings.
+ *
+ * Schema: see docs/daemon.md (Storage); versioned by numbered migrations applied at
  * open (PRAGMA user_version).
  */
 #ifndef IC_STORE_H
@@ -41,9 +48,14 @@ void store_reading_free(store_reading *r);
 typedef enum {
   STORE_EV_COMMITTED = 1, /* readings: a committed batch, in commit order */
   STORE_EV_REPLAY,        /* readings: undelivered rows, oldest first */
-  STORE_EV_ERROR,         /* a transaction failed; detail says why */
+  STORE_EV_TROUBLE,       /* the database cannot be written, or can again */
   STORE_EV_MAINTAINED,    /* the bounds were enforced: see the counts */
 } store_event_kind;
+
+/* Retry of operations held while the database cannot be written: after this
+ * long, doubling up to the maximum. */
+#define STORE_RETRY_MIN_MS 1000
+#define STORE_RETRY_MAX_MS 8000
 
 typedef struct store_event {
   struct store_event *next;
@@ -58,7 +70,14 @@ typedef struct store_event {
   int64_t dropped_undelivered; /* undelivered readings removed for the size */
   int64_t bytes;           /* the database files afterwards */
   bool over;               /* still over max_size: nothing left to remove */
-  char detail[256];
+  /* STORE_EV_TROUBLE: readings (copies, no id or sequence number) that could
+   * not be stored now and are held in memory, for live publishing. */
+  bool failing;            /* the database cannot be written */
+  bool changed;            /* ...and this is news: it started or ended */
+  int64_t held;            /* readings held in memory (when it ended: stored) */
+  int64_t lost;            /* held readings dropped past the bound */
+  int64_t duration_ms;     /* when it ended: how long it lasted */
+  char detail[256];        /* STORE_EV_TROUBLE when it started: why */
 } store_event;
 
 void store_event_free(store_event *ev);
@@ -69,6 +88,8 @@ typedef struct {
   size_t queue_max;        /* pending operations; 0: 65536 */
   int64_t max_size;        /* bytes for the database, -wal and -shm; 0: none */
   int64_t retention_ms;    /* readings and history older go; 0: kept */
+  size_t hold_max;         /* operations held in memory while the database
+                              cannot be written; 0: 20000 */
   void (*notify)(void *ctx); /* called from the writer thread after each batch */
   void *notify_ctx;
 } store_options;
@@ -127,6 +148,8 @@ typedef struct {
   uint64_t transactions;
   uint64_t undelivered;     /* rows with delivered = 0 (as of the last commit) */
   int64_t max_id;           /* the highest reading row id committed so far */
+  uint64_t held;            /* readings held in memory, not yet stored */
+  bool failing;             /* the database cannot be written now */
 } store_stats;
 void store_get_stats(store *s, store_stats *out);
 

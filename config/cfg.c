@@ -354,7 +354,7 @@ static const char *const mqtt_keys[] = {
     "username",  "password_file", "password_env", "keepalive",
     "ca_file",   "cert_file",    "key_file",     NULL};
 static const char *const storage_keys[] = {"path", "max_size", "retention",
-                                           "maintenance_interval", NULL};
+                                           "maintenance_interval", "hold_max", NULL};
 static const char *const bus_keys[] = {
     "id",         "transport", "device",        "baud",
     "parity",     "data_bits", "stop_bits",     "host",
@@ -385,6 +385,7 @@ static void set_defaults(cfg *c) {
   c->storage.max_size = INT64_C(512) * 1024 * 1024;
   c->storage.retention_ms = 400 * MS_DAY;
   c->storage.maintenance_ms = MS_MINUTE;
+  c->storage.hold_max = 20000;
   c->reports.nperiods = 2;
   snprintf(c->reports.periods[0], sizeof c->reports.periods[0], "hourly");
   snprintf(c->reports.periods[1], sizeof c->reports.periods[1], "daily");
@@ -635,7 +636,8 @@ static int parse_storage(ctx *x, const ydoc_node *root) {
   return opt_dur(x, m, "retention", MS_HOUR, 100 * 366 * MS_DAY,
                  &x->c->storage.retention_ms) ||
          opt_dur(x, m, "maintenance_interval", MS_SECOND, MS_DAY,
-                 &x->c->storage.maintenance_ms);
+                 &x->c->storage.maintenance_ms) ||
+         opt_int(x, m, "hold_max", 100, 10000000, &x->c->storage.hold_max);
 }
 
 /* The standard rates termios (and so libmodbus) can set. */

@@ -221,6 +221,10 @@ static void test_reading_text(void **state) {
   n = reading_payload(p, sizeof p, 0, 1, "{}", true, true);
   assert_string_equal(p, "{\"ts\":\"1970-01-01T00:00:00.000Z\",\"seq\":1,"
                          "\"quality\":\"suspect\",\"historical\":true}");
+  /* A reading the database could not take: no sequence number yet. */
+  n = reading_payload(p, sizeof p, 0, 0, "{\"flow_m3h\":1}", false, false);
+  assert_string_equal(p, "{\"ts\":\"1970-01-01T00:00:00.000Z\",\"flow_m3h\":1,"
+                         "\"quality\":\"good\",\"stored\":false}");
   /* Too small a buffer and non-finite values are refused. */
   assert_int_equal(reading_payload(p, 10, 0, 1, f, false, false), -1);
   set(v, "flow_m3h", NAN);
