@@ -88,6 +88,7 @@ static void run_job(busworker *w, const job *j) {
   r->meter = j->meter;
   r->slot_ms = j->slot_ms;
   r->start_ms = clock_wall_ms();
+  r->start_mono_ms = clock_mono_ms();
   r->rc = ensure_open(w, &r->err);
   if (r->rc == TR_OK) {
     r->values = calloc(m->profile->nfields ? m->profile->nfields : 1,
@@ -101,6 +102,7 @@ static void run_job(busworker *w, const job *j) {
       return;
     }
     r->start_ms = clock_wall_ms();
+  r->start_mono_ms = clock_mono_ms();
     r->rc = mb_poll_meter(w->tr, m->unit, plan, m->profile, w->buf, r->values,
                           &r->err, &r->requests);
     if (r->rc != TR_OK) {

@@ -24,6 +24,7 @@ typedef struct bus_result {
   uint32_t meter;    /* index in cfg->meters */
   int64_t slot_ms;   /* the slot the poll was for */
   int64_t start_ms;  /* wall time the first request went out */
+  int64_t start_mono_ms; /* the same on the monotonic clock */
   int64_t end_ms;
   int rc;            /* TR_OK or a tr_code */
   tr_error err;

@@ -114,7 +114,13 @@ struct gw {
   bool replay_active, replay_requested;
   int64_t replay_cursor, replay_upto;
   uint64_t replay_sent;
-  int64_t last_jump_log_ms;
+  /* Wall-clock steps: wall minus monotonic as last seen, the steps so far,
+   * the last one's size and when (monotonic and wall, after it), and the
+   * readings of this run (ids above run_from_id) that a step can flag. */
+  int64_t clock_base_ms;
+  uint64_t clock_steps;
+  int64_t last_step_ms, last_step_mono_ms, last_step_wall_ms;
+  int64_t run_from_id;
   int64_t last_refusal_log_ms;
   char topic_gateway[256];
   /* counters for the gateway state */
@@ -192,6 +198,11 @@ static void publish_gateway_state(gw *d, bool online) {
   store_stats ss;
   store_get_stats(d->store, &ss);
   cJSON_AddStringToObject(o, "storage", ss.failing ? "failing" : "ok");
+  if (d->clock_steps) {
+    cJSON *k = cJSON_AddObjectToObject(o, "clock_step");
+    cJSON_AddNumberToObject(k, "ms", (double)d->last_step_ms);
+    add_ts(k, "at", d->last_step_wall_ms);
+  }
   cJSON *c = cJSON_AddObjectToObject(o, "counters");
   cJSON_AddNumberToObject(c, "polls", (double)d->polls);
   cJSON_AddNumberToObject(c, "readings", (double)d->successes);
@@ -210,6 +221,7 @@ static void publish_gateway_state(gw *d, bool online) {
   cJSON_AddNumberToObject(c, "delivered", (double)d->delivered);
   cJSON_AddNumberToObject(c, "refused", (double)d->refused);
   cJSON_AddNumberToObject(c, "historical", (double)d->historical);
+  cJSON_AddNumberToObject(c, "clock_steps", (double)d->clock_steps);
   if (!d->gateway_refused) publish_json(d, d->topic_gateway, o, true, TAG_GATEWAY);
   cJSON_Delete(o);
 }
@@ -313,7 +325,7 @@ typedef enum {
 static send_result send_reading(gw *d, const store_reading *r) {
   char payload[4096];
   int n = reading_payload(payload, sizeof payload, r->ts_ms, r->seq, r->fields,
-                          r->quality != 0, r->historical);
+                          r->quality != 0, r->historical, r->clock_step_ms);
   if (n < 0) return SEND_NEVER;
   char topic[256];
   const char *t = topic;
@@ -338,7 +350,7 @@ static send_result send_reading(gw *d, const store_reading *r) {
 static void send_unstored(gw *d, const store_reading *r) {
   char payload[4096];
   int n = reading_payload(payload, sizeof payload, r->ts_ms, 0, r->fields,
-                          r->quality != 0, false);
+                          r->quality != 0, false, r->clock_step_ms);
   int mi = r->meter_index;
   if (n < 0 || mi < 0 || d->meters[mi].refused) return;
   if (publisher_send(d->pub, d->meters[mi].topic_reading, payload, (size_t)n, 1,
@@ -454,6 +466,8 @@ static void handle_result(gw *d, bus_result *r) {
       d->successes++;
       store_reading *sr = calloc(1, sizeof *sr);
       if (sr) {
+        if (d->clock_steps && r->start_mono_ms < d->last_step_mono_ms)
+          sr->clock_step_ms = d->last_step_ms; /* taken before the step */
         sr->meter = mc->id;
         sr->meter_index = (int)r->meter;
         sr->ts_ms = r->start_ms;
@@ -605,8 +619,11 @@ static void handle_trouble(gw *d, store_event *e) {
   if (e->changed) publish_gateway_state(d, true);
 }
 
+static void check_clock(gw *d);
+
 static void on_wake(uv_async_t *a) {
   gw *d = a->data;
+  check_clock(d); /* before results taken across a step come in */
   for (size_t b = 0; b < d->cfg->nbuses; b++) {
     bus_result *r = busworker_take_results(d->workers[b]);
     while (r) {
@@ -671,6 +688,31 @@ static void notify(void *ctx) {
 
 static void on_slot(uv_timer_t *t);
 
+/* Notice a step of the wall clock against the monotonic one (NTP setting a
+ * gateway that booted with a wrong clock, or someone setting it by hand).
+ * Slow slewing moves the difference too, a little at a time: only a change
+ * of more than CLOCK_JUMP_MS between two looks is a step. The readings of
+ * this run taken before it carry the step from now on: those in the store
+ * are flagged there (and so when replayed), those still on the bus when
+ * their result comes in. */
+static void check_clock(gw *d) {
+  int64_t mono = clock_mono_ms();
+  int64_t wall = clock_wall_ms();
+  int64_t base = wall - mono;
+  int64_t step = base - d->clock_base_ms;
+  d->clock_base_ms = base;
+  if (step <= CLOCK_JUMP_MS && step >= -CLOCK_JUMP_MS) return;
+  d->clock_steps++;
+  d->last_step_ms = step;
+  d->last_step_mono_ms = mono;
+  d->last_step_wall_ms = wall;
+  log_warn("wall clock stepped by %+lld ms: re-aligning the schedule; readings taken "
+           "before it are flagged with clock_step_ms",
+           (long long)step);
+  store_clock_step(d->store, d->run_from_id, step);
+  publish_gateway_state(d, true);
+}
+
 static void schedule(meter_rt *m, int64_t now) {
   int64_t delay = m->due_ms - now;
   if (delay < 0) delay = 0;
@@ -683,16 +725,13 @@ static void on_slot(uv_timer_t *t) {
   gw *d = m->d;
   if (d->stopping) return;
   const cfg_meter *mc = m->cfg;
+  check_clock(d);
   int64_t now = clock_wall_ms();
   int64_t slot = m->due_ms;
   if (now - slot > CLOCK_JUMP_MS || slot - now > CLOCK_JUMP_MS) {
-    /* The wall clock stepped: re-align to it without polling now, so there
-     * is neither a stall nor a burst of catch-up polls. */
-    if (clock_mono_ms() - d->last_jump_log_ms > 10000) {
-      log_warn("wall clock stepped by %+lld ms; re-aligning the schedule",
-               (long long)(now - slot));
-      d->last_jump_log_ms = clock_mono_ms();
-    }
+    /* The wall clock stepped (or the loop was held up that long): re-align
+     * to it without polling now, so there is neither a stall nor a burst of
+     * catch-up polls. */
     m->due_ms = clock_next_slot(now, mc->interval_ms, m->phase_ms);
     m->st.watch_from_ms = now;
     schedule(m, now);
@@ -898,6 +937,7 @@ int daemon_run(const cfg *c) {
   char err[1024];
   d->cfg = c;
   d->started_ms = clock_wall_ms();
+  d->clock_base_ms = d->started_ms - clock_mono_ms();
   uv_loop_init(&d->loop);
   uv_async_init(&d->loop, &d->wake, on_wake);
   d->wake.data = d;
@@ -949,6 +989,11 @@ int daemon_run(const cfg *c) {
     goto out;
   }
   store_run_start(d->store, d->started_ms);
+  {
+    store_stats ss;
+    store_get_stats(d->store, &ss);
+    d->run_from_id = ss.max_id; /* a step flags this run's readings only */
+  }
   if (reporter_start(&d->reporter, c, d->periods, d->nperiods, d->started_ms, notify,
                      d, err, sizeof err) != 0) {
     log_error("%s", err);

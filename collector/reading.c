@@ -31,7 +31,8 @@ int reading_fields_json(const mb_profile *p, const double *values, char *buf,
 }
 
 int reading_payload(char *buf, size_t len, int64_t ts_ms, int64_t seq,
-                    const char *fields, bool suspect, bool historical) {
+                    const char *fields, bool suspect, bool historical,
+                    int64_t clock_step_ms) {
   char ts[CLOCK_RFC3339_LEN + 8];
   clock_format_rfc3339(ts_ms, ts, sizeof ts);
   /* Splice the fields object's members between ts/seq and quality. */
@@ -44,9 +45,12 @@ int reading_payload(char *buf, size_t len, int64_t ts_ms, int64_t seq,
   }
   char seqtext[32] = "";
   if (seq > 0) snprintf(seqtext, sizeof seqtext, ",\"seq\":%lld", (long long)seq);
-  int w = snprintf(buf, len, "{\"ts\":\"%s\"%s%s%.*s,\"quality\":\"%s\"%s%s}",
+  char steptext[48] = "";
+  if (clock_step_ms)
+    snprintf(steptext, sizeof steptext, ",\"clock_step_ms\":%lld", (long long)clock_step_ms);
+  int w = snprintf(buf, len, "{\"ts\":\"%s\"%s%s%.*s,\"quality\":\"%s\"%s%s%s}",
                    ts, seqtext, ilen ? "," : "", (int)ilen, inner,
-                   suspect ? "suspect" : "good",
+                   suspect ? "suspect" : "good", steptext,
                    historical ? ",\"historical\":true" : "",
                    seq > 0 ? "" : ",\"stored\":false");
   if (w < 0 || (size_t)w >= len) return -1;

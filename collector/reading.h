@@ -21,11 +21,14 @@ int reading_fields_json(const mb_profile *p, const double *values, char *buf,
                         size_t len);
 
 /* The MQTT payload of a reading: {"ts":"<RFC 3339 ms>","seq":N,<fields>,
- * "quality":"good"|"suspect"[,"historical":true]}. A SEQ of 0 (a reading the
- * database could not take) leaves "seq" out and ends with "stored":false.
- * FIELDS is the object from reading_fields_json. Returns the length or -1
- * when BUF is too small. */
+ * "quality":"good"|"suspect"[,"clock_step_ms":S][,"historical":true]}.
+ * CLOCK_STEP_MS, when not 0, says the wall clock stepped by that much after
+ * the reading was taken (its ts is off by about that). A SEQ of 0 (a reading
+ * the database could not take) leaves "seq" out and ends with
+ * "stored":false. FIELDS is the object from reading_fields_json. Returns the
+ * length or -1 when BUF is too small. */
 int reading_payload(char *buf, size_t len, int64_t ts_ms, int64_t seq,
-                    const char *fields, bool suspect, bool historical);
+                    const char *fields, bool suspect, bool historical,
+                    int64_t clock_step_ms);
 
 #endif

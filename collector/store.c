@@ -74,6 +74,8 @@ static const char *const migrations[] = {
     /* 4: when the bureau accepted each report (NULL: not yet) */
     "ALTER TABLE reports ADD COLUMN pushed_ms INTEGER;"
     "CREATE INDEX reports_unpushed ON reports(id) WHERE pushed_ms IS NULL;",
+    /* 5: the wall-clock step that followed a reading (NULL: none) */
+    "ALTER TABLE readings ADD COLUMN clock_step_ms INTEGER;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -101,6 +103,7 @@ typedef enum {
   OP_REPLAY,
   OP_CONFIGURED,
   OP_MAINTAIN,
+  OP_CLOCK_STEP,
 } op_kind;
 
 typedef struct op {
@@ -248,8 +251,8 @@ static int prepare(store *s, sqlite3_stmt **st, const char *sql, char *err,
 
 static int prepare_all(store *s, char *err, size_t errlen) {
   if (prepare(s, &s->st_insert,
-              "INSERT INTO readings (meter, seq, ts_ms, fields, quality) "
-              "VALUES (?1, ?2, ?3, ?4, ?5)", err, errlen) ||
+              "INSERT INTO readings (meter, seq, ts_ms, fields, quality, clock_step_ms) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6)", err, errlen) ||
       prepare(s, &s->st_seq_get, "SELECT last_seq FROM meters WHERE id = ?1",
               err, errlen) ||
       prepare(s, &s->st_seq_set,
@@ -276,7 +279,7 @@ static int prepare_all(store *s, char *err, size_t errlen) {
               "coalesce(meters.configured_since_ms, excluded.configured_since_ms)",
               err, errlen) ||
       prepare(s, &s->st_replay,
-              "SELECT id, meter, seq, ts_ms, fields, quality FROM readings "
+              "SELECT id, meter, seq, ts_ms, fields, quality, clock_step_ms FROM readings "
               "WHERE delivered = 0 AND id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
               err, errlen))
     return -1;
@@ -526,6 +529,14 @@ int store_run_stop(store *s, int64_t ts_ms) { return run_op(s, OP_RUN_STOP, ts_m
 
 int store_maintain(store *s, int64_t now_ms) { return run_op(s, OP_MAINTAIN, now_ms); }
 
+int store_clock_step(store *s, int64_t after_id, int64_t step_ms) {
+  op *o = new_op(OP_CLOCK_STEP);
+  if (!o) return -1;
+  o->id = after_id;
+  o->ts_ms = step_ms;
+  return enqueue(s, o);
+}
+
 int store_request_replay(store *s, int64_t after_id, int64_t upto_id,
                          size_t limit) {
   op *o = new_op(OP_REPLAY);
@@ -625,6 +636,7 @@ static int apply(store *s, op *o, seq_entry **cache, size_t *nread,
       sqlite3_bind_text(s->st_insert, 4, r->fields, -1, SQLITE_STATIC);
       sqlite3_bind_text(s->st_insert, 5, r->quality ? "suspect" : "good", -1,
                         SQLITE_STATIC);
+      if (r->clock_step_ms) sqlite3_bind_int64(s->st_insert, 6, r->clock_step_ms);
       rc = step_done(s->st_insert);
       if (rc) return rc;
       r->id = sqlite3_last_insert_rowid(s->db);
@@ -668,6 +680,21 @@ static int apply(store *s, op *o, seq_entry **cache, size_t *nread,
       sqlite3_bind_text(s->st_configured, 1, o->meter, -1, SQLITE_STATIC);
       sqlite3_bind_int64(s->st_configured, 2, o->ts_ms);
       return step_done(s->st_configured);
+    case OP_CLOCK_STEP: {
+      /* Every reading of the run not flagged yet was queued before this
+       * operation, so taken before the step. */
+      sqlite3_stmt *st;
+      rc = sqlite3_prepare_v2(s->db,
+                              "UPDATE readings SET clock_step_ms = ?1 "
+                              "WHERE id > ?2 AND clock_step_ms IS NULL",
+                              -1, &st, NULL);
+      if (rc) return rc;
+      sqlite3_bind_int64(st, 1, o->ts_ms);
+      sqlite3_bind_int64(st, 2, o->id);
+      rc = sqlite3_step(st);
+      sqlite3_finalize(st);
+      return rc == SQLITE_DONE ? 0 : rc;
+    }
     case OP_REPLAY:
     case OP_MAINTAIN:
       return 0; /* handled outside the write transaction */
@@ -698,6 +725,7 @@ static void do_replay(store *s, op *o) {
     r->fields = strdup((const char *)sqlite3_column_text(st, 4));
     const char *q = (const char *)sqlite3_column_text(st, 5);
     r->quality = q && strcmp(q, "suspect") == 0;
+    r->clock_step_ms = sqlite3_column_int64(st, 6);
     r->historical = true;
     if (!r->meter_owned || !r->fields) {
       store_reading_free(r);

@@ -41,6 +41,7 @@ typedef struct store_reading {
   int64_t id;         /* row id, assigned at commit */
   int64_t seq;        /* per-meter sequence, assigned at commit */
   bool historical;    /* read back for replay */
+  int64_t clock_step_ms; /* the wall clock stepped by this after it was taken */
 } store_reading;
 
 void store_reading_free(store_reading *r);
@@ -133,6 +134,10 @@ int store_request_replay(store *s, int64_t after_id, int64_t upto_id,
  * only then the oldest undelivered ones; give the freed pages back. The
  * outcome comes back as a STORE_EV_MAINTAINED event. */
 int store_maintain(store *s, int64_t now_ms);
+
+/* The wall clock stepped by STEP_MS: flag every reading with an id above
+ * AFTER_ID queued before this call and not flagged yet as taken before it. */
+int store_clock_step(store *s, int64_t after_id, int64_t step_ms);
 
 /* Take every event produced so far (a list, oldest first), or NULL. */
 store_event *store_take_events(store *s);

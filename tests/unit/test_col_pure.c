@@ -213,20 +213,24 @@ static void test_reading_text(void **state) {
   assert_string_equal(f, "{\"flow_m3h\":36.62541,\"velocity_ms\":1.5,\"total_m3\":1234.5,"
                          "\"net_total_m3\":0,\"error_bits\":0,\"signal_quality\":85}");
   char p[1024];
-  n = reading_payload(p, sizeof p, 1795885152002, 42, f, false, false);
+  n = reading_payload(p, sizeof p, 1795885152002, 42, f, false, false, 0);
   assert_true(n > 0);
   assert_string_equal(p, "{\"ts\":\"2026-11-28T16:59:12.002Z\",\"seq\":42,\"flow_m3h\":36.62541,"
                          "\"velocity_ms\":1.5,\"total_m3\":1234.5,\"net_total_m3\":0,"
                          "\"error_bits\":0,\"signal_quality\":85,\"quality\":\"good\"}");
-  n = reading_payload(p, sizeof p, 0, 1, "{}", true, true);
+  n = reading_payload(p, sizeof p, 0, 1, "{}", true, true, 0);
   assert_string_equal(p, "{\"ts\":\"1970-01-01T00:00:00.000Z\",\"seq\":1,"
                          "\"quality\":\"suspect\",\"historical\":true}");
   /* A reading the database could not take: no sequence number yet. */
-  n = reading_payload(p, sizeof p, 0, 0, "{\"flow_m3h\":1}", false, false);
+  n = reading_payload(p, sizeof p, 0, 0, "{\"flow_m3h\":1}", false, false, 0);
   assert_string_equal(p, "{\"ts\":\"1970-01-01T00:00:00.000Z\",\"flow_m3h\":1,"
                          "\"quality\":\"good\",\"stored\":false}");
+  /* A reading taken before the wall clock stepped says by how much. */
+  n = reading_payload(p, sizeof p, 0, 3, "{}", false, true, 3600000);
+  assert_string_equal(p, "{\"ts\":\"1970-01-01T00:00:00.000Z\",\"seq\":3,"
+                         "\"quality\":\"good\",\"clock_step_ms\":3600000,\"historical\":true}");
   /* Too small a buffer and non-finite values are refused. */
-  assert_int_equal(reading_payload(p, 10, 0, 1, f, false, false), -1);
+  assert_int_equal(reading_payload(p, 10, 0, 1, f, false, false, 0), -1);
   set(v, "flow_m3h", NAN);
   assert_int_equal(reading_fields_json(tuf, v, f, sizeof f), -1);
 }
