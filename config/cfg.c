@@ -62,9 +62,36 @@ const cfg_bus *cfg_meter_bus(const cfg *c, const cfg_meter *m) {
 
 int cfg_meter_index(const cfg *c, const char *id) {
   if (!c || !id) return -1;
-  for (size_t i = 0; i < c->nmeters; i++)
-    if (strcmp(c->meters[i].id, id) == 0) return (int)i;
+  if (!c->meter_order) {
+    for (size_t i = 0; i < c->nmeters; i++)
+      if (strcmp(c->meters[i].id, id) == 0) return (int)i;
+    return -1;
+  }
+  /* Binary search: replayed readings are looked up by id, thousands a
+   * second on a gateway with thousands of meters. */
+  size_t lo = 0, hi = c->nmeters;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int d = strcmp(c->meters[c->meter_order[mid]].id, id);
+    if (d == 0) return (int)c->meter_order[mid];
+    if (d < 0) lo = mid + 1;
+    else hi = mid;
+  }
   return -1;
+}
+
+static int by_meter_id(const void *a, const void *b, void *meters) {
+  const cfg_meter *m = meters;
+  return strcmp(m[*(const uint32_t *)a].id, m[*(const uint32_t *)b].id);
+}
+
+/* Build the sorted index cfg_meter_index searches. */
+static int index_meters(cfg *c) {
+  c->meter_order = malloc((c->nmeters ? c->nmeters : 1) * sizeof *c->meter_order);
+  if (!c->meter_order) return -1;
+  for (size_t i = 0; i < c->nmeters; i++) c->meter_order[i] = (uint32_t)i;
+  qsort_r(c->meter_order, c->nmeters, sizeof *c->meter_order, by_meter_id, c->meters);
+  return 0;
 }
 
 void cfg_free(cfg *c) {
@@ -73,6 +100,7 @@ void cfg_free(cfg *c) {
   free(c->profiles);
   free(c->buses);
   free(c->meters);
+  free(c->meter_order);
   free(c);
 }
 
@@ -994,6 +1022,10 @@ static int parse_meters(ctx *x, const ydoc_node *root) {
   for (size_t i = 0; i < s->n; i++) {
     if (parse_meter(x, s->items[i], &c->meters[i], i, &bus_ids, &t)) goto out;
     c->nmeters = i + 1;
+  }
+  if (index_meters(c)) {
+    ERR(x, s, "out of memory");
+    goto out;
   }
   rc = 0;
 out:

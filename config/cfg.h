@@ -164,6 +164,7 @@ typedef struct {
   cfg_bus *buses;
   size_t nmeters;
   cfg_meter *meters;
+  uint32_t *meter_order; /* meter indexes sorted by id, for cfg_meter_index */
 
   size_t nprofiles;
   mb_profile **profiles; /* loaded once each, shared by meters */
