@@ -35,9 +35,14 @@
  * for want of room when readings fill their share. */
 #define MAX_INFLIGHT 1024
 #define SITE_HEADROOM 256
-/* Historical readings sent per second at most while live polling goes on. */
-#define REPLAY_RATE 2000
+/* Historical readings sent per second at most while live polling goes on,
+ * budgeted per tick; within a tick the replay asks for more as soon as
+ * acknowledgements make room, so the broker's pace sets the rate. */
+#define REPLAY_RATE 50000
 #define REPLAY_TICK_MS 100
+/* Ask the store for replay rows in batches of at least this many (unless
+ * the tick's budget is smaller), not one row per acknowledgement. */
+#define REPLAY_MIN_BATCH 64
 /* A wall-clock step larger than this re-aligns the schedule. */
 #define CLOCK_JUMP_MS 1000
 #define GATEWAY_STATE_MS 60000
@@ -114,6 +119,7 @@ struct gw {
   bool replay_active, replay_requested;
   int64_t replay_cursor, replay_upto;
   uint64_t replay_sent;
+  size_t replay_budget; /* rows this tick may still send */
   /* Wall-clock steps: wall minus monotonic as last seen, the steps so far,
    * the last one's size and when (monotonic and wall, after it), and the
    * readings of this run (ids above run_from_id) that a step can flag. */
@@ -363,16 +369,22 @@ static void send_unstored(gw *d, const store_reading *r) {
 /* ------------------------------------------------------------------------ */
 /* Replay                                                                   */
 
-static void on_replay_tick(uv_timer_t *t) {
-  gw *d = t->data;
+/* Ask the store for the next replay rows if the in-flight window (its lower
+ * half: live readings keep the rest) and this tick's budget have room. */
+static void replay_more(gw *d) {
   if (!d->connected || !d->replay_active || d->replay_requested || d->stopping)
     return;
   size_t room = MAX_INFLIGHT / 2 > d->inflight ? MAX_INFLIGHT / 2 - d->inflight : 0;
-  size_t per_tick = REPLAY_RATE * REPLAY_TICK_MS / 1000;
-  size_t limit = room < per_tick ? room : per_tick;
-  if (limit == 0) return;
+  size_t limit = room < d->replay_budget ? room : d->replay_budget;
+  if (limit == 0 || (limit < REPLAY_MIN_BATCH && limit < d->replay_budget)) return;
   if (store_request_replay(d->store, d->replay_cursor, d->replay_upto, limit) == 0)
     d->replay_requested = true;
+}
+
+static void on_replay_tick(uv_timer_t *t) {
+  gw *d = t->data;
+  d->replay_budget = REPLAY_RATE * REPLAY_TICK_MS / 1000;
+  replay_more(d);
 }
 
 /* Make sure rows up to UPTO get replayed in this connection. */
@@ -412,6 +424,7 @@ static void handle_replay(gw *d, store_event *ev) {
                (long long)r->id, r->meter);
     else
       d->replay_sent++;
+    if (d->replay_budget) d->replay_budget--;
     d->replay_cursor = r->id;
   }
   if (all && ev->replay_done && d->connected) {
@@ -420,7 +433,9 @@ static void handle_replay(gw *d, store_event *ev) {
     d->replay_active = false;
     d->replay_sent = 0;
     uv_timer_stop(&d->replay_timer);
+    return;
   }
+  if (all) replay_more(d);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -558,6 +573,7 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       if (d->inflight) d->inflight--;
       d->delivered++;
       store_mark_delivered(d->store, tag_row(ev->tag));
+      if (d->replay_active) replay_more(d);
       break;
     case PUB_EV_FAILED: {
       int64_t row = tag_row(ev->tag);
