@@ -101,6 +101,10 @@ if [ "$DO_BUILD" -eq 1 ] || [ ! -x "$BUILD/bench/ic-bench" ]; then
   cc -std=c11 -O2 -g -Wall -Wextra -Wshadow -o "$BUILD/bench/ic-bench" \
     "$ROOT/bench/tools/ic-bench.c" -lmosquitto
 fi
+if [ "$DO_BUILD" -eq 1 ] || [ ! -x "$BUILD/bench/ic-simclient" ]; then
+  # The test suite's Modbus client, for timing the simulator's serial line.
+  cc -std=c11 -O2 -D_GNU_SOURCE -o "$BUILD/bench/ic-simclient" "$ROOT/tests/tools/simclient.c"
+fi
 BIN=$BUILD/bin
 TOOL=$BUILD/bench/ic-bench
 PROFILE=$ROOT/bench/profiles/bench-2v.yaml
@@ -548,6 +552,14 @@ run_serial() {
   spawn "$dir" sim "$BIN/intake-sim" --config "$dir/site.yaml"
   local sim_pid=$LAST_PID
   wait_line "$dir/sim.out" '^ready' 30 "$sim_pid"
+  # How long the emulated line takes for one exchange (request, silence,
+  # answer), timed from outside before the collector opens the line: the
+  # emulator rounds its timers up to whole milliseconds, so it is slower than
+  # the physical line, and this separates its share from the collector's.
+  local probe_us
+  probe_us=$(for _ in $(seq 1 20); do
+      "$BUILD/bench/ic-simclient" rtt rtu "$dir/ttyBENCH" 1 "$PROFILE_REGS" || true
+    done | awk '$1 == "rtt_us" {s += $2; n++} END {print (n ? s / n : 0)}')
   spawn "$dir" collector "$BIN/intake-collector" --config "$dir/site.yaml"
   local pid=$LAST_PID
   wait_line "$dir/collector.log" 'broker connected' 30 "$pid"
@@ -585,10 +597,11 @@ run_serial() {
     --argjson c0 "$c0" --argjson c1 "$c1" --argjson tck "$CLK_TCK" --argjson hwm "$hwm" \
     --argjson r0 "$r0" --argjson r1 "$r1" --argjson baud "$baud" --argjson bits "$bits" \
     --argjson req "$req_bytes" --argjson resp "$resp_bytes" --argjson pmin "$planner_min" \
-    --slurpfile a "$dir/analysis.json" '
+    --argjson probe_us "$probe_us" --slurpfile a "$dir/analysis.json" '
     $a[0] as $a
     | (($t1 - $t0) / 1000) as $w
     | (($req + $resp + 7) * $bits / $baud * $pmin) as $poll_s
+    | ((($probe_us / 1e6) + 3.5 * $bits / $baud) * $pmin) as $emu_s
     | (1 / $poll_s) as $bound
     | ($a.readings / $w) as $rate
     | (($c1 - $c0) / $tck) as $cpu
@@ -606,7 +619,10 @@ run_serial() {
                 bound_polls_per_s: $bound, polls_per_s: $rate, share_of_bound: ($rate / $bound),
                 requests: ($r1 - $r0),
                 requests_per_poll: (if $a.readings > 0 then ($r1 - $r0) / $a.readings else null end),
-                planner_min_requests: $pmin}}' >"$dir/phase.json"
+                planner_min_requests: $pmin,
+                emulated_exchange_ms: ($probe_us / 1000),
+                emulated_bound_polls_per_s: (if $probe_us > 0 then 1 / $emu_s else null end),
+                share_of_emulated_bound: (if $probe_us > 0 then $rate * $emu_s else null end)}}' >"$dir/phase.json"
   RESULTS+=("$dir/phase.json")
   jq -c '{name, serial, lateness_ms, failed}' "$dir/phase.json" >&2
 }

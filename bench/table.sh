@@ -11,7 +11,7 @@ jq -r '
   def share: "\(.readings_per_s | f(0))/\(.expected_per_s | f(0)) (\(.delivered_share * 100 | f(1))%)";
   def note:
     if .outage then "drain \(.outage.drain_per_s | f(0)) msg/s (peak \(.outage.drain_peak_per_s)/s), backlog \(.outage.backlog), left \(.outage.backlog_left)"
-    elif .serial then "\(.serial.polls_per_s | f(1)) polls/s = \(.serial.share_of_bound * 100 | f(1))% of bound \(.serial.bound_polls_per_s | f(1)); \(.serial.requests_per_poll | f(2)) req/poll (min \(.serial.planner_min_requests))"
+    elif .serial then "\(.serial.polls_per_s | f(1)) polls/s = \(.serial.share_of_bound * 100 | f(1))% of bound \(.serial.bound_polls_per_s | f(1)); \(.serial.requests_per_poll | f(2)) req/poll (min \(.serial.planner_min_requests)); emulated line \(.serial.emulated_exchange_ms | f(2)) ms/exchange: \(.serial.share_of_emulated_bound * 100 | f(1))% of its bound"
     else "" end;
   "commit \(.commit)\(if .dirty then "+dirty" else "" end), \(.date), \(.machine.cpus) x \(.machine.cpu), collectd \(.collectd_version), \(.duration_s) s per phase",
   "",
