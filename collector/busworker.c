@@ -13,19 +13,33 @@ typedef struct job {
   int64_t slot_ms;
 } job;
 
+/* The threads that run the buses' jobs. Everything a bus shares with them
+ * (its job queue, results, running and stopping flags) is guarded by the
+ * pool's mutex. */
+struct buspool {
+  pthread_mutex_t mu;
+  pthread_cond_t work;  /* a bus became ready, or the pool stops */
+  pthread_cond_t idle;  /* a bus finished a job */
+  busworker *ready_head, *ready_tail;
+  bool stopping;
+  pthread_t *threads;
+  size_t nthreads;
+};
+
 struct busworker {
   const cfg *cfg;
   const cfg_bus *bus;
   mb_plan *const *plans;
   transport *tr;
-  pthread_t thread;
-  bool started;
+  buspool *pool;
+  bool own_pool;  /* a pool of one thread, for this bus alone */
   bool joined;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
   job *jobs; /* ring buffer */
   size_t cap, head, count;
   bool stopping;
+  bool running;   /* a pool thread is running one of its jobs */
+  bool ready;     /* in the pool's ready list */
+  busworker *ready_next;
   bus_result *res_head, *res_tail;
   void (*notify)(void *);
   void *ctx;
@@ -47,14 +61,14 @@ void bus_result_free(bus_result *r) {
 }
 
 static void post(busworker *w, bus_result *r) {
-  pthread_mutex_lock(&w->mu);
+  pthread_mutex_lock(&w->pool->mu);
   r->next = NULL;
   if (w->res_tail)
     w->res_tail->next = r;
   else
     w->res_head = r;
   w->res_tail = r;
-  pthread_mutex_unlock(&w->mu);
+  pthread_mutex_unlock(&w->pool->mu);
   if (w->notify) w->notify(w->ctx);
 }
 
@@ -102,7 +116,7 @@ static void run_job(busworker *w, const job *j) {
       return;
     }
     r->start_ms = clock_wall_ms();
-  r->start_mono_ms = clock_mono_ms();
+    r->start_mono_ms = clock_mono_ms();
     r->rc = mb_poll_meter(w->tr, m->unit, plan, m->profile, w->buf, r->values,
                           &r->err, &r->requests);
     if (r->rc != TR_OK) {
@@ -114,28 +128,108 @@ static void run_job(busworker *w, const job *j) {
   post(w, r);
 }
 
-static void *worker_main(void *arg) {
-  busworker *w = arg;
+/* Queue W in the pool's ready list; the pool's mutex is held. */
+static void make_ready(busworker *w) {
+  buspool *p = w->pool;
+  if (w->ready || w->running || w->stopping || w->count == 0) return;
+  w->ready = true;
+  w->ready_next = NULL;
+  if (p->ready_tail)
+    p->ready_tail->ready_next = w;
+  else
+    p->ready_head = w;
+  p->ready_tail = w;
+  pthread_cond_signal(&p->work);
+}
+
+/* Take W out of the ready list; the pool's mutex is held. */
+static void unready(busworker *w) {
+  buspool *p = w->pool;
+  if (!w->ready) return;
+  busworker **pp = &p->ready_head, *prev = NULL;
+  while (*pp && *pp != w) {
+    prev = *pp;
+    pp = &(*pp)->ready_next;
+  }
+  if (*pp) *pp = w->ready_next;
+  if (p->ready_tail == w) p->ready_tail = prev;
+  w->ready = false;
+}
+
+/* Each pool thread takes the bus at the head of the ready list, runs one of
+ * its jobs, and puts it back at the tail if it has more: a bus's jobs run one
+ * at a time, in order, and busy buses take turns. */
+static void *pool_main(void *arg) {
+  buspool *p = arg;
+  pthread_mutex_lock(&p->mu);
   for (;;) {
-    pthread_mutex_lock(&w->mu);
-    while (w->count == 0 && !w->stopping) pthread_cond_wait(&w->cv, &w->mu);
-    if (w->stopping) {
-      pthread_mutex_unlock(&w->mu);
-      break;
-    }
+    while (!p->ready_head && !p->stopping) pthread_cond_wait(&p->work, &p->mu);
+    if (!p->ready_head) break; /* stopping, and nothing ready */
+    busworker *w = p->ready_head;
+    p->ready_head = w->ready_next;
+    if (!p->ready_head) p->ready_tail = NULL;
+    w->ready = false;
+    if (w->stopping || w->count == 0) continue;
     job j = w->jobs[w->head];
     w->head = (w->head + 1) % w->cap;
     w->count--;
-    pthread_mutex_unlock(&w->mu);
+    w->running = true;
+    pthread_mutex_unlock(&p->mu);
     run_job(w, &j);
+    pthread_mutex_lock(&p->mu);
+    w->running = false;
+    make_ready(w);
+    pthread_cond_broadcast(&p->idle);
   }
-  transport_close(w->tr);
+  pthread_mutex_unlock(&p->mu);
   return NULL;
 }
 
+int buspool_new(buspool **out, size_t nthreads, char *err, size_t errlen) {
+  buspool *p = calloc(1, sizeof *p);
+  if (!p || !(p->threads = calloc(nthreads ? nthreads : 1, sizeof *p->threads))) {
+    free(p);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->work, NULL);
+  pthread_cond_init(&p->idle, NULL);
+  /* The jobs need little stack: libmodbus, the protocol core and snprintf. */
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  for (size_t i = 0; i < (nthreads ? nthreads : 1); i++) {
+    if (pthread_create(&p->threads[i], &attr, pool_main, p) != 0) {
+      snprintf(err, errlen, "cannot start a bus thread");
+      pthread_attr_destroy(&attr);
+      buspool_free(p);
+      return -1;
+    }
+    p->nthreads++;
+  }
+  pthread_attr_destroy(&attr);
+  *out = p;
+  return 0;
+}
+
+void buspool_free(buspool *p) {
+  if (!p) return;
+  pthread_mutex_lock(&p->mu);
+  p->stopping = true;
+  pthread_cond_broadcast(&p->work);
+  pthread_mutex_unlock(&p->mu);
+  for (size_t i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
+  free(p->threads);
+  pthread_cond_destroy(&p->work);
+  pthread_cond_destroy(&p->idle);
+  pthread_mutex_destroy(&p->mu);
+  free(p);
+}
+
 int busworker_start(busworker **out, const cfg *c, size_t bus,
-                    mb_plan *const *plans, void (*notify)(void *), void *ctx,
-                    char *err, size_t errlen) {
+                    mb_plan *const *plans, buspool *pool, void (*notify)(void *),
+                    void *ctx, char *err, size_t errlen) {
   busworker *w = calloc(1, sizeof *w);
   if (!w) {
     snprintf(err, errlen, "out of memory");
@@ -146,8 +240,6 @@ int busworker_start(busworker **out, const cfg *c, size_t bus,
   w->plans = plans;
   w->notify = notify;
   w->ctx = ctx;
-  pthread_mutex_init(&w->mu, NULL);
-  pthread_cond_init(&w->cv, NULL);
   size_t n = 0;
   for (size_t i = 0; i < c->nmeters; i++) {
     if (c->meters[i].bus != bus) continue;
@@ -169,61 +261,69 @@ int busworker_start(busworker **out, const cfg *c, size_t bus,
     busworker_free(w);
     return -1;
   }
-  if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
-    snprintf(err, errlen, "bus %s: cannot start its thread", w->bus->id);
+  if (pool) {
+    w->pool = pool;
+  } else if (buspool_new(&w->pool, 1, err, errlen) == 0) {
+    w->own_pool = true;
+  } else {
+    char e2[256];
+    snprintf(e2, sizeof e2, "bus %s: %s", w->bus->id, err);
+    snprintf(err, errlen, "%s", e2);
     busworker_free(w);
     return -1;
   }
-  w->started = true;
   *out = w;
   return 0;
 }
 
 int busworker_submit(busworker *w, uint32_t meter, int64_t slot_ms) {
-  pthread_mutex_lock(&w->mu);
+  pthread_mutex_lock(&w->pool->mu);
   if (w->stopping || w->count == w->cap) {
-    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_unlock(&w->pool->mu);
     return -1;
   }
   w->jobs[(w->head + w->count) % w->cap] = (job){meter, slot_ms};
   w->count++;
-  pthread_cond_signal(&w->cv);
-  pthread_mutex_unlock(&w->mu);
+  make_ready(w);
+  pthread_mutex_unlock(&w->pool->mu);
   return 0;
 }
 
 bus_result *busworker_take_results(busworker *w) {
-  pthread_mutex_lock(&w->mu);
+  pthread_mutex_lock(&w->pool->mu);
   bus_result *r = w->res_head;
   w->res_head = w->res_tail = NULL;
-  pthread_mutex_unlock(&w->mu);
+  pthread_mutex_unlock(&w->pool->mu);
   return r;
 }
 
 void busworker_stop(busworker *w) {
-  if (!w) return;
-  pthread_mutex_lock(&w->mu);
+  if (!w || !w->pool) return;
+  pthread_mutex_lock(&w->pool->mu);
   w->stopping = true;
   w->count = 0;
-  pthread_cond_signal(&w->cv);
-  pthread_mutex_unlock(&w->mu);
+  unready(w);
+  pthread_mutex_unlock(&w->pool->mu);
 }
 
 void busworker_join(busworker *w) {
-  if (!w || !w->started || w->joined) return;
+  if (!w || !w->pool || w->joined) return;
   busworker_stop(w);
-  pthread_join(w->thread, NULL);
+  pthread_mutex_lock(&w->pool->mu);
+  while (w->running) pthread_cond_wait(&w->pool->idle, &w->pool->mu);
+  pthread_mutex_unlock(&w->pool->mu);
+  /* No pool thread touches the bus any more. */
+  transport_close(w->tr);
   w->joined = true;
 }
 
 void busworker_free(busworker *w) {
   if (!w) return;
   busworker_join(w);
+  if (w->own_pool) buspool_free(w->pool);
   transport_free(w->tr);
   bus_result_free(w->res_head);
   free(w->jobs);
   free(w->buf);
-  pthread_cond_destroy(&w->cv);
-  pthread_mutex_destroy(&w->mu);
   free(w);
 }

@@ -1,8 +1,12 @@
-/* busworker: one thread per bus, owning that bus's transport.
+/* busworker: a bus's queue of polls, run one at a time on a pool thread.
  *
  * A libmodbus context is not thread-safe and an RS-485 line carries one frame
- * at a time, so every request on a bus runs on its worker, strictly one after
- * another. The loop submits poll jobs (at most one outstanding per meter: the
+ * at a time, so every request on a bus runs strictly one after another, by one
+ * thread at a time. A serial line gets a thread of its own (pass no pool); TCP
+ * endpoints and DTU links share a pool of a few threads, since a gateway that
+ * concentrates hundreds of them would spend more on a thread each (stacks,
+ * wake-ups) than on the polls. A pool thread takes a bus with work, runs one
+ * poll and puts the bus back behind the others. The loop submits poll jobs (at most one outstanding per meter: the
  * scheduler skips a slot whose previous poll is still queued, so the queue is
  * bounded by the meters on the bus) and takes results back after the notify
  * hook (a uv_async_send) wakes it. Connections that fail to open are retried
@@ -35,12 +39,20 @@ typedef struct bus_result {
 void bus_result_free(bus_result *r);
 
 typedef struct busworker busworker;
+typedef struct buspool buspool;
 
-/* Start the worker for bus BUS of C. PLANS[i] is meter i's plan (only the
- * bus's meters are used). */
+/* Start NTHREADS threads to run the jobs of the buses given this pool. */
+int buspool_new(buspool **out, size_t nthreads, char *err, size_t errlen);
+
+/* Stop and join the threads; every busworker of the pool must be joined
+ * first. NULL is a no-op. */
+void buspool_free(buspool *p);
+
+/* Start the worker for bus BUS of C on POOL, or on a thread of its own when
+ * POOL is NULL. PLANS[i] is meter i's plan (only the bus's meters are used). */
 int busworker_start(busworker **out, const cfg *c, size_t bus,
-                    mb_plan *const *plans, void (*notify)(void *), void *ctx,
-                    char *err, size_t errlen);
+                    mb_plan *const *plans, buspool *pool, void (*notify)(void *),
+                    void *ctx, char *err, size_t errlen);
 
 /* Queue a poll of meter METER for SLOT_MS. -1 when stopping or the queue is
  * full (the caller counts a skipped slot). */
@@ -53,8 +65,8 @@ bus_result *busworker_take_results(busworker *w);
  * finishes (within the bus timeout). Does not wait. */
 void busworker_stop(busworker *w);
 
-/* Wait for the thread to end (after busworker_stop); results stay available
- * to busworker_take_results. */
+/* Wait until no job of this bus runs any more and close its transport
+ * (after busworker_stop); results stay available to busworker_take_results. */
 void busworker_join(busworker *w);
 
 /* Wait for the thread to end and free everything, pending results too.

@@ -46,6 +46,9 @@
 /* A wall-clock step larger than this re-aligns the schedule. */
 #define CLOCK_JUMP_MS 1000
 #define GATEWAY_STATE_MS 60000
+/* Meter state changes within this long share one gateway state and one
+ * online-rate message. */
+#define SITE_COALESCE_MS 200
 /* A report is built this long after its window closes, so that readings of
  * the window's last slots are committed. */
 #define REPORT_GRACE_MS 1500
@@ -100,9 +103,11 @@ struct gw {
   uv_async_t wake;
   uv_signal_t sigterm, sigint;
   uv_timer_t gw_timer, replay_timer;
+  uv_timer_t site_timer; /* coalesces the site topics after state changes */
   store *store;
   publisher *pub;
   busworker **workers;
+  buspool *pool; /* the threads of the TCP and RTU-over-TCP buses */
   mb_plan **plans;
   meter_rt *meters;
   int64_t started_ms;
@@ -441,6 +446,13 @@ static void handle_replay(gw *d, store_event *ev) {
 /* ------------------------------------------------------------------------ */
 /* Poll results                                                             */
 
+static void on_site_timer(uv_timer_t *t) {
+  gw *d = t->data;
+  if (d->stopping) return;
+  publish_gateway_state(d, true);
+  publish_online_rate(d);
+}
+
 static void meter_changed(gw *d, meter_rt *m, mstate_change ch) {
   if (ch == MSTATE_NO_CHANGE) return;
   bool online = ch == MSTATE_WENT_ONLINE;
@@ -455,9 +467,12 @@ static void meter_changed(gw *d, meter_rt *m, mstate_change ch) {
                   online || !m->st.last_error ? NULL : fail_name(m->st.last_error),
                   online ? NULL : m->st.last_error_detail);
   publish_meter_state(d, m);
-  /* The gateway state and the online rate count the meters online. */
-  publish_gateway_state(d, true);
-  publish_online_rate(d);
+  /* The gateway state and the online rate count the meters online: publish
+   * them once for the changes of the next moment, not once per change (at
+   * start-up a thousand meters come online within a second, and the
+   * online-rate document lists them all). */
+  if (!uv_is_active((uv_handle_t *)&d->site_timer))
+    uv_timer_start(&d->site_timer, on_site_timer, SITE_COALESCE_MS, 0);
 }
 
 static void handle_result(gw *d, bus_result *r) {
@@ -1074,8 +1089,23 @@ int daemon_run(const cfg *c) {
     goto out;
   }
 
+  /* A serial line keeps a thread of its own; network buses share a pool
+   * with room for an eighth of them to wait out a timeout at once (at least
+   * 16 threads, or one each when there are fewer). */
+  size_t nnet = 0;
+  for (size_t b = 0; b < c->nbuses; b++)
+    if (c->buses[b].transport != CFG_TRANSPORT_RTU) nnet++;
+  if (nnet) {
+    size_t threads = nnet / 8 > 16 ? nnet / 8 : 16;
+    if (threads > nnet) threads = nnet;
+    if (buspool_new(&d->pool, threads, err, sizeof err) != 0) {
+      log_error("%s", err);
+      goto out;
+    }
+  }
   for (size_t b = 0; b < c->nbuses; b++) {
-    if (busworker_start(&d->workers[b], c, b, d->plans, notify, d, err,
+    buspool *pool = c->buses[b].transport == CFG_TRANSPORT_RTU ? NULL : d->pool;
+    if (busworker_start(&d->workers[b], c, b, d->plans, pool, notify, d, err,
                         sizeof err) != 0) {
       log_error("%s", err);
       goto out;
@@ -1089,7 +1119,8 @@ int daemon_run(const cfg *c) {
   uv_signal_start(&d->sigint, on_signal, SIGINT);
   uv_timer_init(&d->loop, &d->gw_timer);
   uv_timer_init(&d->loop, &d->replay_timer);
-  d->gw_timer.data = d->replay_timer.data = d;
+  uv_timer_init(&d->loop, &d->site_timer);
+  d->gw_timer.data = d->replay_timer.data = d->site_timer.data = d;
   uv_timer_start(&d->gw_timer, on_gateway_timer, GATEWAY_STATE_MS, GATEWAY_STATE_MS);
   uv_timer_init(&d->loop, &d->maint_timer);
   d->maint_timer.data = d;
@@ -1152,6 +1183,7 @@ int daemon_run(const cfg *c) {
    * within its timeout, queued ones are abandoned. */
   for (size_t i = 0; i < c->nmeters; i++) uv_timer_stop(&d->meters[i].timer);
   uv_timer_stop(&d->replay_timer);
+  uv_timer_stop(&d->site_timer);
   uv_timer_stop(&d->maint_timer);
   uv_timer_stop(&d->reconnect_timer);
   for (size_t i = 0; i < d->nperiods; i++) uv_timer_stop(&d->period_rt[i].timer);
@@ -1165,6 +1197,7 @@ out:
   if (d->workers) {
     for (size_t b = 0; b < c->nbuses; b++) busworker_free(d->workers[b]);
   }
+  buspool_free(d->pool);
   reporter_free(d->reporter);
   d->reporter = NULL;
   if (d->store) {

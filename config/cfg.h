@@ -19,6 +19,10 @@
 #define CFG_ID_MAX 64
 #define CFG_NAME_MAX 256
 #define CFG_PATH_MAX 4096
+/* Kept shorter: every bus and meter carries one, thousands on a
+ * concentrator. */
+#define CFG_DEVICE_MAX 256
+#define CFG_REF_MAX 512
 #define CFG_HOST_MAX 256
 #define CFG_ERR_MAX 1024
 #define CFG_FIXED_MAX 16
@@ -54,7 +58,7 @@ typedef struct {
   int line, col; /* where the bus was declared */
   cfg_transport transport;
   /* rtu */
-  char device[CFG_PATH_MAX];
+  char device[CFG_DEVICE_MAX];
   int baud;      /* default 9600 */
   char parity;   /* 'N', 'E' or 'O'; default 'N' */
   int data_bits; /* 7 or 8; default 8 */
@@ -97,7 +101,7 @@ typedef struct {
   int line, col;
   size_t bus;          /* index into cfg.buses */
   int unit;            /* 1..247 */
-  char profile_ref[CFG_PATH_MAX]; /* as written */
+  char profile_ref[CFG_REF_MAX]; /* as written */
   const mb_profile *profile;      /* owned by the cfg */
   int64_t interval_ms; /* default 1m */
   cfg_sim sim;

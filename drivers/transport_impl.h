@@ -15,6 +15,8 @@
 
 #include "transport.h"
 
+_Static_assert(CFG_HOST_MAX + 16 > CFG_DEVICE_MAX, "a device path fits in where");
+
 typedef struct transport_ops {
   /* Open the line or connect; on success set t->is_open. */
   int (*open)(transport *t, tr_error *e);
@@ -33,7 +35,7 @@ struct transport {
   const transport_ops *ops;
   void *impl;
   cfg_bus bus;        /* a copy: the caller's config may go first */
-  char where[CFG_PATH_MAX + 8]; /* "host:port" or the device, for messages */
+  char where[CFG_HOST_MAX + 16]; /* "host:port" or the device, for messages */
   int is_open;
   uint64_t gap_ns;    /* silence to keep before sending a request */
   uint64_t ready_ns;  /* CLOCK_MONOTONIC time the next request may go */

@@ -109,4 +109,5 @@ late=$(jq -s '([.[] | select(.stored == false) | "\(.meter) \(.ts)"] | unique) a
   | [.[] | select(.seq != null and .historical != true) | "\(.meter) \(.ts)"
      | select(. as $k | $u | index($k))] | length' "$T/readings.jsonl")
 expect_eq "those numbered later are flagged historical" 0 "$late"
+umount "$DBDIR" # so that the clean-up can remove the folder
 finish
