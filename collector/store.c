@@ -121,6 +121,12 @@ typedef struct op {
   char detail[160];
 } op;
 
+typedef struct {
+  char *meter; /* NULL: a free slot */
+  int64_t last_seq;
+  bool touched;
+} seq_slot;
+
 struct store {
   sqlite3 *db;
   pthread_t thread;
@@ -162,6 +168,10 @@ struct store {
   bool failing;
   int64_t retry_at_ms, backoff_ms, fail_since_ms;
   _Atomic uint64_t held_readings;
+  seq_slot *seqs;        /* the writer's table of last sequence numbers */
+  size_t seq_cap, seq_n;
+  size_t *seq_touched;   /* slots advanced by the batch in progress */
+  size_t seq_ntouched;
   _Atomic bool failing_flag;
 };
 
@@ -308,6 +318,7 @@ static void finalize_all(store *s) {
 }
 
 static void *writer_main(void *arg);
+static void seqs_clear(store *s);
 
 static void free_ops(op *o) {
   while (o) {
@@ -414,6 +425,7 @@ void store_close(store *s, store_stats *final) {
     pthread_join(s->thread, NULL);
   }
   if (final) store_get_stats(s, final);
+  seqs_clear(s);
   free_ops(s->held); /* what the database never took: counted in held */
   s->held = NULL;
   for (op *o = s->head; o;) {
@@ -581,13 +593,6 @@ static void post_event(store *s, store_event *ev) {
   pthread_mutex_unlock(&s->mu);
 }
 
-/* Per-batch cache of each touched meter's last sequence number. */
-typedef struct seq_entry {
-  struct seq_entry *next;
-  const char *meter;
-  int64_t last_seq;
-} seq_entry;
-
 static int step_done(sqlite3_stmt *st) {
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
@@ -595,40 +600,85 @@ static int step_done(sqlite3_stmt *st) {
   return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : rc;
 }
 
-static int next_seq(store *s, seq_entry **cache, const char *meter,
-                    int64_t *seq) {
-  for (seq_entry *e = *cache; e; e = e->next) {
-    if (strcmp(e->meter, meter) == 0) {
-      *seq = ++e->last_seq;
-      return 0;
-    }
+/* Each meter's last sequence number, read from the database once and kept
+ * (the writer is the only one to advance it): an open-addressing table by
+ * meter id. The entries a batch advanced are written back in its
+ * transaction; a failed transaction empties the table, to be read again. */
+static uint64_t hash_id(const char *id) {
+  uint64_t h = 1469598103934665603u; /* FNV-1a */
+  for (; *id; id++) h = (h ^ (unsigned char)*id) * 1099511628211u;
+  return h;
+}
+
+static void seqs_clear(store *s) {
+  for (size_t i = 0; i < s->seq_cap; i++) free(s->seqs[i].meter);
+  free(s->seqs);
+  free(s->seq_touched);
+  s->seqs = NULL;
+  s->seq_touched = NULL;
+  s->seq_cap = s->seq_n = s->seq_ntouched = 0;
+}
+
+static seq_slot *seqs_find(store *s, const char *meter) {
+  size_t mask = s->seq_cap - 1;
+  for (size_t i = hash_id(meter) & mask;; i = (i + 1) & mask)
+    if (!s->seqs[i].meter || strcmp(s->seqs[i].meter, meter) == 0) return &s->seqs[i];
+}
+
+static int seqs_grow(store *s) {
+  size_t cap = s->seq_cap ? s->seq_cap * 2 : 64;
+  seq_slot *old = s->seqs;
+  size_t oldcap = s->seq_cap;
+  size_t *touched = realloc(s->seq_touched, cap / 2 * sizeof *touched);
+  seq_slot *slots = calloc(cap, sizeof *slots);
+  if (!slots || !touched) {
+    free(slots);
+    if (touched) s->seq_touched = touched;
+    return SQLITE_NOMEM;
   }
-  seq_entry *e = calloc(1, sizeof *e);
-  if (!e) return SQLITE_NOMEM;
-  e->meter = meter;
-  sqlite3_bind_text(s->st_seq_get, 1, meter, -1, SQLITE_STATIC);
-  int rc = sqlite3_step(s->st_seq_get);
-  if (rc == SQLITE_ROW)
-    e->last_seq = sqlite3_column_int64(s->st_seq_get, 0);
-  sqlite3_reset(s->st_seq_get);
-  sqlite3_clear_bindings(s->st_seq_get);
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-    free(e);
-    return rc;
+  s->seq_touched = touched;
+  s->seqs = slots;
+  s->seq_cap = cap;
+  s->seq_ntouched = 0;
+  for (size_t i = 0; i < oldcap; i++) {
+    if (!old[i].meter) continue;
+    seq_slot *e = seqs_find(s, old[i].meter);
+    *e = old[i];
+    if (e->touched) s->seq_touched[s->seq_ntouched++] = (size_t)(e - s->seqs);
   }
-  e->next = *cache;
-  *cache = e;
+  free(old);
+  return 0;
+}
+
+static int next_seq(store *s, const char *meter, int64_t *seq) {
+  if ((s->seq_n + 1) * 2 > s->seq_cap && seqs_grow(s)) return SQLITE_NOMEM;
+  seq_slot *e = seqs_find(s, meter);
+  if (!e->meter) {
+    int64_t last = 0;
+    sqlite3_bind_text(s->st_seq_get, 1, meter, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s->st_seq_get);
+    if (rc == SQLITE_ROW) last = sqlite3_column_int64(s->st_seq_get, 0);
+    sqlite3_reset(s->st_seq_get);
+    sqlite3_clear_bindings(s->st_seq_get);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return rc;
+    if (!(e->meter = strdup(meter))) return SQLITE_NOMEM;
+    e->last_seq = last;
+    s->seq_n++;
+  }
+  if (!e->touched) {
+    e->touched = true;
+    s->seq_touched[s->seq_ntouched++] = (size_t)(e - s->seqs);
+  }
   *seq = ++e->last_seq;
   return 0;
 }
 
-static int apply(store *s, op *o, seq_entry **cache, size_t *nread,
-                 int64_t *delivered) {
+static int apply(store *s, op *o, size_t *nread, int64_t *delivered) {
   int rc = 0;
   switch (o->kind) {
     case OP_READING: {
       store_reading *r = o->reading;
-      rc = next_seq(s, cache, r->meter, &r->seq);
+      rc = next_seq(s, r->meter, &r->seq);
       if (rc) return rc;
       sqlite3_bind_text(s->st_insert, 1, r->meter, -1, SQLITE_STATIC);
       sqlite3_bind_int64(s->st_insert, 2, r->seq);
@@ -760,22 +810,23 @@ static int64_t mono_ms(void) {
  * is rolled back, the readings stay in their operations with no id or
  * sequence number, and ERR says why. */
 static int commit_ops(store *s, op *ops, char *err, size_t errlen) {
-  seq_entry *cache = NULL;
   size_t n = 0;
   int64_t delivered = 0;
   int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
   for (op *o = ops; o && rc == SQLITE_OK; o = o->next)
-    rc = apply(s, o, &cache, &n, &delivered);
-  for (seq_entry *e = cache; e && rc == SQLITE_OK; e = e->next) {
+    rc = apply(s, o, &n, &delivered);
+  for (size_t i = 0; i < s->seq_ntouched && rc == SQLITE_OK; i++) {
+    seq_slot *e = &s->seqs[s->seq_touched[i]];
     sqlite3_bind_text(s->st_seq_set, 1, e->meter, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s->st_seq_set, 2, e->last_seq);
     rc = step_done(s->st_seq_set);
   }
   if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
-  while (cache) {
-    seq_entry *next = cache->next;
-    free(cache);
-    cache = next;
+  if (rc == SQLITE_OK) {
+    for (size_t i = 0; i < s->seq_ntouched; i++) s->seqs[s->seq_touched[i]].touched = false;
+    s->seq_ntouched = 0;
+  } else {
+    seqs_clear(s); /* the numbers it advanced were rolled back */
   }
   atomic_fetch_add(&s->transactions, 1);
   if (rc != SQLITE_OK) {
