@@ -125,6 +125,8 @@ struct gw {
   int64_t replay_cursor, replay_upto;
   uint64_t replay_sent;
   size_t replay_budget; /* rows this tick may still send */
+  int64_t *acks;        /* rows acknowledged in this wake-up */
+  size_t nacks, acks_cap;
   /* Wall-clock steps: wall minus monotonic as last seen, the steps so far,
    * the last one's size and when (monotonic and wall, after it), and the
    * readings of this run (ids above run_from_id) that a step can flag. */
@@ -505,12 +507,15 @@ static void handle_result(gw *d, bus_result *r) {
         sr->quality = q;
         if (!sr->fields) {
           free(sr);
+          store_count_poll(d->store, mc->id, r->start_ms,
+                           q == QUALITY_SUSPECT ? "suspect" : "ok");
         } else {
-          store_add_reading(d->store, sr);
+          store_add_polled_reading(d->store, sr); /* counts the poll too */
         }
+      } else {
+        store_count_poll(d->store, mc->id, r->start_ms,
+                         q == QUALITY_SUSPECT ? "suspect" : "ok");
       }
-      store_count_poll(d->store, mc->id, r->start_ms,
-                       q == QUALITY_SUSPECT ? "suspect" : "ok");
       m->retry_at_ms = 0;
       meter_changed(d, m, mstate_success(&m->st, r->start_ms));
       return;
@@ -535,6 +540,28 @@ static void handle_result(gw *d, bus_result *r) {
 static void on_reconnect(uv_timer_t *t) {
   gw *d = t->data;
   if (!d->stopping && !d->connected) publisher_reconnect(d->pub);
+}
+
+/* Acknowledged rows are marked delivered in one operation per wake-up. */
+static void ack(gw *d, int64_t row) {
+  if (d->nacks == d->acks_cap) {
+    size_t cap = d->acks_cap ? d->acks_cap * 2 : 256;
+    int64_t *a = realloc(d->acks, cap * sizeof *a);
+    if (!a) {
+      store_mark_delivered(d->store, row);
+      return;
+    }
+    d->acks = a;
+    d->acks_cap = cap;
+  }
+  d->acks[d->nacks++] = row;
+}
+
+static void flush_acks(gw *d) {
+  if (!d->nacks) return;
+  if (store_mark_delivered_many(d->store, d->acks, d->nacks) != 0)
+    for (size_t i = 0; i < d->nacks; i++) store_mark_delivered(d->store, d->acks[i]);
+  d->nacks = 0;
 }
 
 static void handle_pub_event(gw *d, pub_event *ev) {
@@ -587,7 +614,7 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       if (tag_row(ev->tag) == 0) break; /* a state message */
       if (d->inflight) d->inflight--;
       d->delivered++;
-      store_mark_delivered(d->store, tag_row(ev->tag));
+      ack(d, tag_row(ev->tag));
       if (d->replay_active) replay_more(d);
       break;
     case PUB_EV_FAILED: {
@@ -673,6 +700,7 @@ static void on_wake(uv_async_t *a) {
   pub_event *pe = publisher_take_events(d->pub);
   for (pub_event *e = pe; e; e = e->next) handle_pub_event(d, e);
   pub_event_free(pe);
+  flush_acks(d);
 
   store_event *se = store_take_events(d->store);
   for (store_event *e = se; e; e = e->next) {
@@ -1249,6 +1277,7 @@ out:
   }
   free(d->plans);
   free(d->meters);
+  free(d->acks);
   free(d->workers);
   free(d);
   return exit_code;

@@ -114,7 +114,10 @@ typedef struct op {
   int64_t ts_ms;
   int64_t upto_id;
   size_t limit;
-  int kind_index;
+  int kind_index;  /* OP_POLL, and OP_READING when count is set */
+  bool count;      /* OP_READING: count its poll in poll_stats too */
+  int64_t *ids;    /* OP_DELIVERED: the rows (id unused), owned */
+  size_t nids;
   bool online;
   char meter[64];
   char error[32];
@@ -167,6 +170,10 @@ struct store {
   size_t held_ops, hold_max;
   bool failing;
   int64_t retry_at_ms, backoff_ms, fail_since_ms;
+  /* Group commit: operations wait up to commit_window_ms from the first one
+   * queued, so that one transaction (and one fsync) carries many. */
+  int64_t commit_window_ms, first_queued_ms;
+  bool urgent;
   _Atomic uint64_t held_readings;
   seq_slot *seqs;        /* the writer's table of last sequence numbers */
   size_t seq_cap, seq_n;
@@ -318,12 +325,19 @@ static void finalize_all(store *s) {
 }
 
 static void *writer_main(void *arg);
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 static void seqs_clear(store *s);
 
 static void free_ops(op *o) {
   while (o) {
     op *next = o->next;
     store_reading_free(o->reading);
+    free(o->ids);
     free(o);
     o = next;
   }
@@ -348,6 +362,9 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
   s->max_size = opt->max_size;
   s->retention_ms = opt->retention_ms;
   s->hold_max = opt->hold_max ? opt->hold_max : 20000;
+  s->commit_window_ms = opt->commit_window_ms < 0 ? 0
+                        : opt->commit_window_ms ? opt->commit_window_ms
+                                                : STORE_COMMIT_WINDOW_MS;
 
   int rc = sqlite3_open_v2(opt->path, &s->db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
@@ -371,10 +388,13 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
     goto fail;
   }
   if (s->max_size > 0) {
-    /* Keep the write-ahead log within an eighth of the bound: checkpoint
-     * that often and truncate it back to that after. */
+    /* Keep the write-ahead log within an eighth of the bound, and within
+     * 4 MiB (SQLite's default checkpoint size): checkpoint that often and
+     * truncate it back to that after. A longer log only makes every page
+     * lookup and every checkpoint slower. */
     char pragma[128];
     int64_t wal = s->max_size / 8;
+    if (wal > 4 * 1024 * 1024) wal = 4 * 1024 * 1024;
     snprintf(pragma, sizeof pragma, "PRAGMA journal_size_limit = %lld", (long long)wal);
     exec(s->db, pragma, e, sizeof e);
     int64_t pages = wal / 4096;
@@ -428,12 +448,7 @@ void store_close(store *s, store_stats *final) {
   seqs_clear(s);
   free_ops(s->held); /* what the database never took: counted in held */
   s->held = NULL;
-  for (op *o = s->head; o;) {
-    op *next = o->next;
-    store_reading_free(o->reading);
-    free(o);
-    o = next;
-  }
+  free_ops(s->head);
   store_event_free(s->ev_head);
   if (s->db) {
     finalize_all(s);
@@ -453,18 +468,24 @@ static int enqueue(store *s, op *o) {
   if (s->stopping || (o->kind == OP_READING && s->queued >= s->queue_max)) {
     pthread_mutex_unlock(&s->mu);
     if (o->kind == OP_READING) atomic_fetch_add(&s->dropped, 1);
-    store_reading_free(o->reading);
-    free(o);
+    o->next = NULL;
+    free_ops(o);
     return -1;
   }
   o->next = NULL;
+  bool was_empty = !s->head;
   if (s->tail)
     s->tail->next = o;
   else
     s->head = o;
   s->tail = o;
   s->queued++;
-  pthread_cond_signal(&s->cv);
+  if (was_empty) s->first_queued_ms = mono_ms();
+  /* A replay request is answered at once: the replay's pace depends on it. */
+  if (o->kind == OP_REPLAY) s->urgent = true;
+  /* The writer sleeps without a deadline only on an empty queue; otherwise it
+   * waits out the commit window, and only an urgent operation cuts it short. */
+  if (was_empty || o->kind == OP_REPLAY) pthread_cond_signal(&s->cv);
   pthread_mutex_unlock(&s->mu);
   return 0;
 }
@@ -475,7 +496,7 @@ static op *new_op(op_kind k) {
   return o;
 }
 
-int store_add_reading(store *s, store_reading *r) {
+static int add_reading(store *s, store_reading *r, bool count) {
   op *o = new_op(OP_READING);
   if (!o) {
     atomic_fetch_add(&s->dropped, 1);
@@ -484,13 +505,30 @@ int store_add_reading(store *s, store_reading *r) {
   }
   r->next = NULL;
   o->reading = r;
+  o->count = count;
+  o->kind_index = r->quality ? 1 : 0; /* "suspect" or "ok" */
   return enqueue(s, o);
 }
 
-int store_mark_delivered(store *s, int64_t id) {
+int store_add_reading(store *s, store_reading *r) { return add_reading(s, r, false); }
+
+int store_add_polled_reading(store *s, store_reading *r) {
+  return add_reading(s, r, true);
+}
+
+int store_mark_delivered(store *s, int64_t id) { return store_mark_delivered_many(s, &id, 1); }
+
+int store_mark_delivered_many(store *s, const int64_t *ids, size_t n) {
+  if (n == 0) return 0;
   op *o = new_op(OP_DELIVERED);
   if (!o) return -1;
-  o->id = id;
+  o->ids = malloc(n * sizeof *o->ids);
+  if (!o->ids) {
+    free(o);
+    return -1;
+  }
+  memcpy(o->ids, ids, n * sizeof *ids);
+  o->nids = n;
   return enqueue(s, o);
 }
 
@@ -673,6 +711,14 @@ static int next_seq(store *s, const char *meter, int64_t *seq) {
   return 0;
 }
 
+static int count_poll(store *s, int kind_index, const char *meter, int64_t ts_ms) {
+  sqlite3_stmt *st = s->st_poll[kind_index];
+  int64_t hour = ts_ms - (ts_ms % 3600000);
+  sqlite3_bind_text(st, 1, meter, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, hour);
+  return step_done(st);
+}
+
 static int apply(store *s, op *o, size_t *nread, int64_t *delivered) {
   int rc = 0;
   switch (o->kind) {
@@ -691,12 +737,15 @@ static int apply(store *s, op *o, size_t *nread, int64_t *delivered) {
       if (rc) return rc;
       r->id = sqlite3_last_insert_rowid(s->db);
       (*nread)++;
+      if (o->count) return count_poll(s, o->kind_index, r->meter, r->ts_ms);
       return 0;
     }
     case OP_DELIVERED:
-      sqlite3_bind_int64(s->st_delivered, 1, o->id);
-      rc = step_done(s->st_delivered);
-      if (!rc) *delivered += sqlite3_changes(s->db);
+      for (size_t i = 0; i < o->nids && !rc; i++) {
+        sqlite3_bind_int64(s->st_delivered, 1, o->ids[i]);
+        rc = step_done(s->st_delivered);
+        if (!rc) *delivered += sqlite3_changes(s->db);
+      }
       return rc;
     case OP_STATE:
       sqlite3_bind_text(s->st_state, 1, o->meter, -1, SQLITE_STATIC);
@@ -707,13 +756,8 @@ static int apply(store *s, op *o, size_t *nread, int64_t *delivered) {
       if (o->detail[0])
         sqlite3_bind_text(s->st_state, 5, o->detail, -1, SQLITE_STATIC);
       return step_done(s->st_state);
-    case OP_POLL: {
-      sqlite3_stmt *st = s->st_poll[o->kind_index];
-      int64_t hour = o->ts_ms - (o->ts_ms % 3600000);
-      sqlite3_bind_text(st, 1, o->meter, -1, SQLITE_STATIC);
-      sqlite3_bind_int64(st, 2, hour);
-      return step_done(st);
-    }
+    case OP_POLL:
+      return count_poll(s, o->kind_index, o->meter, o->ts_ms);
     case OP_RUN_START:
       sqlite3_bind_int64(s->st_run_start, 1, o->ts_ms);
       rc = step_done(s->st_run_start);
@@ -797,12 +841,6 @@ static void do_replay(store *s, op *o) {
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
   post_event(s, ev);
-}
-
-static int64_t mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Apply the operations in one transaction. Returns 0 when committed: the
@@ -1101,25 +1139,26 @@ static void *writer_main(void *arg) {
   store *s = arg;
   for (;;) {
     pthread_mutex_lock(&s->mu);
-    while (!s->head && !s->stopping) {
-      if (!s->failing) {
+    for (;;) {
+      if (s->stopping) break;
+      int64_t now = mono_ms(), until;
+      if (s->head) {
+        until = s->first_queued_ms + s->commit_window_ms;
+        if (s->urgent || now >= until) break;
+      } else if (s->failing) {
+        until = s->retry_at_ms; /* the next attempt at the held operations */
+        if (now >= until) break;
+      } else {
         pthread_cond_wait(&s->cv, &s->mu);
         continue;
       }
-      /* Wake for the next attempt at the held operations. */
-      int64_t wait = s->retry_at_ms - mono_ms();
-      if (wait <= 0) break;
-      struct timespec until;
-      clock_gettime(CLOCK_MONOTONIC, &until);
-      until.tv_sec += wait / 1000;
-      until.tv_nsec += (long)(wait % 1000) * 1000000L;
-      if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
-      pthread_cond_timedwait(&s->cv, &s->mu, &until);
-      if (mono_ms() >= s->retry_at_ms) break;
+      struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (long)(until % 1000) * 1000000L};
+      pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     }
     op *batch = s->head;
     s->head = s->tail = NULL;
     s->queued = 0;
+    s->urgent = false;
     bool stop = s->stopping;
     pthread_mutex_unlock(&s->mu);
 

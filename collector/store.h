@@ -58,6 +58,9 @@ typedef enum {
 #define STORE_RETRY_MIN_MS 1000
 #define STORE_RETRY_MAX_MS 8000
 
+/* Operations queued within this long of each other share a transaction. */
+#define STORE_COMMIT_WINDOW_MS 50
+
 typedef struct store_event {
   struct store_event *next;
   store_event_kind kind;
@@ -91,6 +94,9 @@ typedef struct {
   int64_t retention_ms;    /* readings and history older go; 0: kept */
   size_t hold_max;         /* operations held in memory while the database
                               cannot be written; 0: 20000 */
+  int64_t commit_window_ms; /* group commit: how long the first queued
+                              operation waits for others; 0: the default,
+                              negative: none */
   void (*notify)(void *ctx); /* called from the writer thread after each batch */
   void *notify_ctx;
 } store_options;
@@ -103,8 +109,15 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen);
  * (the reading is freed and counted as dropped). */
 int store_add_reading(store *s, store_reading *r);
 
+/* The same, and count the poll that took it ("ok" or "suspect" by its
+ * quality) in the meter's hourly poll counts, in the same operation. */
+int store_add_polled_reading(store *s, store_reading *r);
+
 /* Mark row ID delivered (a PUBACK arrived). */
 int store_mark_delivered(store *s, int64_t id);
+
+/* Mark the N rows of IDS delivered, in one operation. */
+int store_mark_delivered_many(store *s, const int64_t *ids, size_t n);
 
 /* Record a meter state change. ERROR is a failure-kind name or NULL. */
 int store_add_state(store *s, const char *meter, int64_t ts_ms, bool online,
