@@ -509,9 +509,15 @@ SQL
        lateness_ms: ($a.lateness_ms | {p50, p99, max}),
        latency_ms: ($a.latency_ms | {p50, p99, max}),
        outage: {backlog: $backlog, drained_in_window: $a.historical_in_window,
-                drain_per_s: $a.historical_per_s, drain_peak_per_s: $a.historical_peak_per_s,
+                # Over the span the replay ran in the window: a backlog that
+                # is gone before the window ends is not diluted by the rest.
+                drain_per_s: (($a.historical_last_ms - $a.historical_first_ms) / 1000) as $span
+                  | (if $span >= 1 then $a.historical_in_window / $span else $a.historical_per_s end),
+                drain_span_s: (($a.historical_last_ms - $a.historical_first_ms) / 1000),
+                drain_peak_per_s: $a.historical_peak_per_s,
                 backlog_left: $left,
-                seconds_to_drain: (if $a.historical_per_s > 0 then $backlog / $a.historical_per_s else null end)}}' \
+                seconds_to_drain: (if $a.historical_per_s > 0 then $backlog / $a.historical_per_s else null end)}}
+    | .outage.seconds_to_drain = (if .outage.drain_per_s > 0 then .outage.backlog / .outage.drain_per_s else null end)' \
     >"$dir/phase.json"
   RESULTS+=("$dir/phase.json")
   jq -c '{name, readings_per_s, expected_per_s, outage, lateness_ms, latency_ms, failed}' "$dir/phase.json" >&2
