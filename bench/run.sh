@@ -511,8 +511,8 @@ SQL
        outage: {backlog: $backlog, drained_in_window: $a.historical_in_window,
                 # Over the span the replay ran in the window: a backlog that
                 # is gone before the window ends is not diluted by the rest.
-                drain_per_s: (($a.historical_last_ms - $a.historical_first_ms) / 1000) as $span
-                  | (if $span >= 1 then $a.historical_in_window / $span else $a.historical_per_s end),
+                drain_per_s: ((($a.historical_last_ms - $a.historical_first_ms) / 1000) as $span
+                  | if $span >= 1 then $a.historical_in_window / $span else $a.historical_per_s end),
                 drain_span_s: (($a.historical_last_ms - $a.historical_first_ms) / 1000),
                 drain_peak_per_s: $a.historical_peak_per_s,
                 backlog_left: $left,
