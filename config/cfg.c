@@ -1072,7 +1072,24 @@ int64_t cfg_meter_phase_ms(const cfg *c, size_t i) {
   }
   int64_t spread = n ? m->interval_ms / (int64_t)n : 0;
   if (spread > 100) spread = 100;
-  return ((int64_t)k * spread) % m->interval_ms;
+  /* Network buses share the collector's pool of bus threads: offset each
+   * such bus by its rank among them, a step of interval / buses between 1
+   * and 10 ms, so that a thousand single-meter endpoints are not all due in
+   * the same millisecond. */
+  int64_t offset = 0;
+  if (c->buses[m->bus].transport != CFG_TRANSPORT_RTU) {
+    size_t rank = 0, nb = 0;
+    for (size_t j = 0; j < c->nbuses; j++) {
+      if (c->buses[j].transport == CFG_TRANSPORT_RTU) continue;
+      if (j < m->bus) rank++;
+      nb++;
+    }
+    int64_t step = m->interval_ms / (int64_t)nb;
+    if (step < 1) step = 1;
+    if (step > 10) step = 10;
+    offset = (int64_t)rank * step;
+  }
+  return (offset + (int64_t)k * spread) % m->interval_ms;
 }
 
 bool cfg_period_valid(const char *s) {

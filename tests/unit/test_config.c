@@ -177,6 +177,28 @@ static void test_meter_phase(void **state) {
   assert_int_equal(cfg_meter_phase_ms(c, 0), 0);
   assert_int_equal(cfg_meter_phase_ms(c, 3), 150);
   cfg_free(c);
+  /* Network buses are offset by their rank among them: three endpoints
+   * every 100 ms are 10 ms apart; a serial line among them is not counted. */
+  c = load_ok("site: {id: s}\n"
+              "mqtt: {url: \"mqtt://127.0.0.1:1883\"}\n"
+              "storage: {path: ./r.db}\n"
+              "buses:\n"
+              "  - {id: t1, transport: tcp, host: 127.0.0.1, port: 502}\n"
+              "  - {id: s1, transport: rtu, device: /dev/ttyS0}\n"
+              "  - {id: t2, transport: tcp, host: 127.0.0.1, port: 503}\n"
+              "  - {id: t3, transport: rtu-over-tcp, host: 127.0.0.1, port: 504}\n"
+              "meters:\n"
+              "  - {id: A, bus: t1, unit: 1, profile: tuf2000m, interval: 100ms}\n"
+              "  - {id: B, bus: t1, unit: 2, profile: tuf2000m, interval: 100ms}\n"
+              "  - {id: C, bus: s1, unit: 1, profile: tuf2000m, interval: 100ms}\n"
+              "  - {id: D, bus: t2, unit: 1, profile: tuf2000m, interval: 100ms}\n"
+              "  - {id: E, bus: t3, unit: 1, profile: tuf2000m, interval: 100ms}\n");
+  assert_int_equal(cfg_meter_phase_ms(c, 0), 0);
+  assert_int_equal(cfg_meter_phase_ms(c, 1), 50); /* B: second of two on t1 */
+  assert_int_equal(cfg_meter_phase_ms(c, 2), 0);  /* C: the serial line */
+  assert_int_equal(cfg_meter_phase_ms(c, 3), 10); /* D: t2, rank 1 */
+  assert_int_equal(cfg_meter_phase_ms(c, 4), 20); /* E: t3, rank 2 */
+  cfg_free(c);
 }
 
 static void test_minimal_defaults(void **state) {
