@@ -54,8 +54,7 @@ struct busworker {
 void bus_result_free(bus_result *r) {
   while (r) {
     bus_result *next = r->next;
-    free(r->values);
-    free(r);
+    free(r); /* the values are part of it */
     r = next;
   }
 }
@@ -97,7 +96,9 @@ static int ensure_open(busworker *w, tr_error *e) {
 static void run_job(busworker *w, const job *j) {
   const cfg_meter *m = &w->cfg->meters[j->meter];
   const mb_plan *plan = w->plans[j->meter];
-  bus_result *r = calloc(1, sizeof *r);
+  /* One allocation with room for the values after the header. */
+  size_t nvalues = m->profile->nfields ? m->profile->nfields : 1;
+  bus_result *r = calloc(1, sizeof *r + nvalues * sizeof(double));
   if (!r) return; /* nothing to answer with; the stuck-bus rule notices */
   r->meter = j->meter;
   r->slot_ms = j->slot_ms;
@@ -105,24 +106,12 @@ static void run_job(busworker *w, const job *j) {
   r->start_mono_ms = clock_mono_ms();
   r->rc = ensure_open(w, &r->err);
   if (r->rc == TR_OK) {
-    r->values = calloc(m->profile->nfields ? m->profile->nfields : 1,
-                       sizeof *r->values);
-    if (!r->values) {
-      /* Still answer, so the meter's poll is not left pending forever. */
-      r->rc = TR_EIO;
-      snprintf(r->err.detail, sizeof r->err.detail, "out of memory");
-      r->end_ms = clock_wall_ms();
-      post(w, r);
-      return;
-    }
+    r->values = (double *)(r + 1);
     r->start_ms = clock_wall_ms();
     r->start_mono_ms = clock_mono_ms();
     r->rc = mb_poll_meter(w->tr, m->unit, plan, m->profile, w->buf, r->values,
                           &r->err, &r->requests);
-    if (r->rc != TR_OK) {
-      free(r->values);
-      r->values = NULL;
-    }
+    if (r->rc != TR_OK) r->values = NULL;
   }
   r->end_ms = clock_wall_ms();
   post(w, r);

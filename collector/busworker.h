@@ -33,7 +33,8 @@ typedef struct bus_result {
   int rc;            /* TR_OK or a tr_code */
   tr_error err;
   int requests;
-  double *values;    /* profile->nfields values when rc == TR_OK */
+  double *values;    /* profile->nfields values when rc == TR_OK (they live
+                        in the same allocation as the result) */
 } bus_result;
 
 void bus_result_free(bus_result *r);

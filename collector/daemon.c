@@ -484,7 +484,8 @@ static void handle_result(gw *d, bus_result *r) {
   const cfg_meter *mc = m->cfg;
   if (r->rc == TR_OK) {
     char fields[2048];
-    if (reading_fields_json(mc->profile, r->values, fields, sizeof fields) < 0) {
+    int flen = reading_fields_json(mc->profile, r->values, fields, sizeof fields);
+    if (flen < 0) {
       r->rc = TR_EDECODE;
       snprintf(r->err.detail, sizeof r->err.detail, "a value is not finite");
     } else {
@@ -496,22 +497,15 @@ static void handle_result(gw *d, bus_result *r) {
         log_debug("meter %s: suspect reading: %s", mc->id, why);
       }
       d->successes++;
-      store_reading *sr = calloc(1, sizeof *sr);
+      store_reading *sr = store_reading_new(fields, (size_t)flen);
       if (sr) {
         if (d->clock_steps && r->start_mono_ms < d->last_step_mono_ms)
           sr->clock_step_ms = d->last_step_ms; /* taken before the step */
         sr->meter = mc->id;
         sr->meter_index = (int)r->meter;
         sr->ts_ms = r->start_ms;
-        sr->fields = strdup(fields);
         sr->quality = q;
-        if (!sr->fields) {
-          free(sr);
-          store_count_poll(d->store, mc->id, r->start_ms,
-                           q == QUALITY_SUSPECT ? "suspect" : "ok");
-        } else {
-          store_add_polled_reading(d->store, sr); /* counts the poll too */
-        }
+        store_add_polled_reading(d->store, sr); /* counts the poll too */
       } else {
         store_count_poll(d->store, mc->id, r->start_ms,
                          q == QUALITY_SUSPECT ? "suspect" : "ok");

@@ -182,10 +182,20 @@ struct store {
   _Atomic bool failing_flag;
 };
 
+store_reading *store_reading_new(const char *fields, size_t len) {
+  store_reading *r = calloc(1, sizeof *r + len + 1);
+  if (!r) return NULL;
+  memcpy(r->text, fields, len);
+  r->text[len] = '\0';
+  r->fields = r->text;
+  r->meter_index = -1;
+  return r;
+}
+
 void store_reading_free(store_reading *r) {
   while (r) {
     store_reading *next = r->next;
-    free(r->fields);
+    if (r->fields != r->text) free(r->fields);
     free(r->meter_owned);
     free(r);
     r = next;

@@ -42,7 +42,12 @@ typedef struct store_reading {
   int64_t seq;        /* per-meter sequence, assigned at commit */
   bool historical;    /* read back for replay */
   int64_t clock_step_ms; /* the wall clock stepped by this after it was taken */
+  char text[];        /* FIELDS, when made by store_reading_new */
 } store_reading;
+
+/* A reading with a copy of the LEN bytes of FIELDS, in one allocation;
+ * meter_index -1, the rest zero. NULL when out of memory. */
+store_reading *store_reading_new(const char *fields, size_t len);
 
 void store_reading_free(store_reading *r);
 
