@@ -21,6 +21,7 @@ struct buspool {
   pthread_cond_t work;  /* a bus became ready, or the pool stops */
   pthread_cond_t idle;  /* a bus finished a job */
   busworker *ready_head, *ready_tail;
+  bus_result *res_head, *res_tail; /* results of all its buses, oldest first */
   bool stopping;
   pthread_t *threads;
   size_t nthreads;
@@ -40,7 +41,6 @@ struct busworker {
   bool running;   /* a pool thread is running one of its jobs */
   bool ready;     /* in the pool's ready list */
   busworker *ready_next;
-  bus_result *res_head, *res_tail;
   void (*notify)(void *);
   void *ctx;
   uint16_t *buf;
@@ -60,14 +60,15 @@ void bus_result_free(bus_result *r) {
 }
 
 static void post(busworker *w, bus_result *r) {
-  pthread_mutex_lock(&w->pool->mu);
+  buspool *p = w->pool;
+  pthread_mutex_lock(&p->mu);
   r->next = NULL;
-  if (w->res_tail)
-    w->res_tail->next = r;
+  if (p->res_tail)
+    p->res_tail->next = r;
   else
-    w->res_head = r;
-  w->res_tail = r;
-  pthread_mutex_unlock(&w->pool->mu);
+    p->res_head = r;
+  p->res_tail = r;
+  pthread_mutex_unlock(&p->mu);
   if (w->notify) w->notify(w->ctx);
 }
 
@@ -209,6 +210,7 @@ void buspool_free(buspool *p) {
   pthread_cond_broadcast(&p->work);
   pthread_mutex_unlock(&p->mu);
   for (size_t i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
+  bus_result_free(p->res_head);
   free(p->threads);
   pthread_cond_destroy(&p->work);
   pthread_cond_destroy(&p->idle);
@@ -278,12 +280,17 @@ int busworker_submit(busworker *w, uint32_t meter, int64_t slot_ms) {
   return 0;
 }
 
-bus_result *busworker_take_results(busworker *w) {
-  pthread_mutex_lock(&w->pool->mu);
-  bus_result *r = w->res_head;
-  w->res_head = w->res_tail = NULL;
-  pthread_mutex_unlock(&w->pool->mu);
+bus_result *buspool_take_results(buspool *p) {
+  if (!p) return NULL;
+  pthread_mutex_lock(&p->mu);
+  bus_result *r = p->res_head;
+  p->res_head = p->res_tail = NULL;
+  pthread_mutex_unlock(&p->mu);
   return r;
+}
+
+bus_result *busworker_take_results(busworker *w) {
+  return buspool_take_results(w->pool);
 }
 
 void busworker_stop(busworker *w) {
@@ -311,7 +318,6 @@ void busworker_free(busworker *w) {
   busworker_join(w);
   if (w->own_pool) buspool_free(w->pool);
   transport_free(w->tr);
-  bus_result_free(w->res_head);
   free(w->jobs);
   free(w->buf);
   free(w);

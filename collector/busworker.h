@@ -59,8 +59,13 @@ int busworker_start(busworker **out, const cfg *c, size_t bus,
  * full (the caller counts a skipped slot). */
 int busworker_submit(busworker *w, uint32_t meter, int64_t slot_ms);
 
-/* Every result so far, oldest first, or NULL. */
+/* Every result so far of the buses on W's pool (of W alone when it has a
+ * thread of its own), oldest first, or NULL. */
 bus_result *busworker_take_results(busworker *w);
+
+/* Every result so far of the pool's buses, oldest first, or NULL. NULL is
+ * a no-op. */
+bus_result *buspool_take_results(buspool *p);
 
 /* Ask the worker to stop: queued jobs are abandoned, the request in progress
  * finishes (within the bus timeout). Does not wait. */

@@ -676,8 +676,15 @@ static void check_clock(gw *d);
 static void on_wake(uv_async_t *a) {
   gw *d = a->data;
   check_clock(d); /* before results taken across a step come in */
-  for (size_t b = 0; b < d->cfg->nbuses; b++) {
-    bus_result *r = busworker_take_results(d->workers[b]);
+  /* The shared pool's results, then each serial line's. */
+  for (size_t b = 0; b <= d->cfg->nbuses; b++) {
+    bus_result *r;
+    if (b == d->cfg->nbuses)
+      r = buspool_take_results(d->pool);
+    else if (d->cfg->buses[b].transport == CFG_TRANSPORT_RTU)
+      r = busworker_take_results(d->workers[b]);
+    else
+      continue;
     while (r) {
       bus_result *next = r->next;
       r->next = NULL;

@@ -76,6 +76,25 @@ static const char *const migrations[] = {
     "CREATE INDEX reports_unpushed ON reports(id) WHERE pushed_ms IS NULL;",
     /* 5: the wall-clock step that followed a reading (NULL: none) */
     "ALTER TABLE readings ADD COLUMN clock_step_ms INTEGER;",
+    /* 6: readings without the UNIQUE (meter, seq) index. The writer alone
+     * numbers readings, one meter's in order; a second index that starts
+     * with the meter doubled the pages every commit writes (one per meter
+     * and index), which on flash is wear as well as time. */
+    "CREATE TABLE readings_new ("
+    "  id INTEGER PRIMARY KEY,"
+    "  meter TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  ts_ms INTEGER NOT NULL,"
+    "  fields TEXT NOT NULL,"
+    "  quality TEXT NOT NULL,"
+    "  delivered INTEGER NOT NULL DEFAULT 0,"
+    "  clock_step_ms INTEGER);"
+    "INSERT INTO readings_new SELECT id, meter, seq, ts_ms, fields, quality, delivered,"
+    "  clock_step_ms FROM readings;"
+    "DROP TABLE readings;"
+    "ALTER TABLE readings_new RENAME TO readings;"
+    "CREATE INDEX readings_undelivered ON readings(id) WHERE delivered = 0;"
+    "CREATE INDEX readings_meter_ts ON readings(meter, ts_ms);",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
