@@ -269,13 +269,15 @@ site_yaml() {
         printf "  - {id: e%04d, transport: tcp, host: 127.0.0.1, port: %d, timeout: 1s}\n", e, port[e]
       print "meters:"
       spread = int(iv / nu); if (spread > 100) spread = 100
-      # every bus is a network bus: ten groups by rank (cfg_meter_phase_ms)
+      # every bus is a network bus: groups by rank (cfg_meter_phase_ms)
       step = int(iv / 10); if (step > 10) step = 10
+      groups = int(ne / 100); if (groups > 10) groups = 10; if (groups < 2) step = 0
+      if (groups < 1) groups = 1
       for (e = 1; e <= ne; e++)
         for (u = 1; u <= nu; u++) {
           id = sprintf("M%04d-%02d", e, u)
           printf "  - {id: %s, bus: e%04d, unit: %d, profile: %s, interval: %dms}\n", id, e, u, prof, iv
-          printf "%s %d\n", id, (((e - 1) % 10) * step + (u - 1) * spread) % iv > phases
+          printf "%s %d\n", id, (((e - 1) % groups) * step + (u - 1) * spread) % iv > phases
         }
     }' "$ports" >"$dir/site.yaml"
 }

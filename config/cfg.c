@@ -1072,19 +1072,25 @@ int64_t cfg_meter_phase_ms(const cfg *c, size_t i) {
   }
   int64_t spread = n ? m->interval_ms / (int64_t)n : 0;
   if (spread > 100) spread = 100;
-  /* Network buses share the collector's pool of bus threads: they fall in
-   * ten groups by their rank among them, min(interval / 10, 10 ms) apart, so
-   * that a thousand single-meter endpoints are not all due in the same
-   * millisecond, while each group's polls still start together (one wake-up
-   * of the loop and of the bus threads for many polls). */
+  /* Network buses share the collector's pool of bus threads: past a
+   * hundred of them they fall in groups of a hundred or more by their rank
+   * (at most ten groups), min(interval / 10, 10 ms) apart, so that a
+   * thousand single-meter endpoints are not all due in the same millisecond,
+   * while each group's polls still start together (one wake-up of the loop
+   * and of the bus threads for many polls). */
   int64_t offset = 0;
   if (c->buses[m->bus].transport != CFG_TRANSPORT_RTU) {
-    size_t rank = 0;
-    for (size_t j = 0; j < m->bus; j++)
-      if (c->buses[j].transport != CFG_TRANSPORT_RTU) rank++;
+    size_t rank = 0, nb = 0;
+    for (size_t j = 0; j < c->nbuses; j++) {
+      if (c->buses[j].transport == CFG_TRANSPORT_RTU) continue;
+      if (j < m->bus) rank++;
+      nb++;
+    }
+    size_t groups = nb / 100;
+    if (groups > 10) groups = 10;
     int64_t step = m->interval_ms / 10;
     if (step > 10) step = 10;
-    offset = (int64_t)(rank % 10) * step;
+    if (groups > 1) offset = (int64_t)(rank % groups) * step;
   }
   return (offset + (int64_t)k * spread) % m->interval_ms;
 }

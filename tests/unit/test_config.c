@@ -177,8 +177,7 @@ static void test_meter_phase(void **state) {
   assert_int_equal(cfg_meter_phase_ms(c, 0), 0);
   assert_int_equal(cfg_meter_phase_ms(c, 3), 150);
   cfg_free(c);
-  /* Network buses are offset by their rank among them: three endpoints
-   * every 100 ms are 10 ms apart; a serial line among them is not counted. */
+  /* A few network buses are not offset (a thousand are: below). */
   c = load_ok("site: {id: s}\n"
               "mqtt: {url: \"mqtt://127.0.0.1:1883\"}\n"
               "storage: {path: ./r.db}\n"
@@ -196,8 +195,32 @@ static void test_meter_phase(void **state) {
   assert_int_equal(cfg_meter_phase_ms(c, 0), 0);
   assert_int_equal(cfg_meter_phase_ms(c, 1), 50); /* B: second of two on t1 */
   assert_int_equal(cfg_meter_phase_ms(c, 2), 0);  /* C: the serial line */
-  assert_int_equal(cfg_meter_phase_ms(c, 3), 10); /* D: t2, rank 1 */
-  assert_int_equal(cfg_meter_phase_ms(c, 4), 20); /* E: t3, rank 2 */
+  assert_int_equal(cfg_meter_phase_ms(c, 3), 0); /* D: t2 */
+  assert_int_equal(cfg_meter_phase_ms(c, 4), 0); /* E: t3 */
+  cfg_free(c);
+  /* A thousand single-meter endpoints every 100 ms: ten groups 10 ms apart,
+   * by rank; the serial line among them is not counted. */
+  char *big = malloc(200000);
+  assert_non_null(big);
+  size_t n = (size_t)sprintf(big, "site: {id: s}\nmqtt: {url: \"mqtt://127.0.0.1:1883\"}\n"
+                                   "storage: {path: ./r.db}\nbuses:\n"
+                                   "  - {id: s1, transport: rtu, device: /dev/ttyS0}\n");
+  for (int i = 0; i < 1000; i++)
+    n += (size_t)sprintf(big + n, "  - {id: t%d, transport: tcp, host: 127.0.0.1, port: %d}\n", i,
+                         1000 + i);
+  n += (size_t)sprintf(big + n, "meters:\n"
+                                "  - {id: S, bus: s1, unit: 1, profile: tuf2000m, interval: 100ms}\n");
+  for (int i = 0; i < 1000; i++)
+    n += (size_t)sprintf(big + n, "  - {id: m%d, bus: t%d, unit: 1, profile: tuf2000m, interval: 100ms}\n",
+                         i, i);
+  c = load_ok(big);
+  free(big);
+  assert_int_equal(cfg_meter_phase_ms(c, 0), 0);    /* the serial line */
+  assert_int_equal(cfg_meter_phase_ms(c, 1), 0);    /* t0 */
+  assert_int_equal(cfg_meter_phase_ms(c, 2), 10);   /* t1 */
+  assert_int_equal(cfg_meter_phase_ms(c, 10), 90);  /* t9 */
+  assert_int_equal(cfg_meter_phase_ms(c, 11), 0);   /* t10 */
+  assert_int_equal(cfg_meter_phase_ms(c, 1000), 90); /* t999 */
   cfg_free(c);
 }
 
