@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "mb_proto.h"
+#include "sim_clock.h"
 #include "sim_meter.h"
 
 /* Request bytes a connection buffers before the simulator stops reading from
@@ -46,7 +47,7 @@ typedef struct ctl_conn ctl_conn;
 /* An answer scheduled for later (a slow meter): it goes out when due,
  * whatever else the line carries meanwhile. */
 typedef struct {
-  uv_timer_t timer;
+  sim_deadline due;
   sim_bus *bus;
   sim_conn *conn; /* NULL on an rtu bus */
   const sim_meter *meter;
@@ -57,13 +58,15 @@ typedef struct {
 
 struct sim_conn {
   uv_tcp_t tcp;
-  uv_timer_t timer; /* wire time on an rtu-over-tcp bus */
+  sim_deadline line_free; /* wire time on an rtu-over-tcp bus */
   sim_bus *bus;
   sim_conn *next;
   uint8_t buf[CONN_BUF_MAX]; /* received bytes not yet framed */
   size_t len;
   mb_rtu_framer framer; /* rtu-over-tcp */
   bool busy;            /* the emulated serial line behind the DTU is busy */
+  uint64_t rx_ns;       /* when requests last arrived (monotonic) */
+  uint64_t free_ns;     /* when the emulated line was last free again */
   bool reading;
   bool closing;
   bool throttle_logged;
@@ -98,11 +101,13 @@ struct sim_bus {
   bool linked;
   uv_poll_t poll;
   bool poll_open;
-  uv_timer_t reply_timer;
+  sim_deadline reply_due;
   uv_timer_t stale_timer;
   bool timers_open;
   mb_rtu_framer framer;
   bool busy; /* the line carries a request or an answer (wire time) */
+  uint64_t rx_ns;   /* when bytes last arrived from the line (monotonic) */
+  uint64_t free_ns; /* when the line was last free again */
   uint8_t reply[MB_RTU_MAX + 64];
   size_t reply_len;
   uint8_t out[4096];
@@ -122,6 +127,8 @@ struct sim {
   char control_path[CFG_PATH_MAX];
   ctl_conn *ctls;
   size_t nctls;
+  /* Every answer deadline (wire time, slow meters), to the microsecond. */
+  sim_clock *clock;
   /* Who opens and closes the ptys' slave ends (inotify), shared by every rtu
    * bus; -1 when unavailable. */
   int ino_fd;
@@ -135,23 +142,21 @@ static double wall_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Start T to fire no earlier than US microseconds from now. libuv timers
- * count whole milliseconds from the loop's cached time, which lags the real
- * time by however long this iteration has run, and fire once the truncated
- * clock reaches the due time: refresh the clock, round up, and add one
- * millisecond, so an emulated line is never faster than a real one. */
-static void timer_start_us(uv_timer_t *t, uv_timer_cb cb, uint64_t us) {
-  uv_update_time(t->loop);
-  uv_timer_start(t, cb, (us + 999) / 1000 + 1, 0);
+/* Where an exchange starts on the emulated line: when its request had
+ * arrived (RX_NS, read from the clock after the bytes were, so never early),
+ * but not before the line was free again (FREE_NS): a request the master
+ * wrote while an answer was still on the wire cannot have started sooner. */
+static uint64_t exchange_start_ns(uint64_t rx_ns, uint64_t free_ns) {
+  return rx_ns > free_ns ? rx_ns : free_ns;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Answer timing                                                            */
 
 typedef struct {
-  uint64_t busy_us; /* the line is occupied this long from now */
+  uint64_t busy_ns; /* the line is occupied this long from the request */
   bool late;        /* the answer is scheduled on its own (a slow meter) */
-  uint64_t late_us; /* ... and goes out after this long */
+  uint64_t late_ns; /* ... and goes out this long after the request */
 } answer_timing;
 
 /* When the answer of LEN bytes to a request of REQLEN bytes goes out. On a
@@ -163,35 +168,36 @@ typedef struct {
 static answer_timing answer_timing_of(const sim_bus *b, size_t reqlen,
                                       size_t len, const sim_action *act) {
   answer_timing t = {0};
-  uint64_t req_us = 0, ans_us = 0;
+  uint64_t req_ns = 0, ans_ns = 0;
   if (b->wire_time && b->cfg->transport != CFG_TRANSPORT_TCP) {
+    /* Each part rounded up to whole microseconds: never shorter than the
+     * line's. The frame sizes keep these far from overflowing. */
     int baud = b->cfg->baud;
-    req_us = mb_rtu_wire_us(reqlen, baud, b->char_bits) +
-             mb_rtu_silence_us(baud, b->char_bits);
-    ans_us = mb_rtu_wire_us(len, baud, b->char_bits);
+    req_ns = (mb_rtu_wire_us(reqlen, baud, b->char_bits) +
+              mb_rtu_silence_us(baud, b->char_bits)) * 1000u;
+    ans_ns = mb_rtu_wire_us(len, baud, b->char_bits) * 1000u;
   }
   if (act->kind == SIM_ACT_DELAY && act->delay_ms > 0) {
     t.late = true;
-    t.busy_us = req_us;
-    t.late_us = req_us + (uint64_t)act->delay_ms * 1000 + ans_us;
+    t.busy_ns = req_ns;
+    t.late_ns = req_ns + (uint64_t)act->delay_ms * 1000000u + ans_ns;
   } else {
-    t.busy_us = req_us + ans_us;
+    t.busy_ns = req_ns + ans_ns;
   }
   return t;
 }
 
-static void late_on_timer(uv_timer_t *t);
+static void late_on_due(sim_deadline *d);
 
-static void late_init(late_reply *l, uv_loop_t *loop, sim_bus *b, sim_conn *c) {
-  uv_timer_init(loop, &l->timer);
-  l->timer.data = l;
+static int late_init(late_reply *l, sim_clock *clock, sim_bus *b, sim_conn *c) {
   l->bus = b;
   l->conn = c;
+  return sim_deadline_init(clock, &l->due, late_on_due, l);
 }
 
-/* Schedule DATA to go out after US. False when every slot is taken. */
+/* Schedule DATA to go out at DUE_NS. False when every slot is taken. */
 static bool late_schedule(late_reply *slots, const sim_meter *m,
-                          const uint8_t *data, size_t len, uint64_t us) {
+                          const uint8_t *data, size_t len, uint64_t due_ns) {
   for (size_t i = 0; i < LATE_MAX; i++) {
     late_reply *l = &slots[i];
     if (l->used) continue;
@@ -200,7 +206,7 @@ static bool late_schedule(late_reply *slots, const sim_meter *m,
     l->len = len;
     l->meter = m;
     l->used = true;
-    timer_start_us(&l->timer, late_on_timer, us);
+    sim_deadline_start(&l->due, due_ns);
     return true;
   }
   return false;
@@ -270,12 +276,9 @@ static void conn_close(sim_conn *c) {
     }
   }
   b->nconns--;
-  uv_close((uv_handle_t *)&c->timer, conn_on_close);
-  for (size_t i = 0; i < LATE_MAX; i++) {
-    /* A closing timer never fires again: its data can name the owner. */
-    c->late[i].timer.data = c;
-    uv_close((uv_handle_t *)&c->late[i].timer, conn_on_close);
-  }
+  /* Deadlines are not handles: released now, they never fire for C again. */
+  sim_deadline_release(&c->line_free);
+  for (size_t i = 0; i < LATE_MAX; i++) sim_deadline_release(&c->late[i].due);
   uv_close((uv_handle_t *)&c->tcp, conn_on_close);
 }
 
@@ -326,8 +329,8 @@ static void conn_write(sim_conn *c, const uint8_t *data, size_t len) {
     free(w);
 }
 
-static void conn_on_timer(uv_timer_t *t) {
-  sim_conn *c = t->data;
+static void conn_on_line_free(sim_deadline *d) {
+  sim_conn *c = d->data;
   if (c->closing) return;
   conn_write(c, c->pending, c->pending_len);
   c->pending_len = 0;
@@ -338,8 +341,8 @@ static void conn_on_timer(uv_timer_t *t) {
 
 static void rtu_send(sim_bus *b, const uint8_t *data, size_t len);
 
-static void late_on_timer(uv_timer_t *t) {
-  late_reply *l = t->data;
+static void late_on_due(sim_deadline *d) {
+  late_reply *l = d->data;
   if (!l->used) return;
   l->used = false;
   if (l->conn) {
@@ -377,22 +380,24 @@ static void conn_answer(sim_conn *c, uint16_t tid, uint8_t unit,
   size_t n = encode_action(b, &act, tid, unit, out, sizeof out);
   if (n == 0) return;
   answer_timing t = answer_timing_of(b, reqlen, n, &act);
+  uint64_t start = exchange_start_ns(c->rx_ns, c->free_ns);
   if (t.late) {
-    if (!late_schedule(c->late, m, out, n, t.late_us)) {
+    if (!late_schedule(c->late, m, out, n, start + t.late_ns)) {
       b->late_dropped++;
       log_debug("bus %s: %d delayed answers in flight, dropping one",
                 b->cfg->id, LATE_MAX);
     }
-  } else if (t.busy_us == 0) {
+  } else if (t.busy_ns == 0) {
     conn_write(c, out, n);
     return;
   } else {
     memcpy(c->pending, out, n);
     c->pending_len = n;
   }
-  if (t.busy_us > 0) {
+  if (t.busy_ns > 0) {
     c->busy = true;
-    timer_start_us(&c->timer, conn_on_timer, t.busy_us);
+    c->free_ns = start + t.busy_ns;
+    sim_deadline_start(&c->line_free, c->free_ns);
   }
 }
 
@@ -462,6 +467,9 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     conn_close(c);
     return;
   }
+  /* Read after the bytes were: a request is never taken as earlier than it
+   * arrived. */
+  if (nread > 0) c->rx_ns = sim_clock_now_ns();
   c->len += (size_t)nread;
   conn_process(c);
   conn_update_reading(c);
@@ -475,18 +483,23 @@ static void on_connection(uv_stream_t *server, int status) {
   c->bus = b;
   uv_loop_t *loop = b->owner->loop;
   uv_tcp_init(loop, &c->tcp);
-  uv_timer_init(loop, &c->timer);
   c->tcp.data = c;
-  c->timer.data = c;
-  for (size_t i = 0; i < LATE_MAX; i++) {
-    late_init(&c->late[i], loop, b, c);
-  }
-  c->handles_open = 2 + LATE_MAX;
+  c->handles_open = 1;
+  sim_clock *clock = b->owner->clock;
+  bool room = sim_deadline_init(clock, &c->line_free, conn_on_line_free, c) == 0;
+  for (size_t i = 0; i < LATE_MAX && room; i++)
+    room = late_init(&c->late[i], clock, b, c) == 0;
   mb_rtu_framer_init(&c->framer, true);
   c->next = b->conns;
   b->conns = c;
   b->nconns++;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    conn_close(c);
+    return;
+  }
+  if (!room) {
+    log_warn("bus %s: out of memory for a client's timers, refusing it",
+             b->cfg->id);
     conn_close(c);
     return;
   }
@@ -657,8 +670,8 @@ static void ports_watch(sim_bus *b) {
                  strerror(errno));
 }
 
-static void rtu_on_reply(uv_timer_t *t) {
-  sim_bus *b = t->data;
+static void rtu_on_reply(sim_deadline *d) {
+  sim_bus *b = d->data;
   if (b->reply_len) rtu_send(b, b->reply, b->reply_len);
   b->reply_len = 0;
   b->busy = false;
@@ -709,25 +722,27 @@ static void rtu_process(sim_bus *b) {
     size_t len = encode_action(b, &act, 0, unit, out, sizeof out);
     if (len == 0) continue;
     answer_timing t = answer_timing_of(b, (size_t)n, len, &act);
+    uint64_t start = exchange_start_ns(b->rx_ns, b->free_ns);
     if (t.late) {
       /* The slow answer goes out when due, whatever the line carries by
        * then (on a real line it may collide with another answer). */
-      if (!late_schedule(b->late, m, out, len, t.late_us)) {
+      if (!late_schedule(b->late, m, out, len, start + t.late_ns)) {
         b->late_dropped++;
         log_debug("bus %s: %d delayed answers in flight, dropping one",
                   b->cfg->id, LATE_MAX);
       }
       b->reply_len = 0;
-    } else if (t.busy_us == 0) {
+    } else if (t.busy_ns == 0) {
       rtu_send(b, out, len);
       continue;
     } else {
       memcpy(b->reply, out, len);
       b->reply_len = len;
     }
-    if (t.busy_us > 0) {
+    if (t.busy_ns > 0) {
       b->busy = true;
-      timer_start_us(&b->reply_timer, rtu_on_reply, t.busy_us);
+      b->free_ns = start + t.busy_ns;
+      sim_deadline_start(&b->reply_due, b->free_ns);
     }
   }
 }
@@ -742,6 +757,9 @@ static void rtu_on_poll(uv_poll_t *p, int status, int events) {
       ssize_t r = read(b->master_fd, tmp, sizeof tmp);
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) break;
+      /* Read after the bytes were: a request is never taken as earlier
+       * than it arrived. */
+      b->rx_ns = sim_clock_now_ns();
       size_t off = 0;
       while (off < (size_t)r) {
         size_t took = mb_rtu_framer_feed(&b->framer, tmp + off, (size_t)r - off);
@@ -844,12 +862,17 @@ static int rtu_open(sim_bus *b, char *err, size_t errlen) {
   mb_rtu_framer_init(&b->framer, true);
 
   uv_loop_t *loop = b->owner->loop;
-  uv_timer_init(loop, &b->reply_timer);
   uv_timer_init(loop, &b->stale_timer);
-  b->reply_timer.data = b;
   b->stale_timer.data = b;
-  for (size_t i = 0; i < LATE_MAX; i++) late_init(&b->late[i], loop, b, NULL);
   b->timers_open = true;
+  sim_clock *clock = b->owner->clock;
+  int rc = sim_deadline_init(clock, &b->reply_due, rtu_on_reply, b);
+  for (size_t i = 0; i < LATE_MAX && rc == 0; i++)
+    rc = late_init(&b->late[i], clock, b, NULL);
+  if (rc != 0) {
+    snprintf(err, errlen, "bus %s: out of memory", cb->id);
+    return -1;
+  }
   if (uv_poll_init(loop, &b->poll, b->master_fd) != 0) {
     snprintf(err, errlen, "bus %s: cannot watch the pty", cb->id);
     return -1;
@@ -1160,14 +1183,19 @@ int sim_start(sim **out, const cfg *c, uv_loop_t *loop, const sim_options *opt,
                    b->cfg->transport != CFG_TRANSPORT_TCP && b->char_bits > 0;
   }
   s->nbuses = c->nbuses;
+  int rc = sim_clock_open(&s->clock, loop);
+  if (rc != 0) {
+    snprintf(err, errlen, "cannot create a timer: %s", strerror(-rc));
+    goto fail;
+  }
   for (size_t i = 0; i < c->nmeters; i++) {
     sim_bus *b = &s->buses[c->meters[i].bus];
     b->by_unit[c->meters[i].unit & 0xFF] = &s->meters[i];
   }
   for (size_t i = 0; i < s->nbuses; i++) {
     sim_bus *b = &s->buses[i];
-    int rc = b->cfg->transport == CFG_TRANSPORT_RTU ? rtu_open(b, err, errlen)
-                                                    : tcp_listen(b, err, errlen);
+    rc = b->cfg->transport == CFG_TRANSPORT_RTU ? rtu_open(b, err, errlen)
+                                                : tcp_listen(b, err, errlen);
     if (rc != 0) goto fail;
   }
   const char *ctl = opt && opt->control_path ? opt->control_path : c->sim.control;
@@ -1217,18 +1245,22 @@ void sim_stop(sim *s) {
       b->poll_open = false;
     }
     if (b->timers_open) {
-      uv_close((uv_handle_t *)&b->reply_timer, noop_close);
       uv_close((uv_handle_t *)&b->stale_timer, noop_close);
-      for (size_t j = 0; j < LATE_MAX; j++)
-        uv_close((uv_handle_t *)&b->late[j].timer, noop_close);
       b->timers_open = false;
     }
+    /* Harmless on deadlines never initialised (a bus that failed to open,
+     * or a TCP bus): they are zeroed. */
+    sim_deadline_release(&b->reply_due);
+    for (size_t j = 0; j < LATE_MAX; j++) sim_deadline_release(&b->late[j].due);
     if (b->linked) {
       unlink(b->cfg->device);
       b->linked = false;
     }
   }
   while (s->ctls) ctl_close(s->ctls);
+  /* Every deadline is released by now (the buses' and the connections'). */
+  sim_clock_close(s->clock);
+  s->clock = NULL;
   if (s->ino_open) {
     uv_close((uv_handle_t *)&s->ino_poll, noop_close);
     s->ino_open = false;
