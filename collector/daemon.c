@@ -67,8 +67,8 @@ typedef struct {
   int64_t retry_at_ms; /* while offline: no poll before this (back-off) */
   bool pending;     /* a poll is queued or running on the bus worker */
   bool refused;     /* the broker refuses this meter's topics: hold them back */
-  char topic_reading[256];
-  char topic_state[256];
+  char *topic_reading; /* "{prefix}/{site}/{meter}/reading", and .../state: */
+  char *topic_state;   /* one allocation of their exact size */
 } meter_rt;
 
 typedef struct {
@@ -1119,13 +1119,14 @@ int daemon_run(const cfg *c) {
   }
 
   /* A serial line keeps a thread of its own; network buses share a pool
-   * with room for an eighth of them to wait out a timeout at once (at least
-   * 16 threads, or one each when there are fewer). */
+   * with room for a sixteenth of them to wait out a timeout at once (16 to
+   * 64 threads, or one each when there are fewer). */
   size_t nnet = 0;
   for (size_t b = 0; b < c->nbuses; b++)
     if (c->buses[b].transport != CFG_TRANSPORT_RTU) nnet++;
   if (nnet) {
-    size_t threads = nnet / 8 > 16 ? nnet / 8 : 16;
+    size_t threads = nnet / 16 > 16 ? nnet / 16 : 16;
+    if (threads > 64) threads = 64;
     if (threads > nnet) threads = nnet;
     if (buspool_new(&d->pool, threads, err, sizeof err) != 0) {
       log_error("%s", err);
@@ -1174,10 +1175,17 @@ int daemon_run(const cfg *c) {
     m->index = (uint32_t)i;
     mstate_init(&m->st, now);
     m->phase_ms = cfg_meter_phase_ms(c, i);
-    snprintf(m->topic_reading, sizeof m->topic_reading, "%s/%s/%s/reading",
-             c->mqtt.topic_prefix, c->site.id, m->cfg->id);
-    snprintf(m->topic_state, sizeof m->topic_state, "%s/%s/%s/state",
-             c->mqtt.topic_prefix, c->site.id, m->cfg->id);
+    int tl = snprintf(NULL, 0, "%s/%s/%s/", c->mqtt.topic_prefix, c->site.id, m->cfg->id);
+    m->topic_reading = malloc(2 * (size_t)tl + sizeof "reading" + sizeof "state");
+    if (!m->topic_reading) {
+      log_error("out of memory");
+      goto out;
+    }
+    sprintf(m->topic_reading, "%s/%s/%s/reading", c->mqtt.topic_prefix, c->site.id,
+            m->cfg->id);
+    m->topic_state = m->topic_reading + tl + sizeof "reading";
+    sprintf(m->topic_state, "%s/%s/%s/state", c->mqtt.topic_prefix, c->site.id,
+            m->cfg->id);
     uv_timer_init(&d->loop, &m->timer);
     m->timer.data = m;
     m->due_ms = clock_next_slot(now, m->cfg->interval_ms, m->phase_ms);
@@ -1277,6 +1285,8 @@ out:
     }
   }
   free(d->plans);
+  if (d->meters)
+    for (size_t i = 0; i < c->nmeters; i++) free(d->meters[i].topic_reading);
   free(d->meters);
   free(d->acks);
   free(d->workers);

@@ -412,7 +412,10 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
                                  : "PRAGMA synchronous = NORMAL",
            e, sizeof e) != 0 ||
       exec(s->db, "PRAGMA journal_size_limit = 4194304", e, sizeof e) != 0 ||
-      exec(s->db, "PRAGMA foreign_keys = ON", e, sizeof e) != 0) {
+      exec(s->db, "PRAGMA foreign_keys = ON", e, sizeof e) != 0 ||
+      /* 1 MiB of pages: the newest index pages of a thousand meters; the
+       * rest is the kernel's page cache's to keep. */
+      exec(s->db, "PRAGMA cache_size = -1024", e, sizeof e) != 0) {
     snprintf(err, errlen, "%s: %s", opt->path, e);
     goto fail;
   }

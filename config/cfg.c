@@ -99,6 +99,7 @@ void cfg_free(cfg *c) {
   for (size_t i = 0; i < c->nprofiles; i++) profile_free(c->profiles[i]);
   free(c->profiles);
   free(c->buses);
+  for (size_t i = 0; c->meters && i < c->nmeters_alloc; i++) free(c->meters[i].sim.fixed);
   free(c->meters);
   free(c->meter_order);
   free(c);
@@ -864,6 +865,8 @@ static int parse_fixed(ctx *x, const ydoc_node *f, cfg_meter *mt) {
     return ERR(x, f, "too many fixed fields: %zu (at most %d)", f->n,
                CFG_FIXED_MAX);
   const mb_profile *p = mt->profile;
+  if (f->n && !(mt->sim.fixed = calloc(f->n, sizeof *mt->sim.fixed)))
+    return ERR(x, f, "out of memory");
   for (size_t i = 0; i < f->n; i++) {
     const ydoc_node *k = f->keys[i];
     if (profile_field_index(p, k->value) < 0) {
@@ -1007,6 +1010,7 @@ static int parse_meters(ctx *x, const ydoc_node *root) {
     return ERR(x, s, "too many meters: %zu (at most %d)", s->n,
                CFG_MAX_METERS);
   c->meters = calloc(s->n, sizeof *c->meters);
+  c->nmeters_alloc = c->meters ? s->n : 0;
   c->profiles = calloc(s->n, sizeof *c->profiles);
   if (!c->meters || !c->profiles) return ERR(x, s, "out of memory");
   htab bus_ids = {0};

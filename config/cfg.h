@@ -92,7 +92,9 @@ typedef struct {
   int64_t slow_delay_ms;   /* default 2s */
   int exception_code;      /* default 4 (server device failure) */
   size_t nfixed;
-  cfg_fixed fixed[CFG_FIXED_MAX]; /* pinned field values, by field name */
+  cfg_fixed *fixed;  /* pinned field values, by field name (nfixed of them,
+                        allocated only when there are any: a collector with
+                        thousands of meters carries none) */
 } cfg_sim;
 
 typedef struct {
@@ -168,6 +170,7 @@ typedef struct {
   cfg_bus *buses;
   size_t nmeters;
   cfg_meter *meters;
+  size_t nmeters_alloc;  /* entries allocated in meters (parsed or not) */
   uint32_t *meter_order; /* meter indexes sorted by id, for cfg_meter_index */
 
   size_t nprofiles;

@@ -48,7 +48,10 @@ static void base_meter(cfg_meter *m, const mb_profile *p) {
   m->sim.exception_code = 4;
 }
 
+static cfg_fixed pinned[CFG_FIXED_MAX];
+
 static void pin(cfg_meter *m, const char *field, double v) {
+  if (!m->sim.fixed) m->sim.fixed = pinned;
   strcpy(m->sim.fixed[m->sim.nfixed].field, field);
   m->sim.fixed[m->sim.nfixed].value = v;
   m->sim.nfixed++;
