@@ -176,6 +176,18 @@ wait_until() {
   return 1
 }
 
+# stop_meters LOG N: stop intake-sim ($sim_PID) and wait until the daemon
+# logging to LOG has seen N more meters go offline, so that every reading
+# taken before the stop has long been committed (a reading waits at most the
+# store's group commit window); then the outbox can only shrink.
+stop_meters() {
+  local log=$1 n=$2 before
+  before=$(grep -c "offline after" "$log" || true)
+  stop_pid "$sim_PID"
+  _offline() { [ "$(grep -c "offline after" "$log" || true)" -ge $((before + n)) ]; }
+  wait_until 30 "$n meters offline after intake-sim stopped" _offline
+}
+
 # sql DB QUERY: one query with the sqlite3 client.
 sql() { sqlite3 -batch -noheader "$1" "$2"; }
 

@@ -45,7 +45,7 @@ wait_until 60 "a reconnect once the path returned" reconnected
 ok "the daemon reconnected once the path returned"
 # The meters stop, so that no reading is taken while the daemon stops (it
 # would stay in the outbox for the next start, by design).
-stop_pid "$sim_PID"
+stop_meters "$T/collector.log" 2
 drained() { [ "$(sql "$DB" 'SELECT count(*) FROM readings WHERE delivered = 0')" -eq 0 ]; }
 wait_until 60 "the outbox drained" drained
 stop_pid "$collector_PID"

@@ -53,7 +53,7 @@ wait_for "$T/collector.out" '^ready' 20 "$collector_PID"
 n0=$(sql "$DB" 'SELECT count(*) FROM readings')
 more() { [ "$(sql "$DB" 'SELECT count(*) FROM readings')" -gt $((n0 + 10)) ]; }
 wait_until 20 "readings taken by the last run" more
-stop_pid "$sim_PID"
+stop_meters "$T/collector.log" 3
 drained() { [ "$(sql "$DB" 'SELECT count(*) FROM readings WHERE delivered = 0')" -eq 0 ]; }
 wait_until 60 "the outbox drained" drained
 stop_pid "$collector_PID"

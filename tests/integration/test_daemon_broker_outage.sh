@@ -49,7 +49,7 @@ check "the replay is logged" grep -q "replay done" "$T/collector.log"
 
 # The meters stop, so that no reading is taken while the daemon stops (it
 # would stay in the outbox for the next start, by design).
-stop_pid "$sim_PID"
+stop_meters "$T/collector.log" 3
 wait_until 30 "the last readings delivered" drained
 stop_pid "$collector_PID"
 expect_eq "the daemon exits 0" 0 "$STOP_RC"

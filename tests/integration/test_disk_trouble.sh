@@ -85,7 +85,7 @@ phase "read-only" 'touch "$T/readonly"' 'rm -f "$T/readonly"' 2
 # empties, and the daemon stops cleanly.
 n=$(numbered)
 wait_until 30 "readings published after the trouble" at_least numbered $((n + 200))
-stop_pid "$sim_PID"
+stop_meters "$T/collector.log" 8
 outbox_empty() { [ "$(sql "$DB" 'SELECT count(*) FROM readings WHERE delivered = 0')" = 0 ]; }
 wait_until 20 "every stored reading delivered" outbox_empty
 stop_pid "$collector_PID"
