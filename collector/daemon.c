@@ -128,11 +128,11 @@ struct gw {
   int64_t *acks;        /* rows acknowledged in this wake-up */
   size_t nacks, acks_cap;
   /* Wall-clock steps: wall minus monotonic as last seen, the steps so far,
-   * the last one's size and when (monotonic and wall, after it), and the
+   * the last one's size and (wall) time, and the
    * readings of this run (ids above run_from_id) that a step can flag. */
   int64_t clock_base_ms;
   uint64_t clock_steps;
-  int64_t last_step_ms, last_step_mono_ms, last_step_wall_ms;
+  int64_t last_step_ms, last_step_wall_ms;
   int64_t run_from_id;
   int64_t last_refusal_log_ms;
   char topic_gateway[256];
@@ -499,8 +499,11 @@ static void handle_result(gw *d, bus_result *r) {
       d->successes++;
       store_reading *sr = store_reading_new(fields, (size_t)flen);
       if (sr) {
-        if (d->clock_steps && r->start_mono_ms < d->last_step_mono_ms)
-          sr->clock_step_ms = d->last_step_ms; /* taken before the step */
+        /* Taken on a wall clock that has stepped since: its wall minus
+         * monotonic time is not the loop's (whatever thread read it when). */
+        int64_t off = d->clock_base_ms - (r->start_ms - r->start_mono_ms);
+        if (d->clock_steps && (off > CLOCK_JUMP_MS || off < -CLOCK_JUMP_MS))
+          sr->clock_step_ms = off;
         sr->meter = mc->id;
         sr->meter_index = (int)r->meter;
         sr->ts_ms = r->start_ms;
@@ -764,7 +767,6 @@ static void check_clock(gw *d) {
   if (step <= CLOCK_JUMP_MS && step >= -CLOCK_JUMP_MS) return;
   d->clock_steps++;
   d->last_step_ms = step;
-  d->last_step_mono_ms = mono;
   d->last_step_wall_ms = wall;
   log_warn("wall clock stepped by %+lld ms: re-aligning the schedule; readings taken "
            "before it are flagged with clock_step_ms",

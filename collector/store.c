@@ -95,6 +95,10 @@ static const char *const migrations[] = {
     "ALTER TABLE readings_new RENAME TO readings;"
     "CREATE INDEX readings_undelivered ON readings(id) WHERE delivered = 0;"
     "CREATE INDEX readings_meter_ts ON readings(meter, ts_ms);",
+    /* 7: retention deletes by age without reading the whole table (it ran
+     * every maintenance interval); new rows append at the end of it. */
+    "CREATE INDEX readings_ts ON readings(ts_ms);"
+    "CREATE INDEX state_changes_ts ON state_changes(ts_ms);",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
