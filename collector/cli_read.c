@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "busload.h"
 #include "cfg.h"
 #include "cli.h"
 #include "mb_poll.h"
@@ -20,6 +21,10 @@ int cli_check_config(const char *path, const char *profile_dir) {
   }
   printf("%s: ok: site %s, %zu meters on %zu buses\n", path, c->site.id,
          c->nmeters, c->nbuses);
+  for (size_t b = 0; b < c->nbuses; b++) {
+    char w[512];
+    if (busload_warning(c, b, w, sizeof w)) printf("%s: warning: %s\n", path, w);
+  }
   cfg_free(c);
   return 0;
 }

@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "busload.h"
 #include "busworker.h"
 #include "clock.h"
 #include "log.h"
@@ -1134,6 +1135,10 @@ int daemon_run(const cfg *c) {
       log_error("%s", err);
       goto out;
     }
+  }
+  for (size_t b = 0; b < c->nbuses; b++) {
+    char w[512];
+    if (busload_warning(c, b, w, sizeof w)) log_warn("%s", w);
   }
   for (size_t b = 0; b < c->nbuses; b++) {
     buspool *pool = c->buses[b].transport == CFG_TRANSPORT_RTU ? NULL : d->pool;

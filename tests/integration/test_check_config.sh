@@ -127,4 +127,24 @@ rc=0
 "$IC_BIN/intake-collector" --check-config "$T/does-not-exist.yaml" 2>"$T/missing.err" || rc=$?
 expect_eq "a missing file exits 1" 1 "$rc"
 check "a missing file is named in the error" grep -q "does-not-exist.yaml" "$T/missing.err"
+# A serial line asked for more polls than it carries is accepted with a
+# warning that says by how much; the demo site's lines fit and get none.
+expect_eq "the demo site's lines fit" "" \
+  "$(grep warning "$T/good.out" || true)"
+{
+  good_head
+  echo "buses:"
+  echo "  - {id: line1, transport: rtu, device: /dev/ttyS0, baud: 9600}"
+  echo "  - {id: line2, transport: rtu, device: /dev/ttyS1, baud: 9600}"
+  echo "meters:"
+  for u in $(seq 1 32); do
+    echo "  - {id: S$u, bus: line1, unit: $u, profile: tuf2000m, interval: 100ms}"
+  done
+  echo "  - {id: T1, bus: line2, unit: 1, profile: tuf2000m, interval: 1s}"
+} >"$T/busy.yaml"
+rc=0
+"$IC_BIN/intake-collector" --check-config "$T/busy.yaml" >"$T/busy.out" 2>"$T/busy.err" || rc=$?
+expect_eq "an oversubscribed line is still a valid site" 0 "$rc"
+w=$(grep -c "warning: bus line1: its 32 meters need about [0-9.]* s of line time a second at 9600 baud" "$T/busy.out" || true)
+expect_eq "and gets one warning, for that line only" "1 1" "$w $(grep -c warning "$T/busy.out" || true)"
 finish
