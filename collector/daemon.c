@@ -1045,6 +1045,8 @@ int daemon_run(const cfg *c) {
                       .max_size = c->storage.max_size,
                       .retention_ms = c->storage.retention_ms,
                       .hold_max = (size_t)c->storage.hold_max,
+                      /* 0 in the options means the default; negative, none */
+                      .commit_window_ms = c->storage.commit_ms ? c->storage.commit_ms : -1,
                       .notify = notify,
                       .notify_ctx = d};
   if (store_open(&d->store, &so, err, sizeof err) != 0) {

@@ -63,7 +63,8 @@ typedef enum {
 #define STORE_RETRY_MIN_MS 1000
 #define STORE_RETRY_MAX_MS 8000
 
-/* Operations queued within this long of each other share a transaction. */
+/* Operations queued within this long of each other share a transaction
+ * (storage.commit_interval). */
 #define STORE_COMMIT_WINDOW_MS 50
 
 typedef struct store_event {

@@ -383,7 +383,8 @@ static const char *const mqtt_keys[] = {
     "username",  "password_file", "password_env", "keepalive",
     "ca_file",   "cert_file",    "key_file",     NULL};
 static const char *const storage_keys[] = {"path", "max_size", "retention",
-                                           "maintenance_interval", "hold_max", NULL};
+                                           "maintenance_interval", "hold_max",
+                                           "commit_interval", NULL};
 static const char *const bus_keys[] = {
     "id",         "transport", "device",        "baud",
     "parity",     "data_bits", "stop_bits",     "host",
@@ -415,6 +416,7 @@ static void set_defaults(cfg *c) {
   c->storage.retention_ms = 400 * MS_DAY;
   c->storage.maintenance_ms = MS_MINUTE;
   c->storage.hold_max = 20000;
+  c->storage.commit_ms = 50;
   c->reports.nperiods = 2;
   snprintf(c->reports.periods[0], sizeof c->reports.periods[0], "hourly");
   snprintf(c->reports.periods[1], sizeof c->reports.periods[1], "daily");
@@ -666,7 +668,8 @@ static int parse_storage(ctx *x, const ydoc_node *root) {
                  &x->c->storage.retention_ms) ||
          opt_dur(x, m, "maintenance_interval", MS_SECOND, MS_DAY,
                  &x->c->storage.maintenance_ms) ||
-         opt_int(x, m, "hold_max", 100, 10000000, &x->c->storage.hold_max);
+         opt_int(x, m, "hold_max", 100, 10000000, &x->c->storage.hold_max) ||
+         opt_dur(x, m, "commit_interval", 0, 10 * MS_SECOND, &x->c->storage.commit_ms);
 }
 
 /* The standard rates termios (and so libmodbus) can set. */

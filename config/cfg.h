@@ -139,6 +139,8 @@ typedef struct {
                                 default 512 MiB */
     int64_t retention_ms;    /* rows older than this go; default 400 days */
     int64_t maintenance_ms;  /* how often the bounds are enforced; 1 min */
+    int64_t commit_ms;       /* group commit: how long a reading may wait for
+                                others to share its transaction; 50 ms */
     int hold_max;            /* operations held in memory while the database
                                 cannot be written; default 20000 */
   } storage;

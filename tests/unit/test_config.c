@@ -143,14 +143,22 @@ static void test_storage_bounds(void **state) {
   assert_int_equal(c->storage.max_size, 512LL * 1024 * 1024);
   assert_int_equal(c->storage.retention_ms, 400LL * 86400000);
   assert_int_equal(c->storage.maintenance_ms, 60000);
+  assert_int_equal(c->storage.commit_ms, 50);
+  assert_int_equal(c->storage.hold_max, 20000);
   cfg_free(c);
   c = load_ok("site:\n  id: kekeya\nmqtt:\n  url: mqtt://127.0.0.1:1883\n"
               "storage: {path: ./r.db, max_size: 64MB, retention: 30d, "
-              "maintenance_interval: 5s}\n" BUS METER);
+              "maintenance_interval: 5s, commit_interval: 200ms, hold_max: 500}\n" BUS METER);
   assert_int_equal(c->storage.max_size, 64000000);
   assert_int_equal(c->storage.retention_ms, 30LL * 86400000);
   assert_int_equal(c->storage.maintenance_ms, 5000);
+  assert_int_equal(c->storage.commit_ms, 200);
+  assert_int_equal(c->storage.hold_max, 500);
   cfg_free(c);
+  /* The group commit window is bounded: a power cut loses at most it. */
+  expect_error_at("site:\n  id: kekeya\nmqtt:\n  url: mqtt://127.0.0.1:1883\n"
+                  "storage: {path: ./r.db, commit_interval: 1m}\n" BUS METER, 5, 42,
+                  "expected a duration between 0s and 10s");
   /* line 5: "storage: {path: ./r.db, max_size: lots}" */
   expect_error_at("site:\n  id: kekeya\nmqtt:\n  url: mqtt://127.0.0.1:1883\n"
                   "storage: {path: ./r.db, max_size: lots}\n" BUS METER, 5, 35,
