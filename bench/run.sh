@@ -318,6 +318,20 @@ collectd_conf() {
     }' "$ports" >"$dir/collectd.conf"
 }
 
+# prepare_fleet DIR SHAPE: free ports (the broker's first) and the site file
+# for SHAPE in DIR; sets NE NU IV (endpoints, units each, interval ms),
+# METERS and MPORT.
+prepare_fleet() {
+  local dir=$1
+  read -r NE NU IV < <(shape_of "$2")
+  METERS=$((NE * NU))
+  mkdir -p "$dir"
+  "$TOOL" ports $((NE + 1)) >"$dir/ports.all"
+  MPORT=$(head -n 1 "$dir/ports.all")
+  tail -n +2 "$dir/ports.all" >"$dir/ports.txt"
+  site_yaml "$dir" "$MPORT" "$NE" "$NU" "$IV" "$dir/ports.txt"
+}
+
 # phase_json NAME SYSTEM ... : assemble one phase's JSON from the analysis.
 RESULTS=()
 
@@ -325,16 +339,9 @@ RESULTS=()
 run_fleet() {
   local system=$1 shape=$2
   local name="$system-$shape" dir="$OUT/$system-$shape"
-  local ne nu iv
-  read -r ne nu iv < <(shape_of "$shape")
-  local meters=$((ne * nu))
-  mkdir -p "$dir"
+  prepare_fleet "$dir" "$shape"
+  local ne=$NE nu=$NU iv=$IV meters=$METERS mport=$MPORT
   echo "== $name: $meters meters ($ne endpoints x $nu units) every ${iv} ms, ${DURATION}s" >&2
-  "$TOOL" ports $((ne + 1)) >"$dir/ports.all"
-  local mport
-  mport=$(head -n 1 "$dir/ports.all")
-  tail -n +2 "$dir/ports.all" >"$dir/ports.txt"
-  site_yaml "$dir" "$mport" "$ne" "$nu" "$iv" "$dir/ports.txt"
 
   broker "$dir" "$mport"
   local topic='water/bench/+/reading' kind=ours
@@ -417,16 +424,9 @@ run_fleet() {
 
 run_outage() {
   local name=outage dir="$OUT/outage"
-  local ne nu iv
-  read -r ne nu iv < <(shape_of outage)
-  local meters=$((ne * nu))
-  mkdir -p "$dir"
+  prepare_fleet "$dir" outage
+  local ne=$NE nu=$NU iv=$IV meters=$METERS mport=$MPORT
   echo "== outage: $BACKLOG undelivered readings, $meters meters live every ${iv} ms, ${DURATION}s" >&2
-  "$TOOL" ports $((ne + 1)) >"$dir/ports.all"
-  local mport
-  mport=$(head -n 1 "$dir/ports.all")
-  tail -n +2 "$dir/ports.all" >"$dir/ports.txt"
-  site_yaml "$dir" "$mport" "$ne" "$nu" "$iv" "$dir/ports.txt"
 
   # The schema and the meters' rows come from the collector itself (run
   # once with neither broker nor meters); the backlog is then written in the
