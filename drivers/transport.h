@@ -40,6 +40,20 @@ typedef struct {
  * "connection_refused", "connection_reset", "malformed", "io", "decode". */
 const char *tr_code_name(int code);
 
+/* Fill E with CODE and a formatted detail; returns CODE. E may be NULL. */
+int tr_fail(tr_error *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Fill E for a Modbus exception (code and "exception 0x02 (illegal data
+ * address)"); returns TR_EEXCEPTION. */
+int tr_fail_exception(tr_error *e, int exc);
+
+/* A short name of an exception code ("illegal data address"). */
+const char *tr_exception_name(int exc);
+
+/* strerror into BUF, thread-safe. */
+const char *tr_strerror(int err, char *buf, size_t len);
+
 typedef struct transport transport;
 
 /* Create (not connect) a transport for BUS. NULL with err on a bad bus. */

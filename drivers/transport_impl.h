@@ -45,20 +45,6 @@ struct transport {
 int tr_modbus_create(transport *t, char *err, size_t errlen);
 int tr_rot_create(transport *t, char *err, size_t errlen);
 
-/* Fill E with CODE and a formatted detail; returns CODE. E may be NULL. */
-int tr_fail(tr_error *e, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Fill E for a Modbus exception (code and "exception 0x02 (illegal data
- * address)"); returns TR_EEXCEPTION. */
-int tr_fail_exception(tr_error *e, int exc);
-
-/* A short name of an exception code ("illegal data address"). */
-const char *tr_exception_name(int exc);
-
-/* strerror into BUF, thread-safe. */
-const char *tr_strerror(int err, char *buf, size_t len);
-
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t tr_now_ns(void);
 

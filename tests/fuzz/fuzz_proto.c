@@ -1,11 +1,13 @@
-/* libFuzzer target: the Modbus protocol core (PDU, MBAP and RTU parsing and
+/* libFuzzer target: the Modbus protocol core (PDU, MBAP and RTU parsing,
  * the streaming RTU framer used by the rtu-over-tcp transport and
- * intake-sim). The first byte picks the entry point. */
+ * intake-sim, and the judging of answers that both network transports use).
+ * The first byte picks the entry point. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "mb_proto.h"
+#include "mb_xchg.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1) return 0;
@@ -14,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size--;
   uint16_t regs[MB_READ_MAX];
   uint8_t exc;
-  switch (mode % 6) {
+  switch (mode % 8) {
     case 0: {
       mb_request req;
       mb_pdu_parse_read_req(data, size, &req);
@@ -40,10 +42,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       mb_rtu_frame_len(data, size, false);
       break;
     }
+    case 6:
+    case 7: {
+      /* An exchange (MBAP or RTU) fed what a broken peer might send, in
+       * chunks whose sizes come from the data itself. */
+      mb_xchg x;
+      tr_error e;
+      uint8_t req[MB_TCP_MAX];
+      uint16_t count = size >= 1 ? (uint16_t)(1 + data[0] % MB_READ_MAX) : 1;
+      mb_xchg_begin(&x, mode % 8 == 7, 1, 1, MB_FC_READ_HOLDING, 0, count, regs,
+                    req, sizeof req, &e);
+      size_t off = 0;
+      while (off < size) {
+        size_t chunk = 1 + data[off] % 61;
+        if (chunk > size - off) chunk = size - off;
+        int rc = mb_xchg_feed(&x, data + off, chunk, &e);
+        off += chunk;
+        if (rc != MB_XCHG_MORE) break;
+      }
+      mb_xchg_timeout(&x, 1000, &e);
+      break;
+    }
     default: {
       /* The framer, fed in chunks whose sizes come from the data itself. */
       mb_rtu_framer f;
-      mb_rtu_framer_init(&f, mode % 6 == 4);
+      mb_rtu_framer_init(&f, mode % 8 == 4);
       uint8_t out[MB_RTU_MAX];
       size_t off = 0;
       while (off < size) {
