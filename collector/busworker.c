@@ -51,6 +51,16 @@ struct busworker {
   tr_error open_err;
 };
 
+bus_result *bus_result_new(uint32_t meter, int64_t slot_ms, size_t nvalues) {
+  bus_result *r = calloc(1, sizeof *r + (nvalues ? nvalues : 1) * sizeof(double));
+  if (!r) return NULL;
+  r->meter = meter;
+  r->slot_ms = slot_ms;
+  r->start_ms = clock_wall_ms();
+  r->start_mono_ms = clock_mono_ms();
+  return r;
+}
+
 void bus_result_free(bus_result *r) {
   while (r) {
     bus_result *next = r->next;
@@ -97,14 +107,8 @@ static int ensure_open(busworker *w, tr_error *e) {
 static void run_job(busworker *w, const job *j) {
   const cfg_meter *m = &w->cfg->meters[j->meter];
   const mb_plan *plan = w->plans[j->meter];
-  /* One allocation with room for the values after the header. */
-  size_t nvalues = m->profile->nfields ? m->profile->nfields : 1;
-  bus_result *r = calloc(1, sizeof *r + nvalues * sizeof(double));
+  bus_result *r = bus_result_new(j->meter, j->slot_ms, m->profile->nfields);
   if (!r) return; /* nothing to answer with; the stuck-bus rule notices */
-  r->meter = j->meter;
-  r->slot_ms = j->slot_ms;
-  r->start_ms = clock_wall_ms();
-  r->start_mono_ms = clock_mono_ms();
   r->rc = ensure_open(w, &r->err);
   if (r->rc == TR_OK) {
     r->values = (double *)(r + 1);

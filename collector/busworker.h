@@ -1,17 +1,17 @@
-/* busworker: a bus's queue of polls, run one at a time on a pool thread.
+/* busworker: a serial bus's queue of polls, run on a thread of its own.
  *
  * A libmodbus context is not thread-safe and an RS-485 line carries one frame
  * at a time, so every request on a bus runs strictly one after another, by one
- * thread at a time. A serial line gets a thread of its own (pass no pool); TCP
- * endpoints and DTU links share a pool of a few threads, since a gateway that
- * concentrates hundreds of them would spend more on a thread each (stacks,
- * wake-ups) than on the polls. A pool thread takes a bus with work, runs one
- * poll and puts the bus back behind the others. The loop submits poll jobs (at most one outstanding per meter: the
- * scheduler skips a slot whose previous poll is still queued, so the queue is
- * bounded by the meters on the bus) and takes results back after the notify
- * hook (a uv_async_send) wakes it. Connections that fail to open are retried
- * on a back-off of 1 s doubling to 30 s; meanwhile polls fail at once with the
- * connection error instead of each waiting out a timeout.
+ * thread at a time. The daemon gives each serial line a thread (pass no
+ * pool); the pool form lets several buses share threads, a bus taking its
+ * turn behind the others. Network buses do not come here: they run on the
+ * event loop (netbus.h). The loop submits poll jobs (at most one outstanding
+ * per meter: the scheduler skips a slot whose previous poll is still queued,
+ * so the queue is bounded by the meters on the bus) and takes results back
+ * after the notify hook (a uv_async_send) wakes it. Connections that fail to
+ * open are retried on a back-off of 1 s doubling to 30 s; meanwhile polls
+ * fail at once with the connection error instead of each waiting out a
+ * timeout.
  */
 #ifndef IC_BUSWORKER_H
 #define IC_BUSWORKER_H
@@ -36,6 +36,10 @@ typedef struct bus_result {
   double *values;    /* profile->nfields values when rc == TR_OK (they live
                         in the same allocation as the result) */
 } bus_result;
+
+/* A result for METER's poll of SLOT_MS with room for NVALUES values (at
+ * least one) in the same allocation; NULL when out of memory. */
+bus_result *bus_result_new(uint32_t meter, int64_t slot_ms, size_t nvalues);
 
 void bus_result_free(bus_result *r);
 

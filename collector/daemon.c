@@ -13,6 +13,7 @@
 
 #include "busload.h"
 #include "busworker.h"
+#include "netbus.h"
 #include "clock.h"
 #include "log.h"
 #include "mstate.h"
@@ -107,8 +108,8 @@ struct gw {
   uv_timer_t site_timer; /* coalesces the site topics after state changes */
   store *store;
   publisher *pub;
-  busworker **workers;
-  buspool *pool; /* the threads of the TCP and RTU-over-TCP buses */
+  busworker **workers; /* serial lines; NULL for network buses */
+  netbuses *net;       /* the TCP and RTU-over-TCP buses, on the loop */
   mb_plan **plans;
   meter_rt *meters;
   int64_t started_ms;
@@ -680,15 +681,10 @@ static void check_clock(gw *d);
 static void on_wake(uv_async_t *a) {
   gw *d = a->data;
   check_clock(d); /* before results taken across a step come in */
-  /* The shared pool's results, then each serial line's. */
-  for (size_t b = 0; b <= d->cfg->nbuses; b++) {
-    bus_result *r;
-    if (b == d->cfg->nbuses)
-      r = buspool_take_results(d->pool);
-    else if (d->cfg->buses[b].transport == CFG_TRANSPORT_RTU)
-      r = busworker_take_results(d->workers[b]);
-    else
-      continue;
+  /* The serial lines' results. */
+  for (size_t b = 0; b < d->cfg->nbuses; b++) {
+    if (!d->workers[b]) continue;
+    bus_result *r = busworker_take_results(d->workers[b]);
     while (r) {
       bus_result *next = r->next;
       r->next = NULL;
@@ -747,6 +743,19 @@ static void notify(void *ctx) {
   uv_async_send(&d->wake);
 }
 
+/* A network bus's poll ended (on the loop itself). */
+static void on_net_result(void *ctx, bus_result *r) {
+  gw *d = ctx;
+  check_clock(d);
+  handle_result(d, r);
+  bus_result_free(r);
+}
+
+static int submit_poll(gw *d, const cfg_meter *mc, uint32_t meter, int64_t slot) {
+  if (d->workers[mc->bus]) return busworker_submit(d->workers[mc->bus], meter, slot);
+  return netbuses_submit(d->net, mc->bus, meter, slot);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Schedule                                                                 */
 
@@ -783,6 +792,13 @@ static void schedule(meter_rt *m, int64_t now) {
   uv_timer_start(&m->timer, on_slot, (uint64_t)delay, 0);
 }
 
+static void skip_slot(gw *d, meter_rt *m, int64_t slot) {
+  d->skipped++;
+  store_count_poll(d->store, m->cfg->id, slot, "skipped");
+  log_debug("meter %s: bus %s is busy, slot skipped", m->cfg->id,
+            d->cfg->buses[m->cfg->bus].id);
+}
+
 static void on_slot(uv_timer_t *t) {
   meter_rt *m = t->data;
   gw *d = m->d;
@@ -811,14 +827,16 @@ static void on_slot(uv_timer_t *t) {
                                   d->cfg->buses[mc->bus].timeout_ms));
   if (m->st.state == MSTATE_OFFLINE && m->retry_at_ms && now < m->retry_at_ms) {
     /* Backing off a dead meter: this slot is not polled. */
-  } else if (m->pending ||
-             busworker_submit(d->workers[mc->bus], m->index, slot) != 0) {
-    d->skipped++;
-    store_count_poll(d->store, mc->id, slot, "skipped");
-    log_debug("meter %s: bus %s is busy, slot skipped", mc->id,
-              d->cfg->buses[mc->bus].id);
+  } else if (m->pending) {
+    skip_slot(d, m, slot);
   } else {
+    /* Pending before submitting: a network bus may answer at once (a poll
+     * that fails while the bus backs off), and its result clears it. */
     m->pending = true;
+    if (submit_poll(d, mc, m->index, slot) != 0) {
+      m->pending = false;
+      skip_slot(d, m, slot);
+    }
   }
   int64_t base = now > slot ? now : slot;
   m->due_ms = clock_next_slot(base, mc->interval_ms, m->phase_ms);
@@ -1123,28 +1141,20 @@ int daemon_run(const cfg *c) {
     goto out;
   }
 
-  /* A serial line keeps a thread of its own; network buses share a pool
-   * with room for a sixteenth of them to wait out a timeout at once (16 to
-   * 64 threads, or one each when there are fewer). */
-  size_t nnet = 0;
-  for (size_t b = 0; b < c->nbuses; b++)
-    if (c->buses[b].transport != CFG_TRANSPORT_RTU) nnet++;
-  if (nnet) {
-    size_t threads = nnet / 16 > 16 ? nnet / 16 : 16;
-    if (threads > 64) threads = 64;
-    if (threads > nnet) threads = nnet;
-    if (buspool_new(&d->pool, threads, err, sizeof err) != 0) {
-      log_error("%s", err);
-      goto out;
-    }
+  /* A serial line keeps a thread of its own; network buses run on the
+   * loop. */
+  if (netbuses_new(&d->net, &d->loop, c, d->plans, on_net_result, d, err,
+                   sizeof err) != 0) {
+    log_error("%s", err);
+    goto out;
   }
   for (size_t b = 0; b < c->nbuses; b++) {
     char w[512];
     if (busload_warning(c, b, w, sizeof w)) log_warn("%s", w);
   }
   for (size_t b = 0; b < c->nbuses; b++) {
-    buspool *pool = c->buses[b].transport == CFG_TRANSPORT_RTU ? NULL : d->pool;
-    if (busworker_start(&d->workers[b], c, b, d->plans, pool, notify, d, err,
+    if (c->buses[b].transport != CFG_TRANSPORT_RTU) continue;
+    if (busworker_start(&d->workers[b], c, b, d->plans, NULL, notify, d, err,
                         sizeof err) != 0) {
       log_error("%s", err);
       goto out;
@@ -1233,6 +1243,7 @@ int daemon_run(const cfg *c) {
   uv_timer_stop(&d->maint_timer);
   uv_timer_stop(&d->reconnect_timer);
   for (size_t i = 0; i < d->nperiods; i++) uv_timer_stop(&d->period_rt[i].timer);
+  netbuses_stop(d->net); /* network polls in progress are abandoned */
   for (size_t b = 0; b < c->nbuses; b++) busworker_stop(d->workers[b]);
   for (size_t b = 0; b < c->nbuses; b++) busworker_join(d->workers[b]);
   /* Readings already taken go to the store; acknowledgements that arrived
@@ -1243,7 +1254,7 @@ out:
   if (d->workers) {
     for (size_t b = 0; b < c->nbuses; b++) busworker_free(d->workers[b]);
   }
-  buspool_free(d->pool);
+  netbuses_stop(d->net);
   reporter_free(d->reporter);
   d->reporter = NULL;
   if (d->store) {
@@ -1280,6 +1291,7 @@ out:
   uv_walk(&d->loop, close_walk, NULL);
   uv_run(&d->loop, UV_RUN_DEFAULT);
   pusher_free(d->pusher);
+  netbuses_free(d->net);
   uv_loop_close(&d->loop);
   if (d->plans)
     for (size_t i = 0; i < c->nmeters; i++) plan_free(d->plans[i]);

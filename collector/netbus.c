@@ -1,0 +1,669 @@
+#include "netbus.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "mb_xchg.h"
+
+/* A connection that has been quiet this long may have been closed by the
+ * peer (DTUs close idle links) without the loop having seen it yet: look
+ * before sending, so the poll goes out on a fresh connection instead of
+ * failing on the dead one. */
+#define IDLE_CHECK_NS 500000000ull
+/* Unsolicited bytes read and dropped at once, at most, while no answer is
+ * awaited (a DTU's heartbeat, a late answer). */
+#define RX_CHUNK 1024
+
+typedef struct job {
+  uint32_t meter;
+  int64_t slot_ms;
+} job;
+
+typedef enum { NB_CLOSED, NB_RESOLVING, NB_CONNECTING, NB_OPEN } nb_state;
+typedef enum { NB_T_NONE, NB_T_CONNECT, NB_T_REPLY, NB_T_GAP } nb_wait;
+
+typedef struct netbus netbus;
+
+/* One connection's socket and its watcher; it lives until the watcher's
+ * close callback, which may come after the bus has moved on to another. */
+typedef struct conn {
+  uv_poll_t poll;
+  int fd;
+  netbus *nb;
+} conn;
+
+struct netbus {
+  netbuses *set;
+  const cfg_bus *bus;
+  bool rtu; /* RTU frames over TCP; else Modbus TCP */
+  char where[CFG_HOST_MAX + 16];
+  uv_timer_t timer;
+  nb_wait waiting;
+  nb_state state;
+  conn *c;
+  /* connecting */
+  uv_getaddrinfo_t *gai; /* while resolving a name */
+  struct addrinfo *addrs, *next_ai;
+  bool addrs_uv; /* from uv_getaddrinfo (freed with uv_freeaddrinfo) */
+  int last_err;
+  uint64_t connect_deadline_ns;
+  int64_t reopen_at_ms, reopen_delay_ms;
+  tr_error open_err;
+  /* polls */
+  job *jobs; /* ring */
+  size_t cap, head, count;
+  bool busy;     /* a poll is in progress */
+  bool pumping;  /* inside pump(): start the next poll from there */
+  job cur;
+  size_t req;    /* the request of the poll being exchanged */
+  bus_result *res;
+  bool xchg;     /* a request awaits its answer */
+  mb_xchg x;
+  uint16_t tid;
+  uint8_t out[MB_TCP_MAX];
+  size_t outlen, outoff;
+  uint16_t *words;
+  uint64_t gap_ns, ready_ns, last_rx_ns;
+  bool stopping;
+};
+
+struct netbuses {
+  uv_loop_t *loop;
+  const cfg *cfg;
+  mb_plan *const *plans;
+  netbus_deliver deliver;
+  void *ctx;
+  netbus **by_bus; /* cfg bus index -> its netbus, NULL for serial ones */
+  netbus *buses;
+  size_t n;
+};
+
+static void pump(netbus *nb);
+static void send_request(netbus *nb);
+static void try_connect(netbus *nb);
+static void on_io(uv_poll_t *h, int status, int events);
+
+static uint64_t now_ns(void) { return uv_hrtime(); }
+
+/* ------------------------------------------------------------------------ */
+/* Timer                                                                    */
+
+static void on_timer(uv_timer_t *t);
+
+static void wait_for(netbus *nb, nb_wait what, uint64_t ms) {
+  nb->waiting = what;
+  /* The loop's clock is the start of this iteration's: a long iteration
+   * would make the timeout fire early. */
+  uv_update_time(nb->set->loop);
+  uv_timer_start(&nb->timer, on_timer, ms, 0);
+}
+
+static void stop_waiting(netbus *nb) {
+  if (nb->waiting == NB_T_NONE) return;
+  nb->waiting = NB_T_NONE;
+  uv_timer_stop(&nb->timer);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Polls                                                                    */
+
+/* The poll in progress is over: decode it (when its exchanges went well),
+ * hand the result over, and go on with the queue. */
+static void finish(netbus *nb, int rc, const tr_error *e) {
+  bus_result *r = nb->res;
+  const cfg_meter *m = &nb->set->cfg->meters[nb->cur.meter];
+  const mb_plan *plan = nb->set->plans[nb->cur.meter];
+  nb->res = NULL;
+  nb->busy = false;
+  nb->xchg = false;
+  stop_waiting(nb);
+  r->rc = rc;
+  if (rc == TR_OK) {
+    r->values = (double *)(r + 1);
+    char why[sizeof r->err.detail];
+    if (plan_decode(plan, m->profile, nb->words, r->values, why, sizeof why) != 0) {
+      r->rc = TR_EDECODE;
+      r->err.code = TR_EDECODE;
+      snprintf(r->err.detail, sizeof r->err.detail, "%s", why);
+      r->values = NULL;
+    }
+  } else if (e) {
+    r->err = *e;
+    r->err.code = rc;
+  }
+  r->end_ms = clock_wall_ms();
+  nb->set->deliver(nb->set->ctx, r);
+  pump(nb);
+}
+
+static void start_poll(netbus *nb) {
+  nb->cur = nb->jobs[nb->head];
+  nb->head = (nb->head + 1) % nb->cap;
+  nb->count--;
+  const cfg_meter *m = &nb->set->cfg->meters[nb->cur.meter];
+  nb->res = bus_result_new(nb->cur.meter, nb->cur.slot_ms, m->profile->nfields);
+  if (!nb->res) return; /* nothing to answer with; the stuck-bus rule notices */
+  nb->busy = true;
+  nb->req = 0;
+  switch (nb->state) {
+  case NB_OPEN:
+    send_request(nb);
+    break;
+  case NB_CLOSED:
+    if (nb->reopen_at_ms && clock_mono_ms() < nb->reopen_at_ms)
+      finish(nb, nb->open_err.code, &nb->open_err);
+    else
+      try_connect(nb);
+    break;
+  default: /* connecting: the poll goes out when it is done */
+    break;
+  }
+}
+
+/* Start the queued polls, one at a time: a poll that ends at once (the bus
+ * is backing off) lets the next one start here rather than recursing. */
+static void pump(netbus *nb) {
+  if (nb->pumping) return;
+  nb->pumping = true;
+  while (!nb->busy && nb->count && !nb->stopping) start_poll(nb);
+  nb->pumping = false;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connection                                                               */
+
+static void free_conn(uv_handle_t *h) { free(h->data); }
+
+static void close_conn(netbus *nb) {
+  if (nb->c) {
+    conn *c = nb->c;
+    nb->c = NULL;
+    uv_close((uv_handle_t *)&c->poll, free_conn);
+    close(c->fd); /* safe once the watcher is stopped by uv_close */
+  }
+  if (nb->addrs) {
+    if (nb->addrs_uv)
+      uv_freeaddrinfo(nb->addrs);
+    else
+      freeaddrinfo(nb->addrs);
+    nb->addrs = nb->next_ai = NULL;
+  }
+  nb->state = NB_CLOSED;
+  nb->xchg = false;
+  if (nb->waiting == NB_T_CONNECT || nb->waiting == NB_T_REPLY) stop_waiting(nb);
+}
+
+static int watch(netbus *nb, int fd, int events) {
+  conn *c = malloc(sizeof *c);
+  if (!c) return -1;
+  c->fd = fd;
+  c->nb = nb;
+  if (uv_poll_init_socket(nb->set->loop, &c->poll, fd) != 0) {
+    free(c);
+    return -1;
+  }
+  c->poll.data = c;
+  nb->c = c;
+  uv_poll_start(&c->poll, events, on_io);
+  return 0;
+}
+
+/* Opening failed with E: back off, and fail the poll that waited for it
+ * (and, through pump, the queued ones) with the reason. */
+static void back_off(netbus *nb, const tr_error *e) {
+  nb->state = NB_CLOSED;
+  nb->reopen_delay_ms = nb->reopen_delay_ms ? nb->reopen_delay_ms * 2 : 1000;
+  if (nb->reopen_delay_ms > 30000) nb->reopen_delay_ms = 30000;
+  nb->reopen_at_ms = clock_mono_ms() + nb->reopen_delay_ms;
+  nb->open_err = *e;
+  if (nb->busy) finish(nb, e->code, e);
+}
+
+/* The connection could not be opened, for ERR (an errno). */
+static void open_failed(netbus *nb, int err) {
+  char eb[128];
+  tr_error e;
+  close_conn(nb);
+  if (err == ECONNREFUSED)
+    tr_fail(&e, TR_ECONNREFUSED, "connect %s: %s", nb->where,
+            tr_strerror(err, eb, sizeof eb));
+  else if (err == ETIMEDOUT)
+    tr_fail(&e, TR_ETIMEOUT, "connect %s: no answer within %lld ms", nb->where,
+            (long long)nb->bus->timeout_ms);
+  else
+    tr_fail(&e, TR_EIO, "connect %s: %s", nb->where,
+            err ? tr_strerror(err, eb, sizeof eb) : "no address");
+  back_off(nb, &e);
+}
+
+static void connected(netbus *nb) {
+  int one = 1;
+  /* A request is one small frame that must leave now, not wait for Nagle. */
+  (void)setsockopt(nb->c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (nb->waiting == NB_T_CONNECT) stop_waiting(nb);
+  if (nb->addrs_uv)
+    uv_freeaddrinfo(nb->addrs);
+  else
+    freeaddrinfo(nb->addrs);
+  nb->addrs = nb->next_ai = NULL;
+  nb->state = NB_OPEN;
+  nb->reopen_at_ms = nb->reopen_delay_ms = 0;
+  nb->last_rx_ns = now_ns();
+  uv_poll_start(&nb->c->poll, UV_READABLE, on_io);
+  if (nb->busy) {
+    /* The poll starts now; the connecting was not part of it. */
+    nb->res->start_ms = clock_wall_ms();
+    nb->res->start_mono_ms = clock_mono_ms();
+    send_request(nb);
+  }
+}
+
+/* Try the next address of the name, within the one deadline they share. */
+static void connect_next(netbus *nb) {
+  while (nb->next_ai) {
+    struct addrinfo *ai = nb->next_ai;
+    nb->next_ai = ai->ai_next;
+    if (now_ns() >= nb->connect_deadline_ns) {
+      nb->last_err = ETIMEDOUT;
+      break;
+    }
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    ai->ai_protocol);
+    if (fd < 0) {
+      nb->last_err = errno;
+      continue;
+    }
+    int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+    if (rc != 0 && errno != EINPROGRESS) {
+      nb->last_err = errno;
+      close(fd);
+      continue;
+    }
+    if (watch(nb, fd, UV_WRITABLE) != 0) {
+      nb->last_err = ENOMEM;
+      close(fd);
+      continue;
+    }
+    nb->state = NB_CONNECTING;
+    if (rc == 0) {
+      connected(nb);
+      return;
+    }
+    uint64_t left = nb->connect_deadline_ns - now_ns();
+    wait_for(nb, NB_T_CONNECT, (left + 999999u) / 1000000u);
+    return;
+  }
+  open_failed(nb, nb->last_err);
+}
+
+/* The socket of a connect in progress became writable (or failed). */
+static void connect_done(netbus *nb) {
+  int soerr = 0;
+  socklen_t sl = sizeof soerr;
+  if (getsockopt(nb->c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
+  if (soerr == 0) {
+    connected(nb);
+    return;
+  }
+  nb->last_err = soerr;
+  conn *c = nb->c;
+  nb->c = NULL;
+  uv_close((uv_handle_t *)&c->poll, free_conn);
+  close(c->fd);
+  stop_waiting(nb);
+  connect_next(nb);
+}
+
+static void start_addrs(netbus *nb, struct addrinfo *list, bool from_uv) {
+  nb->addrs = nb->next_ai = list;
+  nb->addrs_uv = from_uv;
+  nb->last_err = 0;
+  /* One deadline for all the addresses a name has: connecting costs at
+   * most the bus timeout, like a request. */
+  nb->connect_deadline_ns = now_ns() + (uint64_t)nb->bus->timeout_ms * 1000000u;
+  connect_next(nb);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  netbus *nb = req->data;
+  free(req);
+  if (!nb) { /* the bus stopped meanwhile */
+    uv_freeaddrinfo(res);
+    return;
+  }
+  nb->gai = NULL;
+  if (status != 0) {
+    uv_freeaddrinfo(res);
+    tr_error e;
+    tr_fail(&e, TR_EIO, "resolve %s: %s", nb->bus->host, uv_strerror(status));
+    back_off(nb, &e);
+    return;
+  }
+  start_addrs(nb, res, true);
+}
+
+static void try_connect(netbus *nb) {
+  char port[8];
+  snprintf(port, sizeof port, "%d", nb->bus->port);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                           .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+  struct addrinfo *list = NULL;
+  nb->state = NB_RESOLVING;
+  /* An address literal needs no resolver; a name is looked up on libuv's
+   * thread pool, so a slow DNS server never holds up the loop. */
+  if (getaddrinfo(nb->bus->host, port, &hints, &list) == 0) {
+    start_addrs(nb, list, false);
+    return;
+  }
+  hints.ai_flags = AI_NUMERICSERV;
+  uv_getaddrinfo_t *req = malloc(sizeof *req);
+  int rc = req ? uv_getaddrinfo(nb->set->loop, req, on_resolved, nb->bus->host,
+                                port, &hints)
+               : UV_ENOMEM;
+  if (rc != 0) {
+    free(req);
+    nb->state = NB_CLOSED;
+    open_failed(nb, rc == UV_ENOMEM ? ENOMEM : EIO);
+    return;
+  }
+  req->data = nb;
+  nb->gai = req;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Exchanges                                                                */
+
+/* The connection broke (or the peer closed it) with a poll on it: fail the
+ * poll; the next one connects again. */
+static void conn_lost(netbus *nb, int err) {
+  char eb[128];
+  tr_error e;
+  if (err == 0)
+    tr_fail(&e, TR_ECONNRESET, "connection closed by %s", nb->where);
+  else if (err == ECONNRESET || err == EPIPE || err == ENOTCONN ||
+           err == ECONNABORTED)
+    tr_fail(&e, TR_ECONNRESET, "connection to %s lost: %s", nb->where,
+            tr_strerror(err, eb, sizeof eb));
+  else
+    tr_fail(&e, TR_EIO, "%s: %s", nb->where, tr_strerror(err, eb, sizeof eb));
+  close_conn(nb);
+  if (nb->busy) finish(nb, e.code, &e);
+}
+
+/* One exchange ended with RC: go on with the poll's next request, or end
+ * the poll. */
+static void exchange_done(netbus *nb, int rc, const tr_error *e) {
+  nb->xchg = false;
+  stop_waiting(nb);
+  nb->ready_ns = now_ns() + nb->gap_ns;
+  if (rc != TR_OK) {
+    if (nb->x.desync) close_conn(nb);
+    finish(nb, rc, e);
+    return;
+  }
+  const mb_plan *plan = nb->set->plans[nb->cur.meter];
+  if (++nb->req < plan->nreqs)
+    send_request(nb);
+  else
+    finish(nb, TR_OK, NULL);
+}
+
+/* Read what the socket has. Returns false when the connection is gone. */
+static bool receive(netbus *nb) {
+  uint8_t buf[RX_CHUNK];
+  ssize_t n;
+  do {
+    n = recv(nb->c->fd, buf, sizeof buf, MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+  if (n <= 0) {
+    conn_lost(nb, n == 0 ? 0 : errno);
+    return false;
+  }
+  nb->last_rx_ns = now_ns();
+  if (!nb->xchg) return true; /* not an answer to anything: dropped */
+  tr_error e;
+  int rc = mb_xchg_feed(&nb->x, buf, (size_t)n, &e);
+  if (rc != MB_XCHG_MORE) exchange_done(nb, rc, &e);
+  return true;
+}
+
+/* Send what is left of the request; false when the connection is gone. */
+static bool flush_out(netbus *nb) {
+  while (nb->outoff < nb->outlen) {
+    ssize_t n = send(nb->c->fd, nb->out + nb->outoff, nb->outlen - nb->outoff,
+                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      nb->outoff += (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      uv_poll_start(&nb->c->poll, UV_READABLE | UV_WRITABLE, on_io);
+      return true;
+    }
+    conn_lost(nb, n < 0 ? errno : EPIPE);
+    return false;
+  }
+  uv_poll_start(&nb->c->poll, UV_READABLE, on_io);
+  return true;
+}
+
+/* Before the first request on a connection that has been quiet: is it
+ * still up? Drops what came unasked. False when the peer has closed it. */
+static bool still_open(netbus *nb) {
+  uint8_t buf[RX_CHUNK];
+  for (int i = 0; i < 64; i++) {
+    ssize_t n = recv(nb->c->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) continue;
+    if (n < 0 && errno == EINTR) continue;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+  return true;
+}
+
+static void send_request(netbus *nb) {
+  if (nb->state != NB_OPEN) {
+    /* Not expected (a lost connection ends its poll), but never send on
+     * no connection. */
+    if (nb->state == NB_CLOSED) try_connect(nb);
+    return;
+  }
+  uint64_t now = now_ns();
+  if (nb->ready_ns > now) {
+    /* The bus's turnaround is not over. */
+    wait_for(nb, NB_T_GAP, (nb->ready_ns - now + 999999u) / 1000000u);
+    return;
+  }
+  if (nb->req == 0 && now - nb->last_rx_ns >= IDLE_CHECK_NS && !still_open(nb)) {
+    /* Closed by the peer while idle (DTUs do): nothing was lost, connect
+     * again and send then. */
+    close_conn(nb);
+    try_connect(nb);
+    return;
+  }
+  const cfg_meter *m = &nb->set->cfg->meters[nb->cur.meter];
+  const mb_plan *plan = nb->set->plans[nb->cur.meter];
+  const plan_range *r = &plan->reqs[nb->req];
+  uint8_t fc = r->table == MB_TABLE_INPUT ? MB_FC_READ_INPUT : MB_FC_READ_HOLDING;
+  tr_error e;
+  int len = mb_xchg_begin(&nb->x, nb->rtu, ++nb->tid, (uint8_t)m->unit, fc,
+                          r->address, r->count, nb->words + plan->offsets[nb->req],
+                          nb->out, sizeof nb->out, &e);
+  if (len < 0) {
+    finish(nb, len, &e);
+    return;
+  }
+  if (nb->req == 0) {
+    nb->res->start_ms = clock_wall_ms();
+    nb->res->start_mono_ms = clock_mono_ms();
+  }
+  nb->res->requests++;
+  nb->outlen = (size_t)len;
+  nb->outoff = 0;
+  nb->xchg = true;
+  wait_for(nb, NB_T_REPLY, (uint64_t)nb->bus->timeout_ms);
+  flush_out(nb);
+}
+
+static void on_timer(uv_timer_t *t) {
+  netbus *nb = t->data;
+  nb_wait what = nb->waiting;
+  nb->waiting = NB_T_NONE;
+  switch (what) {
+  case NB_T_GAP:
+    send_request(nb);
+    break;
+  case NB_T_CONNECT: {
+    /* The loop may have been held up past the deadline with the answer
+     * waiting: look once more before giving up. */
+    struct pollfd p = {.fd = nb->c->fd, .events = POLLOUT};
+    if (poll(&p, 1, 0) == 1) {
+      connect_done(nb);
+      return;
+    }
+    nb->last_err = ETIMEDOUT;
+    nb->next_ai = NULL;
+    open_failed(nb, ETIMEDOUT);
+    break;
+  }
+  case NB_T_REPLY: {
+    /* Likewise: an answer may sit in the socket, not read yet because the
+     * timers run first in a loop iteration. */
+    if (!receive(nb) || !nb->xchg) return;
+    tr_error e;
+    int rc = mb_xchg_timeout(&nb->x, nb->bus->timeout_ms, &e);
+    exchange_done(nb, rc, &e);
+    break;
+  }
+  case NB_T_NONE:
+    break;
+  }
+}
+
+static void on_io(uv_poll_t *h, int status, int events) {
+  conn *c = h->data;
+  netbus *nb = c->nb;
+  if (nb->c != c) return; /* an old connection's last event */
+  if (nb->state == NB_CONNECTING) {
+    connect_done(nb);
+    return;
+  }
+  (void)status; /* an error shows in the next call on the socket */
+  if ((events & UV_WRITABLE) && nb->outoff < nb->outlen && !flush_out(nb)) return;
+  if ((events & UV_READABLE) || status < 0) receive(nb);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public                                                                   */
+
+int netbuses_new(netbuses **out, uv_loop_t *loop, const cfg *c,
+                 mb_plan *const *plans, netbus_deliver deliver, void *ctx,
+                 char *err, size_t errlen) {
+  netbuses *s = calloc(1, sizeof *s);
+  size_t n = 0;
+  for (size_t b = 0; b < c->nbuses; b++)
+    if (c->buses[b].transport != CFG_TRANSPORT_RTU) n++;
+  if (!s || !(s->by_bus = calloc(c->nbuses ? c->nbuses : 1, sizeof *s->by_bus)) ||
+      !(s->buses = calloc(n ? n : 1, sizeof *s->buses))) {
+    if (s) free(s->by_bus);
+    free(s);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  s->loop = loop;
+  s->cfg = c;
+  s->plans = plans;
+  s->deliver = deliver;
+  s->ctx = ctx;
+  for (size_t b = 0; b < c->nbuses; b++) {
+    const cfg_bus *bus = &c->buses[b];
+    if (bus->transport == CFG_TRANSPORT_RTU) continue;
+    netbus *nb = &s->buses[s->n];
+    nb->set = s;
+    nb->bus = bus;
+    nb->rtu = bus->transport == CFG_TRANSPORT_RTU_OVER_TCP;
+    nb->gap_ns = (uint64_t)bus->turnaround_ms * 1000000u;
+    nb->tid = (uint16_t)(b * 7919u); /* different buses, different ids */
+    /* An IPv6 literal needs brackets to be read back with its port. */
+    if (strchr(bus->host, ':'))
+      snprintf(nb->where, sizeof nb->where, "[%s]:%d", bus->host, bus->port);
+    else
+      snprintf(nb->where, sizeof nb->where, "%s:%d", bus->host, bus->port);
+    size_t meters = 0, words = 1;
+    for (size_t i = 0; i < c->nmeters; i++) {
+      if (c->meters[i].bus != b) continue;
+      meters++;
+      if (plans[i]->total_words > words) words = plans[i]->total_words;
+    }
+    nb->cap = meters ? meters : 1;
+    nb->jobs = calloc(nb->cap, sizeof *nb->jobs);
+    nb->words = calloc(words, sizeof *nb->words);
+    uv_timer_init(loop, &nb->timer);
+    nb->timer.data = nb;
+    s->by_bus[b] = nb;
+    s->n++;
+    if (!nb->jobs || !nb->words) {
+      netbuses_stop(s);
+      uv_run(loop, UV_RUN_NOWAIT); /* the timers' close callbacks */
+      netbuses_free(s);
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+  }
+  *out = s;
+  return 0;
+}
+
+int netbuses_submit(netbuses *s, size_t bus, uint32_t meter, int64_t slot_ms) {
+  netbus *nb = s && bus < s->cfg->nbuses ? s->by_bus[bus] : NULL;
+  if (!nb || nb->stopping || nb->count == nb->cap) return -1;
+  nb->jobs[(nb->head + nb->count) % nb->cap] = (job){meter, slot_ms};
+  nb->count++;
+  pump(nb);
+  return 0;
+}
+
+void netbuses_stop(netbuses *s) {
+  if (!s) return;
+  for (size_t i = 0; i < s->n; i++) {
+    netbus *nb = &s->buses[i];
+    if (nb->stopping) continue;
+    nb->stopping = true;
+    nb->count = 0;
+    bus_result_free(nb->res); /* abandoned: no result */
+    nb->res = NULL;
+    nb->busy = false;
+    if (nb->gai) {
+      /* Its callback comes (cancelled or not) and frees it. */
+      nb->gai->data = NULL;
+      uv_cancel((uv_req_t *)nb->gai);
+      nb->gai = NULL;
+    }
+    close_conn(nb);
+    stop_waiting(nb);
+    uv_close((uv_handle_t *)&nb->timer, NULL);
+  }
+}
+
+void netbuses_free(netbuses *s) {
+  if (!s) return;
+  for (size_t i = 0; i < s->n; i++) {
+    free(s->buses[i].jobs);
+    free(s->buses[i].words);
+  }
+  free(s->buses);
+  free(s->by_bus);
+  free(s);
+}
