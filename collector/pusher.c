@@ -1,12 +1,15 @@
 #include "pusher.h"
 
+#include "curlapi.h"
 #include "log.h"
 
-#include <curl/curl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* libcurl's functions, loaded by the first pusher_new. */
+static const curl_api *C;
 
 typedef struct sock_ctx {
   uv_poll_t poll;
@@ -43,21 +46,21 @@ static void finished(pusher *p, int64_t id, long status, const char *detail);
 static void check_done(pusher *p) {
   CURLMsg *msg;
   int left;
-  while ((msg = curl_multi_info_read(p->multi, &left))) {
+  while ((msg = C->multi_info_read(p->multi, &left))) {
     if (msg->msg != CURLMSG_DONE) continue;
     CURL *e = msg->easy_handle;
     long status = 0;
     char detail[CURL_ERROR_SIZE + 64];
     detail[0] = '\0';
     if (msg->data.result == CURLE_OK) {
-      curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+      C->easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
       snprintf(detail, sizeof detail, "HTTP %ld", status);
     } else {
       snprintf(detail, sizeof detail, "%s",
-               p->errbuf[0] ? p->errbuf : curl_easy_strerror(msg->data.result));
+               p->errbuf[0] ? p->errbuf : C->easy_strerror(msg->data.result));
     }
-    curl_multi_remove_handle(p->multi, e);
-    curl_easy_cleanup(e);
+    C->multi_remove_handle(p->multi, e);
+    C->easy_cleanup(e);
     p->easy = NULL;
     free(p->body);
     p->body = NULL;
@@ -72,14 +75,14 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
   if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
   int running;
-  curl_multi_socket_action(s->p->multi, s->fd, flags, &running);
+  C->multi_socket_action(s->p->multi, s->fd, flags, &running);
   check_done(s->p);
 }
 
 static void on_timer(uv_timer_t *t) {
   pusher *p = t->data;
   int running;
-  curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  C->multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &running);
   check_done(p);
 }
 
@@ -97,7 +100,7 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp
     if (s) {
       uv_poll_stop(&s->poll);
       uv_close((uv_handle_t *)&s->poll, on_sock_closed);
-      curl_multi_assign(p->multi, fd, NULL);
+      C->multi_assign(p->multi, fd, NULL);
     }
     return 0;
   }
@@ -112,7 +115,7 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp
     }
     s->poll.data = s;
     p->open_handles++;
-    curl_multi_assign(p->multi, fd, s);
+    C->multi_assign(p->multi, fd, s);
   }
   int ev = 0;
   if (what & CURL_POLL_IN) ev |= UV_READABLE;
@@ -139,14 +142,9 @@ static size_t discard(char *ptr, size_t size, size_t n, void *userp) {
 
 int pusher_new(pusher **out, uv_loop_t *loop, const pusher_options *opt,
                char *err, size_t errlen) {
-  static bool global_done;
-  if (!global_done) {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-      snprintf(err, errlen, "cannot initialise libcurl");
-      return -1;
-    }
-    global_done = true;
-  }
+  /* libcurl is loaded now, not at start: gateways that push nothing never
+   * map it (curlapi.h). */
+  if (!(C = curl_api_load(err, errlen))) return -1;
   pusher *p = calloc(1, sizeof *p);
   if (!p) {
     snprintf(err, errlen, "out of memory");
@@ -159,25 +157,25 @@ int pusher_new(pusher **out, uv_loop_t *loop, const pusher_options *opt,
   p->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : 30000;
   p->url = strdup(opt->url);
   p->ca = opt->ca_file && *opt->ca_file ? strdup(opt->ca_file) : NULL;
-  p->multi = curl_multi_init();
+  p->multi = C->multi_init();
   if (!p->url || !p->multi) {
     snprintf(err, errlen, "out of memory");
     pusher_free(p);
     return -1;
   }
-  p->headers = curl_slist_append(NULL, "Content-Type: application/json");
+  p->headers = C->slist_append(NULL, "Content-Type: application/json");
   if (opt->token && *opt->token) {
     size_t n = strlen(opt->token) + 32;
     p->auth = malloc(n);
     if (p->auth) {
       snprintf(p->auth, n, "Authorization: Bearer %s", opt->token);
-      p->headers = curl_slist_append(p->headers, p->auth);
+      p->headers = C->slist_append(p->headers, p->auth);
     }
   }
-  curl_multi_setopt(p->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
-  curl_multi_setopt(p->multi, CURLMOPT_SOCKETDATA, p);
-  curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-  curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
+  C->multi_setopt(p->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+  C->multi_setopt(p->multi, CURLMOPT_SOCKETDATA, p);
+  C->multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+  C->multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
   uv_timer_init(loop, &p->timer);
   p->timer.data = p;
   p->timer_open = true;
@@ -238,29 +236,29 @@ static void finished(pusher *p, int64_t id, long status, const char *detail) {
 static int post(pusher *p, int64_t id, const char *body) {
   if (p->easy || p->closing) return -1;
   p->body = strdup(body);
-  CURL *e = curl_easy_init();
+  CURL *e = C->easy_init();
   if (!p->body || !e) {
     free(p->body);
     p->body = NULL;
-    if (e) curl_easy_cleanup(e);
+    if (e) C->easy_cleanup(e);
     return -1;
   }
   p->id = id;
   p->errbuf[0] = '\0';
-  curl_easy_setopt(e, CURLOPT_URL, p->url);
-  curl_easy_setopt(e, CURLOPT_POSTFIELDS, p->body);
-  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(p->body));
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->headers);
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)p->timeout_ms);
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)p->timeout_ms);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, p->errbuf);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_USERAGENT, "intake-collector/" IC_VERSION);
-  if (p->ca) curl_easy_setopt(e, CURLOPT_CAINFO, p->ca);
-  if (curl_multi_add_handle(p->multi, e) != CURLM_OK) {
-    curl_easy_cleanup(e);
+  C->easy_setopt(e, CURLOPT_URL, p->url);
+  C->easy_setopt(e, CURLOPT_POSTFIELDS, p->body);
+  C->easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(p->body));
+  C->easy_setopt(e, CURLOPT_HTTPHEADER, p->headers);
+  C->easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)p->timeout_ms);
+  C->easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)p->timeout_ms);
+  C->easy_setopt(e, CURLOPT_ERRORBUFFER, p->errbuf);
+  C->easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
+  C->easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  C->easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  C->easy_setopt(e, CURLOPT_USERAGENT, "intake-collector/" IC_VERSION);
+  if (p->ca) C->easy_setopt(e, CURLOPT_CAINFO, p->ca);
+  if (C->multi_add_handle(p->multi, e) != CURLM_OK) {
+    C->easy_cleanup(e);
     free(p->body);
     p->body = NULL;
     return -1;
@@ -273,8 +271,8 @@ void pusher_close(pusher *p) {
   if (!p) return;
   p->closing = true;
   if (p->easy) {
-    curl_multi_remove_handle(p->multi, p->easy); /* closes its sockets */
-    curl_easy_cleanup(p->easy);
+    C->multi_remove_handle(p->multi, p->easy); /* closes its sockets */
+    C->easy_cleanup(p->easy);
     p->easy = NULL;
   }
   if (p->timer_open) {
@@ -291,8 +289,8 @@ void pusher_close(pusher *p) {
 
 void pusher_free(pusher *p) {
   if (!p) return;
-  if (p->multi) curl_multi_cleanup(p->multi);
-  curl_slist_free_all(p->headers);
+  if (p->multi) C->multi_cleanup(p->multi);
+  C->slist_free_all(p->headers);
   if (p->auth) {
     memset(p->auth, 0, strlen(p->auth));
     free(p->auth);

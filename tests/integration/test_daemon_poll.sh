@@ -37,6 +37,9 @@ start sim "$IC_BIN/intake-sim" --config "$T/site.yaml"
 wait_for "$T/sim.out" '^ready' 20 "$sim_PID"
 start collector "$IC_BIN/intake-collector" --config "$T/site.yaml"
 wait_for "$T/collector.out" '^ready' 20 "$collector_PID"
+# No report push is configured: libcurl (and the TLS, Kerberos and LDAP
+# libraries it brings) stays out of the gateway's memory.
+check "without a push, libcurl is not mapped" bash -c "! grep -q libcurl /proc/$collector_PID/maps"
 
 # At least four readings from every meter (two-second meters take longest).
 enough() {

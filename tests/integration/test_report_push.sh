@@ -31,6 +31,9 @@ start sim "$IC_BIN/intake-sim" --config "$T/site.yaml"
 wait_for "$T/sim.out" '^ready' 20 "$sim_PID"
 start collector "$IC_BIN/intake-collector" --config "$T/site.yaml"
 wait_for "$T/collector.out" '^ready' 20 "$collector_PID"
+# libcurl is loaded for the push, and only then (test_daemon_poll checks a
+# gateway without one never maps it).
+check "the daemon that pushes has libcurl mapped" grep -q 'libcurl' "/proc/$collector_PID/maps"
 
 reports() { sql "$DB" 'SELECT count(*) FROM reports'; }
 unpushed() { sql "$DB" 'SELECT count(*) FROM reports WHERE pushed_ms IS NULL'; }
