@@ -46,7 +46,6 @@ struct netbus {
   netbuses *set;
   const cfg_bus *bus;
   bool rtu; /* RTU frames over TCP; else Modbus TCP */
-  char where[CFG_HOST_MAX + 16];
   uv_timer_t timer;
   nb_wait waiting;
   nb_state state;
@@ -70,7 +69,7 @@ struct netbus {
   bool xchg;     /* a request awaits its answer */
   mb_xchg x;
   uint16_t tid;
-  uint8_t out[MB_TCP_MAX];
+  uint8_t out[MB_XCHG_REQ_MAX];
   size_t outlen, outoff;
   uint16_t *words;
   uint64_t gap_ns, ready_ns, last_rx_ns;
@@ -87,6 +86,20 @@ struct netbuses {
   netbus *buses;
   size_t n;
 };
+
+/* "host:port" for messages ("[addr]:port" for an IPv6 literal), made when
+ * needed rather than kept by every bus. */
+typedef struct {
+  char s[CFG_HOST_MAX + 16];
+} where_buf;
+
+static const char *where(const netbus *nb, where_buf *w) {
+  if (strchr(nb->bus->host, ':'))
+    snprintf(w->s, sizeof w->s, "[%s]:%d", nb->bus->host, nb->bus->port);
+  else
+    snprintf(w->s, sizeof w->s, "%s:%d", nb->bus->host, nb->bus->port);
+  return w->s;
+}
 
 static void pump(netbus *nb);
 static void send_request(netbus *nb);
@@ -232,16 +245,17 @@ static void back_off(netbus *nb, const tr_error *e) {
 /* The connection could not be opened, for ERR (an errno). */
 static void open_failed(netbus *nb, int err) {
   char eb[128];
+  where_buf wb;
   tr_error e;
   close_conn(nb);
   if (err == ECONNREFUSED)
-    tr_fail(&e, TR_ECONNREFUSED, "connect %s: %s", nb->where,
+    tr_fail(&e, TR_ECONNREFUSED, "connect %s: %s", where(nb, &wb),
             tr_strerror(err, eb, sizeof eb));
   else if (err == ETIMEDOUT)
-    tr_fail(&e, TR_ETIMEOUT, "connect %s: no answer within %lld ms", nb->where,
+    tr_fail(&e, TR_ETIMEOUT, "connect %s: no answer within %lld ms", where(nb, &wb),
             (long long)nb->bus->timeout_ms);
   else
-    tr_fail(&e, TR_EIO, "connect %s: %s", nb->where,
+    tr_fail(&e, TR_EIO, "connect %s: %s", where(nb, &wb),
             err ? tr_strerror(err, eb, sizeof eb) : "no address");
   back_off(nb, &e);
 }
@@ -388,15 +402,16 @@ static void try_connect(netbus *nb) {
  * poll; the next one connects again. */
 static void conn_lost(netbus *nb, int err) {
   char eb[128];
+  where_buf wb;
   tr_error e;
   if (err == 0)
-    tr_fail(&e, TR_ECONNRESET, "connection closed by %s", nb->where);
+    tr_fail(&e, TR_ECONNRESET, "connection closed by %s", where(nb, &wb));
   else if (err == ECONNRESET || err == EPIPE || err == ENOTCONN ||
            err == ECONNABORTED)
-    tr_fail(&e, TR_ECONNRESET, "connection to %s lost: %s", nb->where,
+    tr_fail(&e, TR_ECONNRESET, "connection to %s lost: %s", where(nb, &wb),
             tr_strerror(err, eb, sizeof eb));
   else
-    tr_fail(&e, TR_EIO, "%s: %s", nb->where, tr_strerror(err, eb, sizeof eb));
+    tr_fail(&e, TR_EIO, "%s: %s", where(nb, &wb), tr_strerror(err, eb, sizeof eb));
   close_conn(nb);
   if (nb->busy) finish(nb, e.code, &e);
 }
@@ -596,11 +611,6 @@ int netbuses_new(netbuses **out, uv_loop_t *loop, const cfg *c,
     nb->rtu = bus->transport == CFG_TRANSPORT_RTU_OVER_TCP;
     nb->gap_ns = (uint64_t)bus->turnaround_ms * 1000000u;
     nb->tid = (uint16_t)(b * 7919u); /* different buses, different ids */
-    /* An IPv6 literal needs brackets to be read back with its port. */
-    if (strchr(bus->host, ':'))
-      snprintf(nb->where, sizeof nb->where, "[%s]:%d", bus->host, bus->port);
-    else
-      snprintf(nb->where, sizeof nb->where, "%s:%d", bus->host, bus->port);
     size_t meters = 0, words = 1;
     for (size_t i = 0; i < c->nmeters; i++) {
       if (c->meters[i].bus != b) continue;

@@ -16,7 +16,7 @@ int mb_xchg_begin(mb_xchg *x, bool rtu, uint16_t tid, uint8_t unit, uint8_t fc,
   x->count = count;
   x->out = out;
   /* The framer reads answers: response layouts. */
-  mb_rtu_framer_init(&x->fr, false);
+  if (rtu) mb_rtu_framer_init(&x->u.fr, false);
   uint8_t pdu[8];
   int plen = mb_pdu_read_req(pdu, sizeof pdu, fc, addr, count);
   if (plen < 0)
@@ -63,7 +63,7 @@ static void pass_over(mb_xchg *x, uint8_t unit, uint8_t fc) {
 static int rtu_frames(mb_xchg *x, tr_error *e) {
   uint8_t got[MB_RTU_MAX];
   int glen;
-  while ((glen = mb_rtu_framer_next(&x->fr, got, sizeof got)) != MB_ENEEDMORE) {
+  while ((glen = mb_rtu_framer_next(&x->u.fr, got, sizeof got)) != MB_ENEEDMORE) {
     if (glen > 0 && (got[0] != x->unit ||
                      (got[1] != x->fc && got[1] != (uint8_t)(x->fc | 0x80)))) {
       /* Another meter's late answer (or one to an earlier request of
@@ -73,7 +73,7 @@ static int rtu_frames(mb_xchg *x, tr_error *e) {
       continue;
     }
     /* One answer per request: whatever follows it is not ours. */
-    mb_rtu_framer_reset(&x->fr);
+    mb_rtu_framer_reset(&x->u.fr);
     if (glen == MB_ECRC)
       return tr_fail(e, TR_ECRC, "bad CRC in the answer from unit %u",
                      (unsigned)x->unit);
@@ -90,7 +90,7 @@ static int rtu_frames(mb_xchg *x, tr_error *e) {
 static int rtu_feed(mb_xchg *x, const uint8_t *data, size_t len, tr_error *e) {
   size_t off = 0;
   do {
-    off += mb_rtu_framer_feed(&x->fr, data + off, len - off);
+    off += mb_rtu_framer_feed(&x->u.fr, data + off, len - off);
     int rc = rtu_frames(x, e);
     if (rc != MB_XCHG_MORE) return rc;
     /* The framer holds less than a whole frame now (half its room), so the
@@ -106,18 +106,18 @@ static int mbap_feed(mb_xchg *x, const uint8_t *data, size_t len, tr_error *e) {
     size_t want = MB_MBAP_HDR;
     mb_mbap h;
     int total = MB_ENEEDMORE;
-    if (x->len >= MB_MBAP_HDR) {
-      total = mb_mbap_parse(x->buf, x->len, &h);
+    if (x->u.mbap.len >= MB_MBAP_HDR) {
+      total = mb_mbap_parse(x->u.mbap.buf, x->u.mbap.len, &h);
       if (total < 0) break; /* refused below, when it came in */
       want = (size_t)total;
     }
-    size_t take = want - x->len;
+    size_t take = want - x->u.mbap.len;
     if (take > len - off) take = len - off;
-    memcpy(x->buf + x->len, data + off, take);
-    x->len += take;
+    memcpy(x->u.mbap.buf + x->u.mbap.len, data + off, take);
+    x->u.mbap.len += take;
     off += take;
-    if (x->len < MB_MBAP_HDR) break;
-    total = mb_mbap_parse(x->buf, x->len, &h);
+    if (x->u.mbap.len < MB_MBAP_HDR) break;
+    total = mb_mbap_parse(x->u.mbap.buf, x->u.mbap.len, &h);
     if (total < 0) {
       x->desync = true;
       return tr_fail(e, TR_EMALFORMED,
@@ -125,18 +125,18 @@ static int mbap_feed(mb_xchg *x, const uint8_t *data, size_t len, tr_error *e) {
                      "length %u)",
                      (unsigned)x->unit, (unsigned)h.proto, (unsigned)h.len);
     }
-    if (x->len < (size_t)total) continue;
+    if (x->u.mbap.len < (size_t)total) continue;
     /* A whole frame. */
-    x->len = 0;
+    x->u.mbap.len = 0;
     if (h.tid != x->tid) {
       /* The late answer to an earlier request. */
-      pass_over(x, h.unit, x->buf[MB_MBAP_HDR]);
+      pass_over(x, h.unit, x->u.mbap.buf[MB_MBAP_HDR]);
       continue;
     }
     if (h.unit != x->unit)
       return tr_fail(e, TR_EMALFORMED, "answer from unit %u, expected %u",
                      (unsigned)h.unit, (unsigned)x->unit);
-    return judge_pdu(x, x->buf + MB_MBAP_HDR, (size_t)total - MB_MBAP_HDR, e);
+    return judge_pdu(x, x->u.mbap.buf + MB_MBAP_HDR, (size_t)total - MB_MBAP_HDR, e);
   }
   return MB_XCHG_MORE;
 }
@@ -150,7 +150,7 @@ int mb_xchg_feed(mb_xchg *x, const uint8_t *data, size_t len, tr_error *e) {
 }
 
 int mb_xchg_timeout(mb_xchg *x, int64_t timeout_ms, tr_error *e) {
-  size_t partial = x->rtu ? x->fr.len : x->len;
+  size_t partial = x->rtu ? x->u.fr.len : x->u.mbap.len;
   char why[96] = "";
   if (x->foreign)
     snprintf(why, sizeof why,

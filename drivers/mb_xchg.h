@@ -23,6 +23,9 @@
 #include "mb_proto.h"
 #include "transport.h"
 
+/* The longest request frame: a read over MBAP (7 + 5 bytes). */
+#define MB_XCHG_REQ_MAX 12
+
 /* mb_xchg_feed's answer while the answer is not whole yet. */
 #define MB_XCHG_MORE 1
 
@@ -32,9 +35,13 @@ typedef struct {
   uint16_t count;
   uint16_t tid;     /* MBAP transaction id of the request */
   uint16_t *out;    /* count registers on success */
-  mb_rtu_framer fr; /* RTU: the answer being reassembled */
-  uint8_t buf[MB_TCP_MAX]; /* MBAP: the frame being reassembled */
-  size_t len;
+  union {
+    mb_rtu_framer fr; /* RTU: the answer being reassembled */
+    struct {
+      uint8_t buf[MB_TCP_MAX]; /* MBAP: the frame being reassembled */
+      size_t len;
+    } mbap;
+  } u;
   /* Frames passed over, for a timeout's detail. */
   unsigned foreign;
   uint8_t foreign_unit, foreign_fc;
@@ -44,7 +51,7 @@ typedef struct {
 } mb_xchg;
 
 /* Start an exchange: read COUNT registers with FC (0x03 or 0x04) from UNIT
- * at ADDR into OUT. The request frame goes into REQ (CAP >= MB_TCP_MAX).
+ * at ADDR into OUT. The request frame goes into REQ (CAP >= MB_XCHG_REQ_MAX).
  * Returns its length, or a tr_code (TR_EIO) with E filled when the request
  * cannot be built. */
 int mb_xchg_begin(mb_xchg *x, bool rtu, uint16_t tid, uint8_t unit, uint8_t fc,
