@@ -99,7 +99,11 @@ void cfg_free(cfg *c) {
   for (size_t i = 0; i < c->nprofiles; i++) profile_free(c->profiles[i]);
   free(c->profiles);
   free(c->buses);
-  for (size_t i = 0; c->meters && i < c->nmeters_alloc; i++) free(c->meters[i].sim.fixed);
+  for (size_t i = 0; c->meters && i < c->nmeters_alloc; i++) {
+    free(c->meters[i].sim.fixed);
+    free(c->meters[i].name);
+    free(c->meters[i].profile_ref);
+  }
   free(c->meters);
   free(c->meter_order);
   free(c);
@@ -242,6 +246,18 @@ static int copy_text(ctx *x, const ydoc_node *n, const char *s, char *dst,
     return ERR(x, n, "%s is too long (%zu bytes, at most %zu)", what, len,
                dstlen - 1);
   memcpy(dst, s, len + 1);
+  return 0;
+}
+
+/* Like copy_text, into a copy of its own (*DST, freed by cfg_free). */
+static int dup_text(ctx *x, const ydoc_node *n, const char *s, char **dst,
+                    size_t maxlen, const char *what) {
+  size_t len = strlen(s);
+  if (len >= maxlen)
+    return ERR(x, n, "%s is too long (%zu bytes, at most %zu)", what, len,
+               maxlen - 1);
+  free(*dst);
+  if (!(*dst = strdup(s))) return ERR(x, n, "out of memory");
   return 0;
 }
 
@@ -837,8 +853,7 @@ static int meter_profile(ctx *x, const ydoc_node *v, cfg_meter *mt,
   if (ref[0] == '\0')
     return ERR(x, v, "expected a profile name (such as tuf2000m) or a path to "
                      "a profile file, got an empty value");
-  if (copy_text(x, v, ref, mt->profile_ref, sizeof mt->profile_ref, "profile"))
-    return -1;
+  if (dup_text(x, v, ref, &mt->profile_ref, CFG_REF_MAX, "profile")) return -1;
   hent *slot = ht_slot(profiles, mt->profile_ref, 0);
   if (slot->used) {
     mt->profile = c->profiles[slot->v];
@@ -960,8 +975,10 @@ static int parse_meter(ctx *x, const ydoc_node *m, cfg_meter *mt, size_t index,
     return ERR(x, idn, "meter id \"gateway\" is reserved (it names the "
                        "gateway's own MQTT topics)");
   ht_put(slot, mt->id, 0, index);
-  memcpy(mt->name, mt->id, sizeof mt->id);
-  if (opt_text(x, m, "name", mt->name, sizeof mt->name)) return -1;
+  const ydoc_node *nv = ydoc_get(m, "name");
+  const char *name = mt->id;
+  if (nv && ydoc_str(x->d, nv, &name, x->err, x->errlen)) return -1;
+  if (dup_text(x, nv ? nv : idn, name, &mt->name, CFG_NAME_MAX, "name")) return -1;
 
   const ydoc_node *v = need(x, m, "bus", "in meter");
   const char *bus;

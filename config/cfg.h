@@ -57,14 +57,19 @@ typedef struct {
   char id[CFG_ID_MAX];
   int line, col; /* where the bus was declared */
   cfg_transport transport;
+  /* rtu: the serial device; tcp, rtu-over-tcp: the host. A bus has one or
+   * the other, so they share their room (a concentrator has thousands of
+   * buses). */
+  union {
+    char device[CFG_DEVICE_MAX];
+    char host[CFG_HOST_MAX];
+  };
   /* rtu */
-  char device[CFG_DEVICE_MAX];
   int baud;      /* default 9600 */
   char parity;   /* 'N', 'E' or 'O'; default 'N' */
   int data_bits; /* 7 or 8; default 8 */
   int stop_bits; /* 1 or 2; default 1 */
   /* tcp, rtu-over-tcp */
-  char host[CFG_HOST_MAX];
   int port;
   /* all */
   int64_t timeout_ms;    /* response timeout; default 1s */
@@ -99,11 +104,14 @@ typedef struct {
 
 typedef struct {
   char id[CFG_ID_MAX];
-  char name[CFG_NAME_MAX];
+  /* Owned by the cfg, each as long as it needs (at most CFG_NAME_MAX and
+   * CFG_REF_MAX bytes with the NUL): a gateway with thousands of meters
+   * would otherwise carry kilobytes of empty room for each. */
+  char *name;          /* default: the id */
   int line, col;
   size_t bus;          /* index into cfg.buses */
   int unit;            /* 1..247 */
-  char profile_ref[CFG_REF_MAX]; /* as written */
+  char *profile_ref;   /* as written */
   const mb_profile *profile;      /* owned by the cfg */
   int64_t interval_ms; /* default 1m */
   cfg_sim sim;
