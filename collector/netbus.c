@@ -66,8 +66,7 @@ struct netbus {
   job cur;
   size_t req;    /* the request of the poll being exchanged */
   bus_result *res;
-  bool xchg;     /* a request awaits its answer */
-  mb_xchg x;
+  mb_xchg *x;    /* while a request awaits its answer (from the set's pool) */
   uint16_t tid;
   uint8_t out[MB_XCHG_REQ_MAX];
   size_t outlen, outoff;
@@ -85,7 +84,32 @@ struct netbuses {
   netbus **by_bus; /* cfg bus index -> its netbus, NULL for serial ones */
   netbus *buses;
   size_t n;
+  /* Exchanges not in use: a bus holds one only while a request is out, so
+   * a thousand buses need a handful, not a thousand reassembly buffers. */
+  struct xslot *free_x;
 };
+
+typedef struct xslot {
+  mb_xchg x; /* first: a slot is its exchange */
+  struct xslot *next;
+} xslot;
+
+static mb_xchg *x_take(netbuses *s) {
+  xslot *x = s->free_x;
+  if (x)
+    s->free_x = x->next;
+  else
+    x = malloc(sizeof *x);
+  return x ? &x->x : NULL;
+}
+
+static void x_put(netbus *nb) {
+  if (!nb->x) return;
+  xslot *x = (xslot *)nb->x;
+  x->next = nb->set->free_x;
+  nb->set->free_x = x;
+  nb->x = NULL;
+}
 
 /* "host:port" for messages ("[addr]:port" for an IPv6 literal), made when
  * needed rather than kept by every bus. */
@@ -138,7 +162,7 @@ static void finish(netbus *nb, int rc, const tr_error *e) {
   const mb_plan *plan = nb->set->plans[nb->cur.meter];
   nb->res = NULL;
   nb->busy = false;
-  nb->xchg = false;
+  x_put(nb);
   stop_waiting(nb);
   r->rc = rc;
   if (rc == TR_OK) {
@@ -212,7 +236,7 @@ static void close_conn(netbus *nb) {
     nb->addrs = nb->next_ai = NULL;
   }
   nb->state = NB_CLOSED;
-  nb->xchg = false;
+  x_put(nb);
   if (nb->waiting == NB_T_CONNECT || nb->waiting == NB_T_REPLY) stop_waiting(nb);
 }
 
@@ -419,11 +443,12 @@ static void conn_lost(netbus *nb, int err) {
 /* One exchange ended with RC: go on with the poll's next request, or end
  * the poll. */
 static void exchange_done(netbus *nb, int rc, const tr_error *e) {
-  nb->xchg = false;
+  bool desync = nb->x && nb->x->desync;
+  x_put(nb);
   stop_waiting(nb);
   nb->ready_ns = now_ns() + nb->gap_ns;
   if (rc != TR_OK) {
-    if (nb->x.desync) close_conn(nb);
+    if (desync) close_conn(nb);
     finish(nb, rc, e);
     return;
   }
@@ -447,9 +472,9 @@ static bool receive(netbus *nb) {
     return false;
   }
   nb->last_rx_ns = now_ns();
-  if (!nb->xchg) return true; /* not an answer to anything: dropped */
+  if (!nb->x) return true; /* not an answer to anything: dropped */
   tr_error e;
-  int rc = mb_xchg_feed(&nb->x, buf, (size_t)n, &e);
+  int rc = mb_xchg_feed(nb->x, buf, (size_t)n, &e);
   if (rc != MB_XCHG_MORE) exchange_done(nb, rc, &e);
   return true;
 }
@@ -513,7 +538,11 @@ static void send_request(netbus *nb) {
   const plan_range *r = &plan->reqs[nb->req];
   uint8_t fc = r->table == MB_TABLE_INPUT ? MB_FC_READ_INPUT : MB_FC_READ_HOLDING;
   tr_error e;
-  int len = mb_xchg_begin(&nb->x, nb->rtu, ++nb->tid, (uint8_t)m->unit, fc,
+  if (!nb->x && !(nb->x = x_take(nb->set))) {
+    finish(nb, tr_fail(&e, TR_EIO, "out of memory"), &e);
+    return;
+  }
+  int len = mb_xchg_begin(nb->x, nb->rtu, ++nb->tid, (uint8_t)m->unit, fc,
                           r->address, r->count, nb->words + plan->offsets[nb->req],
                           nb->out, sizeof nb->out, &e);
   if (len < 0) {
@@ -527,7 +556,6 @@ static void send_request(netbus *nb) {
   nb->res->requests++;
   nb->outlen = (size_t)len;
   nb->outoff = 0;
-  nb->xchg = true;
   wait_for(nb, NB_T_REPLY, (uint64_t)nb->bus->timeout_ms);
   flush_out(nb);
 }
@@ -556,9 +584,9 @@ static void on_timer(uv_timer_t *t) {
   case NB_T_REPLY: {
     /* Likewise: an answer may sit in the socket, not read yet because the
      * timers run first in a loop iteration. */
-    if (!receive(nb) || !nb->xchg) return;
+    if (!receive(nb) || !nb->x) return;
     tr_error e;
-    int rc = mb_xchg_timeout(&nb->x, nb->bus->timeout_ms, &e);
+    int rc = mb_xchg_timeout(nb->x, nb->bus->timeout_ms, &e);
     exchange_done(nb, rc, &e);
     break;
   }
@@ -672,6 +700,11 @@ void netbuses_free(netbuses *s) {
   for (size_t i = 0; i < s->n; i++) {
     free(s->buses[i].jobs);
     free(s->buses[i].words);
+  }
+  while (s->free_x) {
+    xslot *next = s->free_x->next;
+    free(s->free_x);
+    s->free_x = next;
   }
   free(s->buses);
   free(s->by_bus);
