@@ -87,6 +87,7 @@ struct netbuses {
   /* Exchanges not in use: a bus holds one only while a request is out, so
    * a thousand buses need a handful, not a thousand reassembly buffers. */
   struct xslot *free_x;
+  size_t nfree_x;
 };
 
 typedef struct xslot {
@@ -96,19 +97,30 @@ typedef struct xslot {
 
 static mb_xchg *x_take(netbuses *s) {
   xslot *x = s->free_x;
-  if (x)
+  if (x) {
     s->free_x = x->next;
-  else
+    s->nfree_x--;
+  } else
     x = malloc(sizeof *x);
   return x ? &x->x : NULL;
 }
 
+/* Free exchanges kept for reuse, at most: the polls that start together
+ * (a group of slots) need that many; a burst beyond it (every endpoint
+ * connecting at start-up) gives its extra ones back. */
+#define XPOOL_KEEP 128
+
 static void x_put(netbus *nb) {
   if (!nb->x) return;
   xslot *x = (xslot *)nb->x;
+  nb->x = NULL;
+  if (nb->set->nfree_x >= XPOOL_KEEP) {
+    free(x);
+    return;
+  }
   x->next = nb->set->free_x;
   nb->set->free_x = x;
-  nb->x = NULL;
+  nb->set->nfree_x++;
 }
 
 /* "host:port" for messages ("[addr]:port" for an IPv6 literal), made when
