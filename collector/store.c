@@ -142,9 +142,14 @@ typedef struct op {
   int64_t *ids;    /* OP_DELIVERED: the rows (id unused), owned */
   size_t nids;
   bool online;
-  char meter[64];
-  char error[32];
-  char detail[160];
+  /* A meter's id and a state's reason: only the operations that name them
+   * (a state change, a poll count, a configured meter) have room for them,
+   * not each of the thousands of readings queued a second. */
+  struct {
+    char meter[64];
+    char error[32];
+    char detail[160];
+  } text[];
 } op;
 
 typedef struct {
@@ -527,7 +532,8 @@ static int enqueue(store *s, op *o) {
 }
 
 static op *new_op(op_kind k) {
-  op *o = calloc(1, sizeof *o);
+  bool text = k == OP_STATE || k == OP_POLL || k == OP_CONFIGURED;
+  op *o = calloc(1, sizeof *o + (text ? sizeof o->text[0] : 0));
   if (o) o->kind = k;
   return o;
 }
@@ -572,11 +578,11 @@ int store_add_state(store *s, const char *meter, int64_t ts_ms, bool online,
                     const char *error, const char *detail) {
   op *o = new_op(OP_STATE);
   if (!o) return -1;
-  snprintf(o->meter, sizeof o->meter, "%s", meter);
+  snprintf(o->text->meter, sizeof o->text->meter, "%s", meter);
   o->ts_ms = ts_ms;
   o->online = online;
-  snprintf(o->error, sizeof o->error, "%s", error ? error : "");
-  snprintf(o->detail, sizeof o->detail, "%s", detail ? detail : "");
+  snprintf(o->text->error, sizeof o->text->error, "%s", error ? error : "");
+  snprintf(o->text->detail, sizeof o->text->detail, "%s", detail ? detail : "");
   return enqueue(s, o);
 }
 
@@ -588,7 +594,7 @@ int store_count_poll(store *s, const char *meter, int64_t ts_ms,
   if (idx < 0) return -1;
   op *o = new_op(OP_POLL);
   if (!o) return -1;
-  snprintf(o->meter, sizeof o->meter, "%s", meter);
+  snprintf(o->text->meter, sizeof o->text->meter, "%s", meter);
   o->ts_ms = ts_ms;
   o->kind_index = idx;
   return enqueue(s, o);
@@ -606,7 +612,7 @@ int store_run_start(store *s, int64_t ts_ms) { return run_op(s, OP_RUN_START, ts
 int store_meter_configured(store *s, const char *meter, int64_t ts_ms) {
   op *o = new_op(OP_CONFIGURED);
   if (!o) return -1;
-  snprintf(o->meter, sizeof o->meter, "%s", meter);
+  snprintf(o->text->meter, sizeof o->text->meter, "%s", meter);
   o->ts_ms = ts_ms;
   return enqueue(s, o);
 }
@@ -784,16 +790,16 @@ static int apply(store *s, op *o, size_t *nread, int64_t *delivered) {
       }
       return rc;
     case OP_STATE:
-      sqlite3_bind_text(s->st_state, 1, o->meter, -1, SQLITE_STATIC);
+      sqlite3_bind_text(s->st_state, 1, o->text->meter, -1, SQLITE_STATIC);
       sqlite3_bind_int64(s->st_state, 2, o->ts_ms);
       sqlite3_bind_int(s->st_state, 3, o->online);
-      if (o->error[0])
-        sqlite3_bind_text(s->st_state, 4, o->error, -1, SQLITE_STATIC);
-      if (o->detail[0])
-        sqlite3_bind_text(s->st_state, 5, o->detail, -1, SQLITE_STATIC);
+      if (o->text->error[0])
+        sqlite3_bind_text(s->st_state, 4, o->text->error, -1, SQLITE_STATIC);
+      if (o->text->detail[0])
+        sqlite3_bind_text(s->st_state, 5, o->text->detail, -1, SQLITE_STATIC);
       return step_done(s->st_state);
     case OP_POLL:
-      return count_poll(s, o->kind_index, o->meter, o->ts_ms);
+      return count_poll(s, o->kind_index, o->text->meter, o->ts_ms);
     case OP_RUN_START:
       sqlite3_bind_int64(s->st_run_start, 1, o->ts_ms);
       rc = step_done(s->st_run_start);
@@ -807,7 +813,7 @@ static int apply(store *s, op *o, size_t *nread, int64_t *delivered) {
       return step_done(st);
     }
     case OP_CONFIGURED:
-      sqlite3_bind_text(s->st_configured, 1, o->meter, -1, SQLITE_STATIC);
+      sqlite3_bind_text(s->st_configured, 1, o->text->meter, -1, SQLITE_STATIC);
       sqlite3_bind_int64(s->st_configured, 2, o->ts_ms);
       return step_done(s->st_configured);
     case OP_CLOCK_STEP: {
