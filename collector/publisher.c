@@ -34,12 +34,13 @@ struct publisher {
 
 static void push_event(publisher *p, pub_event_kind kind, uint64_t tag,
                        int reason, const char *detail) {
-  pub_event *ev = calloc(1, sizeof *ev);
+  size_t dlen = detail ? strnlen(detail, PUB_DETAIL_MAX - 1) : 0;
+  pub_event *ev = calloc(1, sizeof *ev + dlen + 1);
   if (!ev) return;
   ev->kind = kind;
   ev->tag = tag;
   ev->reason = reason;
-  snprintf(ev->detail, sizeof ev->detail, "%s", detail ? detail : "");
+  if (dlen) memcpy(ev->detail, detail, dlen);
   pthread_mutex_lock(&p->mu);
   if (p->ev_tail)
     p->ev_tail->next = ev;
@@ -67,7 +68,7 @@ static int on_message(void *ctx, char *topic, int len, MQTTAsync_message *m) {
   bool room = p->nmessages < PUB_MESSAGES_MAX;
   pthread_mutex_unlock(&p->mu);
   if (room && m->payloadlen >= 0 && (size_t)m->payloadlen <= PUB_MESSAGE_MAX)
-    ev = calloc(1, sizeof *ev);
+    ev = calloc(1, sizeof *ev + 1);
   if (ev) {
     ev->kind = PUB_EV_MESSAGE;
     ev->topic = strdup(topic);
@@ -128,7 +129,7 @@ static const char *tls_hint(const publisher *p) {
 
 static void on_connect_failure(void *ctx, MQTTAsync_failureData *resp) {
   publisher *p = ctx;
-  char d[sizeof ((pub_event *)0)->detail];
+  char d[PUB_DETAIL_MAX];
   /* MQTT 3.1.1 CONNACK codes: 4 bad user name or password, 5 not authorized. */
   int code = resp ? resp->code : 0;
   if (code == 4 || code == 5)
@@ -144,7 +145,7 @@ static void on_connect_failure(void *ctx, MQTTAsync_failureData *resp) {
 
 static void on_connect_failure5(void *ctx, MQTTAsync_failureData5 *resp) {
   publisher *p = ctx;
-  char d[sizeof ((pub_event *)0)->detail];
+  char d[PUB_DETAIL_MAX];
   /* A broker's refusal arrives as a CONNACK reason code, which paho puts in
    * "code" (the reason field stays 0); say it in words. */
   int reason = resp ? (int)resp->reasonCode : 0;

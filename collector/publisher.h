@@ -32,11 +32,14 @@ typedef struct pub_event {
   pub_event_kind kind;
   uint64_t tag;
   int reason;       /* MQTT 5 reason code or paho error code */
-  char detail[400];
   char *topic;      /* PUB_EV_MESSAGE: owned, NUL-terminated */
   char *payload;    /* PUB_EV_MESSAGE: owned, NUL-terminated */
   size_t len;
+  char detail[];    /* as long as it is (at most PUB_DETAIL_MAX with the
+                       NUL): most events are acknowledgements with none */
 } pub_event;
+
+#define PUB_DETAIL_MAX 400
 
 /* Largest message payload taken from a subscription; longer ones are
  * dropped and counted. At most PUB_MESSAGES_MAX wait for the loop; beyond
