@@ -106,9 +106,10 @@ static mb_xchg *x_take(netbuses *s) {
 }
 
 /* Free exchanges kept for reuse, at most: the polls that start together
- * (a group of slots) need that many; a burst beyond it (every endpoint
+ * (a group of slots, and those of the next while its answers come in)
+ * need that many; a burst beyond it (every endpoint
  * connecting at start-up) gives its extra ones back. */
-#define XPOOL_KEEP 128
+#define XPOOL_KEEP 256
 
 static void x_put(netbus *nb) {
   if (!nb->x) return;
