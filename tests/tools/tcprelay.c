@@ -1,12 +1,16 @@
-/* ic-tcprelay: a TCP relay on loopback that a test can black-hole.
+/* ic-tcprelay: a TCP relay on loopback that a test can black-hole or hang
+ * up.
  *
  *   ic-tcprelay LISTEN_PORT TARGET_PORT DIR
  *
  * Forwards every connection to 127.0.0.1:TARGET_PORT. While the file
  * DIR/blackhole exists it stops forwarding without closing anything: no
  * byte is read or written and no new connection is accepted, so peers hang
- * as on a dead 4G path; when the file goes, the bytes flow again. Prints
- * "ready" once it listens; SIGTERM ends it. At most 64 connections. */
+ * as on a dead 4G path; when the file goes, the bytes flow again. When the
+ * file DIR/hangup appears, it closes every connection, as a DTU closes an
+ * idle link, removes the file and prints "hangup N" (the N-th). Prints
+ * "ready" once it listens and "accepted N" for each connection; SIGTERM
+ * ends it. At most 64 connections. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -54,8 +58,10 @@ int main(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
   int target = atoi(argv[2]);
-  char hole[4096];
+  char hole[4096], hangup[4096];
   snprintf(hole, sizeof hole, "%s/blackhole", argv[3]);
+  snprintf(hangup, sizeof hangup, "%s/hangup", argv[3]);
+  unsigned accepted = 0, hangups = 0;
   int ls = listen_on(atoi(argv[1]));
   if (ls < 0) {
     perror("ic-tcprelay");
@@ -66,6 +72,16 @@ int main(int argc, char **argv) {
   int a[PAIRS], b[PAIRS];
   for (int i = 0; i < PAIRS; i++) a[i] = b[i] = -1;
   while (!stop) {
+    if (access(hangup, F_OK) == 0) {
+      for (int i = 0; i < PAIRS; i++) {
+        if (a[i] >= 0) close(a[i]);
+        if (b[i] >= 0) close(b[i]);
+        a[i] = b[i] = -1;
+      }
+      unlink(hangup);
+      printf("hangup %u\n", ++hangups);
+      fflush(stdout);
+    }
     int blocked = access(hole, F_OK) == 0;
     struct pollfd p[1 + 2 * PAIRS];
     int n = 0;
@@ -90,6 +106,8 @@ int main(int argc, char **argv) {
       } else {
         a[slot] = c;
         b[slot] = t;
+        printf("accepted %u\n", ++accepted);
+        fflush(stdout);
       }
     }
     for (int i = 0; i < PAIRS; i++) {
