@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <uv.h>
 
@@ -1006,6 +1007,35 @@ static int read_secret(const cfg *c, char *out, size_t len) {
   return 0;
 }
 
+/* Descriptors besides the buses': the database and its journal (twice,
+ * writer and reports), the broker, the loop's own, libcurl's. */
+#define FD_BASE 64
+
+/* Every bus holds a descriptor (a tty or a socket), and a concentrator may
+ * serve thousands of DTUs, while the usual soft limit is 1,024 (systemd,
+ * login shells). Raise it to what the buses need, up to the hard limit, and
+ * say so plainly when even that is short: the buses past it would fail
+ * with "too many open files". */
+static void ensure_fd_room(const cfg *c) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  rlim_t need = (rlim_t)c->nbuses + FD_BASE;
+  if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) return;
+  rlim_t want = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ? rl.rlim_max : need;
+  if (want > rl.rlim_cur) {
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+      log_info("open-file limit raised from %llu to %llu for %zu buses",
+               (unsigned long long)was, (unsigned long long)want, c->nbuses);
+  }
+  if (want < need)
+    log_warn("%zu buses need about %llu open files, but the limit is %llu: "
+             "buses past it fail with \"too many open files\"; raise the hard "
+             "limit (LimitNOFILE= in a systemd unit, ulimit -Hn)",
+             c->nbuses, (unsigned long long)need, (unsigned long long)want);
+}
+
 static void close_walk(uv_handle_t *h, void *arg) {
   (void)arg;
   if (!uv_is_closing(h)) uv_close(h, NULL);
@@ -1019,6 +1049,7 @@ int daemon_run(const cfg *c) {
   d->cfg = c;
   d->started_ms = clock_wall_ms();
   d->clock_base_ms = d->started_ms - clock_mono_ms();
+  ensure_fd_room(c);
   uv_loop_init(&d->loop);
   uv_async_init(&d->loop, &d->wake, on_wake);
   d->wake.data = d;
