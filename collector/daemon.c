@@ -38,6 +38,9 @@
  * for want of room when readings fill their share. */
 #define MAX_INFLIGHT 1024
 #define SITE_HEADROOM 256
+/* Committed readings published per loop turn: about 2 ms of the loop's
+ * time at most, so that a slot is never held up longer by a big commit. */
+#define PUB_CHUNK 64
 /* Historical readings sent per second at most while live polling goes on,
  * budgeted per tick; within a tick the replay asks for more as soon as
  * acknowledgements make room, so the broker's pace sets the rate. */
@@ -124,6 +127,12 @@ struct gw {
   int64_t reconnect_ms;
   size_t inflight;
   int64_t max_committed_id;
+  /* Committed readings waiting to go out live, oldest first. A commit can
+   * hold a thousand readings; they go out PUB_CHUNK per loop turn, so the
+   * slot timers run in between instead of waiting for all of them. */
+  store_event *pubq_head, *pubq_tail;
+  store_reading *pubq_next; /* the next reading of pubq_head */
+  uv_idle_t pub_idle;
   bool replay_active, replay_requested;
   int64_t replay_cursor, replay_upto;
   uint64_t replay_sent;
@@ -405,6 +414,46 @@ static void start_replay(gw *d, int64_t upto) {
   uv_timer_start(&d->replay_timer, on_replay_tick, 0, REPLAY_TICK_MS);
 }
 
+/* Free the publish queue. */
+static void pubq_free(gw *d) {
+  store_event_free(d->pubq_head); /* the events are chained */
+  d->pubq_head = d->pubq_tail = NULL;
+  d->pubq_next = NULL;
+}
+
+static void on_pub_idle(uv_idle_t *h);
+
+/* Publish up to PUB_CHUNK queued readings; come back on the next loop turn
+ * while some are left. */
+static void publish_committed(gw *d) {
+  size_t budget = PUB_CHUNK;
+  while (d->pubq_head && budget) {
+    store_reading *r = d->pubq_next;
+    if (!r) {
+      store_event *e = d->pubq_head;
+      d->pubq_head = e->next;
+      if (!d->pubq_head) d->pubq_tail = NULL;
+      e->next = NULL;
+      store_event_free(e);
+      d->pubq_next = d->pubq_head ? d->pubq_head->readings : NULL;
+      continue;
+    }
+    d->pubq_next = r->next;
+    budget--;
+    if (d->stopping) continue;
+    if (d->connected && d->inflight < MAX_INFLIGHT && send_reading(d, r) == SEND_OK)
+      continue;
+    /* Could not go out live: it stays in the outbox for the replay. */
+    if (d->connected) start_replay(d, r->id);
+  }
+  if (d->pubq_head)
+    uv_idle_start(&d->pub_idle, on_pub_idle);
+  else
+    uv_idle_stop(&d->pub_idle);
+}
+
+static void on_pub_idle(uv_idle_t *h) { publish_committed(h->data); }
+
 static void handle_replay(gw *d, store_event *ev) {
   d->replay_requested = false;
   if (ev->detail[0]) {
@@ -573,6 +622,9 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       d->reconnect_ms = 0;
       uv_timer_stop(&d->reconnect_timer);
       d->inflight = 0;
+      /* The replay below covers every committed reading, those still
+       * queued for live publishing too. */
+      pubq_free(d);
       log_info("broker connected: %s", d->cfg->mqtt.url);
       publish_gateway_state(d, true);
       for (size_t i = 0; i < d->cfg->nmeters; i++) publish_meter_state(d, &d->meters[i]);
@@ -592,6 +644,7 @@ static void handle_pub_event(gw *d, pub_event *ev) {
     case PUB_EV_LOST:
       if (d->connected) log_warn("broker connection lost: %s", ev->detail);
       d->connected = false;
+      pubq_free(d); /* they stay in the outbox for the replay */
       d->inflight = 0;
       d->replay_active = false;
       uv_timer_stop(&d->replay_timer);
@@ -704,18 +757,26 @@ static void on_wake(uv_async_t *a) {
   pub_event_free(pe);
   flush_acks(d);
 
-  store_event *se = store_take_events(d->store);
-  for (store_event *e = se; e; e = e->next) {
+  store_event *se = store_take_events(d->store), *done = NULL;
+  for (store_event *e = se, *next; e; e = next) {
+    next = e->next;
+    e->next = NULL;
     if (e->kind == STORE_EV_COMMITTED) {
-      for (store_reading *r = e->readings; r; r = r->next) {
+      for (store_reading *r = e->readings; r; r = r->next)
         if (r->id > d->max_committed_id) d->max_committed_id = r->id;
-        if (d->stopping) continue;
-        if (d->connected && d->inflight < MAX_INFLIGHT && send_reading(d, r) == SEND_OK)
-          continue;
-        /* Could not go out live: it stays in the outbox for the replay. */
-        if (d->connected) start_replay(d, r->id);
+      /* Queued for publishing, which starts below. */
+      if (d->pubq_tail)
+        d->pubq_tail->next = e;
+      else {
+        d->pubq_head = e;
+        d->pubq_next = e->readings;
       }
-    } else if (e->kind == STORE_EV_REPLAY) {
+      d->pubq_tail = e;
+      continue;
+    }
+    e->next = done;
+    done = e;
+    if (e->kind == STORE_EV_REPLAY) {
       handle_replay(d, e);
     } else if (e->kind == STORE_EV_MAINTAINED) {
       if (e->aged)
@@ -736,7 +797,8 @@ static void on_wake(uv_async_t *a) {
       handle_trouble(d, e);
     }
   }
-  store_event_free(se);
+  store_event_free(done);
+  publish_committed(d);
 }
 
 static void notify(void *ctx) {
@@ -1053,6 +1115,8 @@ int daemon_run(const cfg *c) {
   uv_loop_init(&d->loop);
   uv_async_init(&d->loop, &d->wake, on_wake);
   d->wake.data = d;
+  uv_idle_init(&d->loop, &d->pub_idle);
+  d->pub_idle.data = d;
   snprintf(d->topic_gateway, sizeof d->topic_gateway, "%s/%s/gateway/state",
            c->mqtt.topic_prefix, c->site.id);
   snprintf(d->topic_rate, sizeof d->topic_rate, "%s/%s/online-rate",
@@ -1323,6 +1387,7 @@ out:
   uv_run(&d->loop, UV_RUN_DEFAULT);
   pusher_free(d->pusher);
   netbuses_free(d->net);
+  pubq_free(d);
   uv_loop_close(&d->loop);
   if (d->plans)
     for (size_t i = 0; i < c->nmeters; i++) plan_free(d->plans[i]);
