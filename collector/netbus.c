@@ -34,13 +34,25 @@ typedef enum { NB_T_NONE, NB_T_CONNECT, NB_T_REPLY, NB_T_GAP } nb_wait;
 
 typedef struct netbus netbus;
 
+static void on_io(uv_poll_t *h, int status, int events);
+
 /* One connection's socket and its watcher; it lives until the watcher's
  * close callback, which may come after the bus has moved on to another. */
 typedef struct conn {
   uv_poll_t poll;
   int fd;
+  int events; /* what the watcher waits for now */
   netbus *nb;
 } conn;
+
+/* Wait for EVENTS on C's socket. libuv takes the socket out of epoll and
+ * puts it back on every uv_poll_start, a system call per request if done
+ * for nothing: only a change is passed on. */
+static void watch_for(conn *c, int events) {
+  if (c->events == events) return;
+  c->events = events;
+  uv_poll_start(&c->poll, events, on_io);
+}
 
 struct netbus {
   netbuses *set;
@@ -141,7 +153,6 @@ static const char *where(const netbus *nb, where_buf *w) {
 static void pump(netbus *nb);
 static void send_request(netbus *nb);
 static void try_connect(netbus *nb);
-static void on_io(uv_poll_t *h, int status, int events);
 
 static uint64_t now_ns(void) { return uv_hrtime(); }
 
@@ -263,8 +274,9 @@ static int watch(netbus *nb, int fd, int events) {
     return -1;
   }
   c->poll.data = c;
+  c->events = 0;
   nb->c = c;
-  uv_poll_start(&c->poll, events, on_io);
+  watch_for(c, events);
   return 0;
 }
 
@@ -310,7 +322,7 @@ static void connected(netbus *nb) {
   nb->state = NB_OPEN;
   nb->reopen_at_ms = nb->reopen_delay_ms = 0;
   nb->last_rx_ns = now_ns();
-  uv_poll_start(&nb->c->poll, UV_READABLE, on_io);
+  watch_for(nb->c, UV_READABLE);
   if (nb->busy) {
     /* The poll starts now; the connecting was not part of it. */
     nb->res->start_ms = clock_wall_ms();
@@ -503,13 +515,13 @@ static bool flush_out(netbus *nb) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      uv_poll_start(&nb->c->poll, UV_READABLE | UV_WRITABLE, on_io);
+      watch_for(nb->c, UV_READABLE | UV_WRITABLE);
       return true;
     }
     conn_lost(nb, n < 0 ? errno : EPIPE);
     return false;
   }
-  uv_poll_start(&nb->c->poll, UV_READABLE, on_io);
+  watch_for(nb->c, UV_READABLE);
   return true;
 }
 
