@@ -135,6 +135,8 @@ struct gw {
   uv_idle_t pub_idle;
   bool replay_active, replay_requested;
   int64_t replay_cursor, replay_upto;
+  store_event *replay_ev;     /* the replay batch being sent */
+  store_reading *replay_next; /* its next reading */
   uint64_t replay_sent;
   size_t replay_budget; /* rows this tick may still send */
   int64_t *acks;        /* rows acknowledged in this wake-up */
@@ -421,10 +423,8 @@ static void pubq_free(gw *d) {
   d->pubq_next = NULL;
 }
 
-static void on_pub_idle(uv_idle_t *h);
-
-/* Publish up to PUB_CHUNK queued readings; come back on the next loop turn
- * while some are left. */
+/* Publish up to PUB_CHUNK queued readings (the caller comes back on the
+ * next loop turn while some are left). */
 static void publish_committed(gw *d) {
   size_t budget = PUB_CHUNK;
   while (d->pubq_head && budget) {
@@ -446,22 +446,51 @@ static void publish_committed(gw *d) {
     /* Could not go out live: it stays in the outbox for the replay. */
     if (d->connected) start_replay(d, r->id);
   }
-  if (d->pubq_head)
+}
+
+static void replay_continue(gw *d);
+
+/* Keep coming back on every loop turn while live or replayed readings wait
+ * to be sent. */
+static void on_pub_idle(uv_idle_t *h);
+static void pub_idle_update(gw *d) {
+  if (d->pubq_head || (d->replay_ev && d->replay_next))
     uv_idle_start(&d->pub_idle, on_pub_idle);
   else
     uv_idle_stop(&d->pub_idle);
 }
 
-static void on_pub_idle(uv_idle_t *h) { publish_committed(h->data); }
+static void on_pub_idle(uv_idle_t *h) {
+  gw *d = h->data;
+  publish_committed(d);
+  replay_continue(d);
+  pub_idle_update(d);
+}
 
-static void handle_replay(gw *d, store_event *ev) {
+
+/* Drop the replay batch being sent (the connection changed: the replay
+ * starts over from the outbox). */
+static void replay_drop(gw *d) {
+  store_event_free(d->replay_ev);
+  d->replay_ev = NULL;
+  d->replay_next = NULL;
   d->replay_requested = false;
+}
+
+/* Send up to PUB_CHUNK more readings of the replay batch; at its end, ask
+ * for the next one or finish the replay. */
+static void replay_continue(gw *d) {
+  store_event *ev = d->replay_ev;
+  if (!ev) return;
   if (ev->detail[0]) {
     log_error("storage: %s", ev->detail);
-    return; /* the next tick asks again */
+    replay_drop(d); /* the next tick asks again */
+    return;
   }
   bool all = true;
-  for (store_reading *r = ev->readings; r; r = r->next) {
+  size_t budget = PUB_CHUNK;
+  store_reading *r = d->replay_next;
+  for (; r && budget; r = r->next, budget--) {
     if (!d->connected) {
       all = false;
       break;
@@ -486,7 +515,11 @@ static void handle_replay(gw *d, store_event *ev) {
     if (d->replay_budget) d->replay_budget--;
     d->replay_cursor = r->id;
   }
-  if (all && ev->replay_done && d->connected) {
+  d->replay_next = r;
+  if (all && r) return; /* more of this batch on the next loop turn */
+  bool done = ev->replay_done;
+  replay_drop(d);
+  if (all && done && d->connected) {
     if (d->replay_sent) log_info("replay done: %llu stored readings sent",
                                  (unsigned long long)d->replay_sent);
     d->replay_active = false;
@@ -625,6 +658,7 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       /* The replay below covers every committed reading, those still
        * queued for live publishing too. */
       pubq_free(d);
+      replay_drop(d);
       log_info("broker connected: %s", d->cfg->mqtt.url);
       publish_gateway_state(d, true);
       for (size_t i = 0; i < d->cfg->nmeters; i++) publish_meter_state(d, &d->meters[i]);
@@ -645,6 +679,7 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       if (d->connected) log_warn("broker connection lost: %s", ev->detail);
       d->connected = false;
       pubq_free(d); /* they stay in the outbox for the replay */
+      replay_drop(d);
       d->inflight = 0;
       d->replay_active = false;
       uv_timer_stop(&d->replay_timer);
@@ -777,7 +812,15 @@ static void on_wake(uv_async_t *a) {
     e->next = done;
     done = e;
     if (e->kind == STORE_EV_REPLAY) {
-      handle_replay(d, e);
+      /* Sent PUB_CHUNK a loop turn, like live readings (an answer to one
+       * request at a time: replay_requested stays set until its end). */
+      done = e->next;
+      e->next = NULL;
+      replay_drop(d);
+      d->replay_ev = e;
+      d->replay_next = e->readings;
+      d->replay_requested = true;
+      replay_continue(d);
     } else if (e->kind == STORE_EV_MAINTAINED) {
       if (e->aged)
         log_info("storage: %lld readings older than the retention removed",
@@ -799,6 +842,7 @@ static void on_wake(uv_async_t *a) {
   }
   store_event_free(done);
   publish_committed(d);
+  pub_idle_update(d);
 }
 
 static void notify(void *ctx) {
@@ -1388,6 +1432,7 @@ out:
   pusher_free(d->pusher);
   netbuses_free(d->net);
   pubq_free(d);
+  store_event_free(d->replay_ev);
   uv_loop_close(&d->loop);
   if (d->plans)
     for (size_t i = 0; i < c->nmeters; i++) plan_free(d->plans[i]);
