@@ -18,7 +18,7 @@
 #define MB_PDU_MAX 253
 #define MB_RTU_MAX 256
 #define MB_MBAP_HDR 7
-#define MB_TCP_MAX (MB_MBAP_HDR + MB_PDU_MAX - 1) /* unit id sits in the header */
+#define MB_TCP_MAX (MB_MBAP_HDR + MB_PDU_MAX) /* the header, unit id included, and a PDU */
 #define MB_READ_MAX 125
 
 #define MB_FC_READ_HOLDING 0x03

@@ -5,6 +5,11 @@
 
 #include "transport_impl.h"
 
+/* The longest frame an MBAP header can announce fits (its length field
+ * counts the unit id and up to MB_PDU_MAX bytes of PDU). */
+_Static_assert(sizeof(((mb_xchg *)0)->u.mbap.buf) >= MB_MBAP_HDR - 1 + 1 + MB_PDU_MAX,
+               "an MBAP frame of the longest length fits");
+
 int mb_xchg_begin(mb_xchg *x, bool rtu, uint16_t tid, uint8_t unit, uint8_t fc,
                   uint16_t addr, uint16_t count, uint16_t *out, uint8_t *req,
                   size_t cap, tr_error *e) {

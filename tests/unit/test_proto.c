@@ -466,12 +466,14 @@ static void test_mbap(void **state) {
   bad[5] = 0x02;
   assert_int_equal(mb_mbap_parse(bad, sizeof bad, &h), 8);
 
-  /* The biggest read answer fits MB_TCP_MAX. */
+  /* The biggest read answer (function, count, 250 bytes) fits MB_TCP_MAX,
+   * which holds the longest PDU any header may announce. */
   uint16_t regs[MB_READ_MAX] = {0};
   uint8_t rp[MB_PDU_MAX];
   int rl = mb_pdu_read_resp(rp, sizeof rp, 0x03, regs, MB_READ_MAX);
   assert_int_equal(mb_mbap_frame(adu, sizeof adu, 1, 1, rp, (size_t)rl),
-                   MB_TCP_MAX);
+                   MB_MBAP_HDR + 2 + 2 * MB_READ_MAX);
+  assert_int_equal(MB_TCP_MAX, MB_MBAP_HDR + MB_PDU_MAX);
   assert_int_equal(mb_mbap_frame(adu, 11, 1, 1, pdu, 5), MB_ESPACE);
   assert_int_equal(mb_mbap_frame(adu, sizeof adu, 1, 1, pdu, 0),
                    MB_EMALFORMED);

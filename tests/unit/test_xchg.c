@@ -179,6 +179,29 @@ static void test_mbap_wrong_unit_and_count(void **state) {
   assert_non_null(strstr(e.detail, "does not match the request"));
 }
 
+/* The longest frame an MBAP header may announce (length 254: the unit id
+ * and a 253-byte PDU) is taken whole and judged, not overrun. */
+static void test_mbap_longest_frame(void **state) {
+  (void)state;
+  mb_xchg x;
+  tr_error e;
+  uint16_t got[2];
+  uint8_t req[MB_TCP_MAX], ans[MB_TCP_MAX];
+  assert_int_equal(MB_TCP_MAX, 260);
+  mb_xchg_begin(&x, false, 3, 1, MB_FC_READ_HOLDING, 0, 2, got, req, sizeof req,
+                &e);
+  memset(ans, 0, sizeof ans);
+  ans[0] = 0;
+  ans[1] = 3;        /* transaction id 3 */
+  ans[5] = 254;      /* unit id + 253 bytes of PDU */
+  ans[6] = 1;        /* unit */
+  ans[7] = MB_FC_READ_HOLDING;
+  ans[8] = 250;      /* byte count: not the 4 asked for */
+  assert_int_equal(mb_xchg_feed(&x, ans, sizeof ans - 1, &e), MB_XCHG_MORE);
+  assert_int_equal(mb_xchg_feed(&x, ans + sizeof ans - 1, 1, &e), TR_EMALFORMED);
+  assert_string_equal(e.detail, "malformed answer from unit 1 (malformed frame)");
+}
+
 /* RTU behind a DTU: another unit's late answer, then ours split in two. */
 static void test_rtu_foreign_then_ours(void **state) {
   (void)state;
@@ -254,6 +277,7 @@ int main(void) {
       cmocka_unit_test(test_mbap_exception),
       cmocka_unit_test(test_mbap_garbage_desyncs),
       cmocka_unit_test(test_mbap_wrong_unit_and_count),
+      cmocka_unit_test(test_mbap_longest_frame),
       cmocka_unit_test(test_rtu_foreign_then_ours),
       cmocka_unit_test(test_rtu_bad_crc),
       cmocka_unit_test(test_random_bytes_never_overrun),
