@@ -11,6 +11,8 @@
 typedef struct job {
   uint32_t meter;
   int64_t slot_ms;
+  bus_result *res; /* allocated when queued, so a poll that runs can always
+                      report back */
 } job;
 
 /* The threads that run the buses' jobs. Everything a bus shares with them
@@ -107,8 +109,9 @@ static int ensure_open(busworker *w, tr_error *e) {
 static void run_job(busworker *w, const job *j) {
   const cfg_meter *m = &w->cfg->meters[j->meter];
   const mb_plan *plan = w->plans[j->meter];
-  bus_result *r = bus_result_new(j->meter, j->slot_ms, m->profile->nfields);
-  if (!r) return; /* nothing to answer with; the stuck-bus rule notices */
+  bus_result *r = j->res;
+  r->start_ms = clock_wall_ms();
+  r->start_mono_ms = clock_mono_ms();
   r->rc = ensure_open(w, &r->err);
   if (r->rc == TR_OK) {
     r->values = (double *)(r + 1);
@@ -272,12 +275,16 @@ int busworker_start(busworker **out, const cfg *c, size_t bus,
 }
 
 int busworker_submit(busworker *w, uint32_t meter, int64_t slot_ms) {
+  bus_result *r =
+      bus_result_new(meter, slot_ms, w->cfg->meters[meter].profile->nfields);
+  if (!r) return -1; /* counted as a skipped slot */
   pthread_mutex_lock(&w->pool->mu);
   if (w->stopping || w->count == w->cap) {
     pthread_mutex_unlock(&w->pool->mu);
+    free(r);
     return -1;
   }
-  w->jobs[(w->head + w->count) % w->cap] = (job){meter, slot_ms};
+  w->jobs[(w->head + w->count) % w->cap] = (job){meter, slot_ms, r};
   w->count++;
   make_ready(w);
   pthread_mutex_unlock(&w->pool->mu);
@@ -301,7 +308,8 @@ void busworker_stop(busworker *w) {
   if (!w || !w->pool) return;
   pthread_mutex_lock(&w->pool->mu);
   w->stopping = true;
-  w->count = 0;
+  for (; w->count; w->count--, w->head = (w->head + 1) % w->cap)
+    free(w->jobs[w->head].res); /* abandoned */
   unready(w);
   pthread_mutex_unlock(&w->pool->mu);
 }

@@ -27,6 +27,8 @@
 typedef struct job {
   uint32_t meter;
   int64_t slot_ms;
+  bus_result *res; /* allocated when queued, so a poll that starts can always
+                      report back */
 } job;
 
 typedef enum { NB_CLOSED, NB_RESOLVING, NB_CONNECTING, NB_OPEN } nb_state;
@@ -211,9 +213,7 @@ static void start_poll(netbus *nb) {
   nb->cur = nb->jobs[nb->head];
   nb->head = (nb->head + 1) % nb->cap;
   nb->count--;
-  const cfg_meter *m = &nb->set->cfg->meters[nb->cur.meter];
-  nb->res = bus_result_new(nb->cur.meter, nb->cur.slot_ms, m->profile->nfields);
-  if (!nb->res) return; /* nothing to answer with; the stuck-bus rule notices */
+  nb->res = nb->cur.res;
   nb->busy = true;
   nb->req = 0;
   switch (nb->state) {
@@ -362,7 +362,8 @@ static void connect_next(netbus *nb) {
       connected(nb);
       return;
     }
-    uint64_t left = nb->connect_deadline_ns - now_ns();
+    uint64_t now = now_ns();
+    uint64_t left = nb->connect_deadline_ns > now ? nb->connect_deadline_ns - now : 0;
     wait_for(nb, NB_T_CONNECT, (left + 999999u) / 1000000u);
     return;
   }
@@ -405,6 +406,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     return;
   }
   nb->gai = NULL;
+  stop_waiting(nb);
   if (status != 0) {
     uv_freeaddrinfo(res);
     tr_error e;
@@ -442,6 +444,9 @@ static void try_connect(netbus *nb) {
   }
   req->data = nb;
   nb->gai = req;
+  /* A DNS server that does not answer costs the bus timeout, not the
+   * resolver's own retries. */
+  wait_for(nb, NB_T_CONNECT, (uint64_t)nb->bus->timeout_ms);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -594,6 +599,20 @@ static void on_timer(uv_timer_t *t) {
     send_request(nb);
     break;
   case NB_T_CONNECT: {
+    if (nb->state == NB_RESOLVING) {
+      /* The name did not resolve in time: its answer, if it comes, is
+       * dropped (on_resolved sees no bus). */
+      if (nb->gai) {
+        nb->gai->data = NULL;
+        uv_cancel((uv_req_t *)nb->gai);
+        nb->gai = NULL;
+      }
+      tr_error e;
+      tr_fail(&e, TR_ETIMEOUT, "resolve %s: no answer within %lld ms",
+              nb->bus->host, (long long)nb->bus->timeout_ms);
+      back_off(nb, &e);
+      break;
+    }
     /* The loop may have been held up past the deadline with the answer
      * waiting: look once more before giving up. */
     struct pollfd p = {.fd = nb->c->fd, .events = POLLOUT};
@@ -608,8 +627,11 @@ static void on_timer(uv_timer_t *t) {
   }
   case NB_T_REPLY: {
     /* Likewise: an answer may sit in the socket, not read yet because the
-     * timers run first in a loop iteration. */
-    if (!receive(nb) || !nb->x) return;
+     * timers run first in a loop iteration. If it completes the exchange,
+     * the next request may already be out, with a timer of its own: that
+     * one has not timed out. */
+    uint16_t tid = nb->tid;
+    if (!receive(nb) || !nb->x || nb->tid != tid || nb->waiting != NB_T_NONE) return;
     tr_error e;
     int rc = mb_xchg_timeout(nb->x, nb->bus->timeout_ms, &e);
     exchange_done(nb, rc, &e);
@@ -628,9 +650,23 @@ static void on_io(uv_poll_t *h, int status, int events) {
     connect_done(nb);
     return;
   }
-  (void)status; /* an error shows in the next call on the socket */
+  if (status < 0) {
+    /* libuv has stopped the watcher: the socket failed. Take its error;
+     * when it has none, watch it again and read what it holds. */
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
+    if (soerr) {
+      conn_lost(nb, soerr);
+      return;
+    }
+    c->events = 0;
+    watch_for(c, nb->outoff < nb->outlen ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+    receive(nb);
+    return;
+  }
   if ((events & UV_WRITABLE) && nb->outoff < nb->outlen && !flush_out(nb)) return;
-  if ((events & UV_READABLE) || status < 0) receive(nb);
+  if (events & UV_READABLE) receive(nb);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -692,7 +728,10 @@ int netbuses_new(netbuses **out, uv_loop_t *loop, const cfg *c,
 int netbuses_submit(netbuses *s, size_t bus, uint32_t meter, int64_t slot_ms) {
   netbus *nb = s && bus < s->cfg->nbuses ? s->by_bus[bus] : NULL;
   if (!nb || nb->stopping || nb->count == nb->cap) return -1;
-  nb->jobs[(nb->head + nb->count) % nb->cap] = (job){meter, slot_ms};
+  const cfg_meter *m = &s->cfg->meters[meter];
+  bus_result *r = bus_result_new(meter, slot_ms, m->profile->nfields);
+  if (!r) return -1; /* counted as a skipped slot */
+  nb->jobs[(nb->head + nb->count) % nb->cap] = (job){meter, slot_ms, r};
   nb->count++;
   pump(nb);
   return 0;
@@ -704,7 +743,8 @@ void netbuses_stop(netbuses *s) {
     netbus *nb = &s->buses[i];
     if (nb->stopping) continue;
     nb->stopping = true;
-    nb->count = 0;
+    for (; nb->count; nb->count--, nb->head = (nb->head + 1) % nb->cap)
+      bus_result_free(nb->jobs[nb->head].res);
     bus_result_free(nb->res); /* abandoned: no result */
     nb->res = NULL;
     nb->busy = false;
