@@ -135,6 +135,9 @@ struct gw {
   uv_idle_t pub_idle;
   bool replay_active, replay_requested;
   int64_t replay_cursor, replay_upto;
+  int64_t replay_req_upto;    /* replay_upto when the batch was asked for */
+  unsigned replay_stale;      /* batches asked for before the connection
+                                 changed, still to come: ignored */
   store_event *replay_ev;     /* the replay batch being sent */
   store_reading *replay_next; /* its next reading */
   uint64_t replay_sent;
@@ -398,8 +401,10 @@ static void replay_more(gw *d) {
   size_t room = MAX_INFLIGHT / 2 > d->inflight ? MAX_INFLIGHT / 2 - d->inflight : 0;
   size_t limit = room < d->replay_budget ? room : d->replay_budget;
   if (limit == 0 || (limit < REPLAY_MIN_BATCH && limit < d->replay_budget)) return;
-  if (store_request_replay(d->store, d->replay_cursor, d->replay_upto, limit) == 0)
+  if (store_request_replay(d->store, d->replay_cursor, d->replay_upto, limit) == 0) {
     d->replay_requested = true;
+    d->replay_req_upto = d->replay_upto;
+  }
 }
 
 static void on_replay_tick(uv_timer_t *t) {
@@ -468,6 +473,12 @@ static void on_pub_idle(uv_idle_t *h) {
 }
 
 
+/* The connection changed: a batch asked for and not come yet belongs to the
+ * old one (the store answers requests in order, so it comes first). */
+static void replay_forget(gw *d) {
+  if (d->replay_requested && !d->replay_ev) d->replay_stale++;
+}
+
 /* Drop the replay batch being sent (the connection changed: the replay
  * starts over from the outbox). */
 static void replay_drop(gw *d) {
@@ -517,7 +528,9 @@ static void replay_continue(gw *d) {
   }
   d->replay_next = r;
   if (all && r) return; /* more of this batch on the next loop turn */
-  bool done = ev->replay_done;
+  /* Done only up to the bound it was asked for: rows that could not go
+   * out live since then raised the bound. */
+  bool done = ev->replay_done && d->replay_upto <= d->replay_req_upto;
   replay_drop(d);
   if (all && done && d->connected) {
     if (d->replay_sent) log_info("replay done: %llu stored readings sent",
@@ -658,6 +671,7 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       /* The replay below covers every committed reading, those still
        * queued for live publishing too. */
       pubq_free(d);
+      replay_forget(d);
       replay_drop(d);
       log_info("broker connected: %s", d->cfg->mqtt.url);
       publish_gateway_state(d, true);
@@ -679,6 +693,7 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       if (d->connected) log_warn("broker connection lost: %s", ev->detail);
       d->connected = false;
       pubq_free(d); /* they stay in the outbox for the replay */
+      replay_forget(d);
       replay_drop(d);
       d->inflight = 0;
       d->replay_active = false;
@@ -811,7 +826,9 @@ static void on_wake(uv_async_t *a) {
     }
     e->next = done;
     done = e;
-    if (e->kind == STORE_EV_REPLAY) {
+    if (e->kind == STORE_EV_REPLAY && d->replay_stale) {
+      d->replay_stale--; /* asked for on a connection gone since */
+    } else if (e->kind == STORE_EV_REPLAY) {
       /* Sent PUB_CHUNK a loop turn, like live readings (an answer to one
        * request at a time: replay_requested stays set until its end). */
       done = e->next;
