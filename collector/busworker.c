@@ -15,7 +15,10 @@ typedef struct job {
                       report back */
 } job;
 
-/* The threads that run the buses' jobs. Everything a bus shares with them
+typedef struct buspool buspool;
+static void buspool_free(buspool *p);
+
+/* The thread that runs a bus's jobs. Everything the bus shares with it
  * (its job queue, results, running and stopping flags) is guarded by the
  * pool's mutex. */
 struct buspool {
@@ -182,7 +185,7 @@ static void *pool_main(void *arg) {
   return NULL;
 }
 
-int buspool_new(buspool **out, size_t nthreads, char *err, size_t errlen) {
+static int buspool_new(buspool **out, size_t nthreads, char *err, size_t errlen) {
   buspool *p = calloc(1, sizeof *p);
   if (!p || !(p->threads = calloc(nthreads ? nthreads : 1, sizeof *p->threads))) {
     free(p);
@@ -210,7 +213,7 @@ int buspool_new(buspool **out, size_t nthreads, char *err, size_t errlen) {
   return 0;
 }
 
-void buspool_free(buspool *p) {
+static void buspool_free(buspool *p) {
   if (!p) return;
   pthread_mutex_lock(&p->mu);
   p->stopping = true;
@@ -226,8 +229,8 @@ void buspool_free(buspool *p) {
 }
 
 int busworker_start(busworker **out, const cfg *c, size_t bus,
-                    mb_plan *const *plans, buspool *pool, void (*notify)(void *),
-                    void *ctx, char *err, size_t errlen) {
+                    mb_plan *const *plans, void (*notify)(void *), void *ctx,
+                    char *err, size_t errlen) {
   busworker *w = calloc(1, sizeof *w);
   if (!w) {
     snprintf(err, errlen, "out of memory");
@@ -259,9 +262,7 @@ int busworker_start(busworker **out, const cfg *c, size_t bus,
     busworker_free(w);
     return -1;
   }
-  if (pool) {
-    w->pool = pool;
-  } else if (buspool_new(&w->pool, 1, err, errlen) == 0) {
+  if (buspool_new(&w->pool, 1, err, errlen) == 0) {
     w->own_pool = true;
   } else {
     char e2[256];
@@ -291,7 +292,7 @@ int busworker_submit(busworker *w, uint32_t meter, int64_t slot_ms) {
   return 0;
 }
 
-bus_result *buspool_take_results(buspool *p) {
+static bus_result *buspool_take_results(buspool *p) {
   if (!p) return NULL;
   pthread_mutex_lock(&p->mu);
   bus_result *r = p->res_head;

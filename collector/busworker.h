@@ -1,10 +1,8 @@
 /* busworker: a serial bus's queue of polls, run on a thread of its own.
  *
  * A libmodbus context is not thread-safe and an RS-485 line carries one frame
- * at a time, so every request on a bus runs strictly one after another, by one
- * thread at a time. The daemon gives each serial line a thread (pass no
- * pool); the pool form lets several buses share threads, a bus taking its
- * turn behind the others. Network buses do not come here: they run on the
+ * at a time, so every request on a bus runs strictly one after another, on
+ * the bus's own thread. Network buses do not come here: they run on the
  * event loop (netbus.h). The loop submits poll jobs (at most one outstanding
  * per meter: the scheduler skips a slot whose previous poll is still queued,
  * so the queue is bounded by the meters on the bus) and takes results back
@@ -44,32 +42,19 @@ bus_result *bus_result_new(uint32_t meter, int64_t slot_ms, size_t nvalues);
 void bus_result_free(bus_result *r);
 
 typedef struct busworker busworker;
-typedef struct buspool buspool;
 
-/* Start NTHREADS threads to run the jobs of the buses given this pool. */
-int buspool_new(buspool **out, size_t nthreads, char *err, size_t errlen);
-
-/* Stop and join the threads; every busworker of the pool must be joined
- * first. NULL is a no-op. */
-void buspool_free(buspool *p);
-
-/* Start the worker for bus BUS of C on POOL, or on a thread of its own when
- * POOL is NULL. PLANS[i] is meter i's plan (only the bus's meters are used). */
+/* Start the worker for bus BUS of C on a thread of its own. PLANS[i] is
+ * meter i's plan (only the bus's meters are used). */
 int busworker_start(busworker **out, const cfg *c, size_t bus,
-                    mb_plan *const *plans, buspool *pool, void (*notify)(void *),
-                    void *ctx, char *err, size_t errlen);
+                    mb_plan *const *plans, void (*notify)(void *), void *ctx,
+                    char *err, size_t errlen);
 
 /* Queue a poll of meter METER for SLOT_MS. -1 when stopping or the queue is
  * full (the caller counts a skipped slot). */
 int busworker_submit(busworker *w, uint32_t meter, int64_t slot_ms);
 
-/* Every result so far of the buses on W's pool (of W alone when it has a
- * thread of its own), oldest first, or NULL. */
+/* Every result of W so far, oldest first, or NULL. */
 bus_result *busworker_take_results(busworker *w);
-
-/* Every result so far of the pool's buses, oldest first, or NULL. NULL is
- * a no-op. */
-bus_result *buspool_take_results(buspool *p);
 
 /* Ask the worker to stop: queued jobs are abandoned, the request in progress
  * finishes (within the bus timeout). Does not wait. */

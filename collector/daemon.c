@@ -1310,7 +1310,7 @@ int daemon_run(const cfg *c) {
   }
   for (size_t b = 0; b < c->nbuses; b++) {
     if (c->buses[b].transport != CFG_TRANSPORT_RTU) continue;
-    if (busworker_start(&d->workers[b], c, b, d->plans, NULL, notify, d, err,
+    if (busworker_start(&d->workers[b], c, b, d->plans, notify, d, err,
                         sizeof err) != 0) {
       log_error("%s", err);
       goto out;
