@@ -73,6 +73,7 @@ typedef struct {
   int64_t retry_at_ms; /* while offline: no poll before this (back-off) */
   bool pending;     /* a poll is queued or running on the bus worker */
   bool refused;     /* the broker refuses this meter's topics: hold them back */
+  bool too_big_told; /* a reading larger than the broker takes was logged */
   char *topic_reading; /* "{prefix}/{site}/{meter}/reading", and .../state: */
   char *topic_state;   /* one allocation of their exact size */
 } meter_rt;
@@ -123,8 +124,17 @@ struct gw {
   /* Site topics the broker refused: held back until restart, as meters are. */
   bool gateway_refused, rate_refused, reports_refused;
   uv_timer_t maint_timer;
-  uv_timer_t reconnect_timer; /* after the broker refused us */
+  uv_timer_t reconnect_timer; /* after a lost connection or a failed attempt */
   int64_t reconnect_ms;
+  pub_limits lim;             /* the current connection's, from its CONNACK */
+  bool told_fallback, told_no_retain, told_keepalive;
+  /* A message the broker closed the connection on (the oldest one then
+   * unacknowledged), and how many losses in a row it was that one. At two
+   * it is set aside: readings by row, site topics like a refusal. */
+  uint64_t suspect_tag;
+  int suspect_losses;
+  int64_t *aside;             /* rows set aside, kept in the outbox */
+  size_t naside, aside_cap;
   size_t inflight;
   int64_t max_committed_id;
   /* Committed readings waiting to go out live, oldest first. A commit can
@@ -157,6 +167,7 @@ struct gw {
   uint64_t polls, successes, suspect, skipped;
   uint64_t failures[NFAILKINDS + 1];
   uint64_t published, delivered, refused, historical, unstored;
+  uint64_t too_large;         /* messages larger than the broker takes */
 };
 
 static const char *fail_name(int code) { return tr_code_name(code); }
@@ -180,16 +191,97 @@ enum { TAG_GATEWAY = 60000, TAG_RATE, TAG_REPORTS };
 /* ------------------------------------------------------------------------ */
 /* Publishing helpers                                                       */
 
+/* Does a TOPIC message of LEN bytes fit the broker's Maximum Packet Size? */
+static bool fits(gw *d, const char *topic, size_t len) {
+  return !d->lim.maximum_packet_size ||
+         publisher_packet_size(d->pub, topic, len, 1) <= d->lim.maximum_packet_size;
+}
+
+/* A site document (online rate, report) larger than the broker's Maximum
+ * Packet Size is trimmed to fit rather than never delivered: first its
+ * per-meter list goes ("meters_omitted": how many), then the repair list
+ * loses entries from its end, the shortest outages ("repair_omitted": how
+ * many). The rate, the counts and the longest outages stay. Returns the text
+ * to send (perhaps still too large), or NULL. */
+static char *fit_document(gw *d, const char *topic, cJSON *o) {
+  char *s = cJSON_PrintUnformatted(o);
+  if (!s || fits(d, topic, strlen(s))) return s;
+  cJSON *meters = cJSON_GetObjectItemCaseSensitive(o, "meters");
+  if (cJSON_IsArray(meters)) {
+    int n = cJSON_GetArraySize(meters);
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "meters");
+    cJSON_AddNumberToObject(o, "meters_omitted", n);
+    free(s);
+    s = cJSON_PrintUnformatted(o);
+    if (!s || fits(d, topic, strlen(s))) return s;
+  }
+  cJSON *repair = cJSON_GetObjectItemCaseSensitive(o, "repair");
+  int n = cJSON_IsArray(repair) ? cJSON_GetArraySize(repair) : 0;
+  if (n == 0) return s;
+  /* The size with k entries kept is the size with none plus the first k
+   * entries and their commas: find the largest k that fits in one pass. */
+  size_t *len = calloc((size_t)n, sizeof *len);
+  if (!len) return s;
+  int i = 0;
+  for (cJSON *it = repair->child; it && i < n; it = it->next, i++) {
+    char *t = cJSON_PrintUnformatted(it);
+    len[i] = t ? strlen(t) : 0;
+    free(t);
+  }
+  cJSON *kept = cJSON_DetachItemFromObjectCaseSensitive(o, "repair");
+  cJSON_AddItemToObject(o, "repair", cJSON_CreateArray());
+  cJSON *omitted = cJSON_AddNumberToObject(o, "repair_omitted", n);
+  free(s);
+  s = cJSON_PrintUnformatted(o);
+  size_t size = s ? strlen(s) : 0;
+  int k = 0;
+  while (s && k < n && fits(d, topic, size + len[k] + (k ? 1 : 0))) size += len[k] + (k ? 1 : 0), k++;
+  free(len);
+  free(s);
+  cJSON_DeleteItemFromObjectCaseSensitive(o, "repair");
+  while (cJSON_GetArraySize(kept) > k) cJSON_DeleteItemFromArray(kept, k);
+  cJSON_AddItemToObject(o, "repair", kept);
+  cJSON_SetNumberValue(omitted, n - k);
+  return cJSON_PrintUnformatted(o);
+}
+
+static void too_large(gw *d, const char *what, size_t len) {
+  d->too_large++;
+  log_warn("mqtt: %s of %zu bytes is larger than the broker takes (Maximum Packet "
+           "Size %u): not sent",
+           what, len, (unsigned)d->lim.maximum_packet_size);
+}
+
 /* Publish a JSON document at QoS 1; METER >= 0 tags it so that a refusal is
  * traced to that meter. */
 static void publish_json(gw *d, const char *topic, cJSON *o, bool retained,
                          int meter) {
-  char *s = cJSON_PrintUnformatted(o);
+  if (!d->connected) return;
+  char *s = fit_document(d, topic, o);
   if (!s) return;
-  if (d->connected)
-    publisher_send(d->pub, topic, s, strlen(s), 1, retained,
-                   meter >= 0 ? make_tag(0, meter) : 0);
+  if (publisher_send(d->pub, topic, s, strlen(s), 1, retained,
+                     meter >= 0 ? make_tag(0, meter) : 0) == PUB_ETOOBIG)
+    too_large(d, topic, strlen(s));
   free(s);
+}
+
+/* Publish a report's text, trimmed like any site document when it is larger
+ * than the broker takes. 0 when taken. */
+static int publish_report_text(gw *d, const char *topic, const char *body) {
+  if (fits(d, topic, strlen(body)))
+    return publisher_send(d->pub, topic, body, strlen(body), 1, true,
+                          make_tag(0, TAG_REPORTS));
+  cJSON *o = cJSON_Parse(body);
+  char *s = o ? fit_document(d, topic, o) : NULL;
+  cJSON_Delete(o);
+  if (!s) return PUB_ENOMEM;
+  int rc = publisher_send(d->pub, topic, s, strlen(s), 1, true, make_tag(0, TAG_REPORTS));
+  if (rc == PUB_ETOOBIG) {
+    too_large(d, topic, strlen(s));
+    rc = 0; /* it never will fit: do not keep it pending */
+  }
+  free(s);
+  return rc;
 }
 
 static void add_ts(cJSON *o, const char *key, int64_t ms) {
@@ -252,6 +344,17 @@ static void publish_gateway_state(gw *d, bool online) {
   cJSON_AddNumberToObject(c, "refused", (double)d->refused);
   cJSON_AddNumberToObject(c, "historical", (double)d->historical);
   cJSON_AddNumberToObject(c, "clock_steps", (double)d->clock_steps);
+  cJSON_AddNumberToObject(c, "too_large", (double)d->too_large);
+  cJSON_AddNumberToObject(c, "set_aside", (double)d->naside);
+  if (d->connected) {
+    /* What this connection to the broker is, from its CONNACK. */
+    cJSON *m = cJSON_AddObjectToObject(o, "mqtt");
+    cJSON_AddStringToObject(m, "version", d->lim.version == 5 ? "5" : "3.1.1");
+    cJSON_AddBoolToObject(m, "fallback", d->lim.fell_back);
+    cJSON_AddNumberToObject(m, "receive_maximum", d->lim.receive_maximum);
+    cJSON_AddNumberToObject(m, "maximum_packet_size", d->lim.maximum_packet_size);
+    cJSON_AddBoolToObject(m, "retain_available", d->lim.retain_available);
+  }
   if (!d->gateway_refused) publish_json(d, d->topic_gateway, o, true, TAG_GATEWAY);
   cJSON_Delete(o);
 }
@@ -348,15 +451,26 @@ static void handle_report(gw *d, reporter_result *r);
 /* How sending a reading went. */
 typedef enum {
   SEND_OK = 0,
-  SEND_LATER,  /* held back or not taken now (paho busy or disconnected) */
-  SEND_NEVER,  /* it cannot be sent at all (its payload cannot be built) */
+  SEND_LATER,  /* held back or not taken now (window full or disconnected) */
+  SEND_NEVER,  /* it cannot be sent at all (its payload cannot be built, or
+                  it is larger than the broker takes, or set aside) */
 } send_result;
+
+static bool set_aside(const gw *d, int64_t row) {
+  for (size_t i = 0; i < d->naside; i++)
+    if (d->aside[i] == row) return true;
+  return false;
+}
 
 static send_result send_reading(gw *d, const store_reading *r) {
   char payload[4096];
   int n = reading_payload(payload, sizeof payload, r->ts_ms, r->seq, r->fields,
                           r->quality != 0, r->historical, r->clock_step_ms);
-  if (n < 0) return SEND_NEVER;
+  if (n < 0) {
+    log_warn("reading %lld of meter %s cannot be written as a message; left in the "
+             "outbox", (long long)r->id, r->meter);
+    return SEND_NEVER;
+  }
   char topic[256];
   const char *t = topic;
   int mi = r->meter_index >= 0 ? r->meter_index : cfg_meter_index(d->cfg, r->meter);
@@ -367,8 +481,20 @@ static send_result send_reading(gw *d, const store_reading *r) {
     snprintf(topic, sizeof topic, "%s/%s/%s/reading", d->cfg->mqtt.topic_prefix,
              d->cfg->site.id, r->meter);
   }
-  if (publisher_send(d->pub, t, payload, (size_t)n, 1, false, make_tag(r->id, mi)) != 0)
-    return SEND_LATER;
+  if (d->naside && set_aside(d, r->id)) return SEND_NEVER;
+  int rc = publisher_send(d->pub, t, payload, (size_t)n, 1, false, make_tag(r->id, mi));
+  if (rc == PUB_ETOOBIG) {
+    /* Kept in the outbox: a broker with a larger limit takes it later. */
+    d->too_large++;
+    if (mi >= 0 && !d->meters[mi].too_big_told) {
+      d->meters[mi].too_big_told = true;
+      log_warn("mqtt: a reading of meter %s is %d bytes, larger than the broker "
+               "takes (Maximum Packet Size %u): such readings stay in the outbox",
+               r->meter, n, (unsigned)d->lim.maximum_packet_size);
+    }
+    return SEND_NEVER;
+  }
+  if (rc != 0) return SEND_LATER;
   d->inflight++;
   d->published++;
   if (r->historical) d->historical++;
@@ -446,8 +572,9 @@ static void publish_committed(gw *d) {
     d->pubq_next = r->next;
     budget--;
     if (d->stopping) continue;
-    if (d->connected && d->inflight < MAX_INFLIGHT && send_reading(d, r) == SEND_OK)
-      continue;
+    send_result sr = SEND_LATER;
+    if (d->connected && d->inflight < MAX_INFLIGHT) sr = send_reading(d, r);
+    if (sr != SEND_LATER) continue;
     /* Could not go out live: it stays in the outbox for the replay. */
     if (d->connected) start_replay(d, r->id);
   }
@@ -517,10 +644,10 @@ static void replay_continue(gw *d) {
       break;
     }
     if (sr == SEND_NEVER)
-      /* Skip it rather than block the rows behind it; it stays in the
-       * outbox. */
-      log_warn("replay: reading %lld of meter %s cannot be sent; left in the outbox",
-               (long long)r->id, r->meter);
+      /* Skipped rather than block the rows behind it; it stays in the
+       * outbox (send_reading said why, once per meter). */
+      log_debug("replay: reading %lld of meter %s cannot be sent; left in the outbox",
+                (long long)r->id, r->meter);
     else
       d->replay_sent++;
     if (d->replay_budget) d->replay_budget--;
@@ -634,7 +761,99 @@ static void handle_result(gw *d, bus_result *r) {
 
 static void on_reconnect(uv_timer_t *t) {
   gw *d = t->data;
-  if (!d->stopping && !d->connected) publisher_reconnect(d->pub);
+  if (!d->stopping && !d->connected && publisher_reconnect(d->pub) != 0)
+    uv_timer_start(&d->reconnect_timer, on_reconnect, 1000, 0);
+}
+
+/* The next connection attempt: after 1 s, doubling up to 30 s (60 s after a
+ * refusal, such as a wrong password), or at once when the next attempt
+ * changes what failed. Returns the delay. */
+static int64_t schedule_reconnect(gw *d, bool refused, bool now) {
+  int64_t cap = refused ? 60000 : 30000;
+  if (now) {
+    uv_timer_start(&d->reconnect_timer, on_reconnect, 0, 0);
+    return 0;
+  }
+  d->reconnect_ms = d->reconnect_ms ? d->reconnect_ms * 2 : 1000;
+  if (d->reconnect_ms > cap) d->reconnect_ms = cap;
+  uv_timer_start(&d->reconnect_timer, on_reconnect, (uint64_t)d->reconnect_ms, 0);
+  return d->reconnect_ms;
+}
+
+/* The broker closed the connection with TAG the oldest message it had not
+ * acknowledged. The second time in a row that is the same message, it is
+ * set aside for this run, so that one message a broker will not take (and
+ * closes the connection on, as some do for a packet too large or a topic not
+ * allowed) cannot block everything behind it. */
+static void suspect_loss(gw *d, uint64_t tag) {
+  if (!tag || tag != d->suspect_tag) {
+    d->suspect_tag = tag;
+    d->suspect_losses = tag ? 1 : 0;
+    return;
+  }
+  if (++d->suspect_losses < 2) return;
+  d->suspect_tag = 0;
+  d->suspect_losses = 0;
+  int64_t row = tag_row(tag);
+  int mi = tag_meter(tag);
+  d->refused++;
+  if (row) {
+    if (d->naside == d->aside_cap) {
+      size_t cap = d->aside_cap ? d->aside_cap * 2 : 16;
+      int64_t *a = realloc(d->aside, cap * sizeof *a);
+      if (!a) return;
+      d->aside = a;
+      d->aside_cap = cap;
+    }
+    d->aside[d->naside++] = row;
+    log_warn("mqtt: the broker closed the connection twice on reading %lld of meter "
+             "%s: set aside until the gateway restarts; it stays in the outbox",
+             (long long)row,
+             mi >= 0 && mi < (int)d->cfg->nmeters ? d->cfg->meters[mi].id : "?");
+  } else if (mi >= 0 && mi < (int)d->cfg->nmeters) {
+    d->meters[mi].refused = true;
+    log_warn("mqtt: the broker closed the connection twice on the state of meter %s: "
+             "its messages are held back until the gateway restarts",
+             d->cfg->meters[mi].id);
+  } else if (mi >= TAG_GATEWAY && mi <= TAG_REPORTS) {
+    bool *flag = mi == TAG_GATEWAY ? &d->gateway_refused
+                 : mi == TAG_RATE  ? &d->rate_refused
+                                   : &d->reports_refused;
+    *flag = true;
+    log_warn("mqtt: the broker closed the connection twice on the site's %s message: "
+             "held back until the gateway restarts",
+             mi == TAG_GATEWAY ? "gateway state" : mi == TAG_RATE ? "online-rate" : "report");
+  }
+}
+
+/* What a new connection's CONNACK said, logged when it matters. */
+static void take_limits(gw *d) {
+  publisher_get_limits(d->pub, &d->lim);
+  const pub_limits *l = &d->lim;
+  if (l->fell_back && !d->told_fallback) {
+    d->told_fallback = true;
+    log_warn("mqtt: the broker %s does not take MQTT 5: using MQTT 3.1.1 (no "
+             "refusals by reason code, no flow-control window from the broker)",
+             d->cfg->mqtt.url);
+  }
+  if (!l->retain_available && !d->told_no_retain) {
+    d->told_no_retain = true;
+    log_warn("mqtt: the broker keeps no retained messages (Retain Available 0): the "
+             "state topics are published unretained, so a subscriber sees them only "
+             "at their next change");
+  }
+  if (l->server_keep_alive > 0 &&
+      l->server_keep_alive != (int)(d->cfg->mqtt.keepalive_ms / 1000) && !d->told_keepalive) {
+    d->told_keepalive = true;
+    log_warn("mqtt: the broker sets the keep alive to %d s (mqtt.keepalive is %lld s); "
+             "used from the next connection on",
+             l->server_keep_alive, (long long)(d->cfg->mqtt.keepalive_ms / 1000));
+  }
+  log_info("mqtt: MQTT %s, receive maximum %u, maximum packet size %u%s%s",
+           l->version == 5 ? "5" : "3.1.1", l->receive_maximum,
+           (unsigned)l->maximum_packet_size,
+           l->assigned_client_id[0] ? ", assigned client id " : "",
+           l->assigned_client_id);
 }
 
 /* Acknowledged rows are marked delivered in one operation per wake-up. */
@@ -668,6 +887,7 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       d->reconnect_ms = 0;
       uv_timer_stop(&d->reconnect_timer);
       d->inflight = 0;
+      take_limits(d);
       /* The replay below covers every committed reading, those still
        * queued for live publishing too. */
       pubq_free(d);
@@ -692,6 +912,8 @@ static void handle_pub_event(gw *d, pub_event *ev) {
     case PUB_EV_LOST:
       if (d->connected) log_warn("broker connection lost: %s", ev->detail);
       d->connected = false;
+      suspect_loss(d, ev->tag);
+      if (!d->stopping) schedule_reconnect(d, false, false);
       pubq_free(d); /* they stay in the outbox for the replay */
       replay_forget(d);
       replay_drop(d);
@@ -699,20 +921,19 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       d->replay_active = false;
       uv_timer_stop(&d->replay_timer);
       break;
-    case PUB_EV_CONNECT_FAILED:
-      if (ev->reason >= 0x80) {
-        /* paho does not retry a refusal: back off and try again ourselves
-         * (a broker being reconfigured, a password being fixed). */
-        d->reconnect_ms = d->reconnect_ms ? d->reconnect_ms * 2 : 1000;
-        if (d->reconnect_ms > 60000) d->reconnect_ms = 60000;
+    case PUB_EV_CONNECT_FAILED: {
+      if (d->stopping) break;
+      /* A refusal (a broker being reconfigured, a password being fixed)
+       * backs off further than a broker that is away. */
+      int64_t ms = schedule_reconnect(d, ev->reason >= 0x80, ev->retry_now);
+      if (ev->reason >= 0x80)
         log_warn("cannot connect to the broker %s: %s; retrying in %lld s",
-                 d->cfg->mqtt.url, ev->detail, (long long)(d->reconnect_ms / 1000));
-        uv_timer_start(&d->reconnect_timer, on_reconnect, (uint64_t)d->reconnect_ms, 0);
-      } else {
+                 d->cfg->mqtt.url, ev->detail, (long long)(ms / 1000));
+      else
         log_warn("cannot connect to the broker %s: %s; retrying", d->cfg->mqtt.url,
                  ev->detail);
-      }
       break;
+    }
     case PUB_EV_DELIVERED:
       if (tag_row(ev->tag) == 0) break; /* a state message */
       if (d->inflight) d->inflight--;
@@ -1025,14 +1246,10 @@ static void publish_latest_reports(gw *d) {
   for (size_t i = 0; i < d->nperiods; i++) {
     period_rt *p = &d->period_rt[i];
     if (d->reports_refused) continue; /* kept in the database */
-    if (!p->pending && p->latest)
-      publisher_send(d->pub, p->topic, p->latest, strlen(p->latest), 1, true,
-                     make_tag(0, TAG_REPORTS));
+    if (!p->pending && p->latest) publish_report_text(d, p->topic, p->latest);
     while (p->pending) {
       pending_report *r = p->pending;
-      if (publisher_send(d->pub, p->topic, r->body, strlen(r->body), 1, true,
-                         make_tag(0, TAG_REPORTS)) != 0)
-        break;
+      if (publish_report_text(d, p->topic, r->body) != 0) break;
       p->pending = r->next;
       if (!p->pending) p->pending_tail = &p->pending;
       p->npending--;
@@ -1468,6 +1685,7 @@ out:
     for (size_t i = 0; i < c->nmeters; i++) free(d->meters[i].topic_reading);
   free(d->meters);
   free(d->acks);
+  free(d->aside);
   free(d->workers);
   free(d);
   return exit_code;

@@ -494,7 +494,20 @@ static void handle_message(fleet *fl, const char *topic, const char *payload) {
 
 static void on_reconnect(uv_timer_t *t) {
   fleet *fl = t->data;
-  if (!fl->connected) publisher_reconnect(fl->pub);
+  if (!fl->connected && publisher_reconnect(fl->pub) != 0)
+    uv_timer_start(&fl->reconnect, on_reconnect, 1000, 0);
+}
+
+/* The next connection attempt (the publisher leaves the pacing to us):
+ * after 1 s doubling to 30 s, 60 s after a refusal, or at once when the
+ * next attempt changes what failed. */
+static void schedule_reconnect(fleet *fl, bool refused, bool now) {
+  int64_t cap = refused ? 60000 : 30000;
+  if (!now) {
+    fl->reconnect_ms = fl->reconnect_ms ? fl->reconnect_ms * 2 : 1000;
+    if (fl->reconnect_ms > cap) fl->reconnect_ms = cap;
+  }
+  uv_timer_start(&fl->reconnect, on_reconnect, now ? 0 : (uint64_t)fl->reconnect_ms, 0);
 }
 
 static void on_wake(uv_async_t *a) {
@@ -513,14 +526,10 @@ static void on_wake(uv_async_t *a) {
       case PUB_EV_LOST:
         if (fl->connected) log_warn("broker connection lost: %s", e->detail);
         fl->connected = false;
+        schedule_reconnect(fl, false, false);
         break;
       case PUB_EV_CONNECT_FAILED:
-        if (e->reason >= 0x80) {
-          /* Refused: paho does not retry that, so back off and try again. */
-          fl->reconnect_ms = fl->reconnect_ms ? fl->reconnect_ms * 2 : 1000;
-          if (fl->reconnect_ms > 60000) fl->reconnect_ms = 60000;
-          uv_timer_start(&fl->reconnect, on_reconnect, (uint64_t)fl->reconnect_ms, 0);
-        }
+        schedule_reconnect(fl, e->reason >= 0x80, e->retry_now);
         log_warn("cannot connect to the broker %s: %s; retrying", fl->f->mqtt.url,
                  e->detail);
         break;

@@ -7,33 +7,74 @@
 #include <string.h>
 #include <time.h>
 
-/* One message awaiting its callback. Kept on a list so that whatever paho
- * never calls back for is still freed at the end. */
+/* One QoS 1 message handed to paho and awaiting its callback. Kept on a list
+ * in the order they were handed over, so that the oldest unacknowledged one
+ * is known when the connection drops, and whatever paho never calls back for
+ * is still freed at the end. GEN is the connection it was sent on: a
+ * callback from an earlier one touches neither the window nor the caller. */
 typedef struct msg_ctx {
   struct msg_ctx *prev, *next;
   publisher *pub;
   uint64_t tag;
+  unsigned gen;
 } msg_ctx;
+
+/* A message taken by publisher_send and waiting for room in the broker's
+ * window. The topic and the payload follow the struct. */
+typedef struct out_msg {
+  struct out_msg *next;
+  uint64_t tag;
+  int qos;
+  bool retained;
+  size_t len;
+  char *payload;
+  char topic[];
+} out_msg;
 
 struct publisher {
   MQTTAsync client;
   bool created;
+  int client_version; /* the MQTT version the client was created for */
   pthread_mutex_t mu;
+  /* Everything below the mutex is shared with paho's threads. */
   pub_event *ev_head, *ev_tail;
-  msg_ctx pending; /* list head */
+  msg_ctx pending;       /* list head, oldest first */
+  out_msg *q_head, *q_tail;
+  size_t nqueued;        /* messages waiting in q */
+  size_t outstanding;    /* QoS 1 messages with paho, unacknowledged */
+  size_t window;         /* at most this many outstanding */
+  bool pumping;          /* a thread is handing queued messages to paho */
+  bool connected, connecting;
+  bool acked;            /* the client has had a CONNACK: paho then keeps
+                            the smallest Receive Maximum it ever saw, so the
+                            next connection gets a new client */
+  unsigned gen;          /* connection count */
+  int keepalive_s;       /* the broker's Server Keep Alive, once given */
+  uint64_t lost_tag;     /* the oldest message failed by a connection loss */
+  bool lost_tag_set;
+  int next_version;      /* the version the next attempt uses */
+  bool fell_back;
+  pub_limits lim;
+  size_t nmessages;      /* PUB_EV_MESSAGE events waiting */
+  uint64_t dropped_messages;
+  /* Set at creation. */
   publisher_options opt;
   char url[600];
   char *client_id, *username, *password, *ca, *cert, *key, *will_topic,
       *will_payload;
+  bool will_retained;    /* cleared for a broker without Retain Available */
   MQTTAsync_willOptions will;
   MQTTAsync_SSLOptions ssl;
-  MQTTAsync_connectOptions conn; /* kept for publisher_reconnect */
-  size_t nmessages;   /* PUB_EV_MESSAGE events waiting */
-  uint64_t dropped_messages;
+  MQTTAsync_connectOptions conn;
 };
 
-static void push_event(publisher *p, pub_event_kind kind, uint64_t tag,
-                       int reason, const char *detail) {
+static size_t cap_of(const publisher *p) {
+  return p->opt.max_inflight > 0 ? (size_t)p->opt.max_inflight : 1024;
+}
+
+/* Queue an event for the loop and wake it. Called with p->mu held. */
+static void push_event_locked(publisher *p, pub_event_kind kind, uint64_t tag,
+                              int reason, const char *detail) {
   size_t dlen = detail ? strnlen(detail, PUB_DETAIL_MAX - 1) : 0;
   pub_event *ev = calloc(1, sizeof *ev + dlen + 1);
   if (!ev) return;
@@ -41,21 +82,131 @@ static void push_event(publisher *p, pub_event_kind kind, uint64_t tag,
   ev->tag = tag;
   ev->reason = reason;
   if (dlen) memcpy(ev->detail, detail, dlen);
-  pthread_mutex_lock(&p->mu);
   if (p->ev_tail)
     p->ev_tail->next = ev;
   else
     p->ev_head = ev;
   p->ev_tail = ev;
-  pthread_mutex_unlock(&p->mu);
+  /* uv_async_send takes no lock of ours. */
   if (p->opt.notify) p->opt.notify(p->opt.notify_ctx);
 }
 
-static void ctx_unlink(publisher *p, msg_ctx *c) {
+static void free_queue_locked(publisher *p) {
+  out_msg *m = p->q_head;
+  while (m) {
+    out_msg *next = m->next;
+    free(m);
+    m = next;
+  }
+  p->q_head = p->q_tail = NULL;
+  p->nqueued = 0;
+}
+
+static void on_sent5(void *ctx, MQTTAsync_successData5 *resp);
+static void on_send_failure5(void *ctx, MQTTAsync_failureData5 *resp);
+static void on_sent(void *ctx, MQTTAsync_successData *resp);
+static void on_send_failure(void *ctx, MQTTAsync_failureData *resp);
+
+/* Hand queued messages to paho while the broker's window has room. One
+ * thread at a time does it (the loop after a send, paho's after an
+ * acknowledgement), so messages leave in the order they were taken; paho is
+ * never called with the mutex held, since paho calls back into us holding
+ * locks of its own. */
+static void pump(publisher *p) {
+  pthread_mutex_lock(&p->mu);
+  if (p->pumping) {
+    pthread_mutex_unlock(&p->mu);
+    return;
+  }
+  p->pumping = true;
+  while (p->connected && p->q_head &&
+         (p->q_head->qos == 0 || p->outstanding < p->window)) {
+    out_msg *m = p->q_head;
+    p->q_head = m->next;
+    if (!p->q_head) p->q_tail = NULL;
+    p->nqueued--;
+    msg_ctx *c = NULL;
+    if (m->qos > 0) {
+      c = calloc(1, sizeof *c);
+      if (!c) {
+        if (m->tag) push_event_locked(p, PUB_EV_FAILED, m->tag, -1, "out of memory");
+        free(m);
+        continue;
+      }
+      c->pub = p;
+      c->tag = m->tag;
+      c->gen = p->gen;
+      c->prev = p->pending.prev;
+      c->next = &p->pending;
+      p->pending.prev->next = c;
+      p->pending.prev = c;
+      p->outstanding++;
+    }
+    bool retained = m->retained && p->lim.retain_available;
+    int version = p->client_version;
+    pthread_mutex_unlock(&p->mu);
+
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    if (c) {
+      ro.context = c;
+      if (version == 5) {
+        ro.onSuccess5 = on_sent5;
+        ro.onFailure5 = on_send_failure5;
+      } else {
+        ro.onSuccess = on_sent;
+        ro.onFailure = on_send_failure;
+      }
+    }
+    MQTTAsync_message msg = MQTTAsync_message_initializer;
+    msg.payload = m->payload;
+    msg.payloadlen = (int)m->len;
+    msg.qos = m->qos;
+    msg.retained = retained;
+    int rc = MQTTAsync_sendMessage(p->client, m->topic, &msg, &ro);
+
+    pthread_mutex_lock(&p->mu);
+    if (rc != MQTTASYNC_SUCCESS) {
+      /* Taken by publisher_send, so the caller hears of it. */
+      if (c) {
+        c->prev->next = c->next;
+        c->next->prev = c->prev;
+        if (c->gen == p->gen && p->outstanding) p->outstanding--;
+        free(c);
+      }
+      if (m->tag) {
+        char d[160];
+        snprintf(d, sizeof d, "not sent: %s", MQTTAsync_strerror(rc));
+        push_event_locked(p, PUB_EV_FAILED, m->tag, rc < 0 ? rc : -rc, d);
+      }
+    }
+    free(m);
+  }
+  p->pumping = false;
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* An acknowledgement or a failure for C: the window has room again. */
+static void settle(msg_ctx *c, pub_event_kind kind, int reason, const char *detail) {
+  publisher *p = c->pub;
   pthread_mutex_lock(&p->mu);
   c->prev->next = c->next;
   c->next->prev = c->prev;
+  bool current = c->gen == p->gen;
+  /* At a connection loss paho fails what is in flight, oldest first, before
+   * or after telling us of the loss: remember the oldest. */
+  if (current && kind == PUB_EV_FAILED && reason == MQTTASYNC_OPERATION_INCOMPLETE &&
+      !p->lost_tag_set) {
+    p->lost_tag = c->tag;
+    p->lost_tag_set = true;
+  }
+  if (current && p->outstanding) p->outstanding--;
+  /* A failure on a connection already given up is no news: everything in
+   * flight then counts as undelivered. */
+  if (c->tag && (current || kind == PUB_EV_DELIVERED))
+    push_event_locked(p, kind, c->tag, reason, detail);
   pthread_mutex_unlock(&p->mu);
+  free(c);
+  pump(p);
 }
 
 /* --- paho callbacks (paho's threads) ------------------------------------ */
@@ -109,13 +260,25 @@ static int on_message(void *ctx, char *topic, int len, MQTTAsync_message *m) {
 
 static void on_connection_lost(void *ctx, char *cause) {
   publisher *p = ctx;
-  push_event(p, PUB_EV_LOST, 0, 0, cause ? cause : "connection lost");
-}
-
-static void on_connected(void *ctx, char *cause) {
-  publisher *p = ctx;
-  (void)cause;
-  push_event(p, PUB_EV_CONNECTED, 0, 0, p->url);
+  pthread_mutex_lock(&p->mu);
+  /* A broker closes the connection on a message it will not take after
+   * acknowledging every one before it, so the oldest still unacknowledged
+   * is the one it closed on. */
+  uint64_t oldest = p->lost_tag;
+  if (!p->lost_tag_set)
+    for (msg_ctx *c = p->pending.next; c != &p->pending; c = c->next)
+      if (c->gen == p->gen) {
+        oldest = c->tag;
+        break;
+      }
+  bool was = p->connected;
+  p->connected = false;
+  p->connecting = false;
+  p->gen++;
+  p->outstanding = 0;
+  free_queue_locked(p);
+  if (was) push_event_locked(p, PUB_EV_LOST, oldest, 0, cause ? cause : "connection lost");
+  pthread_mutex_unlock(&p->mu);
 }
 
 /* paho cannot tell a refused TCP connection from a failed TLS handshake. */
@@ -127,20 +290,151 @@ static const char *tls_hint(const publisher *p) {
              : "";
 }
 
+/* The limits of a connection: the broker's CONNACK properties (MQTT 5), or
+ * none (3.1.1), within our own bound. Called with p->mu held. */
+static void apply_limits_locked(publisher *p, MQTTProperties *props, int version) {
+  pub_limits l = {0};
+  l.version = version;
+  l.fell_back = p->fell_back;
+  l.receive_maximum = 65535;
+  l.maximum_qos = 2;
+  l.retain_available = true;
+  l.server_keep_alive = -1;
+  if (props && version == 5) {
+    if (MQTTProperties_hasProperty(props, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM))
+      l.receive_maximum =
+          (unsigned)MQTTProperties_getNumericValue(props, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM);
+    if (MQTTProperties_hasProperty(props, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE))
+      l.maximum_packet_size = (uint32_t)MQTTProperties_getNumericValue(
+          props, MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE);
+    if (MQTTProperties_hasProperty(props, MQTTPROPERTY_CODE_MAXIMUM_QOS))
+      l.maximum_qos = MQTTProperties_getNumericValue(props, MQTTPROPERTY_CODE_MAXIMUM_QOS);
+    if (MQTTProperties_hasProperty(props, MQTTPROPERTY_CODE_RETAIN_AVAILABLE))
+      l.retain_available =
+          MQTTProperties_getNumericValue(props, MQTTPROPERTY_CODE_RETAIN_AVAILABLE) != 0;
+    if (MQTTProperties_hasProperty(props, MQTTPROPERTY_CODE_TOPIC_ALIAS_MAXIMUM))
+      l.topic_alias_maximum = (unsigned)MQTTProperties_getNumericValue(
+          props, MQTTPROPERTY_CODE_TOPIC_ALIAS_MAXIMUM);
+    if (MQTTProperties_hasProperty(props, MQTTPROPERTY_CODE_SERVER_KEEP_ALIVE))
+      l.server_keep_alive =
+          MQTTProperties_getNumericValue(props, MQTTPROPERTY_CODE_SERVER_KEEP_ALIVE);
+    MQTTProperty *id =
+        MQTTProperties_getProperty(props, MQTTPROPERTY_CODE_ASSIGNED_CLIENT_IDENTIFER);
+    if (id && id->value.data.len > 0) {
+      size_t n = (size_t)id->value.data.len;
+      if (n >= sizeof l.assigned_client_id) n = sizeof l.assigned_client_id - 1;
+      memcpy(l.assigned_client_id, id->value.data.data, n);
+    }
+  }
+  /* MQTT 5 (3.2.2.3.14): the client must use the broker's keep alive. paho
+   * cannot change that of a live connection, so the next one uses it (a
+   * broker that wants it shorter ends an idle connection sooner). */
+  if (l.server_keep_alive > 0) p->keepalive_s = l.server_keep_alive;
+  p->lim = l;
+  size_t w = l.receive_maximum;
+  if (w > cap_of(p)) w = cap_of(p);
+  p->window = w;
+}
+
+/* A CONNACK that let us in. */
+static void connected_locked(publisher *p, MQTTProperties *props, int version) {
+  apply_limits_locked(p, props, version);
+  p->connecting = false;
+  p->acked = true;
+  p->lost_tag = 0;
+  p->lost_tag_set = false;
+  if (version == 5 && p->lim.receive_maximum == 0) {
+    /* A Receive Maximum of 0 is a protocol error (MQTT 5, 3.2.2.3.3): the
+     * broker would take nothing. Treat it as refused. */
+    push_event_locked(p, PUB_EV_CONNECT_FAILED, 0, 0x82,
+                      "the broker's CONNACK gives a Receive Maximum of 0, a protocol "
+                      "error: nothing could be sent");
+    return;
+  }
+  if (p->lim.maximum_qos < 1) {
+    /* QoS 0 has no acknowledgement: delivery could not be confirmed, and a
+     * reading must never be marked delivered on hope. */
+    push_event_locked(p, PUB_EV_CONNECT_FAILED, 0, 0x9B,
+                      "the broker grants QoS 0 only (Maximum QoS 0 in its CONNACK): "
+                      "readings need QoS 1 to be confirmed delivered; allow QoS 1 on "
+                      "the broker (mosquitto: max_qos)");
+    return;
+  }
+  p->connected = true;
+  push_event_locked(p, PUB_EV_CONNECTED, 0, version, p->url);
+}
+
+static void on_connect5(void *ctx, MQTTAsync_successData5 *resp) {
+  publisher *p = ctx;
+  pthread_mutex_lock(&p->mu);
+  connected_locked(p, resp ? &resp->properties : NULL, 5);
+  bool refuse = !p->connected;
+  pthread_mutex_unlock(&p->mu);
+  if (refuse) {
+    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
+    MQTTAsync_disconnect(p->client, &d);
+  }
+  pump(p);
+}
+
+static void on_connect(void *ctx, MQTTAsync_successData *resp) {
+  publisher *p = ctx;
+  (void)resp;
+  pthread_mutex_lock(&p->mu);
+  connected_locked(p, NULL, 4);
+  pthread_mutex_unlock(&p->mu);
+  pump(p);
+}
+
+/* A failed attempt under version auto: does it show that the broker does
+ * not speak the version tried? A refusal for the protocol version (MQTT 5
+ * reason 0x84, or a 3.1.1 CONNACK code 1 read as 0x01), or a connection
+ * closed by the broker after our CONNECT without a CONNACK. A connection
+ * that could not be made at all says nothing about the version. */
+static bool says_wrong_version(int code, int reason, const char *message) {
+  if (reason == 0x84 || reason == 0x01 || code == 0x84 || code == 1) return true;
+  /* paho says "TCP connect completion failure" when the connection was
+   * made and then closed before a CONNACK came; a refused or unreachable
+   * port is "TCP/TLS connect failure" or a timeout. */
+  return code == MQTTASYNC_FAILURE && message &&
+         strstr(message, "connect completion failure") != NULL;
+}
+
+/* Under version auto, decide the next attempt's version from a failure.
+ * Called with p->mu held; returns a note for the log, or "". */
+static const char *fallback_locked(publisher *p, int version, int code, int reason,
+                                   const char *message) {
+  if (p->opt.version != 0 || !says_wrong_version(code, reason, message)) return "";
+  if (version == 5) {
+    p->next_version = 4;
+    p->fell_back = true;
+    return "; the broker does not take MQTT 5: trying MQTT 3.1.1";
+  }
+  p->next_version = 5;
+  p->fell_back = false;
+  return "; the broker does not take MQTT 3.1.1 either: trying MQTT 5 again";
+}
+
 static void on_connect_failure(void *ctx, MQTTAsync_failureData *resp) {
   publisher *p = ctx;
   char d[PUB_DETAIL_MAX];
   /* MQTT 3.1.1 CONNACK codes: 4 bad user name or password, 5 not authorized. */
   int code = resp ? resp->code : 0;
+  pthread_mutex_lock(&p->mu);
+  p->connecting = false;
+  const char *fb = fallback_locked(p, 4, code, 0, resp ? resp->message : NULL);
   if (code == 4 || code == 5)
     snprintf(d, sizeof d, "the broker refused the connection: %s (CONNACK %d)",
              code == 4 ? "bad user name or password" : "not authorized", code);
   else
-    snprintf(d, sizeof d, "%s (code %d)%s",
+    snprintf(d, sizeof d, "%s (code %d)%s%s",
              resp && resp->message ? resp->message : "connection failed", code,
-             tls_hint(p));
+             *fb ? "" : tls_hint(p), fb);
   /* Report refusals like MQTT 5's, with a reason of 0x80 or more. */
-  push_event(p, PUB_EV_CONNECT_FAILED, 0, code == 4 ? 0x86 : code == 5 ? 0x87 : code, d);
+  push_event_locked(p, PUB_EV_CONNECT_FAILED, 0,
+                    code == 4 ? 0x86 : code == 5 ? 0x87 : code, d);
+  if (*fb && p->ev_tail) p->ev_tail->retry_now = true;
+  pthread_mutex_unlock(&p->mu);
 }
 
 static void on_connect_failure5(void *ctx, MQTTAsync_failureData5 *resp) {
@@ -150,68 +444,118 @@ static void on_connect_failure5(void *ctx, MQTTAsync_failureData5 *resp) {
    * "code" (the reason field stays 0); say it in words. */
   int reason = resp ? (int)resp->reasonCode : 0;
   if (resp && reason == 0 && resp->code >= 0x80) reason = resp->code;
+  pthread_mutex_lock(&p->mu);
+  p->connecting = false;
+  const char *fb = fallback_locked(p, 5, resp ? resp->code : 0, reason,
+                                   resp ? resp->message : NULL);
+  if (reason == 0x9A && p->will_retained) {
+    /* Retain Not Supported: our Last Will asks for retain. Without it the
+     * gateway state is published unretained (publisher_get_limits). */
+    p->will_retained = false;
+    p->lim.retain_available = false;
+    fb = "; the broker keeps no retained messages: connecting again with an "
+         "unretained Last Will";
+  }
+  if (*fb && reason >= 0x80) reason = 0; /* retried at once, changed */
   if (reason >= 0x80)
     snprintf(d, sizeof d, "the broker refused the connection: %s (0x%02x)",
              MQTTReasonCode_toString((enum MQTTReasonCodes)reason), (unsigned)reason);
   else
-    snprintf(d, sizeof d, "%s (code %d)%s",
+    snprintf(d, sizeof d, "%s (code %d)%s%s",
              resp && resp->message ? resp->message : "connection failed",
-             resp ? resp->code : 0, tls_hint(p));
-  push_event(p, PUB_EV_CONNECT_FAILED, 0, reason, d);
+             resp ? resp->code : 0, *fb ? "" : tls_hint(p), fb);
+  push_event_locked(p, PUB_EV_CONNECT_FAILED, 0, reason, d);
+  if (*fb && p->ev_tail) p->ev_tail->retry_now = true;
+  pthread_mutex_unlock(&p->mu);
 }
 
 static void on_sent(void *ctx, MQTTAsync_successData *resp) {
   (void)resp;
-  msg_ctx *c = ctx;
-  publisher *p = c->pub;
-  ctx_unlink(p, c);
-  push_event(p, PUB_EV_DELIVERED, c->tag, 0, NULL);
-  free(c);
+  settle(ctx, PUB_EV_DELIVERED, 0, NULL);
 }
 
 static void on_sent5(void *ctx, MQTTAsync_successData5 *resp) {
-  msg_ctx *c = ctx;
-  publisher *p = c->pub;
-  ctx_unlink(p, c);
   int rc = resp ? (int)resp->reasonCode : 0;
   if (rc >= 0x80) {
     char d[160];
     snprintf(d, sizeof d, "broker refused the message: %s (0x%02x)",
              MQTTReasonCode_toString((enum MQTTReasonCodes)rc), (unsigned)rc);
-    push_event(p, PUB_EV_FAILED, c->tag, rc, d);
+    settle(ctx, PUB_EV_FAILED, rc, d);
   } else {
-    push_event(p, PUB_EV_DELIVERED, c->tag, rc, NULL);
+    settle(ctx, PUB_EV_DELIVERED, rc, NULL);
   }
-  free(c);
 }
 
 static void on_send_failure(void *ctx, MQTTAsync_failureData *resp) {
-  msg_ctx *c = ctx;
-  publisher *p = c->pub;
-  ctx_unlink(p, c);
   char d[160];
   snprintf(d, sizeof d, "%s", resp && resp->message ? resp->message : "not delivered");
-  push_event(p, PUB_EV_FAILED, c->tag, resp ? resp->code : 0, d);
-  free(c);
+  settle(ctx, PUB_EV_FAILED, resp ? resp->code : 0, d);
 }
 
 static void on_send_failure5(void *ctx, MQTTAsync_failureData5 *resp) {
-  msg_ctx *c = ctx;
-  publisher *p = c->pub;
-  ctx_unlink(p, c);
   char d[160];
   if (resp && resp->reasonCode >= 0x80)
     snprintf(d, sizeof d, "broker refused the message: %s (0x%02x)",
              MQTTReasonCode_toString(resp->reasonCode), (unsigned)resp->reasonCode);
   else
     snprintf(d, sizeof d, "%s", resp && resp->message ? resp->message : "not delivered");
-  push_event(p, PUB_EV_FAILED, c->tag, resp ? (int)resp->reasonCode : 0, d);
-  free(c);
+  settle(ctx, PUB_EV_FAILED, resp ? (int)resp->reasonCode : 0, d);
 }
 
 /* --- API (loop thread) ---------------------------------------------------- */
 
 static char *dup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
+
+const char *publisher_strerror(int rc) {
+  switch (rc) {
+    case 0: return "ok";
+    case PUB_EDISCONNECTED: return "not connected to the broker";
+    case PUB_EFULL: return "too many messages awaiting acknowledgement";
+    case PUB_ETOOBIG: return "larger than the broker's maximum packet size";
+    case PUB_ENOMEM: return "out of memory";
+    default: return "unknown error";
+  }
+}
+
+/* Free what paho will never call back for (its client is gone). */
+static void free_pending(publisher *p) {
+  msg_ctx *c = p->pending.next;
+  while (c != &p->pending) {
+    msg_ctx *next = c->next;
+    free(c);
+    c = next;
+  }
+  p->pending.next = p->pending.prev = &p->pending;
+}
+
+/* (Re)create paho's client for VERSION. */
+static int create_client(publisher *p, int version, char *err, size_t errlen) {
+  if (p->created) {
+    MQTTAsync_destroy(&p->client);
+    p->created = false;
+    free_pending(p);
+  }
+  MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+  co.MQTTVersion = version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1;
+  co.sendWhileDisconnected = 0;
+  /* paho bounds the commands queued for its sending thread by this even
+   * while connected (default 100). The window keeps paho's share small, but
+   * site messages and acknowledgements must never be refused behind it. */
+  co.maxBufferedMessages = (int)cap_of(p);
+  int rc = MQTTAsync_createWithOptions(&p->client, p->url, p->client_id,
+                                       MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+  if (rc != MQTTASYNC_SUCCESS) {
+    if (err)
+      snprintf(err, errlen, "cannot create the MQTT client for %s: %s", p->opt.url,
+               MQTTAsync_strerror(rc));
+    return -1;
+  }
+  p->created = true;
+  p->client_version = version;
+  p->acked = false;
+  MQTTAsync_setCallbacks(p->client, p, on_connection_lost, on_message, NULL);
+  return 0;
+}
 
 int publisher_new(publisher **out, const publisher_options *opt, char *err,
                   size_t errlen) {
@@ -230,7 +574,7 @@ int publisher_new(publisher **out, const publisher_options *opt, char *err,
     snprintf(p->url, sizeof p->url, "ssl://%s", opt->url + 8);
   else
     snprintf(p->url, sizeof p->url, "%s", opt->url);
-  p->client_id = strdup(opt->client_id);
+  p->client_id = strdup(opt->client_id ? opt->client_id : "");
   p->username = dup_or_null(opt->username);
   p->password = dup_or_null(opt->password);
   p->ca = dup_or_null(opt->ca_file);
@@ -238,51 +582,46 @@ int publisher_new(publisher **out, const publisher_options *opt, char *err,
   p->key = dup_or_null(opt->key_file);
   p->will_topic = dup_or_null(opt->will_topic);
   p->will_payload = dup_or_null(opt->will_payload);
+  p->will_retained = true;
   p->opt.url = p->url;
-
-  MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
-  if (opt->version == 5) co.MQTTVersion = MQTTVERSION_5;
-  else co.MQTTVersion = MQTTVERSION_3_1_1;
-  co.sendWhileDisconnected = 0;
-  /* paho bounds the messages queued for its sending thread by this even
-   * while connected (default 100): a burst of committed readings would have
-   * site messages refused behind it. Allow the whole in-flight window. */
-  co.maxBufferedMessages = opt->max_inflight > 0 ? opt->max_inflight : 1024;
-  int rc = MQTTAsync_createWithOptions(&p->client, p->url, p->client_id,
-                                       MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
-  if (rc != MQTTASYNC_SUCCESS) {
-    snprintf(err, errlen, "cannot create the MQTT client for %s: %s", opt->url,
-             MQTTAsync_strerror(rc));
+  p->next_version = opt->version == 4 ? 4 : 5;
+  p->lim.retain_available = true;
+  if (create_client(p, p->next_version, err, errlen) != 0) {
     publisher_free(p);
     return -1;
   }
-  p->created = true;
-  MQTTAsync_setCallbacks(p->client, p, on_connection_lost, on_message, NULL);
-  MQTTAsync_setConnected(p->client, p, on_connected);
   *out = p;
   return 0;
 }
 
-int publisher_start(publisher *p, char *err, size_t errlen) {
+/* Start one connection attempt with the options for the next version. */
+static int connect_now(publisher *p) {
+  int version = p->next_version;
+  if ((version != p->client_version || p->acked) && create_client(p, version, NULL, 0) != 0)
+    return -1;
   MQTTAsync_connectOptions co;
-  if (p->opt.version == 5) {
+  if (version == 5) {
     MQTTAsync_connectOptions init5 = MQTTAsync_connectOptions_initializer5;
     co = init5;
     co.cleanstart = 1;
+    co.onSuccess5 = on_connect5;
     co.onFailure5 = on_connect_failure5;
   } else {
     MQTTAsync_connectOptions init = MQTTAsync_connectOptions_initializer;
     co = init;
     co.cleansession = 1;
     co.MQTTVersion = MQTTVERSION_3_1_1;
+    co.onSuccess = on_connect;
     co.onFailure = on_connect_failure;
   }
-  co.keepAliveInterval = p->opt.keepalive_s > 0 ? p->opt.keepalive_s : 30;
-  co.maxInflight = p->opt.max_inflight > 0 ? p->opt.max_inflight : 1024;
+  co.keepAliveInterval = p->keepalive_s > 0        ? p->keepalive_s
+                         : p->opt.keepalive_s > 0 ? p->opt.keepalive_s
+                                                  : 30;
+  /* Our window keeps paho's in-flight count within the broker's Receive
+   * Maximum; paho's own bound only has to stay out of the way. */
+  co.maxInflight = (int)cap_of(p);
   co.connectTimeout = 10;
-  co.automaticReconnect = 1;
-  co.minRetryInterval = 1;
-  co.maxRetryInterval = 30;
+  co.automaticReconnect = 0; /* paced by the caller: see publisher.h */
   co.context = p;
   co.username = p->username;
   co.password = p->password;
@@ -293,7 +632,7 @@ int publisher_start(publisher *p, char *err, size_t errlen) {
      * to live in the publisher too. */
     p->will.topicName = p->will_topic;
     p->will.message = p->will_payload ? p->will_payload : "";
-    p->will.retained = 1;
+    p->will.retained = p->will_retained;
     p->will.qos = 1;
     co.will = &p->will;
   }
@@ -308,8 +647,22 @@ int publisher_start(publisher *p, char *err, size_t errlen) {
     co.ssl = &p->ssl;
   }
   p->conn = co;
+  pthread_mutex_lock(&p->mu);
+  p->connecting = true;
+  pthread_mutex_unlock(&p->mu);
   int rc = MQTTAsync_connect(p->client, &p->conn);
   if (rc != MQTTASYNC_SUCCESS) {
+    pthread_mutex_lock(&p->mu);
+    p->connecting = false;
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+  }
+  return 0;
+}
+
+int publisher_start(publisher *p, char *err, size_t errlen) {
+  int rc = connect_now(p);
+  if (rc != 0) {
     snprintf(err, errlen, "cannot start connecting to %s: %s", p->opt.url,
              MQTTAsync_strerror(rc));
     return -1;
@@ -318,49 +671,79 @@ int publisher_start(publisher *p, char *err, size_t errlen) {
 }
 
 int publisher_reconnect(publisher *p) {
-  if (!p->created || MQTTAsync_isConnected(p->client)) return 0;
-  return MQTTAsync_connect(p->client, &p->conn) == MQTTASYNC_SUCCESS ? 0 : -1;
+  pthread_mutex_lock(&p->mu);
+  bool busy = p->connected || p->connecting;
+  pthread_mutex_unlock(&p->mu);
+  if (busy || MQTTAsync_isConnected(p->client)) return 0;
+  return connect_now(p) == 0 ? 0 : -1;
+}
+
+/* Bytes of a variable byte integer. */
+static size_t varint_len(size_t n) {
+  return n < 128 ? 1 : n < 16384 ? 2 : n < 2097152 ? 3 : 4;
+}
+
+size_t publisher_packet_size(publisher *p, const char *topic, size_t len, int qos) {
+  /* Topic with its length, the packet identifier, under MQTT 5 an empty
+   * property list (one byte), then the payload; then the fixed header. */
+  size_t rest = 2 + strlen(topic) + (qos > 0 ? 2 : 0) + (p->client_version == 5 ? 1 : 0) + len;
+  return 1 + varint_len(rest) + rest;
 }
 
 int publisher_send(publisher *p, const char *topic, const void *payload,
                    size_t len, int qos, bool retained, uint64_t tag) {
-  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-  msg_ctx *c = NULL;
-  if (tag) {
-    c = calloc(1, sizeof *c);
-    if (!c) return MQTTASYNC_FAILURE;
-    c->pub = p;
-    c->tag = tag;
-    pthread_mutex_lock(&p->mu);
-    c->next = p->pending.next;
-    c->prev = &p->pending;
-    p->pending.next->prev = c;
-    p->pending.next = c;
-    pthread_mutex_unlock(&p->mu);
-    ro.context = c;
-    if (p->opt.version == 5) {
-      ro.onSuccess5 = on_sent5;
-      ro.onFailure5 = on_send_failure5;
-    } else {
-      ro.onSuccess = on_sent;
-      ro.onFailure = on_send_failure;
-    }
+  if (!p->created) return PUB_EDISCONNECTED;
+  size_t tlen = strlen(topic);
+  out_msg *m = malloc(sizeof *m + tlen + 1 + len);
+  if (!m) return PUB_ENOMEM;
+  m->next = NULL;
+  m->tag = tag;
+  m->qos = qos;
+  m->retained = retained;
+  m->len = len;
+  memcpy(m->topic, topic, tlen + 1);
+  m->payload = m->topic + tlen + 1;
+  if (len) memcpy(m->payload, payload, len);
+  size_t size = publisher_packet_size(p, topic, len, qos);
+  pthread_mutex_lock(&p->mu);
+  int rc = 0;
+  if (!p->connected)
+    rc = PUB_EDISCONNECTED;
+  else if (p->lim.maximum_packet_size && size > p->lim.maximum_packet_size)
+    rc = PUB_ETOOBIG;
+  else if (p->nqueued + p->outstanding >= cap_of(p))
+    rc = PUB_EFULL;
+  if (rc == 0) {
+    if (p->q_tail)
+      p->q_tail->next = m;
+    else
+      p->q_head = m;
+    p->q_tail = m;
+    p->nqueued++;
   }
-  MQTTAsync_message m = MQTTAsync_message_initializer;
-  m.payload = (void *)payload;
-  m.payloadlen = (int)len;
-  m.qos = qos;
-  m.retained = retained;
-  int rc = MQTTAsync_sendMessage(p->client, topic, &m, &ro);
-  if (rc != MQTTASYNC_SUCCESS && c) {
-    ctx_unlink(p, c);
-    free(c);
+  pthread_mutex_unlock(&p->mu);
+  if (rc != 0) {
+    free(m);
+    return rc;
   }
-  return rc == MQTTASYNC_SUCCESS ? 0 : (rc < 0 ? rc : -rc);
+  pump(p);
+  return 0;
 }
 
 bool publisher_is_connected(publisher *p) {
-  return p->created && MQTTAsync_isConnected(p->client);
+  if (!p->created) return false;
+  pthread_mutex_lock(&p->mu);
+  bool c = p->connected;
+  pthread_mutex_unlock(&p->mu);
+  return c && MQTTAsync_isConnected(p->client);
+}
+
+bool publisher_get_limits(publisher *p, pub_limits *out) {
+  pthread_mutex_lock(&p->mu);
+  bool c = p->connected;
+  *out = p->lim;
+  pthread_mutex_unlock(&p->mu);
+  return c;
 }
 
 pub_event *publisher_take_events(publisher *p) {
@@ -397,15 +780,25 @@ uint64_t publisher_dropped_messages(publisher *p) {
 
 void publisher_stop(publisher *p, int timeout_ms) {
   if (!p || !p->created) return;
-  if (!MQTTAsync_isConnected(p->client)) return;
+  if (!publisher_is_connected(p)) return;
+  /* What waits for the broker's window goes first (a clean gateway state
+   * among it), within the time granted. */
+  struct timespec step = {0, 10 * 1000 * 1000};
+  int waited = 0;
+  for (;;) {
+    pthread_mutex_lock(&p->mu);
+    bool waiting = p->q_head != NULL && p->connected;
+    pthread_mutex_unlock(&p->mu);
+    if (!waiting || waited >= timeout_ms) break;
+    nanosleep(&step, NULL);
+    waited += 10;
+  }
   MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
   d.timeout = timeout_ms;
   if (MQTTAsync_disconnect(p->client, &d) != MQTTASYNC_SUCCESS) return;
   /* The disconnect runs on paho's thread: give it the time it was granted to
-   * flush what is in flight (a clean gateway state among it) before the
-   * client is destroyed. */
-  struct timespec step = {0, 10 * 1000 * 1000};
-  for (int waited = 0; waited < timeout_ms + 100 && MQTTAsync_isConnected(p->client);
+   * flush what is in flight before the client is destroyed. */
+  for (waited = 0; waited < timeout_ms + 100 && MQTTAsync_isConnected(p->client);
        waited += 10)
     nanosleep(&step, NULL);
 }
@@ -414,12 +807,8 @@ void publisher_free(publisher *p) {
   if (!p) return;
   if (p->created) MQTTAsync_destroy(&p->client);
   /* paho's threads are gone: whatever it never answered is ours to free. */
-  msg_ctx *c = p->pending.next;
-  while (c != &p->pending) {
-    msg_ctx *next = c->next;
-    free(c);
-    c = next;
-  }
+  free_pending(p);
+  free_queue_locked(p);
   pub_event_free(p->ev_head);
   free(p->client_id);
   free(p->username);

@@ -7,6 +7,17 @@
  * broker's PUBACK arrives (under MQTT 5 a PUBACK with a reason code of 0x80
  * or more is a refusal and reports FAILED), FAILED otherwise. paho persistence
  * is off and its offline buffer unused: the SQLite store is the outbox.
+ *
+ * Flow control is ours, not paho's: at most the broker's Receive Maximum
+ * (from its CONNACK) QoS 1 messages are handed to paho unacknowledged; the
+ * rest wait here, in order, and the next one is handed over from the
+ * acknowledgement's callback on paho's thread. Given more than the broker's
+ * window, paho's sending thread parks its queue and sleeps on its own timer
+ * between retries, which held delivery to about 150 messages a second.
+ *
+ * Connecting is the caller's to pace: the publisher never reconnects by
+ * itself. After PUB_EV_LOST or PUB_EV_CONNECT_FAILED, call
+ * publisher_reconnect() when the back-off allows.
  */
 #ifndef IC_PUBLISHER_H
 #define IC_PUBLISHER_H
@@ -18,8 +29,12 @@
 typedef struct publisher publisher;
 
 typedef enum {
-  PUB_EV_CONNECTED = 1, /* (re)connected: detail names the server */
-  PUB_EV_LOST,          /* connection lost: in-flight messages may be lost */
+  PUB_EV_CONNECTED = 1, /* (re)connected: detail names the server; the
+                           broker's limits are in publisher_get_limits() */
+  PUB_EV_LOST,          /* connection lost: in-flight messages may be lost;
+                           tag is the oldest message unacknowledged then
+                           (the one a broker that closes on a message closed
+                           on), 0 when none */
   PUB_EV_CONNECT_FAILED,/* a connection attempt failed: detail says why;
                            reason >= 0x80 when the broker refused it */
   PUB_EV_DELIVERED,     /* tag's PUBACK arrived */
@@ -32,6 +47,9 @@ typedef struct pub_event {
   pub_event_kind kind;
   uint64_t tag;
   int reason;       /* MQTT 5 reason code or paho error code */
+  bool retry_now;   /* PUB_EV_CONNECT_FAILED: the next attempt changes what
+                       failed (another MQTT version, an unretained Will):
+                       try again at once */
   char *topic;      /* PUB_EV_MESSAGE: owned, NUL-terminated */
   char *payload;    /* PUB_EV_MESSAGE: owned, NUL-terminated */
   size_t len;
@@ -50,14 +68,17 @@ typedef struct pub_event {
 typedef struct {
   const char *url;        /* mqtt://host:port or mqtts://host:port */
   const char *client_id;
-  int version;            /* 5 or 4 (3.1.1) */
+  int version;            /* 5, 4 (3.1.1), or 0: MQTT 5, and 3.1.1 when the
+                             broker refuses 5 or closes at its CONNECT */
   const char *username;   /* NULL: none */
   const char *password;   /* NULL: none; never logged */
   int keepalive_s;
   const char *ca_file, *cert_file, *key_file; /* TLS, may be NULL */
   const char *will_topic; /* retained Last Will, QoS 1 */
   const char *will_payload;
-  int max_inflight;       /* paho's window; 0: 1024 */
+  int max_inflight;       /* messages taken and not yet acknowledged, at
+                             most (0: 1024); the broker's window may be
+                             smaller */
   void (*notify)(void *ctx); /* called from paho's threads after an event */
   void *notify_ctx;
 } publisher_options;
@@ -68,16 +89,49 @@ int publisher_new(publisher **out, const publisher_options *opt, char *err,
 /* Start connecting (with automatic reconnect and back-off). */
 int publisher_start(publisher *p, char *err, size_t errlen);
 
+/* Errors of publisher_send (negative). */
+enum {
+  PUB_EDISCONNECTED = -1, /* not connected */
+  PUB_EFULL = -2,         /* max_inflight messages taken and unacknowledged */
+  PUB_ETOOBIG = -3,       /* larger than the broker's Maximum Packet Size */
+  PUB_ENOMEM = -4,
+};
+const char *publisher_strerror(int rc);
+
 /* Send PAYLOAD to TOPIC. TAG != 0 asks for a DELIVERED/FAILED event.
- * Returns 0 when paho took the message, or a negative paho code (for example
- * when disconnected), in which case no event follows. */
+ * Returns 0 when the message was taken (sent now, or queued until the
+ * broker's window has room), or a PUB_E* code, in which case no event
+ * follows. A retained message goes out unretained to a broker without
+ * Retain Available. */
 int publisher_send(publisher *p, const char *topic, const void *payload,
                    size_t len, int qos, bool retained, uint64_t tag);
 
+/* The size of TOPIC and a LEN-byte payload as a PUBLISH packet on the
+ * current connection, to compare with the broker's Maximum Packet Size. */
+size_t publisher_packet_size(publisher *p, const char *topic, size_t len, int qos);
+
+/* What the broker's CONNACK said, as applied to the current connection. */
+typedef struct {
+  int version;              /* 5 or 4 (3.1.1) */
+  bool fell_back;           /* 3.1.1 because the broker refused MQTT 5 */
+  unsigned receive_maximum; /* QoS 1 messages unacknowledged, at most */
+  uint32_t maximum_packet_size; /* bytes; 0: no limit given */
+  int maximum_qos;          /* 0, 1 or 2 */
+  bool retain_available;
+  unsigned topic_alias_maximum; /* aliases the broker accepts (we use none) */
+  int server_keep_alive;    /* seconds the broker imposes; -1: not given */
+  char assigned_client_id[128]; /* when the broker assigned one */
+} pub_limits;
+
+/* Fill OUT; false when not connected. */
+bool publisher_get_limits(publisher *p, pub_limits *out);
+
 bool publisher_is_connected(publisher *p);
 
-/* Try connecting again with the same options (paho retries lost connections
- * by itself, but not a connection the broker refused). 0 when started. */
+/* Try connecting again with the same options (after a lost connection or a
+ * failed attempt; under version 0, with the MQTT version the last attempt
+ * showed the broker to speak). 0 when started, or when connected or
+ * connecting already. */
 int publisher_reconnect(publisher *p);
 
 /* Subscribe to FILTER at QoS 1 (call again after every reconnect: sessions

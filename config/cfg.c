@@ -420,7 +420,7 @@ static const char *const simtop_keys[] = {"control", NULL};
 static void set_defaults(cfg *c) {
   snprintf(c->site.timezone, sizeof c->site.timezone, "Asia/Shanghai");
   snprintf(c->mqtt.topic_prefix, sizeof c->mqtt.topic_prefix, "water");
-  c->mqtt.version = 5;
+  c->mqtt.version = 0; /* auto */
   c->mqtt.keepalive_ms = 30 * MS_SECOND;
   c->online.baseline = 0.9468;
   c->online.offline_after = 3;
@@ -594,10 +594,10 @@ static int parse_mqtt(ctx *x, const ydoc_node *root) {
   }
   if ((v = ydoc_get(m, "version")) != NULL) {
     /* 3.1.1 is protocol level 4, which is what the client library takes. */
-    static const char *const versions[] = {"5", "3.1.1", "4", NULL};
+    static const char *const versions[] = {"5", "3.1.1", "4", "auto", NULL};
     int i;
     if (ydoc_enum(x->d, v, versions, &i, x->err, x->errlen)) return -1;
-    c->mqtt.version = i == 0 ? 5 : 4;
+    c->mqtt.version = i == 0 ? 5 : i == 3 ? 0 : 4;
   }
   if (opt_text(x, m, "username", c->mqtt.username, sizeof c->mqtt.username))
     return -1;

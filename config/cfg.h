@@ -131,7 +131,7 @@ typedef struct {
     char url[512];               /* mqtt://host:port or mqtts://host:port */
     char client_id[CFG_ID_MAX * 2]; /* default "<site>-gw" */
     char topic_prefix[CFG_ID_MAX];  /* default "water" */
-    int version;                 /* 5 (default) or 4 for 3.1.1 */
+    int version;                 /* 0 auto (default: 5, else 3.1.1), 5, or 4 for 3.1.1 */
     char username[CFG_NAME_MAX];
     char password_file[CFG_PATH_MAX]; /* secret read at connect time */
     char password_env[CFG_NAME_MAX];  /* or an environment variable */

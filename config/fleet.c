@@ -74,7 +74,7 @@ int fleet_cfg_load(const char *path, fleet_cfg **out, char *err, size_t errlen) 
   }
   snprintf(f->path, sizeof f->path, "%s", path);
   snprintf(f->mqtt.topic_prefix, sizeof f->mqtt.topic_prefix, "water");
-  f->mqtt.version = 5;
+  f->mqtt.version = 0; /* auto */
   f->baseline = 0.9468;
   f->report_grace_ms = 3600000;
   f->push_timeout_ms = 30000;
@@ -120,10 +120,10 @@ int fleet_cfg_load(const char *path, fleet_cfg **out, char *err, size_t errlen) 
     goto fail;
   const ydoc_node *ver = ydoc_get(mq, "version");
   if (ver) {
-    static const char *const versions[] = {"5", "3.1.1", "4", NULL};
+    static const char *const versions[] = {"5", "3.1.1", "4", "auto", NULL};
     int vi;
     if (ydoc_enum(d, ver, versions, &vi, err, errlen)) goto fail;
-    f->mqtt.version = vi == 0 ? 5 : 4;
+    f->mqtt.version = vi == 0 ? 5 : vi == 3 ? 0 : 4;
   }
   const ydoc_node *on = ydoc_get(root, "online");
   if (on) {

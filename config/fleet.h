@@ -29,7 +29,7 @@ typedef struct {
     char url[512];
     char client_id[CFG_ID_MAX * 2]; /* default "fleet-<id>" */
     char topic_prefix[CFG_ID_MAX];  /* default "water" */
-    int version;                    /* 5 or 4 */
+    int version;                    /* 0 auto, 5, or 4 (3.1.1) */
   } mqtt;
   char timezone[64];      /* default Asia/Shanghai: windows are local */
   size_t nperiods;        /* report periods, as for a gateway; default none */

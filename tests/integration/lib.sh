@@ -117,7 +117,8 @@ finish() {
 # start_broker NAME PORT [EXTRA]: mosquitto on 127.0.0.1:PORT, persistent (so
 # a restart keeps sessions and queued messages), with no queue limit, so no
 # message can be lost by the test's own broker; EXTRA lines are appended to
-# its configuration. Waits until it runs.
+# its configuration. Its flow control is mosquitto's own (a Receive Maximum
+# of 20 for MQTT 5 clients), as brokers are installed. Waits until it runs.
 start_broker() {
   local name=$1 port=$2 extra=${3:-}
   mkdir -p "$T/broker"
@@ -128,7 +129,6 @@ persistence true
 persistence_location $T/broker/
 autosave_interval 1
 max_queued_messages 0
-max_inflight_messages 0
 user root
 log_dest stderr
 log_type error
@@ -140,6 +140,21 @@ CONF
   start "$name" mosquitto -c "$T/broker/mosquitto.conf"
   local pidvar="${name//-/_}_PID"
   wait_for "$T/$name.log" " running" 10 "${!pidvar}"
+}
+
+# start_aedes NAME PORT: the second broker, aedes (MQTT 3.1.1 only, every
+# setting its own), on 127.0.0.1:PORT. scripts/test.sh installs it into the
+# build folder; run alone, a test installs it there itself. Waits until it
+# listens.
+start_aedes() {
+  local name=$1 port=$2
+  local dir=${IC_AEDES_DIR:-$IC_TEST_BIN/../aedes}
+  if [ ! -f "$dir/node_modules/aedes/package.json" ]; then
+    "$IC_SOURCE_DIR/tests/tools/aedes/install.sh" "$dir" >&2
+  fi
+  start "$name" node "$dir/broker.js" --port "$port"
+  local pidvar="${name//-/_}_PID"
+  wait_for "$T/$name.log" "aedes running on" 20 "${!pidvar}"
 }
 
 # start_sub NAME PORT TOPIC: a persistent-session QoS 1 subscriber

@@ -243,7 +243,7 @@ static void test_minimal_defaults(void **state) {
   assert_string_equal(c->mqtt.url, "mqtt://127.0.0.1:1883");
   assert_string_equal(c->mqtt.client_id, "kekeya-gw");
   assert_string_equal(c->mqtt.topic_prefix, "water");
-  assert_int_equal(c->mqtt.version, 5);
+  assert_int_equal(c->mqtt.version, 0); /* auto: 5, else 3.1.1 */
   assert_int_equal(c->mqtt.keepalive_ms, 30000);
   assert_string_equal(c->mqtt.username, "");
   assert_string_equal(c->mqtt.password_file, "");
@@ -786,7 +786,7 @@ static void test_mqtt(void **state) {
   expect_error_at(MQ("mqtt://h_%:1883") BUS METER, 3, 8,
                   "expected a host name or IP address in url");
   expect_error_at(MQE("  version: 4.0") BUS METER, 4, 12,
-                  "expected 5, 3.1.1 or 4, got \"4.0\"");
+                  "expected 5, 3.1.1, 4 or auto, got \"4.0\"");
   expect_error_at(MQE("  ca_file: ca.pem") BUS METER, 4, 12,
                   "ca_file needs an mqtts:// url");
   expect_error_at(MQE("  topic_prefix: water/#") BUS METER, 4, 17,
