@@ -130,11 +130,11 @@ struct gw {
   bool told_fallback, told_no_retain, told_keepalive;
   /* A message the broker closed the connection on (the oldest one then
    * unacknowledged), and how many losses in a row it was that one. At two
-   * it is set aside: readings by row, site topics like a refusal. */
+   * its topic is set aside, held back like a refused one. */
   uint64_t suspect_tag;
   int suspect_losses;
-  int64_t *aside;             /* rows set aside, kept in the outbox */
-  size_t naside, aside_cap;
+  uint64_t set_aside;
+  bool too_big_told[3];       /* gateway state, online rate, report */
   size_t inflight;
   int64_t max_committed_id;
   /* Committed readings waiting to go out live, oldest first. A commit can
@@ -245,11 +245,16 @@ static char *fit_document(gw *d, const char *topic, cJSON *o) {
   return cJSON_PrintUnformatted(o);
 }
 
-static void too_large(gw *d, const char *what, size_t len) {
+/* A site message (TAG_GATEWAY, TAG_RATE or TAG_REPORTS) that does not fit
+ * even trimmed: counted, logged once per topic kind. */
+static void too_large(gw *d, int site_tag, const char *topic, size_t len) {
   d->too_large++;
-  log_warn("mqtt: %s of %zu bytes is larger than the broker takes (Maximum Packet "
-           "Size %u): not sent",
-           what, len, (unsigned)d->lim.maximum_packet_size);
+  bool *told = &d->too_big_told[site_tag - TAG_GATEWAY];
+  if (*told) return;
+  *told = true;
+  log_warn("mqtt: %s: a message of %zu bytes is larger than the broker takes (Maximum "
+           "Packet Size %u): not sent",
+           topic, len, (unsigned)d->lim.maximum_packet_size);
 }
 
 /* Publish a JSON document at QoS 1; METER >= 0 tags it so that a refusal is
@@ -260,8 +265,19 @@ static void publish_json(gw *d, const char *topic, cJSON *o, bool retained,
   char *s = fit_document(d, topic, o);
   if (!s) return;
   if (publisher_send(d->pub, topic, s, strlen(s), 1, retained,
-                     meter >= 0 ? make_tag(0, meter) : 0) == PUB_ETOOBIG)
-    too_large(d, topic, strlen(s));
+                     meter >= 0 ? make_tag(0, meter) : 0) == PUB_ETOOBIG) {
+    if (meter >= TAG_GATEWAY && meter <= TAG_REPORTS) {
+      too_large(d, meter, topic, strlen(s));
+    } else {
+      d->too_large++;
+      if (meter >= 0 && meter < (int)d->cfg->nmeters && !d->meters[meter].too_big_told) {
+        d->meters[meter].too_big_told = true;
+        log_warn("mqtt: %s: a message of %zu bytes is larger than the broker takes "
+                 "(Maximum Packet Size %u): not sent",
+                 topic, strlen(s), (unsigned)d->lim.maximum_packet_size);
+      }
+    }
+  }
   free(s);
 }
 
@@ -277,7 +293,7 @@ static int publish_report_text(gw *d, const char *topic, const char *body) {
   if (!s) return PUB_ENOMEM;
   int rc = publisher_send(d->pub, topic, s, strlen(s), 1, true, make_tag(0, TAG_REPORTS));
   if (rc == PUB_ETOOBIG) {
-    too_large(d, topic, strlen(s));
+    too_large(d, TAG_REPORTS, topic, strlen(s));
     rc = 0; /* it never will fit: do not keep it pending */
   }
   free(s);
@@ -345,7 +361,7 @@ static void publish_gateway_state(gw *d, bool online) {
   cJSON_AddNumberToObject(c, "historical", (double)d->historical);
   cJSON_AddNumberToObject(c, "clock_steps", (double)d->clock_steps);
   cJSON_AddNumberToObject(c, "too_large", (double)d->too_large);
-  cJSON_AddNumberToObject(c, "set_aside", (double)d->naside);
+  cJSON_AddNumberToObject(c, "set_aside", (double)d->set_aside);
   if (d->connected) {
     /* What this connection to the broker is, from its CONNACK. */
     cJSON *m = cJSON_AddObjectToObject(o, "mqtt");
@@ -456,11 +472,7 @@ typedef enum {
                   it is larger than the broker takes, or set aside) */
 } send_result;
 
-static bool set_aside(const gw *d, int64_t row) {
-  for (size_t i = 0; i < d->naside; i++)
-    if (d->aside[i] == row) return true;
-  return false;
-}
+
 
 static send_result send_reading(gw *d, const store_reading *r) {
   char payload[4096];
@@ -481,7 +493,6 @@ static send_result send_reading(gw *d, const store_reading *r) {
     snprintf(topic, sizeof topic, "%s/%s/%s/reading", d->cfg->mqtt.topic_prefix,
              d->cfg->site.id, r->meter);
   }
-  if (d->naside && set_aside(d, r->id)) return SEND_NEVER;
   int rc = publisher_send(d->pub, t, payload, (size_t)n, 1, false, make_tag(r->id, mi));
   if (rc == PUB_ETOOBIG) {
     /* Kept in the outbox: a broker with a larger limit takes it later. */
@@ -781,11 +792,15 @@ static int64_t schedule_reconnect(gw *d, bool refused, bool now) {
 }
 
 /* The broker closed the connection with TAG the oldest message it had not
- * acknowledged. The second time in a row that is the same message, it is
- * set aside for this run, so that one message a broker will not take (and
- * closes the connection on, as some do for a packet too large or a topic not
- * allowed) cannot block everything behind it. */
+ * acknowledged. The second time in a row that is the same message, its
+ * topic is set aside for this run (held back as after a refusal: a meter's
+ * readings stay in the outbox), so that one message a broker will not take
+ * and closes the connection on, as brokers do for a packet larger than they
+ * allow or a topic they forbid, cannot block everything behind it. */
 static void suspect_loss(gw *d, uint64_t tag) {
+  log_debug("mqtt: connection lost on %s (row %lld, meter index %d)",
+            tag ? "a known message" : "no known message", (long long)tag_row(tag),
+            tag_meter(tag));
   if (!tag || tag != d->suspect_tag) {
     d->suspect_tag = tag;
     d->suspect_losses = tag ? 1 : 0;
@@ -796,32 +811,20 @@ static void suspect_loss(gw *d, uint64_t tag) {
   d->suspect_losses = 0;
   int64_t row = tag_row(tag);
   int mi = tag_meter(tag);
-  d->refused++;
-  if (row) {
-    if (d->naside == d->aside_cap) {
-      size_t cap = d->aside_cap ? d->aside_cap * 2 : 16;
-      int64_t *a = realloc(d->aside, cap * sizeof *a);
-      if (!a) return;
-      d->aside = a;
-      d->aside_cap = cap;
-    }
-    d->aside[d->naside++] = row;
-    log_warn("mqtt: the broker closed the connection twice on reading %lld of meter "
-             "%s: set aside until the gateway restarts; it stays in the outbox",
-             (long long)row,
-             mi >= 0 && mi < (int)d->cfg->nmeters ? d->cfg->meters[mi].id : "?");
-  } else if (mi >= 0 && mi < (int)d->cfg->nmeters) {
+  d->set_aside++;
+  if (mi >= 0 && mi < (int)d->cfg->nmeters) {
     d->meters[mi].refused = true;
-    log_warn("mqtt: the broker closed the connection twice on the state of meter %s: "
-             "its messages are held back until the gateway restarts",
-             d->cfg->meters[mi].id);
+    log_warn("mqtt: the broker closed the connection twice on the %s of meter %s: its "
+             "messages are set aside until the gateway restarts (its readings stay in "
+             "the outbox)",
+             row ? "reading" : "state", d->cfg->meters[mi].id);
   } else if (mi >= TAG_GATEWAY && mi <= TAG_REPORTS) {
     bool *flag = mi == TAG_GATEWAY ? &d->gateway_refused
                  : mi == TAG_RATE  ? &d->rate_refused
                                    : &d->reports_refused;
     *flag = true;
     log_warn("mqtt: the broker closed the connection twice on the site's %s message: "
-             "held back until the gateway restarts",
+             "set aside until the gateway restarts",
              mi == TAG_GATEWAY ? "gateway state" : mi == TAG_RATE ? "online-rate" : "report");
   }
 }
@@ -926,7 +929,11 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       /* A refusal (a broker being reconfigured, a password being fixed)
        * backs off further than a broker that is away. */
       int64_t ms = schedule_reconnect(d, ev->reason >= 0x80, ev->retry_now);
-      if (ev->reason >= 0x80)
+      if (ev->reason == 0x9B)
+        /* Not a passing state: the broker's configuration must change. */
+        log_error("cannot use the broker %s: %s; retrying in %lld s", d->cfg->mqtt.url,
+                  ev->detail, (long long)(ms / 1000));
+      else if (ev->reason >= 0x80)
         log_warn("cannot connect to the broker %s: %s; retrying in %lld s",
                  d->cfg->mqtt.url, ev->detail, (long long)(ms / 1000));
       else
@@ -1685,7 +1692,6 @@ out:
     for (size_t i = 0; i < c->nmeters; i++) free(d->meters[i].topic_reading);
   free(d->meters);
   free(d->acks);
-  free(d->aside);
   free(d->workers);
   free(d);
   return exit_code;

@@ -52,6 +52,15 @@ struct publisher {
   int keepalive_s;       /* the broker's Server Keep Alive, once given */
   uint64_t lost_tag;     /* the oldest message failed by a connection loss */
   bool lost_tag_set;
+  /* Finding a message the broker closes the connection on. A broker that
+   * closes at once after a connect may have acknowledged messages whose
+   * PUBACKs paho never read, so the oldest unacknowledged is only a guess.
+   * After such a loss, the next connection sends its first messages one at
+   * a time, as far as the lost one had got: a loss there names the message
+   * for certain. */
+  size_t sent_in_conn;   /* QoS 1 messages handed to paho on this connection */
+  size_t careful_until;  /* ... one at a time while fewer than this */
+  struct timespec acked_at; /* this connection's CONNACK (monotonic) */
   int next_version;      /* the version the next attempt uses */
   bool fell_back;
   pub_limits lim;
@@ -120,7 +129,8 @@ static void pump(publisher *p) {
   }
   p->pumping = true;
   while (p->connected && p->q_head &&
-         (p->q_head->qos == 0 || p->outstanding < p->window)) {
+         (p->q_head->qos == 0 ||
+          p->outstanding < (p->sent_in_conn < p->careful_until ? 1 : p->window))) {
     out_msg *m = p->q_head;
     p->q_head = m->next;
     if (!p->q_head) p->q_tail = NULL;
@@ -141,6 +151,7 @@ static void pump(publisher *p) {
       p->pending.prev->next = c;
       p->pending.prev = c;
       p->outstanding++;
+      p->sent_in_conn++;
     }
     bool retained = m->retained && p->lim.retain_available;
     int version = p->client_version;
@@ -264,13 +275,32 @@ static void on_connection_lost(void *ctx, char *cause) {
   /* A broker closes the connection on a message it will not take after
    * acknowledging every one before it, so the oldest still unacknowledged
    * is the one it closed on. */
-  uint64_t oldest = p->lost_tag;
-  if (!p->lost_tag_set)
+  /* Named only when it was certain: the one message outstanding while
+   * sending one at a time. */
+  uint64_t oldest = 0;
+  bool careful = p->sent_in_conn <= p->careful_until;
+  if (careful && p->lost_tag_set) {
+    oldest = p->lost_tag;
+  } else if (careful) {
     for (msg_ctx *c = p->pending.next; c != &p->pending; c = c->next)
       if (c->gen == p->gen) {
         oldest = c->tag;
         break;
       }
+  }
+  /* A loss within seconds of the connect, with messages sent: the next
+   * connection goes carefully twice as far as this one got (at least 64
+   * messages, at most 4,096), since what is sent first after a connect
+   * shifts a little (states of meters come and go). A loss long after the
+   * connect is an outage, not a message. */
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  double up = (double)(now.tv_sec - p->acked_at.tv_sec) +
+              (double)(now.tv_nsec - p->acked_at.tv_nsec) / 1e9;
+  if (p->connected && up < 10 && p->sent_in_conn > 0)
+    p->careful_until = p->sent_in_conn < 32 ? 64 : p->sent_in_conn < 2048 ? 2 * p->sent_in_conn : 4096;
+  else
+    p->careful_until = 0;
   bool was = p->connected;
   p->connected = false;
   p->connecting = false;
@@ -343,6 +373,8 @@ static void connected_locked(publisher *p, MQTTProperties *props, int version) {
   p->acked = true;
   p->lost_tag = 0;
   p->lost_tag_set = false;
+  p->sent_in_conn = 0;
+  clock_gettime(CLOCK_MONOTONIC, &p->acked_at);
   if (version == 5 && p->lim.receive_maximum == 0) {
     /* A Receive Maximum of 0 is a protocol error (MQTT 5, 3.2.2.3.3): the
      * broker would take nothing. Treat it as refused. */
@@ -457,7 +489,13 @@ static void on_connect_failure5(void *ctx, MQTTAsync_failureData5 *resp) {
          "unretained Last Will";
   }
   if (*fb && reason >= 0x80) reason = 0; /* retried at once, changed */
-  if (reason >= 0x80)
+  if (reason == 0x9B)
+    /* Our Last Will is QoS 1: a broker that grants QoS 0 only says so here. */
+    snprintf(d, sizeof d,
+             "the broker refused the connection: QoS not supported (0x9b): it grants "
+             "QoS 0 only, and readings need QoS 1 to be confirmed delivered; allow QoS 1 "
+             "on the broker (mosquitto: max_qos)");
+  else if (reason >= 0x80)
     snprintf(d, sizeof d, "the broker refused the connection: %s (0x%02x)",
              MQTTReasonCode_toString((enum MQTTReasonCodes)reason), (unsigned)reason);
   else

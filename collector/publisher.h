@@ -32,9 +32,10 @@ typedef enum {
   PUB_EV_CONNECTED = 1, /* (re)connected: detail names the server; the
                            broker's limits are in publisher_get_limits() */
   PUB_EV_LOST,          /* connection lost: in-flight messages may be lost;
-                           tag is the oldest message unacknowledged then
-                           (the one a broker that closes on a message closed
-                           on), 0 when none */
+                           tag is the message the broker closed on when that
+                           is certain (after a loss soon after a connect, the
+                           next connection sends its first messages one at a
+                           time), else 0 */
   PUB_EV_CONNECT_FAILED,/* a connection attempt failed: detail says why;
                            reason >= 0x80 when the broker refused it */
   PUB_EV_DELIVERED,     /* tag's PUBACK arrived */
