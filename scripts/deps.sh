@@ -24,6 +24,11 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+# The second test broker (aedes, tests/tools/aedes) runs on Node.js 20 or
+# later with npm; a machine that has them from another source keeps those.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0

@@ -21,6 +21,9 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug \
   -DIC_SANITIZE="${IC_SANITIZE:-ON}" -DIC_WERROR=ON \
   -DIC_REL_BIN_DIR="$(cd "$rel" && pwd)/bin" >/dev/null
 cmake --build "$build" -j"$(nproc)"
+# The second test broker, aedes, from the npm registry at the versions its
+# lock file names, into the build folder (once; later runs find it there).
+tests/tools/aedes/install.sh "$build/aedes" >/dev/null
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
