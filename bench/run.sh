@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark: our collector side by side with collectd on the same
-# simulated fleets, then an outage replay and a serial bus. See bench/README.md.
+# simulated fleets, then an outage replay, a serial bus, and the broker's flow
+# control window (MQTT 5 Receive Maximum). See bench/README.md.
 #
 #   bench/run.sh [--quick] [--duration S] [--warmup S] [--phases LIST]
 #                [--backlog N] [--out DIR] [--no-build]
@@ -21,13 +22,24 @@ OUT=""
 DO_BUILD=1
 PERF=0
 SUMMARIZE=""
-ALL_PHASES="ours-10 collectd-10 ours-100 collectd-100 ours-1000 collectd-1000 ours-5000 outage serial"
+ALL_PHASES="ours-10 collectd-10 ours-100 collectd-100 ours-1000 collectd-1000 ours-5000 outage serial windows"
+# The windows phase: the broker's Receive Maximum (mosquitto's
+# max_inflight_messages) for each stage, and the delayed link's stage.
+WINDOW_RMS="10 20 32"
+RELAY_RM=20
+RELAY_DELAY_MS=50
+# Messages the peer (ic-pahopeer) sends with the window full, on loopback and
+# over the delayed link; and for the bare round trip (a window of 1).
+PEER_N=200000
+PEER_RELAY_N=3000
+PEER_RTT_N=5000
+PEER_RELAY_RTT_N=50
 
 usage() {
   cat <<EOF
 usage: bench/run.sh [options]
   --quick          a short smoke run of every phase (10 s each, 3 s warm-up,
-                   a backlog of 100,000 readings)
+                   a backlog of 100,000 readings, fewer peer messages)
   --duration S     measured seconds per phase (default $DURATION)
   --warmup S       seconds before measuring starts (default $WARMUP)
   --phases LIST    comma-separated, from: $ALL_PHASES
@@ -46,7 +58,7 @@ EOF
 
 while [ $# -gt 0 ]; do
   case $1 in
-    --quick) DURATION=10; WARMUP=3; BACKLOG=100000 ;;
+    --quick) DURATION=10; WARMUP=3; BACKLOG=100000; PEER_N=50000; PEER_RELAY_N=1000 ;;
     --duration) DURATION=$2; shift ;;
     --warmup) WARMUP=$2; shift ;;
     --phases) PHASES=$2; shift ;;
@@ -104,6 +116,15 @@ fi
 if [ "$DO_BUILD" -eq 1 ] || [ ! -x "$BUILD/bench/ic-simclient" ]; then
   # The test suite's Modbus client, for timing the simulator's serial line.
   cc -std=c11 -O2 -D_GNU_SOURCE -o "$BUILD/bench/ic-simclient" "$ROOT/tests/tools/simclient.c"
+fi
+if [ "$DO_BUILD" -eq 1 ] || [ ! -x "$BUILD/bench/ic-pahopeer" ]; then
+  # The windows phase's bare paho publisher.
+  cc -std=c11 -O2 -g -Wall -Wextra -Wshadow -o "$BUILD/bench/ic-pahopeer" \
+    "$ROOT/bench/tools/ic-pahopeer.c" -lpaho-mqtt3as -lpthread
+fi
+if [ "$DO_BUILD" -eq 1 ] || [ ! -x "$BUILD/bench/ic-tcprelay" ]; then
+  # The test suite's relay, for the windows phase's delayed link.
+  cc -std=c11 -O2 -o "$BUILD/bench/ic-tcprelay" "$ROOT/tests/tools/tcprelay.c"
 fi
 BIN=$BUILD/bin
 TOOL=$BUILD/bench/ic-bench
@@ -202,7 +223,11 @@ measure() {
   fi
 }
 
-# broker DIR PORT: a mosquitto that queues without limit for its subscriber.
+# broker DIR PORT: a mosquitto that queues without limit for its subscriber,
+# on its stock flow control otherwise (max_inflight_messages 20: a Receive
+# Maximum of 20 in its CONNACK to MQTT 5 clients). BROKER_EXTRA, when set,
+# adds configuration lines (the windows phase sets max_inflight_messages).
+BROKER_EXTRA=""
 broker() {
   local dir=$1 port=$2
   cat >"$dir/mosquitto.conf" <<CONF
@@ -210,7 +235,7 @@ listener $port 127.0.0.1
 allow_anonymous true
 persistence false
 max_queued_messages 0
-max_inflight_messages 0
+${BROKER_EXTRA}
 user root
 log_dest stderr
 log_type error
@@ -335,10 +360,12 @@ prepare_fleet() {
 # phase_json NAME SYSTEM ... : assemble one phase's JSON from the analysis.
 RESULTS=()
 
-# run_fleet SYSTEM SHAPE: one fleet phase.
+# run_fleet SYSTEM SHAPE [NAME]: one fleet phase (in OUT/NAME, default
+# SYSTEM-SHAPE).
 run_fleet() {
   local system=$1 shape=$2
-  local name="$system-$shape" dir="$OUT/$system-$shape"
+  local name=${3:-$system-$shape}
+  local dir="$OUT/$name"
   prepare_fleet "$dir" "$shape"
   local ne=$NE nu=$NU iv=$IV meters=$METERS mport=$MPORT
   echo "== $name: $meters meters ($ne endpoints x $nu units) every ${iv} ms, ${DURATION}s" >&2
@@ -422,11 +449,21 @@ run_fleet() {
 # Outage replay: BACKLOG undelivered readings in the store, then the broker
 # comes back while the fleet keeps polling.
 
+# run_outage [NAME [DELAY_MS]]: in OUT/NAME (default outage); with DELAY_MS
+# the collector reaches the broker through ic-tcprelay adding DELAY_MS each
+# way (the windows phase).
 run_outage() {
-  local name=outage dir="$OUT/outage"
+  local name=${1:-outage} delay=${2:-0}
+  local dir="$OUT/$name"
   prepare_fleet "$dir" outage
   local ne=$NE nu=$NU iv=$IV meters=$METERS mport=$MPORT
-  echo "== outage: $BACKLOG undelivered readings, $meters meters live every ${iv} ms, ${DURATION}s" >&2
+  # The broker's port: the collector's own (MPORT, in site.yaml), or with a
+  # delayed link another one, the relay listening on MPORT.
+  local bport=$mport
+  if [ "$delay" -gt 0 ]; then
+    while bport=$("$TOOL" ports 1); grep -qx "$bport" "$dir/ports.all"; do :; done
+  fi
+  echo "== $name: $BACKLOG undelivered readings, $meters meters live every ${iv} ms, ${DURATION}s${BROKER_EXTRA:+, $BROKER_EXTRA}$([ "$delay" -gt 0 ] && echo ", ${delay} ms each way")" >&2
 
   # The schema and the meters' rows come from the collector itself (run
   # once with neither broker nor meters); the backlog is then written in the
@@ -468,8 +505,17 @@ SQL
   wait_line "$dir/collector.out" '^ready' 60 "$pid"
   sleep "$WARMUP"
 
-  broker "$dir" "$mport"
-  subscriber "$dir" "$mport" 'water/bench/+/reading'
+  broker "$dir" "$bport"
+  local relay_pid=""
+  if [ "$delay" -gt 0 ]; then
+    mkdir -p "$dir/relay"
+    spawn "$dir" relay "$BUILD/bench/ic-tcprelay" "$mport" "$bport" "$dir/relay" "$delay"
+    relay_pid=$LAST_PID
+    wait_line "$dir/relay.out" '^ready' 10 "$relay_pid"
+  fi
+  # Every topic: the readings are told apart by topic in the analysis, and
+  # the windows phase counts all that went through the broker's window.
+  subscriber "$dir" "$bport" 'water/#'
   wait_line "$dir/collector.log" 'broker connected' 60 "$pid"
   local t0 c0 t1 c1 hwm alive=true
   t0=$(now_ms)
@@ -485,6 +531,7 @@ SQL
   sleep "$GRACE"
   stop "$pid" 30
   stop "$sim_pid"
+  [ -z "$relay_pid" ] || stop "$relay_pid"
   stop "$SUB_PID"
   stop "$BROKER_PID"
   local left
@@ -519,6 +566,13 @@ SQL
                   | if $span >= 1 then $a.historical_in_window / $span else $a.historical_per_s end),
                 drain_span_s: (($a.historical_last_ms - $a.historical_first_ms) / 1000),
                 drain_peak_per_s: $a.historical_peak_per_s,
+                # Every message (readings live and replayed, states, reports)
+                # that reached the subscriber from the start of the window to the
+                # end of the replay (the whole window while a backlog is left):
+                # what the window of the broker carried.
+                messages_per_s: ((($a.historical_last_ms - $t0) / 1000) as $span
+                  | if $left == 0 and $span >= 1 then $a.arrived_to_historical_last / $span
+                    else $a.arrived_in_window / $w end),
                 backlog_left: $left,
                 seconds_to_drain: (if $a.historical_per_s > 0 then $backlog / $a.historical_per_s else null end)}}
     | .outage.seconds_to_drain = (if .outage.drain_per_s > 0 then .outage.backlog / .outage.drain_per_s else null end)' \
@@ -640,6 +694,122 @@ run_serial() {
 }
 
 # ---------------------------------------------------------------------------
+# The broker's window: MQTT 5 Receive Maximum (mosquitto's
+# max_inflight_messages, the only setting changed) at each of WINDOW_RMS.
+# Live: the 1,000 meters x 100 ms fleet. Replay: the outage phase's backlog,
+# and the peer (ic-pahopeer, a bare paho publisher keeping the same window
+# full) on a broker set up the same way, for the round trip and the rate the
+# window allows on that link. Then the replay once more at RELAY_RM through
+# a relay adding RELAY_DELAY_MS each way.
+
+# windows_stages: the phase folders of the windows phase, in order.
+windows_stages() {
+  local rm
+  for rm in $WINDOW_RMS; do echo "windows-live-rm$rm"; done
+  for rm in $WINDOW_RMS; do echo "windows-replay-rm$rm"; done
+  echo "windows-relay-rm$RELAY_RM"
+}
+
+# peer_link DIR DELAY_MS: the peer alone against a broker with the stage's
+# settings (BROKER_EXTRA) and its own subscriber, directly or through a relay
+# adding DELAY_MS each way: first the bare round trip (a window of 1,
+# DIR/peer-rtt.json), then the window full (DIR/peer.json).
+peer_link() {
+  local top=$1 delay=$2
+  local dir=$top/peer
+  mkdir -p "$dir"
+  "$TOOL" ports 2 >"$dir/ports.txt"
+  local bport lport cport relay_pid="" rc=0
+  bport=$(sed -n 1p "$dir/ports.txt")
+  lport=$(sed -n 2p "$dir/ports.txt")
+  cport=$bport
+  broker "$dir" "$bport"
+  subscriber "$dir" "$bport" 'bench/peer'
+  if [ "$delay" -gt 0 ]; then
+    mkdir -p "$dir/relay"
+    spawn "$dir" relay "$BUILD/bench/ic-tcprelay" "$lport" "$bport" "$dir/relay" "$delay"
+    relay_pid=$LAST_PID
+    wait_line "$dir/relay.out" '^ready' 10 "$relay_pid"
+    cport=$lport
+  fi
+  local n_rtt=$PEER_RTT_N n_full=$PEER_N
+  if [ "$delay" -gt 0 ]; then n_rtt=$PEER_RELAY_RTT_N n_full=$PEER_RELAY_N; fi
+  echo "   peer: $n_rtt messages with a window of 1, then $n_full with the window full" >&2
+  "$BUILD/bench/ic-pahopeer" -p "$cport" -t bench/peer -i "bench-peer-$$" -n "$n_rtt" --window 1 \
+    >"$top/peer-rtt.json" 2>"$dir/peer-rtt.log" || rc=1
+  [ "$rc" -ne 0 ] || "$BUILD/bench/ic-pahopeer" -p "$cport" -t bench/peer -i "bench-peer-$$" -n "$n_full" \
+    >"$top/peer.json" 2>"$dir/peer.log" || rc=1
+  [ -z "$relay_pid" ] || stop "$relay_pid"
+  stop "$SUB_PID"
+  stop "$BROKER_PID"
+  if [ "$rc" -ne 0 ]; then
+    echo "run.sh: the peer failed: see $dir/peer*.log" >&2
+    return 1
+  fi
+  jq -c '{peer_rtt_ms: .rtt_ms}' "$top/peer-rtt.json" >&2
+  jq -c '{peer_window: .window, peer_msgs_per_s: .msgs_per_s, rtt_ms}' "$top/peer.json" >&2
+}
+
+# windows_tag DIR STAGE RM DELAY_MS: mark a stage's phase.json as the
+# windows phase's, with the peer's figures and the ratios.
+windows_tag() {
+  local dir=$1 stage=$2 rm=$3 delay=$4
+  local crm
+  crm=$(grep -o 'receive maximum [0-9]*' "$dir/collector.log" | tail -n 1 | awk '{print $3}')
+  local peer=null peer_rtt=null
+  [ -s "$dir/peer.json" ] && peer=$(cat "$dir/peer.json")
+  [ -s "$dir/peer-rtt.json" ] && peer_rtt=$(cat "$dir/peer-rtt.json")
+  jq --arg stage "$stage" --argjson rm "$rm" --argjson delay "$delay" --argjson crm "${crm:-null}" \
+    --argjson peer "$peer" --argjson rtt "$peer_rtt" '
+    def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b end;
+    (.outage.messages_per_s // null) as $rate
+    | (if $peer != null and $peer.rtt_ms.p50 > 0 then $rm / ($peer.rtt_ms.p50 / 1000) else null end) as $wr
+    | (if $rtt != null and $rtt.rtt_ms.p50 > 0 then $rm / ($rtt.rtt_ms.p50 / 1000) else null end) as $wb
+    | .shape = "windows"
+    | .windows = {stage: $stage, receive_maximum: $rm, link_delay_ms_each_way: $delay,
+                  collector_receive_maximum: $crm,
+                  messages_per_s: $rate,
+                  peer: $peer, peer_bare_rtt: $rtt,
+                  window_over_rtt: $wr, window_over_bare_rtt: $wb,
+                  share_of_window_rtt: ratio($rate; $wr),
+                  share_of_window_bare_rtt: ratio($rate; $wb),
+                  share_of_peer: ratio($rate; $peer.msgs_per_s)}' \
+    "$dir/phase.json" >"$dir/phase.json.tmp" && mv "$dir/phase.json.tmp" "$dir/phase.json"
+  jq -c '{name, windows: (.windows | del(.peer, .peer_bare_rtt))}' "$dir/phase.json" >&2
+}
+
+run_windows() {
+  local rm rc=0
+  for rm in $WINDOW_RMS; do
+    BROKER_EXTRA="max_inflight_messages $rm"
+    if run_fleet ours 1000 "windows-live-rm$rm"; then
+      windows_tag "$OUT/windows-live-rm$rm" live "$rm" 0
+    else
+      rc=1
+    fi
+  done
+  for rm in $WINDOW_RMS; do
+    BROKER_EXTRA="max_inflight_messages $rm"
+    echo "== windows-replay-rm$rm: the peer on the same link" >&2
+    if peer_link "$OUT/windows-replay-rm$rm" 0 && run_outage "windows-replay-rm$rm"; then
+      windows_tag "$OUT/windows-replay-rm$rm" replay "$rm" 0
+    else
+      rc=1
+    fi
+  done
+  BROKER_EXTRA="max_inflight_messages $RELAY_RM"
+  echo "== windows-relay-rm$RELAY_RM: the peer on the same link (${RELAY_DELAY_MS} ms each way)" >&2
+  if peer_link "$OUT/windows-relay-rm$RELAY_RM" "$RELAY_DELAY_MS" &&
+     run_outage "windows-relay-rm$RELAY_RM" "$RELAY_DELAY_MS"; then
+    windows_tag "$OUT/windows-relay-rm$RELAY_RM" relay "$RELAY_RM" "$RELAY_DELAY_MS"
+  else
+    rc=1
+  fi
+  BROKER_EXTRA=""
+  return "$rc"
+}
+
+# ---------------------------------------------------------------------------
 # Results: JSON, then the table. summarize DIR reads DIR/*/phase.json in the
 # order of the phases, so a run cut short can still be summed up
 # (bench/run.sh --summarize DIR).
@@ -647,6 +817,12 @@ run_serial() {
 summarize() {
   local OUT=$1 results=() p
   for p in $ALL_PHASES; do
+    if [ "$p" = windows ]; then
+      for s in $(windows_stages); do
+        [ -f "$OUT/$s/phase.json" ] && results+=("$OUT/$s/phase.json")
+      done
+      continue
+    fi
     [ -f "$OUT/$p/phase.json" ] && results+=("$OUT/$p/phase.json")
   done
   [ "${#results[@]}" -gt 0 ] || { echo "run.sh: no phase results in $OUT" >&2; return 1; }
@@ -710,7 +886,21 @@ summarize() {
       (ph("serial") | select(. != null)
         | t("serial bus >= 95 % of the wire-time bound"; (.serial.share_of_bound * 100); 95; .serial.share_of_bound >= 0.95),
           t("serial requests per poll = planner minimum"; .serial.requests_per_poll; .serial.planner_min_requests;
-            (.serial.requests_per_poll != null and .serial.requests_per_poll <= .serial.planner_min_requests * 1.01)))
+            (.serial.requests_per_poll != null and .serial.requests_per_poll <= .serial.planner_min_requests * 1.01))),
+      # The windows phase at a Receive Maximum of 20 (mosquitto as installed).
+      (ph("windows-live-rm20") | select(. != null)
+        | t("Receive Maximum 20: delivered >= 99 % at 1,000 meters x 100 ms"; (.delivered_share * 100); 99;
+            .delivered_share >= 0.99),
+          t("Receive Maximum 20: p99 poll-to-subscriber < 200 ms at 1,000 meters x 100 ms"; .latency_ms.p99; 200;
+            (.latency_ms.p99 < 200 and (.failed | not)))),
+      (ph("windows-replay-rm20") | select(. != null)
+        | t("Receive Maximum 20: replay >= 90 % of window / median RTT (loopback, RTT with the window full)";
+            (if .windows.share_of_window_rtt == null then null else .windows.share_of_window_rtt * 100 end); 90;
+            (.windows.share_of_window_rtt != null and .windows.share_of_window_rtt >= 0.9))),
+      (ph("windows-relay-rm20") | select(. != null)
+        | t("Receive Maximum 20: replay over the 100 ms link >= 90 % of window / RTT";
+            (if .windows.share_of_window_bare_rtt == null then null else .windows.share_of_window_bare_rtt * 100 end); 90;
+            (.windows.share_of_window_bare_rtt != null and .windows.share_of_window_bare_rtt >= 0.9)))
     ]}' "$OUT/results.json.tmp" >"$OUT/results.json"
   rm -f "$OUT/results.json.tmp"
 
@@ -726,6 +916,7 @@ for p in "${selected[@]}"; do
     ours-* | collectd-*) run_fleet "${p%%-*}" "${p#*-}" || echo "run.sh: phase $p failed to run" >&2 ;;
     outage) run_outage || echo "run.sh: phase outage failed to run" >&2 ;;
     serial) run_serial || echo "run.sh: phase serial failed to run" >&2 ;;
+    windows) run_windows || echo "run.sh: phase windows failed to run (in part)" >&2 ;;
   esac
 done
 

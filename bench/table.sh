@@ -6,20 +6,24 @@ set -euo pipefail
 
 jq -r '
   def f($d): if . == null then "-" else (. * pow(10; $d) | round / pow(10; $d) | tostring) end;
+  def pc: if . == null then null else . * 100 end;
   def r: if . == null then "-" else "x" + f(2) end;
   def lat: "\(.p50 | f(1))/\(.p99 | f(1))/\(.max | f(0))";
   def share: "\(.readings_per_s | f(0))/\(.expected_per_s | f(0)) (\(.delivered_share * 100 | f(1))%)";
   def note:
-    if .outage then "drain \(.outage.drain_per_s | f(0)) msg/s (peak \(.outage.drain_peak_per_s)/s), backlog \(.outage.backlog), left \(.outage.backlog_left)"
+    if .windows and .windows.stage != "live" then
+      "RM \(.windows.receive_maximum)\(if .windows.link_delay_ms_each_way > 0 then " +\(.windows.link_delay_ms_each_way) ms each way" else "" end): \(.windows.messages_per_s | f(0)) msg/s (drain \(.outage.drain_per_s | f(0))); peer \(.windows.peer.msgs_per_s | f(0)) msg/s, RTT p50 \(.windows.peer.rtt_ms.p50 | f(2)) ms (bare \(.windows.peer_bare_rtt.rtt_ms.p50 | f(2))); of window/RTT \(.windows.share_of_window_rtt | pc | f(1))%, of window/bare RTT \(.windows.share_of_window_bare_rtt | pc | f(1))%, of peer \(.windows.share_of_peer | pc | f(1))%"
+    elif .windows then "RM \(.windows.receive_maximum)"
+    elif .outage then "drain \(.outage.drain_per_s | f(0)) msg/s (peak \(.outage.drain_peak_per_s)/s), backlog \(.outage.backlog), left \(.outage.backlog_left)"
     elif .serial then "\(.serial.polls_per_s | f(1)) polls/s = \(.serial.share_of_bound * 100 | f(1))% of bound \(.serial.bound_polls_per_s | f(1)); \(.serial.requests_per_poll | f(2)) req/poll (min \(.serial.planner_min_requests)); emulated line \(.serial.emulated_exchange_ms | f(2)) ms/exchange: \(.serial.share_of_emulated_bound * 100 | f(1))% of its bound"
     else "" end;
   "commit \(.commit)\(if .dirty then "+dirty" else "" end), \(.date), \(.machine.cpus) x \(.machine.cpu), collectd \(.collectd_version), \(.duration_s) s per phase",
   "",
   (["phase", "meters", "readings/s got/expected", "CPU us/reading", "peak RSS MB", "lateness ms p50/p99/max", "poll->sub ms p50/p99/max", "notes"] | @tsv),
   (.phases[] |
-    if .failed and (.serial | not) then
+    if .failed and (.serial | not) and ((.windows.stage // "live") == "live") then
       [.name, .meters, share, "FAILED", (.peak_rss_kb / 1024 | f(1)), (.lateness_ms | lat), (.latency_ms | lat),
-       "delivered \(.delivered_share * 100 | f(1))% < 99%"]
+       "delivered \(.delivered_share * 100 | f(1))% < 99%\(if .windows then "; RM \(.windows.receive_maximum)" else "" end)"]
     else
       [.name, .meters, share, (.cpu_us_per_reading | f(1)), (.peak_rss_kb / 1024 | f(1)),
        (.lateness_ms | lat), (.latency_ms | lat), note]

@@ -8,12 +8,16 @@
  *       poll time out of its payload (ours: "ts" in RFC 3339; the peer's mqtt
  *       plugin: "EPOCH.mmm:value") and appends one fixed-size record per
  *       message to RECORDS; on SIGTERM it writes the topic table to TOPICS.
- *       Prints "ready" once subscribed.
+ *       Prints "ready" once subscribed. It connects with MQTT 5 and a
+ *       Receive Maximum of 65535, so the broker's own window
+ *       (max_inflight_messages) never limits what it is sent.
  *   ic-bench analyze --kind ours|collectd --records R --topics T
  *                    --interval-ms I --from-ms A --to-ms B [--phases FILE]
  *       prints one JSON object with the readings in the window [A, B) (by poll
  *       time), poll lateness, poll-to-subscriber latency, and the historical
- *       (replayed) messages that arrived in the window.
+ *       (replayed) messages that arrived in the window; also every message
+ *       (any topic) that arrived in the window, and from its start to the
+ *       last historical arrival.
  *
  * Recording is kept to a hash lookup and an fwrite per message so that the
  * subscriber is never what limits a run; all statistics happen afterwards.
@@ -272,6 +276,12 @@ static int cmd_sub(int argc, char **argv) {
   mosquitto_lib_init();
   struct mosquitto *m = mosquitto_new(id, true, &c);
   if (!m) die("mosquitto_new");
+  /* MQTT 5 with a Receive Maximum of 65535: the broker then sends to the
+   * subscriber without a window of its own (a 3.1.1 client would get the
+   * broker's max_inflight_messages, 20 by default, the very setting the
+   * windows phase varies for the publisher). */
+  mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+  mosquitto_int_option(m, MOSQ_OPT_RECEIVE_MAXIMUM, 65535);
   mosquitto_connect_callback_set(m, on_connect);
   mosquitto_subscribe_callback_set(m, on_subscribe);
   mosquitto_message_callback_set(m, on_message);
@@ -462,6 +472,12 @@ static int cmd_analyze(int argc, char **argv) {
   dvec latency = {0}, lateness = {0}, hist_latency = {0};
   uint64_t readings = 0, values = 0, hist_arrived = 0, hist_total = 0, live_total = 0;
   uint64_t unparsed = 0, seconds_peak = 0;
+  /* Every message by arrival, whatever its topic (readings live and
+   * historical, states, reports), for the windows phase: what went through
+   * the broker's window. */
+  uint64_t arrived = 0;
+  int64_t *arr = NULL;
+  size_t narr = 0, caparr = 0;
   int64_t hist_first = 0, hist_last = 0;
   poll_ts *polls = NULL;
   size_t npolls = 0, cappolls = 0;
@@ -469,6 +485,15 @@ static int cmd_analyze(int argc, char **argv) {
   if (!hist_per_s) die("calloc");
   rec r;
   while (fread(&r, sizeof r, 1, rf) == 1) {
+    if (r.arr_us >= f_us && r.arr_us < t_us) {
+      arrived++;
+      if (narr == caparr) {
+        caparr = caparr ? caparr * 2 : 65536;
+        arr = realloc(arr, caparr * sizeof *arr);
+        if (!arr) die("realloc");
+      }
+      arr[narr++] = r.arr_us;
+    }
     if (r.topic == UINT32_MAX || r.topic >= ntop || !ti[r.topic].meter[0]) continue;
     topic_info *t = &ti[r.topic];
     if (!t->is_value) continue;
@@ -536,6 +561,12 @@ static int cmd_analyze(int argc, char **argv) {
     }
   }
 
+  /* Messages that arrived from the window's start to the last historical
+   * one in it (while the replay lasted). */
+  uint64_t to_hist_last = 0;
+  for (size_t k = 0; k < narr; k++)
+    if (hist_last && arr[k] <= hist_last) to_hist_last++;
+  free(arr);
   double window_s = (double)(to - from) / 1000.0;
   printf("{\n");
   printf("  \"window_s\": %.3f,\n", window_s);
@@ -551,6 +582,8 @@ static int cmd_analyze(int argc, char **argv) {
   printf("  \"historical_peak_per_s\": %" PRIu64 ",\n", seconds_peak);
   printf("  \"historical_first_ms\": %" PRId64 ",\n", hist_first / 1000);
   printf("  \"historical_last_ms\": %" PRId64 ",\n", hist_last / 1000);
+  printf("  \"arrived_in_window\": %" PRIu64 ",\n", arrived);
+  printf("  \"arrived_to_historical_last\": %" PRIu64 ",\n", to_hist_last);
   json_stats("historical_latency_ms", &hist_latency, false);
   json_stats("lateness_ms", &lateness, false);
   json_stats("latency_ms", &latency, true);
