@@ -151,6 +151,7 @@ struct gw {
   store_event *replay_ev;     /* the replay batch being sent */
   store_reading *replay_next; /* its next reading */
   uint64_t replay_sent;
+  int64_t replay_started_ms; /* monotonic, for the pace in the log */
   size_t replay_budget; /* rows this tick may still send */
   int64_t *acks;        /* rows acknowledged in this wake-up */
   size_t nacks, acks_cap;
@@ -370,6 +371,12 @@ static void publish_gateway_state(gw *d, bool online) {
     cJSON_AddNumberToObject(m, "receive_maximum", d->lim.receive_maximum);
     cJSON_AddNumberToObject(m, "maximum_packet_size", d->lim.maximum_packet_size);
     cJSON_AddBoolToObject(m, "retain_available", d->lim.retain_available);
+    double p50, p99;
+    if (publisher_rtt(d->pub, &p50, &p99)) {
+      cJSON *r = cJSON_AddObjectToObject(m, "rtt_ms");
+      cJSON_AddNumberToObject(r, "p50", round(p50 * 1000) / 1000);
+      cJSON_AddNumberToObject(r, "p99", round(p99 * 1000) / 1000);
+    }
   }
   if (!d->gateway_refused) publish_json(d, d->topic_gateway, o, true, TAG_GATEWAY);
   cJSON_Delete(o);
@@ -555,6 +562,7 @@ static void start_replay(gw *d, int64_t upto) {
   if (upto > d->replay_upto) d->replay_upto = upto;
   if (d->replay_active) return;
   d->replay_active = true;
+  d->replay_started_ms = clock_mono_ms();
   uv_timer_start(&d->replay_timer, on_replay_tick, 0, REPLAY_TICK_MS);
 }
 
@@ -671,8 +679,16 @@ static void replay_continue(gw *d) {
   bool done = ev->replay_done && d->replay_upto <= d->replay_req_upto;
   replay_drop(d);
   if (all && done && d->connected) {
-    if (d->replay_sent) log_info("replay done: %llu stored readings sent",
-                                 (unsigned long long)d->replay_sent);
+    if (d->replay_sent) {
+      /* The pace, and the round trip that bounds it with the window. */
+      double secs = (double)(clock_mono_ms() - d->replay_started_ms) / 1000.0, p50, p99;
+      size_t n = publisher_rtt(d->pub, &p50, &p99);
+      log_info("replay done: %llu stored readings sent in %.1f s (%.0f a second; window "
+               "%u, PUBLISH to PUBACK median %.2f ms, p99 %.2f ms, of the last %zu)",
+               (unsigned long long)d->replay_sent, secs,
+               secs > 0 ? (double)d->replay_sent / secs : 0.0, d->lim.receive_maximum, p50,
+               p99, n);
+    }
     d->replay_active = false;
     d->replay_sent = 0;
     uv_timer_stop(&d->replay_timer);

@@ -17,7 +17,17 @@ typedef struct msg_ctx {
   publisher *pub;
   uint64_t tag;
   unsigned gen;
+  int64_t sent_ns;       /* handed to paho (monotonic) */
 } msg_ctx;
+
+/* PUBLISH to PUBACK round trips kept for publisher_rtt(). */
+#define RTT_SAMPLES 1024
+
+static int64_t mono_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
 
 /* A message taken by publisher_send and waiting for room in the broker's
  * window. The topic and the payload follow the struct. */
@@ -64,6 +74,8 @@ struct publisher {
   int next_version;      /* the version the next attempt uses */
   bool fell_back;
   pub_limits lim;
+  int64_t rtt[RTT_SAMPLES]; /* the latest round trips, ns (a ring) */
+  size_t nrtt;           /* samples taken so far */
   size_t nmessages;      /* PUB_EV_MESSAGE events waiting */
   uint64_t dropped_messages;
   /* Set at creation. */
@@ -146,6 +158,7 @@ static void pump(publisher *p) {
       c->pub = p;
       c->tag = m->tag;
       c->gen = p->gen;
+      c->sent_ns = mono_ns();
       c->prev = p->pending.prev;
       c->next = &p->pending;
       p->pending.prev->next = c;
@@ -211,6 +224,7 @@ static void settle(msg_ctx *c, pub_event_kind kind, int reason, const char *deta
     p->lost_tag_set = true;
   }
   if (current && p->outstanding) p->outstanding--;
+  if (current && kind == PUB_EV_DELIVERED) p->rtt[p->nrtt++ % RTT_SAMPLES] = mono_ns() - c->sent_ns;
   /* A failure on a connection already given up is no news: everything in
    * flight then counts as undelivered. */
   if (c->tag && (current || kind == PUB_EV_DELIVERED))
@@ -774,6 +788,25 @@ bool publisher_is_connected(publisher *p) {
   bool c = p->connected;
   pthread_mutex_unlock(&p->mu);
   return c && MQTTAsync_isConnected(p->client);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+size_t publisher_rtt(publisher *p, double *p50_ms, double *p99_ms) {
+  int64_t v[RTT_SAMPLES];
+  pthread_mutex_lock(&p->mu);
+  size_t n = p->nrtt < RTT_SAMPLES ? p->nrtt : RTT_SAMPLES;
+  memcpy(v, p->rtt, n * sizeof v[0]);
+  pthread_mutex_unlock(&p->mu);
+  *p50_ms = *p99_ms = 0;
+  if (!n) return 0;
+  qsort(v, n, sizeof v[0], cmp_i64);
+  *p50_ms = (double)v[n / 2] / 1e6;
+  *p99_ms = (double)v[n * 99 / 100] / 1e6;
+  return n;
 }
 
 bool publisher_get_limits(publisher *p, pub_limits *out) {

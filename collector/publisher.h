@@ -127,6 +127,11 @@ typedef struct {
 /* Fill OUT; false when not connected. */
 bool publisher_get_limits(publisher *p, pub_limits *out);
 
+/* The median and 99th percentile of the PUBLISH to PUBACK round trip of the
+ * latest acknowledged messages (up to 1,024), in ms; returns how many. With
+ * the window full, messages a second = window / round trip. */
+size_t publisher_rtt(publisher *p, double *p50_ms, double *p99_ms);
+
 bool publisher_is_connected(publisher *p);
 
 /* Try connecting again with the same options (after a lost connection or a
