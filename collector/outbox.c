@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "dblock.h"
 #include "log.h"
 
 typedef enum { OB_ADD, OB_NEXT, OB_MARK } ob_kind;
@@ -29,6 +30,7 @@ typedef struct ob_op {
 struct outbox {
   uv_loop_t *loop;
   sqlite3 *db;
+  int lock_fd; /* dblock: one fleet view per outbox */
   ob_op *head, *tail; /* waiting to run */
   bool running;
 };
@@ -41,6 +43,12 @@ int outbox_open(outbox **out, uv_loop_t *loop, const char *path, char *err,
     return -1;
   }
   o->loop = loop;
+  /* One fleet view per outbox, as one daemon per database. */
+  o->lock_fd = dblock_acquire(path, err, errlen);
+  if (o->lock_fd < 0) {
+    free(o);
+    return -1;
+  }
   if (sqlite3_open_v2(path, &o->db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                       NULL) != SQLITE_OK ||
@@ -192,5 +200,6 @@ void outbox_free(outbox *o) {
     free(op);
   }
   sqlite3_close(o->db);
+  dblock_release(o->lock_fd);
   free(o);
 }

@@ -1,5 +1,6 @@
 #include "store.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -7,7 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <pwd.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "dblock.h"
 
 /* ------------------------------------------------------------------------ */
 /* Schema                                                                   */
@@ -160,6 +165,7 @@ typedef struct {
 
 struct store {
   sqlite3 *db;
+  int lock_fd;          /* dblock: this process's alone (-1: none) */
   pthread_t thread;
   bool thread_started;
   pthread_mutex_t mu;
@@ -381,12 +387,49 @@ static void free_ops(op *o) {
   }
 }
 
+/* The database must be writable by this process, and so must its folder
+ * (SQLite makes the -wal and -shm files there): one that is not would start
+ * in disk-trouble mode and lose what it holds at stop. Say so at start, with
+ * the path, the user and the system's words. */
+static int check_writable(const char *path, char *err, size_t errlen) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash == dir)
+    dir[1] = '\0';
+  else if (slash)
+    *slash = '\0';
+  else
+    snprintf(dir, sizeof dir, ".");
+  struct passwd *pw = getpwuid(geteuid());
+  const char *user = pw ? pw->pw_name : "?";
+  if (access(dir, W_OK | X_OK) != 0) {
+    snprintf(err, errlen, "cannot use the database %s: its folder %s is not writable for "
+             "user %s (uid %d): %s",
+             path, dir, user, (int)geteuid(), strerror(errno));
+    return -1;
+  }
+  static const char *const suffix[] = {"", "-wal", "-shm"};
+  for (size_t i = 0; i < 3; i++) {
+    char p[4104];
+    snprintf(p, sizeof p, "%s%s", path, suffix[i]);
+    if (access(p, F_OK) == 0 && access(p, R_OK | W_OK) != 0) {
+      snprintf(err, errlen, "cannot use the database %s: %s is not writable for user %s "
+               "(uid %d): %s",
+               path, p, user, (int)geteuid(), strerror(errno));
+      return -1;
+    }
+  }
+  return 0;
+}
+
 int store_open(store **out, const store_options *opt, char *err, size_t errlen) {
   store *s = calloc(1, sizeof *s);
   if (!s) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
+  s->lock_fd = -1;
   pthread_mutex_init(&s->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -404,13 +447,18 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
                         : opt->commit_window_ms ? opt->commit_window_ms
                                                 : STORE_COMMIT_WINDOW_MS;
 
+  if (check_writable(opt->path, err, errlen) != 0) goto fail;
+  s->lock_fd = dblock_acquire(opt->path, err, errlen);
+  if (s->lock_fd < 0) goto fail;
   int rc = sqlite3_open_v2(opt->path, &s->db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                                SQLITE_OPEN_NOMUTEX,
                            NULL);
   if (rc != SQLITE_OK) {
-    snprintf(err, errlen, "cannot open %s: %s", opt->path,
-             s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+    int se = s->db ? sqlite3_system_errno(s->db) : 0;
+    snprintf(err, errlen, "cannot open %s: %s%s%s", opt->path,
+             s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc), se ? ": " : "",
+             se ? strerror(se) : "");
     goto fail;
   }
   sqlite3_busy_timeout(s->db, 5000);
@@ -501,6 +549,7 @@ void store_close(store *s, store_stats *final) {
     /* A clean close checkpoints the WAL into the main file. */
     sqlite3_close_v2(s->db);
   }
+  dblock_release(s->lock_fd);
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);
   free(s);
@@ -1092,16 +1141,6 @@ static int64_t changes_of(store *s, const char *sql, int64_t arg) {
   return rc == SQLITE_DONE ? sqlite3_changes(s->db) : -1;
 }
 
-static int64_t count_of(store *s, const char *sql, int64_t arg) {
-  sqlite3_stmt *st;
-  int64_t n = 0;
-  if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) return 0;
-  sqlite3_bind_int64(st, 1, arg);
-  if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  return n;
-}
-
 static void give_back_space(store *s) {
   sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
   sqlite3_exec(s->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
@@ -1113,17 +1152,21 @@ static void do_maintain(store *s, int64_t now_ms) {
   ev->kind = STORE_EV_MAINTAINED;
   if (s->retention_ms > 0) {
     int64_t cutoff = now_ms - s->retention_ms;
-    int64_t lost = count_of(s, "SELECT count(*) FROM readings WHERE ts_ms < ?1 "
-                               "AND delivered = 0", cutoff);
+    /* Retention removes delivered readings only: an undelivered one goes
+     * only to the size bound, counted. And a reading taken before a
+     * wall-clock step of this run is judged by the corrected time (its ts
+     * plus the step), so that NTP stepping a gateway's clock forward by
+     * months cannot make a reading of a minute ago look old. */
     sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    int64_t n = changes_of(s, "DELETE FROM readings WHERE ts_ms < ?1", cutoff);
+    int64_t n = changes_of(s,
+                           "DELETE FROM readings WHERE ts_ms < ?1 AND delivered = 1 "
+                           "AND ts_ms + coalesce(clock_step_ms, 0) < ?1",
+                           cutoff);
     changes_of(s, "DELETE FROM poll_stats WHERE hour_ms < ?1", cutoff);
     changes_of(s, "DELETE FROM state_changes WHERE ts_ms < ?1", cutoff);
     changes_of(s, "DELETE FROM reports WHERE end_ms < ?1", cutoff);
-    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK && n > 0) {
+    if (n >= 0 && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK && n > 0) {
       ev->aged = n;
-      atomic_fetch_sub(&s->undelivered, (uint64_t)lost);
-      atomic_fetch_add(&s->dropped, (uint64_t)lost);
       give_back_space(s);
     } else if (n < 0) {
       sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);

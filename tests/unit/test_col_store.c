@@ -202,6 +202,50 @@ static void test_delivery_and_replay(void **state) {
   assert_int_equal(query_int(f->path, "SELECT count(*) FROM readings WHERE delivered = 1"), 2);
 }
 
+/* Retention removes delivered readings only, and judges a reading taken
+ * before a wall-clock step by its corrected time: a clock stepped forward by
+ * 500 days makes neither an undelivered reading nor a fresh one go. */
+static void test_retention_keeps_undelivered_and_stepped(void **state) {
+  fixture *f = *state;
+  const int64_t day = 86400000, now = 1796000000000LL, old = now - 500 * day;
+  store_options o = {.path = f->path, .synchronous_full = true, .notify = notify,
+                     .retention_ms = day};
+  char err[512];
+  store *s = NULL;
+  assert_int_equal(store_open(&s, &o, err, sizeof err), 0);
+  store_add_reading(s, reading("M", old, "{\"v\":1}"));     /* A: delivered, old */
+  store_add_reading(s, reading("M", old + 1, "{\"v\":2}")); /* B: undelivered, old */
+  store_add_reading(s, reading("M", old + 2, "{\"v\":3}")); /* C: before a step */
+  store_reading **rs = collect(s, 3);
+  int64_t a = rs[0]->id, b = rs[1]->id, c = rs[2]->id;
+  release(rs, 3);
+  store_mark_delivered(s, a);
+  store_mark_delivered(s, c);
+  /* C was taken a moment before NTP stepped the clock 500 days forward. */
+  store_clock_step(s, b, now - old);
+  store_maintain(s, now + 1000);
+  for (;;) {
+    store_event *ev = next_event(s);
+    assert_non_null(ev);
+    bool done = false;
+    for (store_event *e = ev; e; e = e->next)
+      if (e->kind == STORE_EV_MAINTAINED) {
+        assert_int_equal(e->aged, 1);
+        done = true;
+      }
+    store_event_free(ev);
+    if (done) break;
+  }
+  store_close(s, NULL);
+  char q[128];
+  snprintf(q, sizeof q, "SELECT count(*) FROM readings WHERE id = %lld", (long long)a);
+  assert_int_equal(query_int(f->path, q), 0);
+  snprintf(q, sizeof q, "SELECT count(*) FROM readings WHERE id = %lld", (long long)b);
+  assert_int_equal(query_int(f->path, q), 1);
+  snprintf(q, sizeof q, "SELECT count(*) FROM readings WHERE id = %lld", (long long)c);
+  assert_int_equal(query_int(f->path, q), 1);
+}
+
 static void test_bookkeeping_tables(void **state) {
   fixture *f = *state;
   store *s = open_store(f);
@@ -273,6 +317,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_sequences_and_restart, setup, teardown),
       cmocka_unit_test_setup_teardown(test_delivery_and_replay, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_retention_keeps_undelivered_and_stepped, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_bookkeeping_tables, setup, teardown),
       cmocka_unit_test_setup_teardown(test_refuses_newer_schema, setup, teardown),
       cmocka_unit_test(test_unwritable_path),
