@@ -1,4 +1,5 @@
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,9 @@
 #include "rate.h"
 #include "report.h"
 #include "report_html.h"
+
+/* Windows one report command builds, at most. */
+#define REPORT_WINDOWS_MAX 100000
 
 static void report_usage(FILE *f) {
   fprintf(f,
@@ -23,7 +27,18 @@ static void report_usage(FILE *f) {
           "2026-11-28, 2026-11-28T08:00, or RFC 3339 with an offset or Z.\n");
 }
 
-/* Parse a date in the site's local time (TZ is set to it). */
+/* Is TM (as strptime filled it) a day of the calendar? strptime takes any
+ * day 1-31 in any month and mktime would carry 2026-02-30 into March. */
+static bool real_day(const struct tm *tm) {
+  static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  int y = tm->tm_year + 1900, m = tm->tm_mon;
+  if (m < 0 || m > 11 || tm->tm_mday < 1) return false;
+  bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  return tm->tm_mday <= days[m] + (m == 1 && leap);
+}
+
+/* Parse a date in the site's local time (TZ is set to it): 0, -1 when it is
+ * not in a form we read, -2 when it names no day of the calendar. */
 static int parse_date(const char *s, int64_t *out) {
   struct tm tm;
   memset(&tm, 0, sizeof tm);
@@ -37,6 +52,7 @@ static int parse_date(const char *s, int64_t *out) {
     end = strptime(s, "%Y-%m-%d", &tm);
   }
   if (!end) return -1;
+  if (!real_day(&tm)) return -2;
   if (*end == '\0') {
     tm.tm_isdst = -1;
     time_t t = mktime(&tm);
@@ -115,7 +131,14 @@ int cli_report(int argc, char **argv) {
   setenv("TZ", c->site.timezone, 1);
   tzset();
   int64_t from_ms, to_ms;
-  if (parse_date(from, &from_ms) != 0 || parse_date(to, &to_ms) != 0) {
+  int frc = parse_date(from, &from_ms), trc = frc == 0 ? parse_date(to, &to_ms) : 0;
+  if (frc == -2 || trc == -2) {
+    fprintf(stderr, "report: %s %s is not a date of the calendar\n",
+            frc == -2 ? "--from" : "--to", frc == -2 ? from : to);
+    cfg_free(c);
+    return 2;
+  }
+  if (frc != 0 || trc != 0) {
     fprintf(stderr, "report: dates look like 2026-11-28, 2026-11-28T08:00 or "
                     "2026-11-28T08:00:00+08:00 (got \"%s\" and \"%s\")\n", from, to);
     cfg_free(c);
@@ -125,6 +148,24 @@ int cli_report(int argc, char **argv) {
     fprintf(stderr, "report: --to must be after --from\n");
     cfg_free(c);
     return 2;
+  }
+  /* Count the windows before building any: a range of a century in hours
+   * is refused at once, not after minutes and gigabytes. */
+  {
+    int64_t ws, we;
+    size_t n = 0;
+    rate_window(&period, from_ms, &ws, &we);
+    while (ws < to_ms && n <= REPORT_WINDOWS_MAX) {
+      n++;
+      rate_window(&period, we, &ws, &we);
+    }
+    if (n > REPORT_WINDOWS_MAX) {
+      fprintf(stderr, "report: more than %d %s windows from %s to %s; choose a longer "
+                      "period or a shorter range\n",
+              REPORT_WINDOWS_MAX, period_s, from, to);
+      cfg_free(c);
+      return 2;
+    }
   }
   sqlite3 *db = report_open_db(c->storage.path, err, sizeof err);
   if (!db) {
@@ -145,13 +186,7 @@ int cli_report(int argc, char **argv) {
   rate_window(&period, from_ms, &ws, &we);
   cJSON *all = cJSON_CreateArray();
   if (strcmp(format, "csv") == 0) report_csv_header(out);
-  size_t windows = 0;
   while (ws < to_ms) {
-    if (++windows > 100000) {
-      fprintf(stderr, "report: more than 100000 windows; choose a longer period\n");
-      rc = 2;
-      break;
-    }
     cJSON *rep = report_build(c, db, &period, ws, we, now, 0, err, sizeof err);
     if (!rep) {
       fprintf(stderr, "report: %s\n", err);

@@ -1084,7 +1084,7 @@ static void on_wake(uv_async_t *a) {
       replay_continue(d);
     } else if (e->kind == STORE_EV_MAINTAINED) {
       if (e->aged)
-        log_info("storage: %lld readings older than the retention removed",
+        log_info("storage: %lld delivered readings older than the retention removed",
                  (long long)e->aged);
       if (e->dropped_delivered)
         log_info("storage: over %lld bytes: removed the %lld oldest delivered readings",
@@ -1351,9 +1351,9 @@ static int read_secret(const cfg *c, char *out, size_t len) {
   out[0] = '\0';
   if (c->mqtt.password_file[0]) {
     bool exposed;
-    if (secret_read_file(c->mqtt.password_file, out, len, &exposed) != 0) {
-      log_error("cannot read mqtt.password_file %s: %s", c->mqtt.password_file,
-                strerror(errno));
+    char why[160];
+    if (secret_read_file(c->mqtt.password_file, out, len, &exposed, why, sizeof why) != 0) {
+      log_error("cannot read mqtt.password_file %s: %s", c->mqtt.password_file, why);
       return -1;
     }
     if (exposed)
@@ -1363,6 +1363,11 @@ static int read_secret(const cfg *c, char *out, size_t len) {
     const char *v = getenv(c->mqtt.password_env);
     if (!v) {
       log_error("mqtt.password_env names %s, which is not set", c->mqtt.password_env);
+      return -1;
+    }
+    if (strlen(v) >= len) {
+      log_error("mqtt.password_env %s: the password is longer than %zu bytes",
+                c->mqtt.password_env, len - 1);
       return -1;
     }
     snprintf(out, len, "%s", v);
@@ -1479,12 +1484,13 @@ int daemon_run(const cfg *c) {
     goto out;
   }
   if (c->reports.push_url[0]) {
-    char token[1024] = "";
+    char token[SECRET_MAX + 1] = "";
     if (c->reports.token_file[0]) {
       bool exposed;
-      if (secret_read_file(c->reports.token_file, token, sizeof token, &exposed) != 0) {
-        log_error("cannot read reports.token_file %s: %s", c->reports.token_file,
-                  strerror(errno));
+      char why[160];
+      if (secret_read_file(c->reports.token_file, token, sizeof token, &exposed, why,
+                           sizeof why) != 0) {
+        log_error("cannot read reports.token_file %s: %s", c->reports.token_file, why);
         goto out;
       }
       if (exposed)
@@ -1510,7 +1516,7 @@ int daemon_run(const cfg *c) {
   for (size_t i = 0; i < c->nmeters; i++)
     store_meter_configured(d->store, c->meters[i].id, d->started_ms);
 
-  char secret[512];
+  char secret[SECRET_MAX + 1];
   if (read_secret(c, secret, sizeof secret) != 0) goto out;
   char will[256];
   snprintf(will, sizeof will, "{\"online\":false,\"version\":\"%s\"}", IC_VERSION);

@@ -617,11 +617,13 @@ int fleetd_run(const fleet_cfg *f) {
       log_error("%s", err);
       goto out;
     }
-    char token[1024] = "";
+    char token[SECRET_MAX + 1] = "";
     if (f->token_file[0]) {
       bool exposed;
-      if (secret_read_file(f->token_file, token, sizeof token, &exposed) != 0) {
-        log_error("cannot read reports.token_file %s: %s", f->token_file, strerror(errno));
+      char why[160];
+      if (secret_read_file(f->token_file, token, sizeof token, &exposed, why, sizeof why) !=
+          0) {
+        log_error("cannot read reports.token_file %s: %s", f->token_file, why);
         goto out;
       }
       if (exposed)

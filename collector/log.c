@@ -1,5 +1,7 @@
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -50,4 +52,16 @@ void log_msg(log_level lvl, const char *fmt, ...) {
   /* One write per line so lines from several threads never interleave. */
   ssize_t r = write(STDERR_FILENO, line, n);
   (void)r;
+}
+
+void log_guard_std_fds(void) {
+  for (int fd = 0; fd <= 2; fd++) {
+    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    /* open() takes the lowest free descriptor: this one. */
+    int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (n >= 0 && n != fd) {
+      dup2(n, fd);
+      close(n);
+    }
+  }
 }

@@ -10,6 +10,12 @@
 
 typedef enum { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG } log_level;
 
+/* Open /dev/null on each of descriptors 0, 1 and 2 that is closed, so that
+ * no descriptor the program opens later (libuv's epoll, a socket) lands
+ * there and gets log lines or stdout written into it, as happens when a
+ * supervisor starts a program with them closed. Call first thing in main. */
+void log_guard_std_fds(void);
+
 void log_set_level(log_level lvl);
 log_level log_get_level(void);
 /* Parse "error", "warn", "info", "debug"; -1 when unknown. */

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include "ydoc.h"
 
 /* The loader is fuzzed and a gateway serves at most a few thousand meters:
@@ -342,6 +344,26 @@ static int opt_path(ctx *x, const ydoc_node *m, const char *key, char *dst,
   return resolve(x, v, s, dst, dstlen);
 }
 
+/* A secret file (password_file, token_file) that exists must be a regular
+ * file: a directory or /dev/zero would be read as an empty or endless
+ * secret, and a FIFO without a writer would hold the daemon before it
+ * starts. One that does not exist yet is the daemon's to report at start. */
+static int secret_path(ctx *x, const ydoc_node *m, const char *key, char *dst,
+                       size_t dstlen) {
+  if (opt_path(x, m, key, dst, dstlen)) return -1;
+  struct stat st;
+  if (!dst[0] || stat(dst, &st) != 0 || S_ISREG(st.st_mode)) return 0;
+  const char *kind = S_ISDIR(st.st_mode)    ? "a directory"
+                     : S_ISFIFO(st.st_mode) ? "a FIFO"
+                     : S_ISCHR(st.st_mode)  ? "a character device"
+                     : S_ISBLK(st.st_mode)  ? "a block device"
+                     : S_ISSOCK(st.st_mode) ? "a socket"
+                                            : "not a file";
+  return ERR(x, ydoc_get(m, key), "%s %s is %s: expected a regular file holding the "
+                                  "secret on its first line",
+             key, dst, kind);
+}
+
 static int req_path(ctx *x, const ydoc_node *m, const char *key,
                     const char *where, char *dst, size_t dstlen) {
   const ydoc_node *v = need(x, m, key, where);
@@ -443,8 +465,13 @@ static int parse_site(ctx *x, const ydoc_node *root) {
   if (!m) return -1;
   if (ydoc_check_map(x->d, m, "site", site_keys, x->err, x->errlen)) return -1;
   cfg *c = x->c;
-  if (req_id(x, m, "id", "in site", c->site.id, sizeof c->site.id, NULL))
+  const ydoc_node *sid;
+  if (req_id(x, m, "id", "in site", c->site.id, sizeof c->site.id, &sid))
     return -1;
+  /* {prefix}/fleet/... is the fleet view's. */
+  if (strcmp(c->site.id, "fleet") == 0)
+    return ERR(x, sid, "site id \"fleet\" is reserved (the fleet view publishes "
+                       "under {prefix}/fleet/)");
   memcpy(c->site.name, c->site.id, sizeof c->site.id);
   if (opt_text(x, m, "name", c->site.name, sizeof c->site.name)) return -1;
   const ydoc_node *tz = ydoc_get(m, "timezone");
@@ -601,8 +628,8 @@ static int parse_mqtt(ctx *x, const ydoc_node *root) {
   }
   if (opt_text(x, m, "username", c->mqtt.username, sizeof c->mqtt.username))
     return -1;
-  if (opt_path(x, m, "password_file", c->mqtt.password_file,
-               sizeof c->mqtt.password_file))
+  if (secret_path(x, m, "password_file", c->mqtt.password_file,
+                  sizeof c->mqtt.password_file))
     return -1;
   if ((v = ydoc_get(m, "password_env")) != NULL) {
     const char *s;
@@ -639,11 +666,19 @@ static int parse_mqtt(ctx *x, const ydoc_node *root) {
   return 0;
 }
 
-/* A size such as 512MiB, 64MB, 100kB or 1048576 (bytes). */
+/* A size such as 512MiB, 64MB, 100kB or 1048576 (bytes): digits, then a
+ * unit. A number too large for 64 bits is an error, not the largest one. */
+#define CFG_MAX_SIZE (16LL << 40)
+
 static int parse_size(const char *s, int64_t *out) {
-  char *end;
-  long long v = strtoll(s, &end, 10);
-  if (end == s || v < 0) return -1;
+  const char *end = s;
+  int64_t v = 0;
+  while (*end >= '0' && *end <= '9') {
+    if (v > (INT64_MAX - (*end - '0')) / 10) return -1;
+    v = v * 10 + (*end - '0');
+    end++;
+  }
+  if (end == s) return -1;
   struct {
     const char *unit;
     int64_t mult;
@@ -673,8 +708,9 @@ static int parse_storage(ctx *x, const ydoc_node *root) {
     const char *s;
     if (ydoc_str(x->d, v, &s, x->err, x->errlen)) return -1;
     int64_t size;
-    if (parse_size(s, &size) != 0 || size < 64 * 1024) {
-      ERR(x, v, "expected a size of at least 64KiB such as 512MiB, 64MB or 100kB, got \"%s\"",
+    if (parse_size(s, &size) != 0 || size < 64 * 1024 || size > CFG_MAX_SIZE) {
+      ERR(x, v, "expected a size from 64KiB to 16TiB such as 512MiB, 64MB or 100kB, got "
+                "\"%s\"",
           s);
       return -1;
     }
@@ -719,6 +755,33 @@ static int check_applies(ctx *x, const ydoc_node *m, cfg_transport t) {
                  t == CFG_TRANSPORT_TCP ? "a" : "an", cfg_transport_name(t));
   }
   return 0;
+}
+
+/* Two serial buses on one port through different paths (/dev/ttyUSB0 and a
+ * /dev/serial/by-id/ link to it) would interleave their frames on one line:
+ * compare the devices as the system resolves them, where they exist (a
+ * device that is not plugged in is compared by its path alone, above). */
+static int same_port(ctx *x, const ydoc_node *s) {
+  const cfg *c = x->c;
+  char **real = calloc(c->nbuses ? c->nbuses : 1, sizeof *real);
+  if (!real) return ERR(x, s, "out of memory");
+  int rc = 0;
+  for (size_t i = 0; i < c->nbuses && rc == 0; i++) {
+    if (c->buses[i].transport != CFG_TRANSPORT_RTU) continue;
+    real[i] = realpath(c->buses[i].device, NULL);
+    if (!real[i]) continue;
+    for (size_t j = 0; j < i; j++)
+      if (real[j] && strcmp(real[i], real[j]) == 0) {
+        rc = ERR(x, ydoc_get(s->items[i], "device"),
+                 "device %s is %s, the serial port of bus \"%s\" (%s): two buses "
+                 "cannot share a line",
+                 c->buses[i].device, real[i], c->buses[j].id, c->buses[j].device);
+        break;
+      }
+  }
+  for (size_t i = 0; i < c->nbuses; i++) free(real[i]);
+  free(real);
+  return rc;
 }
 
 static int parse_bus(ctx *x, const ydoc_node *m, cfg_bus *b, htab *ids,
@@ -836,6 +899,7 @@ static int parse_buses(ctx *x, const ydoc_node *root) {
     if (parse_bus(x, s->items[i], &c->buses[i], &ids, &devices, i)) goto out;
     c->nbuses = i + 1;
   }
+  if (same_port(x, s)) goto out;
   rc = 0;
 out:
   ht_free(&ids);
@@ -970,10 +1034,15 @@ static int parse_meter(ctx *x, const ydoc_node *m, cfg_meter *mt, size_t index,
   if (slot->used)
     return ERR(x, idn, "duplicate meter id \"%s\" (first defined at line %d)",
                mt->id, c->meters[slot->v].line);
-  /* {prefix}/{site}/gateway/state is the gateway's own retained state. */
-  if (strcmp(mt->id, "gateway") == 0)
-    return ERR(x, idn, "meter id \"gateway\" is reserved (it names the "
-                       "gateway's own MQTT topics)");
+  /* The site's own topics sit at the meters' level: {prefix}/{site}/gateway/
+   * state, .../report/{period} (which the fleet view subscribes to as
+   * +/report/+) and .../online-rate. A meter of one of those names would
+   * share or shadow them. */
+  static const char *const reserved[] = {"gateway", "report", "online-rate"};
+  for (size_t k = 0; k < sizeof reserved / sizeof reserved[0]; k++)
+    if (strcmp(mt->id, reserved[k]) == 0)
+      return ERR(x, idn, "meter id \"%s\" is reserved (it names the site's own MQTT "
+                         "topics: gateway, report, online-rate)", mt->id);
   ht_put(slot, mt->id, 0, index);
   const ydoc_node *nv = ydoc_get(m, "name");
   const char *name = mt->id;
@@ -1147,8 +1216,8 @@ static int parse_reports(ctx *x, const ydoc_node *root) {
       return -1;
   }
   if (opt_path(x, m, "ca_file", x->c->reports.ca_file, sizeof x->c->reports.ca_file) ||
-      opt_path(x, m, "token_file", x->c->reports.token_file,
-               sizeof x->c->reports.token_file) ||
+      secret_path(x, m, "token_file", x->c->reports.token_file,
+                  sizeof x->c->reports.token_file) ||
       opt_dur(x, m, "push_timeout", MS_SECOND, 10 * MS_MINUTE,
               &x->c->reports.push_timeout_ms))
     return -1;

@@ -607,8 +607,14 @@ static ydoc *load(const char *name, const unsigned char *text, size_t len,
     goto fail_doc;
   }
   /* Positions are reported in UTF-8 characters; other encodings are
-   * refused rather than guessed from a byte-order mark. */
+   * refused rather than guessed from a byte-order mark. A UTF-8 one, which
+   * Windows editors put in front of files with Chinese text, is skipped: it
+   * is not a character of the document. */
   yaml_parser_set_encoding(&p, YAML_UTF8_ENCODING);
+  if (text && len >= 3 && text[0] == 0xEF && text[1] == 0xBB && text[2] == 0xBF) {
+    text += 3;
+    len -= 3;
+  }
   yaml_parser_set_input_string(&p, text ? text : (const unsigned char *)"",
                                text ? len : 0);
   builder b = {.d = d, .err = err, .errlen = errlen};

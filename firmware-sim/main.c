@@ -133,6 +133,7 @@ static int run_ctl(const char *path, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  log_guard_std_fds();
   const char *config = NULL, *check = NULL, *profile_dir = NULL;
   const char *socket_path = NULL;
   sim_options opt = {0};

@@ -123,6 +123,67 @@ else
     grep -Eq "^$T/syntax.yaml:[0-9]+:[0-9]+: " "$T/syntax.err"
 fi
 
+# Secret files must be regular files: a directory, a FIFO without a writer
+# (which would hold the daemon before it starts) and /dev/zero are refused.
+mkdir -p "$T/secrets.d"
+mkfifo "$T/pw.fifo"
+for kind in "secrets.d:a directory" "pw.fifo:a FIFO" "/dev/zero:a character device"; do
+  path=${kind%%:*}
+  [[ "$path" == /* ]] || path="./$path"
+  name="secret-$(basename "$path")"
+  { good_head; echo "  password_file: $path"; cat <<'YAML'; } >"$T/$name.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0}
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf2000m}
+YAML
+  case_ "$name" 7 18 "password_file .* is ${kind#*:}: expected a regular file"
+done
+{ good_head; cat <<'YAML'; } >"$T/token-zero.yaml"
+reports:
+  push_url: http://127.0.0.1:9/reports
+  token_file: /dev/zero
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0}
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf2000m}
+YAML
+case_ token-zero 9 15 'token_file /dev/zero is a character device'
+
+# The site's own topic levels cannot be meter ids, nor "fleet" a site id.
+{ good_head; cat <<'YAML'; } >"$T/meter-report.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0}
+meters:
+  - {id: report, bus: line1, unit: 1, profile: tuf2000m}
+YAML
+case_ meter-report 10 10 'meter id "report" is reserved'
+{ good_head | sed 's/id: kekeya/id: fleet/'; cat <<'YAML'; } >"$T/site-fleet.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0}
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf2000m}
+YAML
+case_ site-fleet 2 7 'site id "fleet" is reserved'
+
+# One serial port through two paths (a link to the device, as
+# /dev/serial/by-id/ holds) is one line.
+ln -s /dev/null "$T/by-id-link"
+{ good_head; cat <<'YAML'; } >"$T/same-port.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/null}
+  - {id: line2, transport: rtu, device: ./by-id-link}
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf2000m}
+YAML
+case_ same-port 9 41 'is /dev/null, the serial port of bus "line1"'
+
+# A UTF-8 byte-order mark, as Windows editors write, is not an error.
+{ printf '\xEF\xBB\xBF'; cat "$IC_SOURCE_DIR/config/examples/demo.yaml"; } >"$T/bom.yaml"
+rc=0
+"$IC_BIN/intake-collector" --check-config "$T/bom.yaml" >"$T/bom.out" 2>"$T/bom.err" || rc=$?
+expect_eq "a site file with a UTF-8 byte-order mark is accepted" 0 "$rc"
+
 rc=0
 "$IC_BIN/intake-collector" --check-config "$T/does-not-exist.yaml" 2>"$T/missing.err" || rc=$?
 expect_eq "a missing file exits 1" 1 "$rc"

@@ -4,7 +4,8 @@
 # file: the right settings deliver; a wrong password and a wrong CA are
 # refused with a clear log line and retried with back-off; a certificate
 # whose name does not match the url's host is refused (host name checking is
-# on); the password never appears in the output or the command line.
+# on); the password (600 bytes, read whole) never appears in the output or
+# the command line.
 source "$(dirname "$0")/lib.sh"
 
 read -r MQTT_PORT TCP_PORT < <(free_ports 2)
@@ -17,7 +18,8 @@ openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/C
 printf 'subjectAltName=DNS:localhost\n' >ext.cnf
 openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt \
   -days 2 -extfile ext.cnf 2>/dev/null
-PASSWORD="pw-$$-secret"
+# 600 bytes: longer than a 511-byte buffer once cut passwords short.
+PASSWORD="pw-$$-$(head -c 400 /dev/urandom | od -An -tx1 | tr -d ' \n' | head -c 590)"
 touch passwd
 mosquitto_passwd -b passwd gateway "$PASSWORD"
 printf '%s\n' "$PASSWORD" >pw && chmod 600 pw

@@ -1,6 +1,11 @@
 /* The daemon's pure parts: slot arithmetic, the online rule, quality checks
- * and the text forms of a reading. */
+ * and the text forms of a reading; and reading a secret file. */
 #include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +19,7 @@
 #include "profile.h"
 #include "quality.h"
 #include "reading.h"
+#include "secret.h"
 #include "transport.h"
 
 static void test_slots(void **state) {
@@ -199,6 +205,43 @@ static void test_quality_range_and_rollover(void **state) {
   profile_free(p);
 }
 
+/* Secrets are read whole up to SECRET_MAX bytes (longer is an error, never
+ * a cut), from regular files only: a directory, a FIFO with no writer and a
+ * device are refused at once. */
+static void test_secret_file(void **state) {
+  (void)state;
+  char dir[] = "/tmp/ic-secret-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[64], buf[SECRET_MAX + 1], err[160];
+  bool exposed;
+  snprintf(path, sizeof path, "%s/pw", dir);
+  FILE *f = fopen(path, "w");
+  for (int i = 0; i < 3000; i++) fputc('a' + i % 26, f);
+  fputs("\nsecond line\n", f);
+  fclose(f);
+  assert_int_equal(secret_read_file(path, buf, sizeof buf, &exposed, err, sizeof err), 0);
+  assert_int_equal(strlen(buf), 3000);
+  assert_int_equal(buf[2999], 'a' + 2999 % 26);
+  f = fopen(path, "w");
+  for (int i = 0; i < SECRET_MAX + 1; i++) fputc('x', f);
+  fclose(f);
+  assert_int_equal(secret_read_file(path, buf, sizeof buf, &exposed, err, sizeof err), -1);
+  assert_non_null(strstr(err, "longer than 4095 bytes"));
+  assert_int_equal(buf[0], '\0');
+  assert_int_equal(secret_read_file(dir, buf, sizeof buf, &exposed, err, sizeof err), -1);
+  assert_non_null(strstr(err, "a directory, not a regular file"));
+  snprintf(path, sizeof path, "%s/fifo", dir);
+  assert_int_equal(mkfifo(path, 0600), 0);
+  assert_int_equal(secret_read_file(path, buf, sizeof buf, &exposed, err, sizeof err), -1);
+  assert_non_null(strstr(err, "a FIFO"));
+  assert_int_equal(secret_read_file("/dev/zero", buf, sizeof buf, &exposed, err, sizeof err), -1);
+  assert_non_null(strstr(err, "a character device"));
+  unlink(path);
+  snprintf(path, sizeof path, "%s/pw", dir);
+  unlink(path);
+  rmdir(dir);
+}
+
 static void test_reading_text(void **state) {
   (void)state;
   double v[32] = {0};
@@ -247,6 +290,7 @@ int main(void) {
       cmocka_unit_test(test_quality),
       cmocka_unit_test(test_quality_range_and_rollover),
       cmocka_unit_test(test_reading_text),
+      cmocka_unit_test(test_secret_file),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

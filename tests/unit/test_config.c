@@ -56,7 +56,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  static const char *const files[] = {"site.yaml", "my.yaml", NULL};
+  static const char *const files[] = {"site.yaml", "my.yaml", "alias", NULL};
   char p[PATH_MAX + 32];
   for (size_t i = 0; files[i]; i++) {
     snprintf(p, sizeof p, "%s/%s", tmpdir, files[i]);
@@ -165,7 +165,17 @@ static void test_storage_bounds(void **state) {
                   "expected a size");
   expect_error_at("site:\n  id: kekeya\nmqtt:\n  url: mqtt://127.0.0.1:1883\n"
                   "storage: {path: ./r.db, max_size: 1kB}\n" BUS METER, 5, 35,
-                  "at least 64KiB");
+                  "from 64KiB to 16TiB");
+  /* Too large for 64 bits: refused, not taken as the largest number. */
+  expect_error_at("site:\n  id: kekeya\nmqtt:\n  url: mqtt://127.0.0.1:1883\n"
+                  "storage: {path: ./r.db, max_size: 99999999999999999999}\n" BUS METER, 5,
+                  35, "expected a size from 64KiB to 16TiB");
+  expect_error_at("site:\n  id: kekeya\nmqtt:\n  url: mqtt://127.0.0.1:1883\n"
+                  "storage: {path: ./r.db, max_size: 9000000TiB}\n" BUS METER, 5, 35,
+                  "expected a size");
+  expect_error_at("site:\n  id: kekeya\nmqtt:\n  url: mqtt://127.0.0.1:1883\n"
+                  "storage: {path: ./r.db, max_size: -5MiB}\n" BUS METER, 5, 35,
+                  "expected a size");
 }
 
 static void test_meter_phase(void **state) {
@@ -537,6 +547,16 @@ static void test_reserved_meter_id(void **state) {
   expect_error_at(HEAD BUS "meters:\n  - id: gateway\n    bus: rs485-1\n"
                            "    unit: 1\n    profile: tuf2000m\n",
                   12, 9, "meter id \"gateway\" is reserved");
+  /* a meter "report" would publish on {prefix}/{site}/report/state, which
+   * the fleet view takes for a report */
+  expect_error_at(HEAD BUS "meters:\n  - id: report\n    bus: rs485-1\n"
+                           "    unit: 1\n    profile: tuf2000m\n",
+                  12, 9, "meter id \"report\" is reserved");
+  expect_error_at(HEAD BUS "meters:\n  - id: online-rate\n    bus: rs485-1\n"
+                           "    unit: 1\n    profile: tuf2000m\n",
+                  12, 9, "meter id \"online-rate\" is reserved");
+  expect_error_at("site: {id: fleet}\nmqtt: {url: mqtt://h}\nstorage: {path: x}\n" BUS METER,
+                  1, 12, "site id \"fleet\" is reserved");
 }
 
 static void test_empty_optional_sections(void **state) {
@@ -562,6 +582,21 @@ static void test_duplicate_bus(void **state) {
                            "    device: /dev/ttyUSB0\n" METER,
                   13, 13, "device /dev/ttyUSB0 is already used by bus "
                           "\"rs485-1\"");
+}
+
+/* One serial port through two paths (a by-id link to the device) is one
+ * line: refused like the same path twice. */
+static void test_same_port_two_paths(void **state) {
+  (void)state;
+  char alias[PATH_MAX + 32];
+  snprintf(alias, sizeof alias, "%s/alias", tmpdir);
+  assert_int_equal(symlink("/dev/null", alias), 0);
+  expect_error_at(HEAD "buses:\n"
+                       "  - id: a\n    transport: rtu\n    device: /dev/null\n"
+                       "  - id: b\n    transport: rtu\n    device: ./alias\n"
+                       "meters:\n  - id: KKY-01\n    bus: a\n    unit: 1\n"
+                       "    profile: tuf2000m\n",
+                  13, 13, "the serial port of bus \"a\" (/dev/null)");
 }
 
 static void test_unknown_bus(void **state) {
@@ -806,6 +841,16 @@ static void test_mqtt(void **state) {
   assert_string_equal(c->mqtt.username, "");
   assert_string_equal(c->mqtt.password_env, "MQTT_PW");
   cfg_free(c);
+  /* version: auto (0, the default), 5, 3.1.1 (4) */
+  static const struct { const char *text; int version; } versions[] = {
+      {"  version: auto", 0}, {"  version: 5", 5}, {"  version: 3.1.1", 4}, {"  version: 4", 4}};
+  for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
+    char doc[512];
+    snprintf(doc, sizeof doc, MQE("%s") BUS METER, versions[i].text);
+    c = load_ok(doc);
+    assert_int_equal(c->mqtt.version, versions[i].version);
+    cfg_free(c);
+  }
 #undef MQ
 #undef MQE
 }
@@ -1028,6 +1073,7 @@ int main(void) {
       cmocka_unit_test(test_reserved_meter_id),
       cmocka_unit_test(test_empty_optional_sections),
       cmocka_unit_test(test_duplicate_bus),
+      cmocka_unit_test(test_same_port_two_paths),
       cmocka_unit_test(test_unknown_bus),
       cmocka_unit_test(test_duplicate_unit),
       cmocka_unit_test(test_profile_errors),

@@ -102,6 +102,23 @@ static void test_syntax_error(void **state) {
   expect_load_error("a:\n\t- 1\n", "t.yaml:2:1: ", "not tabs");
 }
 
+/* A UTF-8 byte-order mark (Notepad writes one) is not part of the
+ * document: it loads, and positions are those of the text after it. */
+static void test_utf8_bom(void **state) {
+  (void)state;
+  ydoc *d = load("\xEF\xBB\xBFsite:\n  name: \"柯柯亚\"\n");
+  assert_non_null(d);
+  const ydoc_node *site = ydoc_get(ydoc_root(d), "site");
+  assert_non_null(site);
+  const ydoc_node *name = ydoc_get(site, "name");
+  assert_string_equal(name->value, "柯柯亚");
+  assert_int_equal(name->line, 2);
+  assert_int_equal(name->col, 9);
+  ydoc_free(d);
+  expect_load_error("\xEF\xBB\xBF" "a: 1\n  b: 2\n", "t.yaml:2:4: ",
+                    "mapping values are not allowed");
+}
+
 static void test_invalid_utf8(void **state) {
   (void)state;
   expect_load_error("a: 1\nbé: \xff\n", "t.yaml:2:5: ", "UTF-8");
@@ -484,6 +501,7 @@ int main(void) {
       cmocka_unit_test(test_tree_and_positions),
       cmocka_unit_test(test_empty_document),
       cmocka_unit_test(test_syntax_error),
+      cmocka_unit_test(test_utf8_bom),
       cmocka_unit_test(test_invalid_utf8),
       cmocka_unit_test(test_duplicate_key),
       cmocka_unit_test(test_refused_constructs),

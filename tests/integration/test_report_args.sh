@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `intake-collector report` refuses what it cannot do before doing any work:
+# a range of more windows than it builds (1970 to 2100 in hours) is refused
+# at once, and a date that is not of the calendar is called that, not taken
+# for a range the wrong way round.
+source "$(dirname "$0")/lib.sh"
+
+cat >"$T/site.yaml" <<YAML
+site: {id: reportargs}
+mqtt: {url: "mqtt://127.0.0.1:1883"}
+storage: {path: ./readings.db}
+buses:
+  - {id: plc, transport: tcp, host: 127.0.0.1, port: 1502}
+meters:
+  - {id: M1, bus: plc, unit: 1, profile: mag-00h}
+YAML
+
+# A database as the daemon leaves it (no broker, no meter answering).
+start collector "$IC_BIN/intake-collector" --config "$T/site.yaml"
+wait_for "$T/collector.out" '^ready' 20 "$collector_PID"
+stop_pid "$collector_PID"
+expect_eq "the daemon made its database and stopped" 0 "$STOP_RC"
+
+rc=0
+# The guard is far above what a refusal takes: building the windows took
+# 18 s and 474 MB.
+timeout 15 "$IC_BIN/intake-collector" report --config "$T/site.yaml" --from 1970-01-01 \
+  --to 2100-01-01 --period hour >"$T/huge.out" 2>"$T/huge.err" || rc=$?
+expect_eq "130 years of hourly windows are refused (exit 2)" 2 "$rc"
+check "saying how many windows it builds at most" \
+  grep -q "more than 100000 hour windows from 1970-01-01 to 2100-01-01" "$T/huge.err"
+
+rc=0
+"$IC_BIN/intake-collector" report --config "$T/site.yaml" --from 2026-02-30 --to 2026-03-02 \
+  >"$T/feb.out" 2>"$T/feb.err" || rc=$?
+expect_eq "2026-02-30 is refused (exit 2)" 2 "$rc"
+check "as no date of the calendar" grep -q -- "--from 2026-02-30 is not a date of the calendar" "$T/feb.err"
+rc=0
+"$IC_BIN/intake-collector" report --config "$T/site.yaml" --from 2024-02-28 --to 2024-02-31 \
+  >"$T/feb2.out" 2>"$T/feb2.err" || rc=$?
+check "--to 2024-02-31 too" grep -q -- "--to 2024-02-31 is not a date of the calendar" "$T/feb2.err"
+finish
