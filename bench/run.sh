@@ -25,7 +25,7 @@ SUMMARIZE=""
 ALL_PHASES="ours-10 collectd-10 ours-100 collectd-100 ours-1000 collectd-1000 ours-5000 outage serial windows"
 # The windows phase: the broker's Receive Maximum (mosquitto's
 # max_inflight_messages) for each stage, and the delayed link's stage.
-WINDOW_RMS="10 20 32"
+WINDOW_RMS=${WINDOW_RMS:-"10 20 32"}
 RELAY_RM=20
 RELAY_DELAY_MS=50
 # Messages the peer (ic-pahopeer) sends with the window full, on loopback and
