@@ -1093,6 +1093,10 @@ static void on_wake(uv_async_t *a) {
         log_warn("storage: over %lld bytes with nothing delivered left to remove: "
                  "dropped the %lld oldest undelivered readings",
                  (long long)d->cfg->storage.max_size, (long long)e->dropped_undelivered);
+      if (e->detail[0])
+        log_error("storage: maintenance stopped: %s; no reading was removed past the "
+                  "failure",
+                  e->detail);
       if (e->over && !d->storage_over)
         log_error("storage: %lld bytes, over the %lld limit, and nothing left to remove",
                   (long long)e->bytes, (long long)d->cfg->storage.max_size);
@@ -1472,6 +1476,12 @@ int daemon_run(const cfg *c) {
     log_error("storage: %s", err);
     goto out;
   }
+  const char *check_note, *broken = store_integrity(d->store, &check_note);
+  if (broken)
+    log_error("storage: %s failed its integrity check: %s; the readings that can be read "
+              "are kept and sent, and a statement that fails removes nothing",
+              c->storage.path, broken);
+  if (check_note) log_info("storage: integrity check %s", check_note);
   store_run_start(d->store, d->started_ms);
   {
     store_stats ss;

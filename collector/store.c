@@ -166,6 +166,9 @@ typedef struct {
 struct store {
   sqlite3 *db;
   int lock_fd;          /* dblock: this process's alone (-1: none) */
+  int64_t check_until_ms; /* the integrity check's deadline (monotonic) */
+  char integrity[512];  /* what the check at open found wrong, or "" */
+  char integrity_note[96]; /* the check did not finish, or "" */
   pthread_t thread;
   bool thread_started;
   pthread_mutex_t mu;
@@ -387,6 +390,49 @@ static void free_ops(op *o) {
   }
 }
 
+/* PRAGMA quick_check, bounded in time (a progress handler ends it after
+ * STORE_CHECK_MS): a partly corrupt database is said so at start, not found
+ * out by the size bound. What it finds is kept for store_integrity(). */
+static int check_deadline(void *arg) {
+  store *s = arg;
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000 > s->check_until_ms;
+}
+
+static void check_integrity(store *s) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  s->check_until_ms = (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000 + STORE_CHECK_MS;
+  sqlite3_progress_handler(s->db, 10000, check_deadline, s);
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(s->db, "PRAGMA quick_check(5)", -1, &st, NULL) != SQLITE_OK) {
+    snprintf(s->integrity, sizeof s->integrity, "%s", sqlite3_errmsg(s->db));
+  } else {
+    size_t o = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      const char *line = (const char *)sqlite3_column_text(st, 0);
+      if (!line || strcmp(line, "ok") == 0) continue;
+      int w = snprintf(s->integrity + o, sizeof s->integrity - o, "%s%s", o ? "; " : "", line);
+      if (w < 0 || (size_t)w >= sizeof s->integrity - o) break;
+      o += (size_t)w;
+    }
+    if (rc == SQLITE_INTERRUPT)
+      snprintf(s->integrity_note, sizeof s->integrity_note,
+               "not finished within %d s; the database is large", STORE_CHECK_MS / 1000);
+    else if (rc != SQLITE_DONE && rc != SQLITE_ROW && !s->integrity[0])
+      snprintf(s->integrity, sizeof s->integrity, "%s", sqlite3_errmsg(s->db));
+    sqlite3_finalize(st);
+  }
+  sqlite3_progress_handler(s->db, 0, NULL, NULL);
+}
+
+const char *store_integrity(const store *s, const char **note) {
+  if (note) *note = s->integrity_note[0] ? s->integrity_note : NULL;
+  return s->integrity[0] ? s->integrity : NULL;
+}
+
 /* The database must be writable by this process, and so must its folder
  * (SQLite makes the -wal and -shm files there): one that is not would start
  * in disk-trouble mode and lose what it holds at stop. Say so at start, with
@@ -496,6 +542,7 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
              (long long)(pages < 16 ? 16 : pages));
     exec(s->db, pragma, e, sizeof e);
   }
+  check_integrity(s);
   if (migrate(s->db, e, sizeof e) != 0) {
     snprintf(err, errlen, "%s: migration failed: %s", opt->path, e);
     goto fail;
@@ -1146,6 +1193,13 @@ static void give_back_space(store *s) {
   sqlite3_exec(s->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
 }
 
+/* A maintenance statement failed: say which and why (SQLite's words, with
+ * "database disk image is malformed" for a corrupt page), once per pass. */
+static void maintain_failed(store *s, store_event *ev, const char *what) {
+  if (ev->detail[0]) return;
+  snprintf(ev->detail, sizeof ev->detail, "%s failed: %s", what, sqlite3_errmsg(s->db));
+}
+
 static void do_maintain(store *s, int64_t now_ms) {
   store_event *ev = calloc(1, sizeof *ev);
   if (!ev) return;
@@ -1169,6 +1223,7 @@ static void do_maintain(store *s, int64_t now_ms) {
       ev->aged = n;
       give_back_space(s);
     } else if (n < 0) {
+      maintain_failed(s, ev, "removing readings older than the retention");
       sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     }
   }
@@ -1180,13 +1235,23 @@ static void do_maintain(store *s, int64_t now_ms) {
     int64_t n = changes_of(s,
                            "DELETE FROM readings WHERE id IN (SELECT id FROM readings "
                            "WHERE delivered = 1 ORDER BY id LIMIT ?1)", 500);
+    if (n < 0) {
+      /* A statement that failed is not "none left": going on to the
+       * undelivered rows would drop them for a fault (a corrupt page). */
+      maintain_failed(s, ev, "removing delivered readings for the size bound");
+      break;
+    }
     if (n > 0) {
       ev->dropped_delivered += n;
     } else {
       n = changes_of(s,
                      "DELETE FROM readings WHERE id IN (SELECT id FROM readings "
                      "WHERE delivered = 0 ORDER BY id LIMIT ?1)", 500);
-      if (n <= 0) {
+      if (n < 0) {
+        maintain_failed(s, ev, "removing undelivered readings for the size bound");
+        break;
+      }
+      if (n == 0) {
         ev->over = true;
         break;
       }
@@ -1199,7 +1264,8 @@ static void do_maintain(store *s, int64_t now_ms) {
   }
   ev->bytes = db_bytes(s);
   if (s->max_size > 0 && ev->bytes > s->max_size) ev->over = true;
-  if (ev->aged || ev->dropped_delivered || ev->dropped_undelivered || ev->over)
+  if (ev->aged || ev->dropped_delivered || ev->dropped_undelivered || ev->over ||
+      ev->detail[0])
     post_event(s, ev);
   else
     free(ev);

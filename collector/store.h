@@ -80,6 +80,8 @@ typedef struct store_event {
   int64_t dropped_undelivered; /* undelivered readings removed for the size */
   int64_t bytes;           /* the database files afterwards */
   bool over;               /* still over max_size: nothing left to remove */
+  /* STORE_EV_MAINTAINED with detail set: a statement failed (and nothing
+   * was removed past it). */
   /* STORE_EV_TROUBLE: readings (copies, no id or sequence number) that could
    * not be stored now and are held in memory, for live publishing. */
   bool failing;            /* the database cannot be written */
@@ -87,7 +89,8 @@ typedef struct store_event {
   int64_t held;            /* readings held in memory (when it ended: stored) */
   int64_t lost;            /* held readings dropped past the bound */
   int64_t duration_ms;     /* when it ended: how long it lasted */
-  char detail[256];        /* STORE_EV_TROUBLE when it started: why */
+  char detail[256];        /* STORE_EV_TROUBLE when it started: why;
+                              STORE_EV_MAINTAINED: what failed */
 } store_event;
 
 void store_event_free(store_event *ev);
@@ -157,6 +160,12 @@ int store_maintain(store *s, int64_t now_ms);
 /* The wall clock stepped by STEP_MS: flag every reading with an id above
  * AFTER_ID queued before this call and not flagged yet as taken before it. */
 int store_clock_step(store *s, int64_t after_id, int64_t step_ms);
+
+/* What the integrity check at open (PRAGMA quick_check, at most
+ * STORE_CHECK_MS) found wrong, or NULL when nothing; *NOTE, when not NULL,
+ * says it did not finish. */
+#define STORE_CHECK_MS 5000
+const char *store_integrity(const store *s, const char **note);
 
 /* Take every event produced so far (a list, oldest first), or NULL. */
 store_event *store_take_events(store *s);
