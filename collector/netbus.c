@@ -23,6 +23,11 @@
 /* Unsolicited bytes read and dropped at once, at most, while no answer is
  * awaited (a DTU's heartbeat, a late answer). */
 #define RX_CHUNK 1024
+/* Bytes a connection may bring that frame no answer (unasked between polls,
+ * or garbage around an answer) before it is closed and the poll counted
+ * malformed: a peer streaming bytes would otherwise be read for ever. A
+ * good answer starts the count again. */
+#define RX_JUNK_MAX 4096
 
 typedef struct job {
   uint32_t meter;
@@ -86,6 +91,7 @@ struct netbus {
   size_t outlen, outoff;
   uint16_t *words;
   uint64_t gap_ns, ready_ns, last_rx_ns;
+  size_t rx_junk;     /* bytes since the last good answer (RX_JUNK_MAX) */
   bool stopping;
 };
 
@@ -320,6 +326,7 @@ static void connected(netbus *nb) {
     freeaddrinfo(nb->addrs);
   nb->addrs = nb->next_ai = NULL;
   nb->state = NB_OPEN;
+  nb->rx_junk = 0;
   nb->reopen_at_ms = nb->reopen_delay_ms = 0;
   nb->last_rx_ns = now_ns();
   watch_for(nb->c, UV_READABLE);
@@ -502,9 +509,20 @@ static bool receive(netbus *nb) {
     return false;
   }
   nb->last_rx_ns = now_ns();
+  nb->rx_junk += (size_t)n;
+  if (nb->rx_junk > RX_JUNK_MAX) {
+    tr_error e;
+    where_buf wb;
+    tr_fail(&e, TR_EMALFORMED, "%s sent %zu bytes that frame no answer: connection closed",
+            where(nb, &wb), nb->rx_junk);
+    close_conn(nb);
+    if (nb->busy) finish(nb, e.code, &e);
+    return false;
+  }
   if (!nb->x) return true; /* not an answer to anything: dropped */
   tr_error e;
   int rc = mb_xchg_feed(nb->x, buf, (size_t)n, &e);
+  if (rc == TR_OK) nb->rx_junk = 0;
   if (rc != MB_XCHG_MORE) exchange_done(nb, rc, &e);
   return true;
 }
