@@ -155,7 +155,7 @@ int cli_report(int argc, char **argv) {
     int64_t ws, we;
     size_t n = 0;
     rate_window(&period, from_ms, &ws, &we);
-    while (ws < to_ms && n <= REPORT_WINDOWS_MAX) {
+    while (ws < to_ms && ws < clock_wall_ms() && n <= REPORT_WINDOWS_MAX) {
       n++;
       rate_window(&period, we, &ws, &we);
     }
@@ -186,7 +186,9 @@ int cli_report(int argc, char **argv) {
   rate_window(&period, from_ms, &ws, &we);
   cJSON *all = cJSON_CreateArray();
   if (strcmp(format, "csv") == 0) report_csv_header(out);
-  while (ws < to_ms) {
+  /* Windows that have not begun are not reported; the one holding now is,
+   * measured up to now and marked partial. */
+  while (ws < to_ms && ws < now) {
     cJSON *rep = report_build(c, db, &period, ws, we, now, 0, err, sizeof err);
     if (!rep) {
       fprintf(stderr, "report: %s\n", err);

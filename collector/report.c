@@ -183,6 +183,12 @@ static int by_outage(const void *a, const void *b) {
 cJSON *report_build(const cfg *c, sqlite3 *db, const rate_period *period,
                     int64_t start_ms, int64_t end_ms, int64_t now_ms,
                     int64_t live_run_ms, char *err, size_t errlen) {
+  /* The window holding now is measured up to now: the rest has not
+   * happened, and counted as gateway downtime it listed every meter for
+   * repair. */
+  int64_t nominal_end = end_ms;
+  bool partial = now_ms > start_ms && now_ms < end_ms;
+  if (partial) end_ms = now_ms;
   vec runs = {0};
   if (load_runs(db, start_ms, end_ms, now_ms, live_run_ms, &runs, err, errlen) != 0)
     return NULL;
@@ -196,7 +202,11 @@ cJSON *report_build(const cfg *c, sqlite3 *db, const rate_period *period,
   cJSON_AddStringToObject(rep, "period", period->name);
   cJSON *win = cJSON_AddObjectToObject(rep, "window");
   add_local(win, "start", start_ms);
-  add_local(win, "end", end_ms);
+  add_local(win, "end", nominal_end);
+  if (partial) {
+    cJSON_AddBoolToObject(win, "partial", true);
+    add_local(win, "measured_to", end_ms);
+  }
   add_local(rep, "generated", now_ms);
   cJSON *defs = cJSON_AddObjectToObject(rep, "definitions");
   cJSON_AddNumberToObject(defs, "offline_after", c->online.offline_after);
@@ -381,7 +391,11 @@ void report_csv_header(FILE *f) {
 void report_csv_rows(FILE *f, const cJSON *rep) {
   const cJSON *win = cJSON_GetObjectItemCaseSensitive(rep, "window");
   const cJSON *site = cJSON_GetObjectItemCaseSensitive(rep, "site");
-  fprintf(f, "%s,%s,site,", jstr(win, "start"), jstr(win, "end"));
+  /* A window in progress ends, in the rows, where it was measured to. */
+  const char *wend = cJSON_GetObjectItemCaseSensitive(win, "measured_to")
+                         ? jstr(win, "measured_to")
+                         : jstr(win, "end");
+  fprintf(f, "%s,%s,site,", jstr(win, "start"), wend);
   csv_str(f, jstr(site, "id"));
   fputc(',', f);
   csv_str(f, jstr(site, "name"));
@@ -402,7 +416,7 @@ void report_csv_rows(FILE *f, const cJSON *rep) {
   fputs(",,,\n", f);
   const cJSON *m;
   cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(rep, "meters")) {
-    fprintf(f, "%s,%s,meter,", jstr(win, "start"), jstr(win, "end"));
+    fprintf(f, "%s,%s,meter,", jstr(win, "start"), wend);
     csv_str(f, jstr(m, "id"));
     fputc(',', f);
     csv_str(f, jstr(m, "name"));

@@ -68,7 +68,16 @@ void report_html(FILE *f, const cJSON *reports) {
     fputs(" · ", f);
     esc(f, str(cJSON_GetObjectItemCaseSensitive(first, "window"), "start"));
     fputs(" — ", f);
-    esc(f, str(cJSON_GetObjectItemCaseSensitive(last, "window"), "end"));
+    const cJSON *lw = cJSON_GetObjectItemCaseSensitive(last, "window");
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(lw, "partial"))) {
+      /* The last window is in progress: say how far it was measured. */
+      esc(f, str(lw, "measured_to"));
+      fputs(" (最后一个窗口进行中 <span class=\"en\" id=\"partial\">last window in progress, "
+            "measured to now</span>)",
+            f);
+    } else {
+      esc(f, str(lw, "end"));
+    }
   }
   fprintf(f, " · 基线 <span class=\"en\">baseline</span> %.2f %%</p>\n", baseline * 100);
 

@@ -39,4 +39,28 @@ rc=0
 "$IC_BIN/intake-collector" report --config "$T/site.yaml" --from 2024-02-28 --to 2024-02-31 \
   >"$T/feb2.out" 2>"$T/feb2.err" || rc=$?
 check "--to 2024-02-31 too" grep -q -- "--to 2024-02-31 is not a date of the calendar" "$T/feb2.err"
+# Today's hourly report: the windows up to now, the last one in progress
+# and measured up to now; no window of the hours to come, and no outage
+# that runs past now.
+today=$(TZ=Asia/Shanghai date +%F)
+tomorrow=$(TZ=Asia/Shanghai date -d tomorrow +%F)
+hour=$(TZ=Asia/Shanghai date +%H)
+rc=0
+"$IC_BIN/intake-collector" report --config "$T/site.yaml" --from "$today" --to "$tomorrow" \
+  --period hour --format json >"$T/today.json" 2>"$T/today.err" || rc=$?
+expect_eq "today's hourly report is written" 0 "$rc"
+expect_eq "one window per hour begun today ($((10#$hour + 1)))" "$((10#$hour + 1))" \
+  "$(jq 'length' "$T/today.json")"
+check "the last window is marked partial, measured to now" \
+  jq -e 'last | .window.partial == true and (.window.measured_to | length) > 0' "$T/today.json"
+check "the windows before it are whole" \
+  jq -e '.[:-1] | all(.window.partial != true)' "$T/today.json"
+# Times share the site's offset, so they compare as text.
+late=$(jq '[.[] | .window as $w | .meters[]?.outages[]?
+            | select(.end > ($w.measured_to // $w.end))] | length' "$T/today.json")
+expect_eq "no outage runs past the time measured to" 0 "$late"
+"$IC_BIN/intake-collector" report --config "$T/site.yaml" --from "$today" --to "$tomorrow" \
+  --period hour --format csv >"$T/today.csv"
+expect_eq "the CSV has a site row and a meter row per window begun" "$((2 * (10#$hour + 1) + 1))" \
+  "$(wc -l <"$T/today.csv")"
 finish
