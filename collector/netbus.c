@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,9 +71,8 @@ struct netbus {
   nb_state state;
   conn *c;
   /* connecting */
-  uv_getaddrinfo_t *gai; /* while resolving a name */
+  struct lookup *lk;     /* while resolving a name */
   struct addrinfo *addrs, *next_ai;
-  bool addrs_uv; /* from uv_getaddrinfo (freed with uv_freeaddrinfo) */
   int last_err;
   uint64_t connect_deadline_ns;
   int64_t reopen_at_ms, reopen_delay_ms;
@@ -108,7 +108,29 @@ struct netbuses {
    * a thousand buses need a handful, not a thousand reassembly buffers. */
   struct xslot *free_x;
   size_t nfree_x;
+  /* Name lookups in flight (under lookup_mu), and the wake-up their threads
+   * send when one ends. */
+  struct lookup *lookups;
+  uv_async_t lookup_async;
 };
+
+/* A host name looked up on a thread of its own, detached. libuv's
+ * getaddrinfo runs on its thread pool, which the process waits for at exit:
+ * a DNS server that does not answer held SIGTERM for 8 to 10 s. A detached
+ * thread is simply ended with the process; a lookup given up (the bus timed
+ * out, or the daemon stops) is marked abandoned and its thread frees it. */
+typedef struct lookup {
+  struct lookup *next;
+  netbuses *set;
+  netbus *nb;
+  bool abandoned, done;
+  int rc;
+  struct addrinfo *res;
+  char port[8];
+  char host[];
+} lookup;
+
+static pthread_mutex_t lookup_mu = PTHREAD_MUTEX_INITIALIZER;
 
 typedef struct xslot {
   mb_xchg x; /* first: a slot is its exchange */
@@ -259,10 +281,7 @@ static void close_conn(netbus *nb) {
     close(c->fd); /* safe once the watcher is stopped by uv_close */
   }
   if (nb->addrs) {
-    if (nb->addrs_uv)
-      uv_freeaddrinfo(nb->addrs);
-    else
-      freeaddrinfo(nb->addrs);
+    freeaddrinfo(nb->addrs);
     nb->addrs = nb->next_ai = NULL;
   }
   nb->state = NB_CLOSED;
@@ -320,10 +339,7 @@ static void connected(netbus *nb) {
   /* A request is one small frame that must leave now, not wait for Nagle. */
   (void)setsockopt(nb->c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (nb->waiting == NB_T_CONNECT) stop_waiting(nb);
-  if (nb->addrs_uv)
-    uv_freeaddrinfo(nb->addrs);
-  else
-    freeaddrinfo(nb->addrs);
+  freeaddrinfo(nb->addrs);
   nb->addrs = nb->next_ai = NULL;
   nb->state = NB_OPEN;
   nb->rx_junk = 0;
@@ -395,9 +411,8 @@ static void connect_done(netbus *nb) {
   connect_next(nb);
 }
 
-static void start_addrs(netbus *nb, struct addrinfo *list, bool from_uv) {
+static void start_addrs(netbus *nb, struct addrinfo *list) {
   nb->addrs = nb->next_ai = list;
-  nb->addrs_uv = from_uv;
   nb->last_err = 0;
   /* One deadline for all the addresses a name has: connecting costs at
    * most the bus timeout, like a request. */
@@ -405,23 +420,78 @@ static void start_addrs(netbus *nb, struct addrinfo *list, bool from_uv) {
   connect_next(nb);
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  netbus *nb = req->data;
-  free(req);
-  if (!nb) { /* the bus stopped meanwhile */
-    uv_freeaddrinfo(res);
-    return;
+static void *lookup_main(void *arg) {
+  lookup *l = arg;
+  struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                           .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_NUMERICSERV};
+  struct addrinfo *res = NULL;
+  int rc = getaddrinfo(l->host, l->port, &hints, &res);
+  pthread_mutex_lock(&lookup_mu);
+  if (l->abandoned) {
+    pthread_mutex_unlock(&lookup_mu);
+    if (res) freeaddrinfo(res);
+    free(l);
+    return NULL;
   }
-  nb->gai = NULL;
-  stop_waiting(nb);
-  if (status != 0) {
-    uv_freeaddrinfo(res);
-    tr_error e;
-    tr_fail(&e, TR_EIO, "resolve %s: %s", nb->bus->host, uv_strerror(status));
-    back_off(nb, &e);
-    return;
+  l->rc = rc;
+  l->res = res;
+  l->done = true;
+  uv_async_send(&l->set->lookup_async);
+  pthread_mutex_unlock(&lookup_mu);
+  return NULL;
+}
+
+/* Give up on a lookup: its thread frees it when getaddrinfo returns. */
+static void lookup_abandon(lookup *l) {
+  pthread_mutex_lock(&lookup_mu);
+  netbuses *set = l->set;
+  for (lookup **p = &set->lookups; *p; p = &(*p)->next)
+    if (*p == l) {
+      *p = l->next;
+      break;
+    }
+  bool done = l->done;
+  l->abandoned = true;
+  pthread_mutex_unlock(&lookup_mu);
+  if (done) { /* its thread is gone already */
+    if (l->res) freeaddrinfo(l->res);
+    free(l);
   }
-  start_addrs(nb, res, true);
+}
+
+static void on_lookups(uv_async_t *a) {
+  netbuses *set = a->data;
+  lookup *ended = NULL;
+  pthread_mutex_lock(&lookup_mu);
+  for (lookup **p = &set->lookups; *p;) {
+    lookup *l = *p;
+    if (l->done) {
+      *p = l->next;
+      l->next = ended;
+      ended = l;
+    } else {
+      p = &l->next;
+    }
+  }
+  pthread_mutex_unlock(&lookup_mu);
+  while (ended) {
+    lookup *l = ended;
+    ended = l->next;
+    netbus *nb = l->nb;
+    nb->lk = NULL;
+    stop_waiting(nb);
+    if (l->rc != 0) {
+      tr_error e;
+      tr_fail(&e, TR_EIO, "resolve %s: %s", nb->bus->host, gai_strerror(l->rc));
+      free(l);
+      back_off(nb, &e);
+      continue;
+    }
+    struct addrinfo *res = l->res;
+    free(l);
+    start_addrs(nb, res);
+  }
 }
 
 static void try_connect(netbus *nb) {
@@ -432,25 +502,43 @@ static void try_connect(netbus *nb) {
                            .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
   struct addrinfo *list = NULL;
   nb->state = NB_RESOLVING;
-  /* An address literal needs no resolver; a name is looked up on libuv's
-   * thread pool, so a slow DNS server never holds up the loop. */
+  /* An address literal needs no resolver; a name is looked up on a thread
+   * of its own (see lookup), so a slow DNS server never holds up the loop,
+   * nor the exit. */
   if (getaddrinfo(nb->bus->host, port, &hints, &list) == 0) {
-    start_addrs(nb, list, false);
+    start_addrs(nb, list);
     return;
   }
-  hints.ai_flags = AI_NUMERICSERV;
-  uv_getaddrinfo_t *req = malloc(sizeof *req);
-  int rc = req ? uv_getaddrinfo(nb->set->loop, req, on_resolved, nb->bus->host,
-                                port, &hints)
-               : UV_ENOMEM;
-  if (rc != 0) {
-    free(req);
+  size_t hl = strlen(nb->bus->host);
+  lookup *l = calloc(1, sizeof *l + hl + 1);
+  if (!l) {
     nb->state = NB_CLOSED;
-    open_failed(nb, rc == UV_ENOMEM ? ENOMEM : EIO);
+    open_failed(nb, ENOMEM);
     return;
   }
-  req->data = nb;
-  nb->gai = req;
+  l->set = nb->set;
+  l->nb = nb;
+  memcpy(l->host, nb->bus->host, hl + 1);
+  memcpy(l->port, port, sizeof l->port);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  pthread_mutex_lock(&lookup_mu);
+  l->next = nb->set->lookups;
+  nb->set->lookups = l;
+  pthread_t t;
+  int rc = pthread_create(&t, &attr, lookup_main, l);
+  if (rc != 0) nb->set->lookups = l->next;
+  pthread_mutex_unlock(&lookup_mu);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    free(l);
+    nb->state = NB_CLOSED;
+    open_failed(nb, rc);
+    return;
+  }
+  nb->lk = l;
   /* A DNS server that does not answer costs the bus timeout, not the
    * resolver's own retries. */
   wait_for(nb, NB_T_CONNECT, (uint64_t)nb->bus->timeout_ms);
@@ -619,11 +707,10 @@ static void on_timer(uv_timer_t *t) {
   case NB_T_CONNECT: {
     if (nb->state == NB_RESOLVING) {
       /* The name did not resolve in time: its answer, if it comes, is
-       * dropped (on_resolved sees no bus). */
-      if (nb->gai) {
-        nb->gai->data = NULL;
-        uv_cancel((uv_req_t *)nb->gai);
-        nb->gai = NULL;
+       * dropped. */
+      if (nb->lk) {
+        lookup_abandon(nb->lk);
+        nb->lk = NULL;
       }
       tr_error e;
       tr_fail(&e, TR_ETIMEOUT, "resolve %s: no answer within %lld ms",
@@ -704,6 +791,8 @@ int netbuses_new(netbuses **out, uv_loop_t *loop, const cfg *c,
     snprintf(err, errlen, "out of memory");
     return -1;
   }
+  uv_async_init(loop, &s->lookup_async, on_lookups);
+  s->lookup_async.data = s;
   s->loop = loop;
   s->cfg = c;
   s->plans = plans;
@@ -766,16 +855,19 @@ void netbuses_stop(netbuses *s) {
     bus_result_free(nb->res); /* abandoned: no result */
     nb->res = NULL;
     nb->busy = false;
-    if (nb->gai) {
-      /* Its callback comes (cancelled or not) and frees it. */
-      nb->gai->data = NULL;
-      uv_cancel((uv_req_t *)nb->gai);
-      nb->gai = NULL;
+    if (nb->lk) {
+      /* Not waited for: a lookup cannot be cancelled, and the process does
+       * not wait for its thread at exit. */
+      lookup_abandon(nb->lk);
+      nb->lk = NULL;
     }
     close_conn(nb);
     stop_waiting(nb);
     uv_close((uv_handle_t *)&nb->timer, NULL);
   }
+  /* Every lookup is abandoned above: no thread wakes this any more. */
+  if (!uv_is_closing((uv_handle_t *)&s->lookup_async))
+    uv_close((uv_handle_t *)&s->lookup_async, NULL);
 }
 
 void netbuses_free(netbuses *s) {

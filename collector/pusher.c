@@ -254,6 +254,10 @@ static int post(pusher *p, int64_t id, const char *body) {
   C->easy_setopt(e, CURLOPT_ERRORBUFFER, p->errbuf);
   C->easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
   C->easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  /* Do not wait for a name lookup's thread when cleaning up: a DNS server
+   * that does not answer would hold the daemon's exit (libcurl 7.87 or
+   * later; an older one ignores the option). */
+  C->easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
   C->easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   C->easy_setopt(e, CURLOPT_USERAGENT, "intake-collector/" IC_VERSION);
   if (p->ca) C->easy_setopt(e, CURLOPT_CAINFO, p->ca);

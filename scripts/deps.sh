@@ -10,6 +10,8 @@ PACKAGES=(
   libcjson-dev libssl-dev libcmocka-dev libcurl4-openssl-dev
   # tests and demo
   mosquitto mosquitto-clients mbpoll sqlite3 jq openssl
+  # namespaces of the tests' own (a silent DNS server)
+  iproute2
   # wall-clock steps in the clock test
   libfaketime
   # the HTML report, checked as a reader sees it

@@ -7,7 +7,12 @@
  * pseudo-random bytes to each as fast as it takes them, reading and
  * dropping whatever it is sent. Prints "ready" once it listens,
  * "accepted N" for each connection and "closed N BYTES" when the other
- * side closes the N-th after BYTES were sent. SIGTERM ends it. */
+ * side closes the N-th after BYTES were sent. SIGTERM ends it.
+ *
+ *   ic-babbler --silent-udp PORT
+ *
+ * A DNS server that never answers: takes UDP datagrams on 127.0.0.1:PORT,
+ * prints "query N" for each and answers none. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -23,9 +28,34 @@
 static volatile sig_atomic_t stop;
 static void on_term(int s) { (void)s; stop = 1; }
 
+/* --silent-udp: a DNS server that never answers. */
+static int silent_udp(int port) {
+  int s = socket(AF_INET, SOCK_DGRAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(s, (struct sockaddr *)&a, sizeof a) != 0) {
+    perror("ic-babbler: bind");
+    return 1;
+  }
+  printf("ready\n");
+  fflush(stdout);
+  unsigned long n = 0;
+  while (!stop) {
+    char buf[2048];
+    struct pollfd p = {.fd = s, .events = POLLIN};
+    if (poll(&p, 1, 200) <= 0) continue;
+    if (recv(s, buf, sizeof buf, 0) > 0) printf("query %lu\n", ++n), fflush(stdout);
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "--silent-udp") == 0) {
+    signal(SIGTERM, on_term);
+    return silent_udp(atoi(argv[2]));
+  }
   if (argc != 2) {
-    fprintf(stderr, "usage: ic-babbler PORT\n");
+    fprintf(stderr, "usage: ic-babbler PORT | ic-babbler --silent-udp PORT\n");
     return 2;
   }
   signal(SIGTERM, on_term);
