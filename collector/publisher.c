@@ -55,6 +55,8 @@ struct publisher {
   size_t window;         /* at most this many outstanding */
   bool pumping;          /* a thread is handing queued messages to paho */
   bool connected, connecting;
+  bool dying;            /* paho has begun failing what is in flight: the
+                            connection is going; send nothing more on it */
   bool acked;            /* the client has had a CONNACK: paho then keeps
                             the smallest Receive Maximum it ever saw, so the
                             next connection gets a new client */
@@ -140,7 +142,7 @@ static void pump(publisher *p) {
     return;
   }
   p->pumping = true;
-  while (p->connected && p->q_head &&
+  while (p->connected && !p->dying && p->q_head &&
          (p->q_head->qos == 0 ||
           p->outstanding < (p->sent_in_conn < p->careful_until ? 1 : p->window))) {
     out_msg *m = p->q_head;
@@ -218,10 +220,12 @@ static void settle(msg_ctx *c, pub_event_kind kind, int reason, const char *deta
   bool current = c->gen == p->gen;
   /* At a connection loss paho fails what is in flight, oldest first, before
    * or after telling us of the loss: remember the oldest. */
-  if (current && kind == PUB_EV_FAILED && reason == MQTTASYNC_OPERATION_INCOMPLETE &&
-      !p->lost_tag_set) {
-    p->lost_tag = c->tag;
-    p->lost_tag_set = true;
+  if (current && kind == PUB_EV_FAILED && reason == MQTTASYNC_OPERATION_INCOMPLETE) {
+    if (!p->lost_tag_set) {
+      p->lost_tag = c->tag;
+      p->lost_tag_set = true;
+    }
+    p->dying = true;
   }
   if (current && p->outstanding) p->outstanding--;
   if (current && kind == PUB_EV_DELIVERED) p->rtt[p->nrtt++ % RTT_SAMPLES] = mono_ns() - c->sent_ns;
@@ -229,9 +233,12 @@ static void settle(msg_ctx *c, pub_event_kind kind, int reason, const char *deta
    * flight then counts as undelivered. */
   if (c->tag && (current || kind == PUB_EV_DELIVERED))
     push_event_locked(p, kind, c->tag, reason, detail);
+  /* Room in the window: hand over the next one, unless the connection is
+   * going (paho is closing it, and calls us from inside that). */
+  bool more = !p->dying;
   pthread_mutex_unlock(&p->mu);
   free(c);
-  pump(p);
+  if (more) pump(p);
 }
 
 /* --- paho callbacks (paho's threads) ------------------------------------ */
@@ -385,6 +392,7 @@ static void connected_locked(publisher *p, MQTTProperties *props, int version) {
   apply_limits_locked(p, props, version);
   p->connecting = false;
   p->acked = true;
+  p->dying = false;
   p->lost_tag = 0;
   p->lost_tag_set = false;
   p->sent_in_conn = 0;
@@ -759,7 +767,7 @@ int publisher_send(publisher *p, const char *topic, const void *payload,
   size_t size = publisher_packet_size(p, topic, len, qos);
   pthread_mutex_lock(&p->mu);
   int rc = 0;
-  if (!p->connected)
+  if (!p->connected || p->dying)
     rc = PUB_EDISCONNECTED;
   else if (p->lim.maximum_packet_size && size > p->lim.maximum_packet_size)
     rc = PUB_ETOOBIG;
