@@ -481,10 +481,27 @@ typedef enum {
 
 
 
-static send_result send_reading(gw *d, const store_reading *r) {
-  char payload[4096];
-  int n = reading_payload(payload, sizeof payload, r->ts_ms, r->seq, r->fields,
-                          r->quality != 0, r->historical, r->clock_step_ms);
+/* A reading's message: in BUF (LEN bytes) when it fits, which it does for
+ * all but profiles of many fields, else in a heap block left in *HEAP. */
+static int reading_message(const store_reading *r, int64_t seq, bool historical, char *buf,
+                           size_t len, char **heap, const char **out) {
+  *heap = NULL;
+  *out = buf;
+  /* ts, seq, quality and the flags take well under 256 bytes. */
+  size_t need = strlen(r->fields) + 256;
+  if (need > len) {
+    if (!(*heap = malloc(need))) return -1;
+    *out = buf = *heap;
+    len = need;
+  }
+  return reading_payload(buf, len, r->ts_ms, seq, r->fields, r->quality != 0, historical,
+                         r->clock_step_ms);
+}
+
+/* Send reading R as the message PAYLOAD (N bytes, or N < 0: it could not be
+ * written). */
+static send_result send_reading_text(gw *d, const store_reading *r, const char *payload,
+                                     int n) {
   if (n < 0) {
     log_warn("reading %lld of meter %s cannot be written as a message; left in the "
              "outbox", (long long)r->id, r->meter);
@@ -519,19 +536,29 @@ static send_result send_reading(gw *d, const store_reading *r) {
   return SEND_OK;
 }
 
+static send_result send_reading(gw *d, const store_reading *r) {
+  char buf[4096], *heap;
+  const char *payload;
+  int n = reading_message(r, r->seq, r->historical, buf, sizeof buf, &heap, &payload);
+  send_result res = send_reading_text(d, r, payload, n);
+  free(heap);
+  return res;
+}
+
 /* Send a reading the database could not take: no sequence number, marked
  * unstored, not counted in flight (its delivery marks no row). */
 static void send_unstored(gw *d, const store_reading *r) {
-  char payload[4096];
-  int n = reading_payload(payload, sizeof payload, r->ts_ms, 0, r->fields,
-                          r->quality != 0, false, r->clock_step_ms);
+  char buf[4096], *heap;
+  const char *payload;
+  int n = reading_message(r, 0, false, buf, sizeof buf, &heap, &payload);
   int mi = r->meter_index;
-  if (n < 0 || mi < 0 || d->meters[mi].refused) return;
-  if (publisher_send(d->pub, d->meters[mi].topic_reading, payload, (size_t)n, 1,
-                     false, make_tag(0, mi)) == 0) {
+  if (n >= 0 && mi >= 0 && !d->meters[mi].refused &&
+      publisher_send(d->pub, d->meters[mi].topic_reading, payload, (size_t)n, 1, false,
+                     make_tag(0, mi)) == 0) {
     d->published++;
     d->unstored++;
   }
+  free(heap);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -735,9 +762,14 @@ static void handle_result(gw *d, bus_result *r) {
   d->polls++;
   const cfg_meter *mc = m->cfg;
   if (r->rc == TR_OK) {
-    char fields[2048];
-    int flen = reading_fields_json(mc->profile, r->values, fields, sizeof fields);
+    /* Each field: its name (at most PROF_NAME_MAX - 1), quotes, colon,
+     * comma and a number of at most 25 characters. */
+    size_t fcap = 2 + mc->profile->nfields * (PROF_NAME_MAX + 32);
+    char fbuf[2048], *fheap = fcap > sizeof fbuf ? malloc(fcap) : NULL;
+    char *fields = fheap ? fheap : fbuf;
+    int flen = reading_fields_json(mc->profile, r->values, fields, fheap ? fcap : sizeof fbuf);
     if (flen < 0) {
+      free(fheap);
       r->rc = TR_EDECODE;
       snprintf(r->err.detail, sizeof r->err.detail, "a value is not finite");
     } else {
@@ -750,6 +782,7 @@ static void handle_result(gw *d, bus_result *r) {
       }
       d->successes++;
       store_reading *sr = store_reading_new(fields, (size_t)flen);
+      free(fheap);
       if (sr) {
         /* Taken on a wall clock that has stepped since: its wall minus
          * monotonic time is not the loop's (whatever thread read it when). */

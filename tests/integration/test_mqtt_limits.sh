@@ -14,13 +14,14 @@
 source "$(dirname "$0")/lib.sh"
 
 read -r MQTT_PORT P1 < <(free_ports 2)
-# A meter whose readings are about 1.8 KB: 36 status words with long names.
+# A meter whose readings are about 2.9 KB: 60 status words with long names
+# (more than the 2 KiB a reading once could not exceed).
 {
   echo "name: wide-meter"
   echo "table: holding"
   echo "word_order: abcd"
   echo "fields:"
-  for i in $(seq 0 35); do
+  for i in $(seq 0 59); do
     printf '  - {name: status_word_with_a_long_descriptive_name_%02d, role: status, address: %d, type: u16}\n' "$i" "$i"
   done
 } >"$T/wide.yaml"
