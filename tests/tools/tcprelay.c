@@ -16,8 +16,9 @@
  * other DELAY_MS later, each direction in order, so the relay adds DELAY_MS
  * each way (2 x DELAY_MS to a round trip) as a slow link does. Each
  * direction buffers at most 4 MiB: past that it stops reading from its
- * sender until the backlog shrinks. The sockets are then non-blocking and
- * without Nagle's delay (TCP_NODELAY), so nothing but DELAY_MS is added; a
+ * sender until the backlog shrinks. The sockets are then non-blocking,
+ * without Nagle's delay (TCP_NODELAY) and acknowledge each segment at once
+ * (TCP_QUICKACK), so nothing but DELAY_MS is added; a
  * side that closes has what was read from it delivered first. The blackhole
  * and hangup files work as without a delay (a black hole holds back the
  * delayed bytes too; a hangup drops them). */
@@ -135,6 +136,12 @@ static int q_flush(dir_q *q, int fd, int64_t now) {
 static int q_read(dir_q *q, int fd, int64_t delay_ns) {
   char buf[16384];
   ssize_t r = read(fd, buf, sizeof buf);
+  /* Acknowledge at once, as the link this models does: Linux leaves quick
+   * acknowledgement mode on its own, and a delayed ACK (up to 40 ms) would
+   * hold back a sender's next small segment behind Nagle's algorithm, a
+   * delay no real link of this round trip adds. Re-armed after each read. */
+  int one = 1;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
   if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
   if (r < 0) return -1;
   if (r == 0) {
