@@ -58,6 +58,22 @@
 /* A report is built this long after its window closes, so that readings of
  * the window's last slots are committed. */
 #define REPORT_GRACE_MS 1500
+/* At the first connect, the meters' retained sequence reservations are read
+ * back for at most this long (they come right after the SUBACK; a meter
+ * never announced has none). */
+#define SEQ_READ_MS 2000
+/* A meter's numbers are reserved (and announced) about this long ahead: a
+ * database restored from a copy older than that is told apart. */
+#define SEQ_BLOCK_MS 10000
+
+/* Where the check of sequence numbers against the broker stands (see
+ * docs/daemon.md, "A database restored from a backup"). */
+typedef enum {
+  SEQ_UNCHECKED, /* not yet: no reading is published */
+  SEQ_READING,   /* subscribed to the reservations, reading them */
+  SEQ_STORING,   /* handed to the store, waiting for its answer */
+  SEQ_CHECKED,   /* readings may go */
+} seq_phase;
 
 typedef struct gw gw;
 
@@ -74,8 +90,12 @@ typedef struct {
   bool pending;     /* a poll is queued or running on the bus worker */
   bool refused;     /* the broker refuses this meter's topics: hold them back */
   bool too_big_told; /* a reading larger than the broker takes was logged */
-  char *topic_reading; /* "{prefix}/{site}/{meter}/reading", and .../state: */
-  char *topic_state;   /* one allocation of their exact size */
+  char *topic_reading; /* "{prefix}/{site}/{meter}/reading", .../state and */
+  char *topic_state;   /* .../seq: one allocation of their exact size */
+  char *topic_seq;
+  int64_t seq_reserved;    /* the store's reservation, as last heard */
+  int64_t seq_announced;   /* the reservation announced on this connection */
+  int64_t broker_reserved; /* read back at the first connect (0: none) */
 } meter_rt;
 
 typedef struct {
@@ -110,6 +130,13 @@ struct gw {
   uv_async_t wake;
   uv_signal_t sigterm, sigint;
   uv_timer_t gw_timer, replay_timer;
+  /* Sequence numbers against the broker's retained reservations. */
+  seq_phase seq_phase;
+  uv_timer_t seq_timer;
+  size_t seq_heard;
+  uint64_t seq_sync;   /* the marker that ends the reading */
+  char seq_filter[256];
+  char topic_seq_sync[256];
   uv_timer_t site_timer; /* coalesces the site topics after state changes */
   store *store;
   publisher *pub;
@@ -498,6 +525,19 @@ static int reading_message(const store_reading *r, int64_t seq, bool historical,
                          r->clock_step_ms);
 }
 
+/* Announce meter M's reservation (retained) before a reading numbered
+ * within it goes out on this connection: the broker then knows every number
+ * published, also after the database is replaced by an older copy. */
+static int announce_seq(gw *d, meter_rt *m, int64_t reserved) {
+  char body[128], ts[CLOCK_RFC3339_LEN + 8];
+  int n = snprintf(body, sizeof body, "{\"reserved\":%lld,\"ts\":\"%s\"}",
+                   (long long)reserved, clock_format_rfc3339(clock_wall_ms(), ts, sizeof ts));
+  int rc = publisher_send(d->pub, m->topic_seq, body, (size_t)n, 1, true,
+                          make_tag(0, (int)m->index));
+  if (rc == 0) m->seq_announced = reserved;
+  return rc;
+}
+
 /* Send reading R as the message PAYLOAD (N bytes, or N < 0: it could not be
  * written). */
 static send_result send_reading_text(gw *d, const store_reading *r, const char *payload,
@@ -511,6 +551,13 @@ static send_result send_reading_text(gw *d, const store_reading *r, const char *
   const char *t = topic;
   int mi = r->meter_index >= 0 ? r->meter_index : cfg_meter_index(d->cfg, r->meter);
   if (mi >= 0 && d->meters[mi].refused) return SEND_LATER;
+  if (mi >= 0 && r->seq > d->meters[mi].seq_announced && d->lim.retain_available) {
+    meter_rt *m = &d->meters[mi];
+    int64_t h = m->seq_reserved;
+    if (r->seq_reserved > h) h = r->seq_reserved;
+    if (r->seq > h) h = r->seq; /* not expected: the store reserves first */
+    if (announce_seq(d, m, h) != 0) return SEND_LATER;
+  }
   if (mi >= 0) {
     t = d->meters[mi].topic_reading;
   } else {
@@ -566,8 +613,12 @@ static void send_unstored(gw *d, const store_reading *r) {
 
 /* Ask the store for the next replay rows if the in-flight window (its lower
  * half: live readings keep the rest) and this tick's budget have room. */
+static bool may_deliver(const gw *d) {
+  return d->connected && d->seq_phase == SEQ_CHECKED;
+}
+
 static void replay_more(gw *d) {
-  if (!d->connected || !d->replay_active || d->replay_requested || d->stopping)
+  if (!may_deliver(d) || !d->replay_active || d->replay_requested || d->stopping)
     return;
   size_t room = MAX_INFLIGHT / 2 > d->inflight ? MAX_INFLIGHT / 2 - d->inflight : 0;
   size_t limit = room < d->replay_budget ? room : d->replay_budget;
@@ -619,7 +670,7 @@ static void publish_committed(gw *d) {
     budget--;
     if (d->stopping) continue;
     send_result sr = SEND_LATER;
-    if (d->connected && d->inflight < MAX_INFLIGHT) sr = send_reading(d, r);
+    if (may_deliver(d) && d->inflight < MAX_INFLIGHT) sr = send_reading(d, r);
     if (sr != SEND_LATER) continue;
     /* Could not go out live: it stays in the outbox for the replay. */
     if (d->connected) start_replay(d, r->id);
@@ -675,7 +726,7 @@ static void replay_continue(gw *d) {
   size_t budget = PUB_CHUNK;
   store_reading *r = d->replay_next;
   for (; r && budget; r = r->next, budget--) {
-    if (!d->connected) {
+    if (!may_deliver(d)) {
       all = false;
       break;
     }
@@ -791,6 +842,9 @@ static void handle_result(gw *d, bus_result *r) {
           sr->clock_step_ms = off;
         sr->meter = mc->id;
         sr->meter_index = (int)r->meter;
+        /* Reserve about SEQ_BLOCK_MS of this meter's numbers at a time. */
+        int64_t blk = SEQ_BLOCK_MS / (m->cfg->interval_ms > 0 ? m->cfg->interval_ms : 1);
+        sr->seq_block = blk < 8 ? 8 : blk > 100000 ? 100000 : (int32_t)blk;
         sr->ts_ms = r->start_ms;
         sr->quality = q;
         store_add_polled_reading(d->store, sr); /* counts the poll too */
@@ -930,10 +984,149 @@ static void flush_acks(gw *d) {
   d->nacks = 0;
 }
 
+/* Replay everything undelivered on this connection. */
+static void begin_replay(gw *d) {
+  store_stats ss;
+  store_get_stats(d->store, &ss);
+  int64_t upto = ss.max_id > d->max_committed_id ? ss.max_id : d->max_committed_id;
+  d->replay_cursor = 0;
+  d->replay_upto = 0;
+  d->replay_active = false;
+  d->replay_requested = false;
+  d->replay_sent = 0;
+  if (ss.undelivered > 0 || upto > 0) start_replay(d, upto);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sequence numbers after a restore                                         */
+
+/* The reservations read back go to the store, which compares them with its
+ * own; readings wait for its answer. */
+static void seq_read_done(gw *d) {
+  uv_timer_stop(&d->seq_timer);
+  if (d->connected) (void)publisher_unsubscribe(d->pub, d->seq_filter);
+  size_t n = d->cfg->nmeters;
+  store_seq_item *items = calloc(n ? n : 1, sizeof *items);
+  if (!items) {
+    log_error("out of memory checking sequence numbers; checked at the next connect");
+    d->seq_phase = SEQ_UNCHECKED;
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    snprintf(items[i].meter, sizeof items[i].meter, "%s", d->meters[i].cfg->id);
+    items[i].meter_index = (int)i;
+    items[i].broker_reserved = d->meters[i].broker_reserved;
+  }
+  if (store_seq_check(d->store, items, n) != 0) {
+    log_error("storage: cannot check sequence numbers; checked at the next connect");
+    d->seq_phase = SEQ_UNCHECKED;
+    return;
+  }
+  d->seq_phase = SEQ_STORING;
+}
+
+static void on_seq_timer(uv_timer_t *t) {
+  gw *d = t->data;
+  if (d->seq_phase == SEQ_READING) seq_read_done(d);
+}
+
+/* Connected for the first time (or again before the check was done): read
+ * the meters' retained reservations back. */
+static void seq_read_start(gw *d) {
+  for (size_t i = 0; i < d->cfg->nmeters; i++) d->meters[i].broker_reserved = 0;
+  d->seq_heard = 0;
+  d->seq_phase = SEQ_READING;
+  if (!d->lim.retain_available) {
+    log_warn("mqtt: the broker keeps no retained messages, so sequence numbers cannot "
+             "be checked against what was published before; a database restored "
+             "from an older copy would give published numbers to new readings");
+    seq_read_done(d);
+    return;
+  }
+  if (d->cfg->nmeters == 0 || publisher_subscribe(d->pub, d->seq_filter) != 0) {
+    seq_read_done(d);
+    return;
+  }
+  /* The broker sends the retained messages as it takes the SUBSCRIBE, so
+   * a message published after it and heard back comes after them all: the
+   * reading ends then, or after SEQ_READ_MS if it never comes back. */
+  char body[64];
+  d->seq_sync = (uint64_t)clock_mono_ms() ^ ((uint64_t)getpid() << 32);
+  int n = snprintf(body, sizeof body, "{\"sync\":%llu}", (unsigned long long)d->seq_sync);
+  (void)publisher_send(d->pub, d->topic_seq_sync, body, (size_t)n, 1, false,
+                       make_tag(0, TAG_GATEWAY));
+  uv_timer_start(&d->seq_timer, on_seq_timer, SEQ_READ_MS, 0);
+}
+
+/* A retained reservation came back: {prefix}/{site}/{meter}/seq. */
+static void seq_heard(gw *d, const char *topic, const char *payload) {
+  if (strcmp(topic, d->topic_seq_sync) == 0) {
+    char want[64];
+    snprintf(want, sizeof want, "{\"sync\":%llu}", (unsigned long long)d->seq_sync);
+    if (strcmp(payload, want) == 0) seq_read_done(d);
+    return;
+  }
+  size_t pl = strlen(d->seq_filter) - strlen("+/seq");
+  size_t tl = strlen(topic);
+  if (strncmp(topic, d->seq_filter, pl) != 0 || tl < pl + sizeof "/seq" ||
+      strcmp(topic + tl - 4, "/seq") != 0)
+    return;
+  char id[128];
+  size_t il = tl - pl - 4;
+  if (il == 0 || il >= sizeof id) return;
+  memcpy(id, topic + pl, il);
+  id[il] = '\0';
+  int mi = cfg_meter_index(d->cfg, id);
+  if (mi < 0) return; /* a meter no longer configured */
+  cJSON *o = cJSON_Parse(payload);
+  const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "reserved");
+  if (cJSON_IsNumber(r) && r->valuedouble >= 1 && r->valuedouble < 9e15) {
+    meter_rt *m = &d->meters[mi];
+    if (!m->broker_reserved) d->seq_heard++;
+    m->broker_reserved = (int64_t)r->valuedouble;
+  } else {
+    log_warn("mqtt: ignoring the sequence reservation of meter %s, not understood: %.80s",
+             id, payload);
+  }
+  cJSON_Delete(o);
+  if (d->seq_heard == d->cfg->nmeters) seq_read_done(d);
+}
+
+/* The store's answer: each meter's reservation, and the meters whose
+ * numbers the broker had seen beyond the database's. */
+static void seq_checked(gw *d, const store_event *e) {
+  for (size_t i = 0; i < e->n; i++) {
+    const store_seq_item *it = &e->items[i];
+    if (it->meter_index < 0 || (size_t)it->meter_index >= d->cfg->nmeters) continue;
+    meter_rt *m = &d->meters[it->meter_index];
+    if (it->reserved > m->seq_reserved) m->seq_reserved = it->reserved;
+    if (it->broker_reserved <= it->db_reserved) continue;
+    if (it->renumbered)
+      log_warn("meter %s: the broker has seen sequence numbers up to %lld, beyond this "
+               "database's %lld (restored from an older copy?): the %lld readings taken "
+               "since start are numbered from %lld on, and later ones above them",
+               it->meter, (long long)it->broker_reserved, (long long)it->db_reserved,
+               (long long)it->renumbered, (long long)it->first_seq);
+    else
+      log_warn("meter %s: the broker has seen sequence numbers up to %lld, beyond this "
+               "database's %lld (restored from an older copy?): numbering continues "
+               "from %lld",
+               it->meter, (long long)it->broker_reserved, (long long)it->db_reserved,
+               (long long)it->last_seq + 1);
+  }
+  d->seq_phase = SEQ_CHECKED;
+  /* Readings queued since carry the numbers from before the check: the
+   * replay sends them from the database, numbered anew where needed. */
+  pubq_free(d);
+  if (d->connected) begin_replay(d);
+}
+
 static void handle_pub_event(gw *d, pub_event *ev) {
   switch (ev->kind) {
     case PUB_EV_MESSAGE:
-      break; /* the gateway subscribes to nothing */
+      if (d->seq_phase == SEQ_READING && ev->topic && ev->payload)
+        seq_heard(d, ev->topic, ev->payload);
+      break;
     case PUB_EV_CONNECTED: {
       d->connected = true;
       d->reconnect_ms = 0;
@@ -950,20 +1143,21 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       for (size_t i = 0; i < d->cfg->nmeters; i++) publish_meter_state(d, &d->meters[i]);
       publish_online_rate(d);
       publish_latest_reports(d);
-      store_stats ss;
-      store_get_stats(d->store, &ss);
-      int64_t upto = ss.max_id > d->max_committed_id ? ss.max_id : d->max_committed_id;
-      d->replay_cursor = 0;
-      d->replay_upto = 0;
-      d->replay_active = false;
-      d->replay_requested = false;
-      d->replay_sent = 0;
-      if (ss.undelivered > 0 || upto > 0) start_replay(d, upto);
+      for (size_t i = 0; i < d->cfg->nmeters; i++) d->meters[i].seq_announced = 0;
+      if (d->seq_phase == SEQ_CHECKED)
+        begin_replay(d);
+      else if (d->seq_phase != SEQ_STORING)
+        seq_read_start(d);
       break;
     }
     case PUB_EV_LOST:
       if (d->connected) log_warn("broker connection lost: %s", ev->detail);
       d->connected = false;
+      if (d->seq_phase == SEQ_READING) {
+        /* Read again, whole, at the next connect. */
+        uv_timer_stop(&d->seq_timer);
+        d->seq_phase = SEQ_UNCHECKED;
+      }
       suspect_loss(d, ev->tag);
       if (!d->stopping) schedule_reconnect(d, false, false);
       pubq_free(d); /* they stay in the outbox for the replay */
@@ -1089,8 +1283,12 @@ static void on_wake(uv_async_t *a) {
     next = e->next;
     e->next = NULL;
     if (e->kind == STORE_EV_COMMITTED) {
-      for (store_reading *r = e->readings; r; r = r->next)
+      for (store_reading *r = e->readings; r; r = r->next) {
         if (r->id > d->max_committed_id) d->max_committed_id = r->id;
+        if (r->meter_index >= 0 && (size_t)r->meter_index < d->cfg->nmeters &&
+            r->seq_reserved > d->meters[r->meter_index].seq_reserved)
+          d->meters[r->meter_index].seq_reserved = r->seq_reserved;
+      }
       /* Queued for publishing, which starts below. */
       if (d->pubq_tail)
         d->pubq_tail->next = e;
@@ -1115,6 +1313,8 @@ static void on_wake(uv_async_t *a) {
       d->replay_next = e->readings;
       d->replay_requested = true;
       replay_continue(d);
+    } else if (e->kind == STORE_EV_SEQ_CHECKED) {
+      seq_checked(d, e);
     } else if (e->kind == STORE_EV_MAINTAINED) {
       if (e->aged)
         log_info("storage: %lld delivered readings older than the retention removed",
@@ -1620,6 +1820,12 @@ int daemon_run(const cfg *c) {
   d->maint_timer.data = d;
   uv_timer_init(&d->loop, &d->reconnect_timer);
   d->reconnect_timer.data = d;
+  uv_timer_init(&d->loop, &d->seq_timer);
+  d->seq_timer.data = d;
+  snprintf(d->seq_filter, sizeof d->seq_filter, "%s/%s/+/seq", c->mqtt.topic_prefix,
+           c->site.id);
+  snprintf(d->topic_seq_sync, sizeof d->topic_seq_sync, "%s/%s/gateway/seq",
+           c->mqtt.topic_prefix, c->site.id);
   store_maintain(d->store, clock_wall_ms()); /* at start, then periodically */
   uv_timer_start(&d->maint_timer, on_maintenance, (uint64_t)c->storage.maintenance_ms,
                  (uint64_t)c->storage.maintenance_ms);
@@ -1640,7 +1846,8 @@ int daemon_run(const cfg *c) {
     mstate_init(&m->st, now);
     m->phase_ms = cfg_meter_phase_ms(c, i);
     int tl = snprintf(NULL, 0, "%s/%s/%s/", c->mqtt.topic_prefix, c->site.id, m->cfg->id);
-    m->topic_reading = malloc(2 * (size_t)tl + sizeof "reading" + sizeof "state");
+    m->topic_reading =
+        malloc(3 * (size_t)tl + sizeof "reading" + sizeof "state" + sizeof "seq");
     if (!m->topic_reading) {
       log_error("out of memory");
       goto out;
@@ -1650,6 +1857,8 @@ int daemon_run(const cfg *c) {
     m->topic_state = m->topic_reading + tl + sizeof "reading";
     sprintf(m->topic_state, "%s/%s/%s/state", c->mqtt.topic_prefix, c->site.id,
             m->cfg->id);
+    m->topic_seq = m->topic_state + tl + sizeof "state";
+    sprintf(m->topic_seq, "%s/%s/%s/seq", c->mqtt.topic_prefix, c->site.id, m->cfg->id);
     uv_timer_init(&d->loop, &m->timer);
     m->timer.data = m;
     m->due_ms = clock_next_slot(now, m->cfg->interval_ms, m->phase_ms);

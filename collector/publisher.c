@@ -850,6 +850,12 @@ int publisher_subscribe(publisher *p, const char *filter) {
   return rc == MQTTASYNC_SUCCESS ? 0 : -1;
 }
 
+int publisher_unsubscribe(publisher *p, const char *filter) {
+  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+  int rc = MQTTAsync_unsubscribe(p->client, filter, &ro);
+  return rc == MQTTASYNC_SUCCESS ? 0 : -1;
+}
+
 uint64_t publisher_dropped_messages(publisher *p) {
   pthread_mutex_lock(&p->mu);
   uint64_t n = p->dropped_messages;

@@ -144,6 +144,9 @@ int publisher_reconnect(publisher *p);
  * start clean). Messages arrive as PUB_EV_MESSAGE events. */
 int publisher_subscribe(publisher *p, const char *filter);
 
+/* Undo publisher_subscribe on the connection of the moment. */
+int publisher_unsubscribe(publisher *p, const char *filter);
+
 /* Messages dropped for size or a full queue. */
 uint64_t publisher_dropped_messages(publisher *p);
 

@@ -104,6 +104,8 @@ static const char *const migrations[] = {
      * every maintenance interval); new rows append at the end of it. */
     "CREATE INDEX readings_ts ON readings(ts_ms);"
     "CREATE INDEX state_changes_ts ON state_changes(ts_ms);",
+    /* 8: each meter's reserved sequence numbers (see store_seq_check) */
+    "ALTER TABLE meters ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -132,6 +134,7 @@ typedef enum {
   OP_CONFIGURED,
   OP_MAINTAIN,
   OP_CLOCK_STEP,
+  OP_SEQ_CHECK,
 } op_kind;
 
 typedef struct op {
@@ -146,6 +149,7 @@ typedef struct op {
   bool count;      /* OP_READING: count its poll in poll_stats too */
   int64_t *ids;    /* OP_DELIVERED: the rows (id unused), owned */
   size_t nids;
+  store_seq_item *items; /* OP_SEQ_CHECK: the meters, owned */
   bool online;
   /* A meter's id and a state's reason: only the operations that name them
    * (a state change, a poll count, a configured meter) have room for them,
@@ -160,6 +164,7 @@ typedef struct op {
 typedef struct {
   char *meter; /* NULL: a free slot */
   int64_t last_seq;
+  int64_t reserved; /* numbers up to this may be published (see seq_load) */
   bool touched;
 } seq_slot;
 
@@ -199,6 +204,7 @@ struct store {
   int64_t max_size;
   int64_t retention_ms;
   _Atomic int64_t max_id;
+  int64_t open_max_id;  /* rows above this were taken since the open */
 
   /* While the database cannot be written (disk full, read-only, I/O
    * errors): the operations that failed, oldest first, retried with back-off.
@@ -243,6 +249,7 @@ void store_event_free(store_event *ev) {
   while (ev) {
     store_event *next = ev->next;
     store_reading_free(ev->readings);
+    free(ev->items);
     free(ev);
     ev = next;
   }
@@ -317,11 +324,12 @@ static int prepare_all(store *s, char *err, size_t errlen) {
   if (prepare(s, &s->st_insert,
               "INSERT INTO readings (meter, seq, ts_ms, fields, quality, clock_step_ms) "
               "VALUES (?1, ?2, ?3, ?4, ?5, ?6)", err, errlen) ||
-      prepare(s, &s->st_seq_get, "SELECT last_seq FROM meters WHERE id = ?1",
+      prepare(s, &s->st_seq_get, "SELECT last_seq, seq_reserved FROM meters WHERE id = ?1",
               err, errlen) ||
       prepare(s, &s->st_seq_set,
-              "INSERT INTO meters (id, last_seq) VALUES (?1, ?2) "
-              "ON CONFLICT(id) DO UPDATE SET last_seq = excluded.last_seq",
+              "INSERT INTO meters (id, last_seq, seq_reserved) VALUES (?1, ?2, ?3) "
+              "ON CONFLICT(id) DO UPDATE SET last_seq = excluded.last_seq, "
+              "seq_reserved = excluded.seq_reserved",
               err, errlen) ||
       prepare(s, &s->st_delivered,
               "UPDATE readings SET delivered = 1 WHERE id = ?1 AND delivered = 0",
@@ -385,6 +393,7 @@ static void free_ops(op *o) {
     op *next = o->next;
     store_reading_free(o->reading);
     free(o->ids);
+    free(o->items);
     free(o);
     o = next;
   }
@@ -564,6 +573,7 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
       atomic_store(&s->max_id, sqlite3_column_int64(cnt, 0));
     sqlite3_finalize(cnt);
   }
+  s->open_max_id = atomic_load(&s->max_id);
   if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
     snprintf(err, errlen, "cannot start the storage thread");
     goto fail;
@@ -730,6 +740,17 @@ int store_clock_step(store *s, int64_t after_id, int64_t step_ms) {
   return enqueue(s, o);
 }
 
+int store_seq_check(store *s, store_seq_item *items, size_t n) {
+  op *o = new_op(OP_SEQ_CHECK);
+  if (!o) {
+    free(items);
+    return -1;
+  }
+  o->items = items;
+  o->nids = n;
+  return enqueue(s, o);
+}
+
 int store_request_replay(store *s, int64_t after_id, int64_t upto_id,
                          size_t limit) {
   op *o = new_op(OP_REPLAY);
@@ -831,26 +852,116 @@ static int seqs_grow(store *s) {
   return 0;
 }
 
-static int next_seq(store *s, const char *meter, int64_t *seq) {
-  if ((s->seq_n + 1) * 2 > s->seq_cap && seqs_grow(s)) return SQLITE_NOMEM;
+/* METER's slot, read from the database the first time; NULL with *RC set
+ * on an error. */
+static seq_slot *seq_load(store *s, const char *meter, int *rc) {
+  *rc = 0;
+  if ((s->seq_n + 1) * 2 > s->seq_cap && seqs_grow(s)) {
+    *rc = SQLITE_NOMEM;
+    return NULL;
+  }
   seq_slot *e = seqs_find(s, meter);
   if (!e->meter) {
-    int64_t last = 0;
+    int64_t last = 0, reserved = 0;
     sqlite3_bind_text(s->st_seq_get, 1, meter, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s->st_seq_get);
-    if (rc == SQLITE_ROW) last = sqlite3_column_int64(s->st_seq_get, 0);
+    int r = sqlite3_step(s->st_seq_get);
+    if (r == SQLITE_ROW) {
+      last = sqlite3_column_int64(s->st_seq_get, 0);
+      reserved = sqlite3_column_int64(s->st_seq_get, 1);
+    }
     sqlite3_reset(s->st_seq_get);
     sqlite3_clear_bindings(s->st_seq_get);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return rc;
-    if (!(e->meter = strdup(meter))) return SQLITE_NOMEM;
+    if (r != SQLITE_ROW && r != SQLITE_DONE) {
+      *rc = r;
+      return NULL;
+    }
+    if (!(e->meter = strdup(meter))) {
+      *rc = SQLITE_NOMEM;
+      return NULL;
+    }
     e->last_seq = last;
+    e->reserved = reserved;
     s->seq_n++;
   }
-  if (!e->touched) {
-    e->touched = true;
-    s->seq_touched[s->seq_ntouched++] = (size_t)(e - s->seqs);
-  }
+  return e;
+}
+
+/* E is written back with the batch in progress. */
+static void seq_touch(store *s, seq_slot *e) {
+  if (e->touched) return;
+  e->touched = true;
+  s->seq_touched[s->seq_ntouched++] = (size_t)(e - s->seqs);
+}
+
+/* The next number of METER, and the meter's reservation: a number above the
+ * reservation moves it STORE_SEQ_BLOCK ahead, in the same transaction. */
+static int next_seq(store *s, const char *meter, int32_t block, int64_t *seq,
+                    int64_t *reserved) {
+  int rc;
+  seq_slot *e = seq_load(s, meter, &rc);
+  if (!e) return rc;
+  seq_touch(s, e);
   *seq = ++e->last_seq;
+  if (e->reserved < *seq) e->reserved = *seq + (block > 0 ? block : STORE_SEQ_BLOCK) - 1;
+  *reserved = e->reserved;
+  return 0;
+}
+
+/* Compare one meter's reservation with what the broker holds (see
+ * store_seq_check): when the broker's is higher, the database is older than
+ * what was published, and the readings taken since the open are numbered
+ * anew above the broker's. */
+static int seq_check(store *s, store_seq_item *it) {
+  int rc;
+  seq_slot *e = seq_load(s, it->meter, &rc);
+  if (!e) return rc;
+  it->renumbered = it->first_seq = 0; /* a retried batch starts over */
+  it->db_reserved = e->reserved;
+  if (it->broker_reserved > e->reserved) {
+    sqlite3_stmt *st;
+    int64_t lo = 0, n = 0;
+    rc = sqlite3_prepare_v2(s->db,
+                            "SELECT coalesce(min(seq), 0), count(*) FROM readings "
+                            "WHERE meter = ?1 AND id > ?2",
+                            -1, &st, NULL);
+    if (rc) return rc;
+    sqlite3_bind_text(st, 1, it->meter, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, s->open_max_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      lo = sqlite3_column_int64(st, 0);
+      n = sqlite3_column_int64(st, 1);
+      rc = 0;
+    }
+    sqlite3_finalize(st);
+    if (rc) return rc;
+    if (n > 0 && lo <= it->broker_reserved) {
+      int64_t shift = it->broker_reserved + 1 - lo;
+      rc = sqlite3_prepare_v2(s->db,
+                              "UPDATE readings SET seq = seq + ?3 WHERE meter = ?1 AND id > ?2",
+                              -1, &st, NULL);
+      if (rc) return rc;
+      sqlite3_bind_text(st, 1, it->meter, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 2, s->open_max_id);
+      sqlite3_bind_int64(st, 3, shift);
+      rc = sqlite3_step(st);
+      sqlite3_finalize(st);
+      if (rc != SQLITE_DONE) return rc;
+      it->renumbered = n;
+      it->first_seq = lo + shift;
+      e->last_seq += shift;
+    }
+    if (e->last_seq < it->broker_reserved) e->last_seq = it->broker_reserved;
+    e->reserved = e->last_seq + STORE_SEQ_BLOCK - 1;
+    seq_touch(s, e);
+  }
+  if (e->reserved < e->last_seq) {
+    /* Numbered before reservations were kept. */
+    e->reserved = e->last_seq + STORE_SEQ_BLOCK - 1;
+    seq_touch(s, e);
+  }
+  it->reserved = e->reserved;
+  it->last_seq = e->last_seq;
   return 0;
 }
 
@@ -867,7 +978,7 @@ static int apply(store *s, op *o, size_t *nread, int64_t *delivered) {
   switch (o->kind) {
     case OP_READING: {
       store_reading *r = o->reading;
-      rc = next_seq(s, r->meter, &r->seq);
+      rc = next_seq(s, r->meter, r->seq_block, &r->seq, &r->seq_reserved);
       if (rc) return rc;
       sqlite3_bind_text(s->st_insert, 1, r->meter, -1, SQLITE_STATIC);
       sqlite3_bind_int64(s->st_insert, 2, r->seq);
@@ -932,6 +1043,9 @@ static int apply(store *s, op *o, size_t *nread, int64_t *delivered) {
       sqlite3_finalize(st);
       return rc == SQLITE_DONE ? 0 : rc;
     }
+    case OP_SEQ_CHECK:
+      for (size_t i = 0; i < o->nids && !rc; i++) rc = seq_check(s, &o->items[i]);
+      return rc;
     case OP_REPLAY:
     case OP_MAINTAIN:
       return 0; /* handled outside the write transaction */
@@ -1000,6 +1114,7 @@ static int commit_ops(store *s, op *ops, char *err, size_t errlen) {
     seq_slot *e = &s->seqs[s->seq_touched[i]];
     sqlite3_bind_text(s->st_seq_set, 1, e->meter, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s->st_seq_set, 2, e->last_seq);
+    sqlite3_bind_int64(s->st_seq_set, 3, e->reserved);
     rc = step_done(s->st_seq_set);
   }
   if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
@@ -1031,16 +1146,30 @@ static int commit_ops(store *s, op *ops, char *err, size_t errlen) {
   atomic_fetch_add(&s->committed, n);
   atomic_fetch_add(&s->undelivered, n);
   atomic_fetch_sub(&s->undelivered, (uint64_t)delivered);
-  if (n == 0) return 0;
-  store_event *ev = calloc(1, sizeof *ev);
-  if (!ev) {
-    store_reading_free(committed);
-    return 0;
+  if (n > 0) {
+    store_event *ev = calloc(1, sizeof *ev);
+    if (ev) {
+      ev->kind = STORE_EV_COMMITTED;
+      ev->readings = committed;
+      ev->n = n;
+      post_event(s, ev);
+    } else {
+      store_reading_free(committed);
+    }
   }
-  ev->kind = STORE_EV_COMMITTED;
-  ev->readings = committed;
-  ev->n = n;
-  post_event(s, ev);
+  /* After the batch's readings: those numbered before a check in the same
+   * batch carry their old numbers, and the loop drops what it holds when
+   * the answer comes (the replay reads them back renumbered). */
+  for (op *o = ops; o; o = o->next) {
+    if (o->kind != OP_SEQ_CHECK) continue;
+    store_event *ev = calloc(1, sizeof *ev);
+    if (!ev) continue; /* the loop asks again at its next connect */
+    ev->kind = STORE_EV_SEQ_CHECKED;
+    ev->items = o->items;
+    ev->n = o->nids;
+    o->items = NULL;
+    post_event(s, ev);
+  }
   return 0;
 }
 

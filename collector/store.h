@@ -40,6 +40,10 @@ typedef struct store_reading {
   int quality;        /* quality_value */
   int64_t id;         /* row id, assigned at commit */
   int64_t seq;        /* per-meter sequence, assigned at commit */
+  int64_t seq_reserved; /* the meter's reservation after it (see
+                           store_seq_check); 0 for rows read back */
+  int32_t seq_block;  /* numbers to reserve at a time for its meter (0: the
+                         default, STORE_SEQ_BLOCK) */
   bool historical;    /* read back for replay */
   int64_t clock_step_ms; /* the wall clock stepped by this after it was taken */
   char text[];        /* FIELDS, when made by store_reading_new */
@@ -56,7 +60,26 @@ typedef enum {
   STORE_EV_REPLAY,        /* readings: undelivered rows, oldest first */
   STORE_EV_TROUBLE,       /* the database cannot be written, or can again */
   STORE_EV_MAINTAINED,    /* the bounds were enforced: see the counts */
+  STORE_EV_SEQ_CHECKED,   /* items: store_seq_check's answer */
 } store_event_kind;
+
+/* Sequence numbers are reserved per meter, a block at a time (the reading's
+ * seq_block, or STORE_SEQ_BLOCK), in the transaction of the reading that
+ * needs them. */
+#define STORE_SEQ_BLOCK 100
+
+/* One meter in store_seq_check. */
+typedef struct {
+  char meter[64];
+  int meter_index;         /* the caller's, returned as is */
+  int64_t broker_reserved; /* the reservation the broker holds; 0: none */
+  /* Answers */
+  int64_t db_reserved;     /* the database's reservation before the check */
+  int64_t reserved;        /* ...and after it */
+  int64_t last_seq;        /* the last number given */
+  int64_t renumbered;      /* readings taken since the open numbered anew */
+  int64_t first_seq;       /* ...from this number on */
+} store_seq_item;
 
 /* Retry of operations held while the database cannot be written: after this
  * long, doubling up to the maximum. */
@@ -71,7 +94,8 @@ typedef struct store_event {
   struct store_event *next;
   store_event_kind kind;
   store_reading *readings; /* list, owned by the event */
-  size_t n;
+  size_t n;               /* readings, or items */
+  store_seq_item *items;   /* STORE_EV_SEQ_CHECKED, owned by the event */
   int64_t replay_last_id;  /* STORE_EV_REPLAY: the last id scanned */
   bool replay_done;        /* STORE_EV_REPLAY: nothing more up to the bound */
   /* STORE_EV_MAINTAINED */
@@ -150,6 +174,16 @@ int store_run_stop(store *s, int64_t ts_ms);
  * oldest first; they come back as one STORE_EV_REPLAY event. */
 int store_request_replay(store *s, int64_t after_id, int64_t upto_id,
                          size_t limit);
+
+/* A database restored from an older copy must not give a published
+ * (meter, seq) to another reading. The publisher announces each meter's
+ * reservation (retained) before any reading numbered within it; at its first
+ * connect it reads the reservations back and hands them here. For each of
+ * the N ITEMS (taken, freed by the store): when the broker's reservation is
+ * higher than the database's, the readings taken since the open are numbered
+ * anew from above the broker's, and so is every later one. The answer comes
+ * back as one STORE_EV_SEQ_CHECKED event, once committed. */
+int store_seq_check(store *s, store_seq_item *items, size_t n);
 
 /* Enforce the bounds as of NOW_MS: remove what is older than the retention,
  * then, while the files exceed max_size, the oldest delivered readings and

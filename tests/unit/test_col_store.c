@@ -162,6 +162,75 @@ static void test_sequences_and_restart(void **state) {
   assert_int_equal(query_int(f->path, "SELECT last_seq FROM meters WHERE id = 'A'"), 6);
 }
 
+/* Reservations: a block at a time, moved by the reading that needs it. A
+ * broker reservation above the database's renumbers the readings taken
+ * since the open, and later ones follow; one at or below changes nothing. */
+static void test_seq_reservation_and_check(void **state) {
+  fixture *f = *state;
+  store *s = open_store(f);
+  store_reading *r = reading("A", 1000, "{}");
+  r->seq_block = 10;
+  store_add_reading(s, r);
+  store_reading **rs = collect(s, 1);
+  assert_int_equal(rs[0]->seq, 1);
+  assert_int_equal(rs[0]->seq_reserved, 10);
+  release(rs, 1);
+  store_close(s, NULL);
+  assert_int_equal(query_int(f->path, "SELECT seq_reserved FROM meters WHERE id = 'A'"), 10);
+
+  /* Reopened (as from an older copy): two readings, then the broker says
+   * 500 for A, and 10 (the database's own) for B. */
+  s = open_store(f);
+  for (int i = 0; i < 2; i++) store_add_reading(s, reading("A", 2000 + i, "{}"));
+  rs = collect(s, 2);
+  assert_int_equal(rs[1]->seq, 3);
+  release(rs, 2);
+  store_seq_item *items = calloc(2, sizeof *items);
+  snprintf(items[0].meter, sizeof items[0].meter, "A");
+  items[0].meter_index = 0;
+  items[0].broker_reserved = 500;
+  snprintf(items[1].meter, sizeof items[1].meter, "B");
+  items[1].meter_index = 1;
+  items[1].broker_reserved = 0;
+  assert_int_equal(store_seq_check(s, items, 2), 0);
+  store_event *ev = next_event(s);
+  assert_non_null(ev);
+  assert_int_equal(ev->kind, STORE_EV_SEQ_CHECKED);
+  assert_int_equal(ev->n, 2);
+  assert_int_equal(ev->items[0].db_reserved, 10);
+  assert_int_equal(ev->items[0].renumbered, 2);
+  assert_int_equal(ev->items[0].first_seq, 501);
+  assert_int_equal(ev->items[0].last_seq, 502);
+  assert_true(ev->items[0].reserved >= 502);
+  assert_int_equal(ev->items[1].renumbered, 0);
+  store_event_free(ev);
+  store_add_reading(s, reading("A", 3000, "{}"));
+  rs = collect(s, 1);
+  assert_int_equal(rs[0]->seq, 503);
+  release(rs, 1);
+  store_close(s, NULL);
+  /* The reading from before the reopen keeps its number. */
+  assert_int_equal(query_int(f->path, "SELECT seq FROM readings WHERE ts_ms = 1000"), 1);
+  assert_int_equal(query_int(f->path, "SELECT seq FROM readings WHERE ts_ms = 2000"), 501);
+
+  /* A broker at or below the database's reservation changes nothing. */
+  s = open_store(f);
+  store_add_reading(s, reading("A", 4000, "{}"));
+  rs = collect(s, 1);
+  assert_int_equal(rs[0]->seq, 504);
+  release(rs, 1);
+  items = calloc(1, sizeof *items);
+  snprintf(items[0].meter, sizeof items[0].meter, "A");
+  items[0].broker_reserved = 503;
+  store_seq_check(s, items, 1);
+  ev = next_event(s);
+  assert_non_null(ev);
+  assert_int_equal(ev->items[0].renumbered, 0);
+  assert_int_equal(ev->items[0].last_seq, 504);
+  store_event_free(ev);
+  store_close(s, NULL);
+}
+
 static void test_delivery_and_replay(void **state) {
   fixture *f = *state;
   store *s = open_store(f);
@@ -316,6 +385,7 @@ static void test_full_queue_drops_and_counts(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_sequences_and_restart, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_seq_reservation_and_check, setup, teardown),
       cmocka_unit_test_setup_teardown(test_delivery_and_replay, setup, teardown),
       cmocka_unit_test_setup_teardown(test_retention_keeps_undelivered_and_stepped, setup,
                                       teardown),
