@@ -137,6 +137,7 @@ struct gw {
   uint64_t seq_sync;   /* the marker that ends the reading */
   char seq_filter[256];
   char topic_seq_sync[256];
+  char connect_fail_told[256]; /* the last connect failure logged */
   uv_timer_t site_timer; /* coalesces the site topics after state changes */
   store *store;
   publisher *pub;
@@ -1129,6 +1130,7 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       break;
     case PUB_EV_CONNECTED: {
       d->connected = true;
+      d->connect_fail_told[0] = '\0';
       d->reconnect_ms = 0;
       uv_timer_stop(&d->reconnect_timer);
       d->inflight = 0;
@@ -1172,6 +1174,15 @@ static void handle_pub_event(gw *d, pub_event *ev) {
       /* A refusal (a broker being reconfigured, a password being fixed)
        * backs off further than a broker that is away. */
       int64_t ms = schedule_reconnect(d, ev->reason >= 0x80, ev->retry_now);
+      /* The same cause again (a broker that keeps refusing, or keeps giving a
+       * CONNACK that cannot be used) is said once, until it changes or a
+       * connection succeeds. */
+      if (strcmp(d->connect_fail_told, ev->detail) == 0) {
+        log_debug("cannot connect to the broker %s: %s (again); retrying in %lld s",
+                  d->cfg->mqtt.url, ev->detail, (long long)(ms / 1000));
+        break;
+      }
+      snprintf(d->connect_fail_told, sizeof d->connect_fail_told, "%s", ev->detail);
       if (ev->reason == 0x9B)
         /* Not a passing state: the broker's configuration must change. */
         log_error("cannot use the broker %s: %s; retrying in %lld s", d->cfg->mqtt.url,

@@ -96,9 +96,11 @@ wait_until 20 "the Will, retained, says offline" will && ok "the Last Will marks
 # version 5 forced: refused, retried, never 3.1.1.
 sed -e 's/client_id: aedes-gw}/client_id: aedes-gw5, version: 5}/' -e 's/readings.db/readings5.db/' \
   "$T/site.yaml" >"$T/site5.yaml"
-start col5 "$IC_BIN/intake-collector" --config "$T/site5.yaml"
+start col5 "$IC_BIN/intake-collector" --config "$T/site5.yaml" --log-level debug
 refused() { [ "$(grep -c 'cannot connect to the broker' "$T/col5.log")" -ge 2 ]; }
 wait_until 20 "two refused attempts with version 5" refused
+expect_eq "the refusal is logged at warn once, the attempts after it at debug" 1 \
+  "$(grep -c '^warn  cannot connect to the broker' "$T/col5.log")"
 stop_pid "$col5_PID"
 expect_eq "the gateway with version 5 exits 0" 0 "$STOP_RC"
 expect_eq "and never connected with 3.1.1" 0 "$(grep -c 'client connected: id=aedes-gw5' "$T/broker.log" || true)"
