@@ -169,4 +169,21 @@ expect_eq "the other meters' readings are all delivered but the last moments'" 0
                              AND ts_ms < $(( $(now_ms) - 2000 ))")"
 stop_pid "$col4_PID"
 expect_eq "the daemon exits 0" 0 "$STOP_RC"
+
+# --- A CONNACK with Receive Maximum 0 (a protocol error) ----------------------
+# No real broker sends one: a stand-in that answers every CONNECT so.
+stop_pid "$broker4_PID"
+site 5 e
+start rm0 stdbuf -oL node "$IC_SOURCE_DIR/tests/tools/rm0-broker.js" "$MQTT_PORT"
+wait_for "$T/rm0.out" '^ready' 10 "$rm0_PID"
+start col5 "$IC_BIN/intake-collector" --config "$T/site-e.yaml"
+thrice() { [ "$(grep -c '^connect' "$T/rm0.out")" -ge 3 ]; }
+wait_until 30 "three connects answered with Receive Maximum 0" thrice
+stop_pid "$col5_PID"
+expect_eq "the daemon exits 0" 0 "$STOP_RC"
+expect_eq "Receive Maximum 0 is logged once over three attempts" 1 \
+  "$(grep -c 'Receive Maximum of 0, a protocol error' "$T/col5.log" || true)"
+expect_eq "and no reading is marked delivered" 0 \
+  "$(sql "$T/readings-e.db" 'SELECT count(*) FROM readings WHERE delivered = 1')"
+stop_pid "$rm0_PID"
 finish
