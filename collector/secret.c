@@ -1,21 +1,13 @@
 #include "secret.h"
 
+#include "cfg.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static const char *kind_of(mode_t m) {
-  if (S_ISREG(m)) return NULL;
-  if (S_ISDIR(m)) return "a directory";
-  if (S_ISFIFO(m)) return "a FIFO";
-  if (S_ISCHR(m)) return "a character device";
-  if (S_ISBLK(m)) return "a block device";
-  if (S_ISSOCK(m)) return "a socket";
-  return "not a regular file";
-}
 
 int secret_read_file(const char *path, char *buf, size_t len, bool *exposed, char *err,
                      size_t errlen) {
@@ -33,7 +25,7 @@ int secret_read_file(const char *path, char *buf, size_t len, bool *exposed, cha
     close(fd);
     return -1;
   }
-  const char *kind = kind_of(st.st_mode);
+  const char *kind = cfg_file_kind(st.st_mode);
   if (kind) {
     snprintf(err, errlen, "%s, not a regular file", kind);
     close(fd);

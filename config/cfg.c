@@ -344,6 +344,16 @@ static int opt_path(ctx *x, const ydoc_node *m, const char *key, char *dst,
   return resolve(x, v, s, dst, dstlen);
 }
 
+const char *cfg_file_kind(unsigned mode) {
+  if (S_ISREG(mode)) return NULL;
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
 /* A secret file (password_file, token_file) that exists must be a regular
  * file: a directory or /dev/zero would be read as an empty or endless
  * secret, and a FIFO without a writer would hold the daemon before it
@@ -353,12 +363,7 @@ static int secret_path(ctx *x, const ydoc_node *m, const char *key, char *dst,
   if (opt_path(x, m, key, dst, dstlen)) return -1;
   struct stat st;
   if (!dst[0] || stat(dst, &st) != 0 || S_ISREG(st.st_mode)) return 0;
-  const char *kind = S_ISDIR(st.st_mode)    ? "a directory"
-                     : S_ISFIFO(st.st_mode) ? "a FIFO"
-                     : S_ISCHR(st.st_mode)  ? "a character device"
-                     : S_ISBLK(st.st_mode)  ? "a block device"
-                     : S_ISSOCK(st.st_mode) ? "a socket"
-                                            : "not a file";
+  const char *kind = cfg_file_kind(st.st_mode);
   return ERR(x, ydoc_get(m, key), "%s %s is %s: expected a regular file holding the "
                                   "secret on its first line",
              key, dst, kind);

@@ -37,6 +37,11 @@ typedef enum {
 
 const char *cfg_transport_name(cfg_transport t);
 
+/* What a file of mode MODE is when it is not a regular file ("a directory",
+ * "a FIFO", ...), or NULL for a regular file: a secret or a token must be
+ * read from a regular file. */
+const char *cfg_file_kind(unsigned mode);
+
 typedef enum {
   SIM_FAULT_NONE = 0,
   SIM_FAULT_OFFLINE,   /* never answers */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ydoc.h"
 
@@ -38,6 +39,20 @@ static int text(const ydoc *d, const ydoc_node *m, const char *key, bool require
 }
 
 /* A path from the file, relative ones taken from the file's folder. */
+/* A token file that exists must be a regular file (see cfg_file_kind); one
+ * that does not exist yet is the fleet view's to report at start. */
+static int secret_file(const ydoc *d, const ydoc_node *m, const char *key, const char *path,
+                       char *err, size_t errlen) {
+  struct stat st;
+  if (!path[0] || stat(path, &st) != 0) return 0;
+  const char *kind = cfg_file_kind(st.st_mode);
+  if (!kind) return 0;
+  return ydoc_errf(d, ydoc_get(m, key), err, errlen,
+                   "%s %s is %s: expected a regular file holding the secret on its first "
+                   "line",
+                   key, path, kind);
+}
+
 static int path_of(const ydoc *d, const ydoc_node *m, const char *key, const char *cfgpath,
                    char *dst, size_t len, char *err, size_t errlen) {
   const ydoc_node *v = ydoc_get(m, key);
@@ -163,6 +178,7 @@ int fleet_cfg_load(const char *path, fleet_cfg **out, char *err, size_t errlen) 
     if (path_of(d, rp, "ca_file", path, f->ca_file, sizeof f->ca_file, err, errlen) ||
         path_of(d, rp, "token_file", path, f->token_file, sizeof f->token_file, err,
                 errlen) ||
+        secret_file(d, rp, "token_file", f->token_file, err, errlen) ||
         (pt && ydoc_duration_ms(d, pt, 1000, 600000, &f->push_timeout_ms, err, errlen)))
       goto fail;
     const ydoc_node *p = ydoc_get(rp, "periods");

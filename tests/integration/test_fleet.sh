@@ -51,6 +51,14 @@ rc=0
 "$IC_BIN/intake-collector" fleet --config "$T/dup.yaml" --check-config 2>"$T/dup.err" || rc=$?
 expect_eq "a meter registered twice is refused" 1 "$rc"
 check "with its position" grep -q "^$T/dup.yaml:5:5: meter M of site a is registered twice" "$T/dup.err"
+# The bureau's token must come from a regular file, as the gateway's secrets.
+printf 'fleet: {id: x}\nmqtt: {url: "mqtt://h:1"}\nstorage: {path: ./f.db}\nreports:\n  push_url: http://127.0.0.1:9/f\n  token_file: /dev/zero\nregister:\n  - {site: a, meter: M}\n' >"$T/tokzero.yaml"
+rc=0
+"$IC_BIN/intake-collector" fleet --config "$T/tokzero.yaml" --check-config 2>"$T/tokzero.err" || rc=$?
+expect_eq "a token_file that is /dev/zero is refused" 1 "$rc"
+check "as a character device, with its position" \
+  grep -q "^$T/tokzero.yaml:6:15: token_file /dev/zero is a character device: expected a regular file" \
+  "$T/tokzero.err"
 
 start_broker broker "$MQTT_PORT"
 start_sub sub "$MQTT_PORT" 'water/fleet/#'
