@@ -26,6 +26,8 @@ ALL_PHASES="ours-10 collectd-10 ours-100 collectd-100 ours-1000 collectd-1000 ou
 # The windows phase: the broker's Receive Maximum (mosquitto's
 # max_inflight_messages) for each stage, and the delayed link's stage.
 WINDOW_RMS=${WINDOW_RMS:-"10 20 32"}
+# The windows phase's stages to run: any of live, replay, relay.
+WINDOW_STAGES=${WINDOW_STAGES:-"live replay relay"}
 RELAY_RM=20
 RELAY_DELAY_MS=50
 # Messages the peer (ic-pahopeer) sends with the window full, on loopback and
@@ -705,10 +707,13 @@ run_serial() {
 # windows_stages: the phase folders of the windows phase, in order.
 windows_stages() {
   local rm
-  for rm in $WINDOW_RMS; do echo "windows-live-rm$rm"; done
-  for rm in $WINDOW_RMS; do echo "windows-replay-rm$rm"; done
-  echo "windows-relay-rm$RELAY_RM"
+  if stage_on live; then for rm in $WINDOW_RMS; do echo "windows-live-rm$rm"; done; fi
+  if stage_on replay; then for rm in $WINDOW_RMS; do echo "windows-replay-rm$rm"; done; fi
+  if stage_on relay; then echo "windows-relay-rm$RELAY_RM"; fi
 }
+
+# stage_on NAME: NAME is one of WINDOW_STAGES.
+stage_on() { [[ " $WINDOW_STAGES " == *" $1 "* ]]; }
 
 # peer_link DIR DELAY_MS: the peer alone against a broker with the stage's
 # settings (BROKER_EXTRA) and its own subscriber, directly or through a relay
@@ -760,11 +765,17 @@ windows_tag() {
   # replay, from its "replay done" line (median, ms).
   local own
   own=$(grep -o 'PUBLISH to PUBACK median [0-9.]* ms' "$dir/collector.log" | tail -n 1 | awk '{print $5}')
+  # ...and how full it kept the window: messages outstanding on average,
+  # and the share of the time the window had room with nothing to send.
+  local occ starved
+  occ=$(grep -o '[0-9.]* outstanding on average' "$dir/collector.log" | tail -n 1 | awk '{print $1}')
+  starved=$(grep -o 'room with nothing to send [0-9.]* %' "$dir/collector.log" | tail -n 1 | awk '{print $6}')
   local peer=null peer_rtt=null
   [ -s "$dir/peer.json" ] && peer=$(cat "$dir/peer.json")
   [ -s "$dir/peer-rtt.json" ] && peer_rtt=$(cat "$dir/peer-rtt.json")
   jq --arg stage "$stage" --argjson rm "$rm" --argjson delay "$delay" --argjson crm "${crm:-null}" \
-    --argjson peer "$peer" --argjson rtt "$peer_rtt" --argjson own "${own:-null}" '
+    --argjson peer "$peer" --argjson rtt "$peer_rtt" --argjson own "${own:-null}" \
+    --argjson occ "${occ:-null}" --argjson starved "${starved:-null}" '
     def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b end;
     (.outage.messages_per_s // null) as $rate
     | (if $peer != null and $peer.rtt_ms.p50 > 0 then $rm / ($peer.rtt_ms.p50 / 1000) else null end) as $wr
@@ -777,6 +788,7 @@ windows_tag() {
                   peer: $peer, peer_bare_rtt: $rtt,
                   window_over_rtt: $wr, window_over_bare_rtt: $wb,
                   own_rtt_p50_ms: $own, window_over_own_rtt: $wo,
+                  own_outstanding_avg: $occ, own_starved_pct: $starved,
                   share_of_window_own_rtt: ratio($rate; $wo),
                   share_of_window_rtt: ratio($rate; $wr),
                   share_of_window_bare_rtt: ratio($rate; $wb),
@@ -787,30 +799,36 @@ windows_tag() {
 
 run_windows() {
   local rm rc=0
-  for rm in $WINDOW_RMS; do
-    BROKER_EXTRA="max_inflight_messages $rm"
-    if run_fleet ours 1000 "windows-live-rm$rm"; then
-      windows_tag "$OUT/windows-live-rm$rm" live "$rm" 0
+  if stage_on live; then
+    for rm in $WINDOW_RMS; do
+      BROKER_EXTRA="max_inflight_messages $rm"
+      if run_fleet ours 1000 "windows-live-rm$rm"; then
+        windows_tag "$OUT/windows-live-rm$rm" live "$rm" 0
+      else
+        rc=1
+      fi
+    done
+  fi
+  if stage_on replay; then
+    for rm in $WINDOW_RMS; do
+      BROKER_EXTRA="max_inflight_messages $rm"
+      echo "== windows-replay-rm$rm: the peer on the same link" >&2
+      if peer_link "$OUT/windows-replay-rm$rm" 0 && run_outage "windows-replay-rm$rm"; then
+        windows_tag "$OUT/windows-replay-rm$rm" replay "$rm" 0
+      else
+        rc=1
+      fi
+    done
+  fi
+  if stage_on relay; then
+    BROKER_EXTRA="max_inflight_messages $RELAY_RM"
+    echo "== windows-relay-rm$RELAY_RM: the peer on the same link (${RELAY_DELAY_MS} ms each way)" >&2
+    if peer_link "$OUT/windows-relay-rm$RELAY_RM" "$RELAY_DELAY_MS" &&
+       run_outage "windows-relay-rm$RELAY_RM" "$RELAY_DELAY_MS"; then
+      windows_tag "$OUT/windows-relay-rm$RELAY_RM" relay "$RELAY_RM" "$RELAY_DELAY_MS"
     else
       rc=1
     fi
-  done
-  for rm in $WINDOW_RMS; do
-    BROKER_EXTRA="max_inflight_messages $rm"
-    echo "== windows-replay-rm$rm: the peer on the same link" >&2
-    if peer_link "$OUT/windows-replay-rm$rm" 0 && run_outage "windows-replay-rm$rm"; then
-      windows_tag "$OUT/windows-replay-rm$rm" replay "$rm" 0
-    else
-      rc=1
-    fi
-  done
-  BROKER_EXTRA="max_inflight_messages $RELAY_RM"
-  echo "== windows-relay-rm$RELAY_RM: the peer on the same link (${RELAY_DELAY_MS} ms each way)" >&2
-  if peer_link "$OUT/windows-relay-rm$RELAY_RM" "$RELAY_DELAY_MS" &&
-     run_outage "windows-relay-rm$RELAY_RM" "$RELAY_DELAY_MS"; then
-    windows_tag "$OUT/windows-relay-rm$RELAY_RM" relay "$RELAY_RM" "$RELAY_DELAY_MS"
-  else
-    rc=1
   fi
   BROKER_EXTRA=""
   return "$rc"

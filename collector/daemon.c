@@ -642,6 +642,8 @@ static void start_replay(gw *d, int64_t upto) {
   if (d->replay_active) return;
   d->replay_active = true;
   d->replay_started_ms = clock_mono_ms();
+  double avg, starved;
+  publisher_occupancy(d->pub, true, &avg, &starved);
   uv_timer_start(&d->replay_timer, on_replay_tick, 0, REPLAY_TICK_MS);
 }
 
@@ -761,12 +763,15 @@ static void replay_continue(gw *d) {
     if (d->replay_sent) {
       /* The pace, and the round trip that bounds it with the window. */
       double secs = (double)(clock_mono_ms() - d->replay_started_ms) / 1000.0, p50, p99;
+      double avg, starved;
       size_t n = publisher_rtt(d->pub, &p50, &p99);
+      publisher_occupancy(d->pub, false, &avg, &starved);
       log_info("replay done: %llu stored readings sent in %.1f s (%.0f a second; window "
-               "%u, PUBLISH to PUBACK median %.2f ms, p99 %.2f ms, of the last %zu)",
+               "%u, %.1f outstanding on average, room with nothing to send %.1f %% of the "
+               "time; PUBLISH to PUBACK median %.2f ms, p99 %.2f ms, of the last %zu)",
                (unsigned long long)d->replay_sent, secs,
-               secs > 0 ? (double)d->replay_sent / secs : 0.0, d->lim.receive_maximum, p50,
-               p99, n);
+               secs > 0 ? (double)d->replay_sent / secs : 0.0, d->lim.receive_maximum, avg,
+               100.0 * starved, p50, p99, n);
     }
     d->replay_active = false;
     d->replay_sent = 0;

@@ -76,6 +76,10 @@ struct publisher {
   int next_version;      /* the version the next attempt uses */
   bool fell_back;
   pub_limits lim;
+  /* How full the window is kept: the time integral of outstanding, and the
+   * time it had room while nothing waited to be sent (see occ_note). */
+  int64_t occ_since_ns, occ_last_ns, occ_starved_ns;
+  double occ_area;
   int64_t rtt[RTT_SAMPLES]; /* the latest round trips, ns (a ring) */
   size_t nrtt;           /* samples taken so far */
   size_t nmessages;      /* PUB_EV_MESSAGE events waiting */
@@ -130,6 +134,18 @@ static void on_send_failure5(void *ctx, MQTTAsync_failureData5 *resp);
 static void on_sent(void *ctx, MQTTAsync_successData *resp);
 static void on_send_failure(void *ctx, MQTTAsync_failureData *resp);
 
+/* Account for the time since the last change of the window or the queue,
+ * before changing either (mutex held). */
+static void occ_note(publisher *p) {
+  int64_t now = mono_ns();
+  if (p->occ_last_ns) {
+    int64_t dt = now - p->occ_last_ns;
+    p->occ_area += (double)p->outstanding * (double)dt;
+    if (p->connected && !p->q_head && p->outstanding < p->window) p->occ_starved_ns += dt;
+  }
+  p->occ_last_ns = now;
+}
+
 /* Hand queued messages to paho while the broker's window has room. One
  * thread at a time does it (the loop after a send, paho's after an
  * acknowledgement), so messages leave in the order they were taken; paho is
@@ -145,6 +161,7 @@ static void pump(publisher *p) {
   while (p->connected && !p->dying && p->q_head &&
          (p->q_head->qos == 0 ||
           p->outstanding < (p->sent_in_conn < p->careful_until ? 1 : p->window))) {
+    occ_note(p);
     out_msg *m = p->q_head;
     p->q_head = m->next;
     if (!p->q_head) p->q_tail = NULL;
@@ -215,6 +232,7 @@ static void pump(publisher *p) {
 static void settle(msg_ctx *c, pub_event_kind kind, int reason, const char *detail) {
   publisher *p = c->pub;
   pthread_mutex_lock(&p->mu);
+  occ_note(p);
   c->prev->next = c->next;
   c->next->prev = c->prev;
   bool current = c->gen == p->gen;
@@ -325,6 +343,7 @@ static void on_connection_lost(void *ctx, char *cause) {
   bool was = p->connected;
   p->connected = false;
   p->connecting = false;
+  occ_note(p);
   p->gen++;
   p->outstanding = 0;
   free_queue_locked(p);
@@ -774,6 +793,7 @@ int publisher_send(publisher *p, const char *topic, const void *payload,
   else if (p->nqueued + p->outstanding >= cap_of(p))
     rc = PUB_EFULL;
   if (rc == 0) {
+    occ_note(p);
     if (p->q_tail)
       p->q_tail->next = m;
     else
@@ -815,6 +835,20 @@ size_t publisher_rtt(publisher *p, double *p50_ms, double *p99_ms) {
   *p50_ms = (double)v[n / 2] / 1e6;
   *p99_ms = (double)v[n * 99 / 100] / 1e6;
   return n;
+}
+
+void publisher_occupancy(publisher *p, bool restart, double *avg, double *starved) {
+  pthread_mutex_lock(&p->mu);
+  occ_note(p);
+  double span = (double)(p->occ_last_ns - p->occ_since_ns);
+  *avg = p->occ_since_ns && span > 0 ? p->occ_area / span : 0;
+  *starved = p->occ_since_ns && span > 0 ? (double)p->occ_starved_ns / span : 0;
+  if (restart) {
+    p->occ_since_ns = p->occ_last_ns;
+    p->occ_area = 0;
+    p->occ_starved_ns = 0;
+  }
+  pthread_mutex_unlock(&p->mu);
 }
 
 bool publisher_get_limits(publisher *p, pub_limits *out) {

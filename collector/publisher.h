@@ -132,6 +132,12 @@ bool publisher_get_limits(publisher *p, pub_limits *out);
  * the window full, messages a second = window / round trip. */
 size_t publisher_rtt(publisher *p, double *p50_ms, double *p99_ms);
 
+/* Since the last restart: the average number of QoS 1 messages outstanding
+ * (AVG; with the window always full, the window) and the share of the time
+ * the window had room while nothing waited to be sent (STARVED). RESTART
+ * starts a new period. */
+void publisher_occupancy(publisher *p, bool restart, double *avg, double *starved);
+
 bool publisher_is_connected(publisher *p);
 
 /* Try connecting again with the same options (after a lost connection or a
