@@ -17,7 +17,7 @@ rel="$build/rel"
 cmake -S . -B "$rel" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIC_SANITIZE=OFF \
   -DIC_WERROR=ON -DIC_TESTS=OFF >/dev/null
 cmake --build "$rel" -j"$(nproc)" --target intake-collector intake-sim
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug \
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DIC_TESTS=ON \
   -DIC_SANITIZE="${IC_SANITIZE:-ON}" -DIC_WERROR=ON \
   -DIC_REL_BIN_DIR="$(cd "$rel" && pwd)/bin" >/dev/null
 cmake --build "$build" -j"$(nproc)"
@@ -25,9 +25,12 @@ cmake --build "$build" -j"$(nproc)"
 # lock file names, into the build folder (once; later runs find it there).
 tests/tools/aedes/install.sh "$build/aedes" >/dev/null
 
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+# Leak checking is forced on: appended to what the caller set (the last
+# setting of an option wins).
+export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=0}:detect_leaks=1"
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # A leak inside paho's own message store, not ours: tests/lsan.supp.
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
 cd "$build"
-ctest --output-on-failure -j2 "$@"
+# --no-tests=error: a filter or a build that finds no test is a failure.
+ctest --output-on-failure --no-tests=error -j2 "$@"

@@ -13,25 +13,47 @@ set -euo pipefail
 # A leak inside paho's own message store, not ours: tests/lsan.supp.
 : "${LSAN_OPTIONS:=suppressions=$IC_SOURCE_DIR/tests/lsan.supp:print_suppressions=0}"
 export LSAN_OPTIONS
+# Leak checking stays on whatever the caller set: appended, the last wins.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=1"
 
 TEST_NAME=$(basename "${0%.sh}")
 T=$(mktemp -d "/tmp/ic-${TEST_NAME}.XXXXXX")
 IC_PIDS=()
+IC_OURS=()   # PIDs of the product's programs (under IC_BIN)
+IC_REAPED=() # PIDs the test waited for itself (stop_pid, reap)
 IC_FAILS=0
 IC_PASSES=0
 
+# A sanitizer's report, in whatever a process of the test wrote.
+IC_SANITIZER_RE='ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:'
+
 ic_cleanup() {
   local rc=$?
-  local pid
+  local pid st
   # ${a[@]+"${a[@]}"}: an empty array under set -u is an error before bash 4.4.
   for pid in ${IC_PIDS[@]+"${IC_PIDS[@]}"}; do
     if kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null || true
     fi
   done
+  # The product's programs end 0 on SIGTERM; a sanitizer's report ends them
+  # with 1. Those the test waited for itself, it judged itself.
   for pid in ${IC_PIDS[@]+"${IC_PIDS[@]}"}; do
-    wait "$pid" 2>/dev/null || true
+    [[ " ${IC_REAPED[*]-} " != *" $pid "* ]] || continue
+    st=0
+    wait "$pid" 2>/dev/null || st=$?
+    if [[ " ${IC_OURS[*]-} " == *" $pid "* ]] && [ "$st" -ne 0 ] && [ "$st" -ne 127 ]; then
+      echo "not ok - process $pid ($(ic_name_of "$pid")) exited with status $st at the end"
+      IC_FAILS=$((IC_FAILS + 1))
+    fi
   done
+  local reports
+  reports=$(grep -lE "$IC_SANITIZER_RE" "$T"/*.log "$T"/*.out "$T"/*.err 2>/dev/null || true)
+  if [ -n "$reports" ]; then
+    echo "not ok - a sanitizer reported an error in: $(echo $reports)"
+    IC_FAILS=$((IC_FAILS + 1))
+  fi
+  if [ "$IC_FAILS" -ne 0 ] && [ "$rc" -eq 0 ]; then rc=1; fi
   if [ "$rc" -ne 0 ] || [ "$IC_FAILS" -ne 0 ]; then
     echo "--- logs kept in $T" >&2
     for f in "$T"/*.log; do
@@ -42,8 +64,18 @@ ic_cleanup() {
   else
     rm -rf "$T"
   fi
+  exit "$rc"
 }
 trap ic_cleanup EXIT
+
+# ic_name_of PID: the name a process was started under.
+ic_name_of() {
+  local v
+  for v in $(compgen -v | grep '_PID$'); do
+    if [ "${!v}" = "$1" ]; then echo "${v%_PID}"; return; fi
+  done
+  echo "?"
+}
 
 # free_ports N: print N free loopback TCP ports on one line.
 free_ports() { "$IC_TEST_BIN/ic-freeport" "$1" | tr '\n' ' '; echo; }
@@ -56,6 +88,10 @@ start() {
   "$@" >"$T/$name.out" 2>"$T/$name.log" &
   local pid=$!
   IC_PIDS+=("$pid")
+  local a
+  for a in "$@"; do
+    case "$a" in "$IC_BIN"/*) IC_OURS+=("$pid"); break ;; esac
+  done
   printf -v "${name//-/_}_PID" '%s' "$pid"
 }
 
@@ -85,6 +121,15 @@ stop_pid() {
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" || STOP_RC=$?
   STOP_MS=$(($(now_ms) - t0))
+  IC_REAPED+=("$pid")
+}
+
+# reap PID: wait for a process the test ended itself (kill -KILL, or one
+# that exits by itself); its status lands in REAP_RC, judged by the test.
+reap() {
+  REAP_RC=0
+  wait "$1" 2>/dev/null || REAP_RC=$?
+  IC_REAPED+=("$1")
 }
 
 # now_ms: wall-clock milliseconds.

@@ -78,7 +78,7 @@ expect_eq "M1's values are intake-sim's" 0 \
 
 # Retained state: a subscriber that comes later gets each meter's state.
 start late mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -t 'water/aedes/+/state' -v -W 5
-wait "$late_PID" || true
+reap "$late_PID"
 for m in M1 M2 M3; do
   check "a late subscriber gets $m's retained state" grep -q "^water/aedes/$m/state {\"online\":" "$T/late.out"
 done
@@ -86,7 +86,7 @@ check "and the gateway's" grep -q '^water/aedes/gateway/state {"online":true' "$
 
 # The Last Will: kill -9, then a new subscriber sees the gateway offline.
 kill -KILL "$collector_PID"
-wait "$collector_PID" 2>/dev/null || true
+reap "$collector_PID"
 will() {
   mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -t 'water/aedes/gateway/state' -C 1 -W 3 \
     2>/dev/null | jq -e '.online == false' >/dev/null

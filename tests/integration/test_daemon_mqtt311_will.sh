@@ -35,7 +35,7 @@ online() { messages sub state | jq -e -s 'map(select(.meter == "gateway")) | las
 wait_until 10 "gateway state online" online
 
 kill -KILL "$collector_PID"
-wait "$collector_PID" 2>/dev/null || true
+reap "$collector_PID"
 offline() { messages sub state | jq -e -s 'map(select(.meter == "gateway")) | last | .online == false' >/dev/null; }
 wait_until 15 "the Last Will marks the gateway offline" offline
 ok "the Last Will marks the gateway offline after kill -9"

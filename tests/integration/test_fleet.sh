@@ -108,7 +108,7 @@ expect_eq "fleet report: 高昌区 1 of 2" 0.5 \
 
 # The west gateway dies without a word: its Last Will takes W1 down with it.
 kill -KILL "$col_west_PID"
-wait "$col_west_PID" 2>/dev/null || true
+reap "$col_west_PID"
 wait_until 20 "W1 offline with its gateway" rate_is 2
 r=$(latest)
 expect_eq "fleet rate 2/4 with the west gateway down" 0.5 "$(jq -r .online_rate <<<"$r")"
