@@ -254,6 +254,15 @@ stop_meters() {
 # sql DB QUERY: one query with the sqlite3 client.
 sql() { sqlite3 -batch -noheader "$1" "$2"; }
 
+# seq_clashes JSONLINES: how many (meter, seq) pairs in the readings of
+# JSONLINES (from `messages`) name two different readings (a different ts
+# or different values); a duplicate of the same reading is no clash (a
+# replay marks it historical, a clock step that came after flags it).
+seq_clashes() {
+  jq -s '[.[] | select(.seq != null) | del(.historical, .clock_step_ms)] | group_by(.meter, .seq)
+         | map(select(unique | length > 1)) | length' "$1"
+}
+
 # missing_seqs JSONLINES METER LAST: how many of METER's sequence numbers
 # 1..LAST are absent from the readings in JSONLINES (from `messages`).
 missing_seqs() {
