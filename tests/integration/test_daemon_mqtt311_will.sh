@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # With mqtt.version 3.1.1 readings flow and are marked delivered as under
 # MQTT 5; when the daemon dies without a word (kill -9) the broker publishes
-# its Last Will: the retained gateway state turns offline.
+# its Last Will: the retained gateway state turns offline, also for a
+# subscriber that comes later.
 source "$(dirname "$0")/lib.sh"
 
 read -r MQTT_PORT TCP_PORT < <(free_ports 2)
@@ -39,4 +40,12 @@ reap "$collector_PID"
 offline() { messages sub state | jq -e -s 'map(select(.meter == "gateway")) | last | .online == false' >/dev/null; }
 wait_until 15 "the Last Will marks the gateway offline" offline
 ok "the Last Will marks the gateway offline after kill -9"
+# A subscriber that comes after the death gets it too: the Will is retained.
+# (%r: mosquitto_sub prints 1 for a message delivered as retained.)
+late_will() {
+  mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -t 'water/v311/gateway/state' -C 1 -W 3 \
+    -F '%r %p' 2>/dev/null | grep -q '^1 {"online":false'
+}
+check "a subscriber that comes after the kill gets the Will, retained" \
+  wait_until 10 "the retained Will" late_will
 finish

@@ -110,6 +110,12 @@ expect_eq "fleet report: 高昌区 1 of 2" 0.5 \
 kill -KILL "$col_west_PID"
 reap "$col_west_PID"
 wait_until 20 "W1 offline with its gateway" rate_is 2
+late_will() {
+  mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -t 'water/west/gateway/state' -C 1 -W 3 \
+    -F '%r %p' 2>/dev/null | grep -q '^1 {"online":false'
+}
+check "a subscriber that comes after the kill gets the west gateway's Will, retained" \
+  wait_until 10 "the retained Will" late_will
 r=$(latest)
 expect_eq "fleet rate 2/4 with the west gateway down" 0.5 "$(jq -r .online_rate <<<"$r")"
 expect_eq "W1 is to repair: gateway offline" gateway_offline \
