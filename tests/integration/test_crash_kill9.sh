@@ -2,7 +2,8 @@
 # kill -9 at random moments under load, 30 times in a row: after each crash
 # the database passes PRAGMA integrity_check, and in the end every meter's
 # sequence numbers on the broker are contiguous: whatever was committed was
-# delivered, at least once (duplicates are counted, gaps are not allowed).
+# delivered, at least once (duplicates are counted, gaps are not allowed),
+# and a (meter, seq) seen twice is the same reading both times.
 source "$(dirname "$0")/lib.sh"
 
 read -r MQTT_PORT TCP_PORT < <(free_ports 2)
@@ -69,6 +70,8 @@ for m in A B C; do
   expect_eq "meter $m: every committed seq reached the broker" 0 \
     "$(missing_seqs "$T/readings.json" "$m" "$last")"
 done
+expect_eq "no (meter, seq) names two different readings on the broker" 0 \
+  "$(seq_clashes "$T/readings.json")"
 dups=$(jq -s 'length - (unique_by(.meter, .seq) | length)' "$T/readings.json")
 echo "# duplicates delivered (at least once): $dups"
 finish

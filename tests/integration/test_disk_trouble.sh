@@ -110,4 +110,6 @@ late=$(jq -s '([.[] | select(.stored == false) | "\(.meter) \(.ts)"] | unique) a
      | select(. as $k | $u | index($k))] | length' "$T/readings.jsonl")
 expect_eq "those numbered later are flagged historical" 0 "$late"
 umount "$DBDIR" # so that the clean-up can remove the folder
+expect_eq "no (meter, seq) names two different readings on the broker" 0 \
+  "$(seq_clashes "$T/readings.jsonl")"
 finish
