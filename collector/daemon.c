@@ -1731,6 +1731,16 @@ int daemon_run(const cfg *c) {
               "are kept and sent, and a statement that fails removes nothing",
               c->storage.path, broken);
   if (check_note) log_info("storage: integrity check %s", check_note);
+  {
+    int sy = store_synchronous(d->store);
+    if (sy >= 2)
+      log_info("storage: WAL, synchronous %s: a commit is durable before its readings are "
+               "published", sy == 2 ? "FULL" : "EXTRA");
+    else
+      log_error("storage: synchronous is %s, not FULL: a power cut could undo commits "
+                "whose readings were published",
+                sy == 1 ? "NORMAL" : sy == 0 ? "OFF" : "unknown");
+  }
   store_run_start(d->store, d->started_ms);
   {
     store_stats ss;

@@ -205,6 +205,7 @@ struct store {
   int64_t retention_ms;
   _Atomic int64_t max_id;
   int64_t open_max_id;  /* rows above this were taken since the open */
+  int synchronous;      /* PRAGMA synchronous as read back at open */
 
   /* While the database cannot be written (disk full, read-only, I/O
    * errors): the operations that failed, oldest first, retried with back-off.
@@ -437,6 +438,8 @@ static void check_integrity(store *s) {
   sqlite3_progress_handler(s->db, 0, NULL, NULL);
 }
 
+int store_synchronous(const store *s) { return s->synchronous; }
+
 const char *store_integrity(const store *s, const char **note) {
   if (note) *note = s->integrity_note[0] ? s->integrity_note : NULL;
   return s->integrity[0] ? s->integrity : NULL;
@@ -530,6 +533,13 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
       exec(s->db, "PRAGMA cache_size = -1024", e, sizeof e) != 0) {
     snprintf(err, errlen, "%s: %s", opt->path, e);
     goto fail;
+  }
+  /* What the connection does, not what was asked: read back. */
+  s->synchronous = -1;
+  sqlite3_stmt *sy;
+  if (sqlite3_prepare_v2(s->db, "PRAGMA synchronous", -1, &sy, NULL) == SQLITE_OK) {
+    if (sqlite3_step(sy) == SQLITE_ROW) s->synchronous = sqlite3_column_int(sy, 0);
+    sqlite3_finalize(sy);
   }
   if (s->max_size > 0) {
     /* Keep the write-ahead log within an eighth of the bound, and within

@@ -201,6 +201,11 @@ int store_clock_step(store *s, int64_t after_id, int64_t step_ms);
 #define STORE_CHECK_MS 5000
 const char *store_integrity(const store *s, const char **note);
 
+/* PRAGMA synchronous of the writer's connection, read back at open: 2 FULL
+ * (a commit is on disk before it returns: what a power cut cannot undo),
+ * 1 NORMAL; -1 when it could not be read. */
+int store_synchronous(const store *s);
+
 /* Take every event produced so far (a list, oldest first), or NULL. */
 store_event *store_take_events(store *s);
 

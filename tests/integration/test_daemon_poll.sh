@@ -39,6 +39,8 @@ start collector "$IC_BIN/intake-collector" --config "$T/site.yaml"
 wait_for "$T/collector.out" '^ready' 20 "$collector_PID"
 # No report push is configured: libcurl (and the TLS, Kerberos and LDAP
 # libraries it brings) stays out of the gateway's memory.
+check "the database commits durably (synchronous FULL, read back from the connection)" \
+  grep -q "storage: WAL, synchronous FULL" "$T/collector.log"
 check "without a push, libcurl is not mapped" bash -c "! grep -q libcurl /proc/$collector_PID/maps"
 
 # At least four readings from every meter (two-second meters take longest).

@@ -231,6 +231,19 @@ static void test_seq_reservation_and_check(void **state) {
   store_close(s, NULL);
 }
 
+/* Durability: what the writer's connection does, read back from it. */
+static void test_synchronous_read_back(void **state) {
+  fixture *f = *state;
+  store *s = open_store(f); /* synchronous_full, as the daemon opens it */
+  assert_int_equal(store_synchronous(s), 2);
+  store_close(s, NULL);
+  store_options o = {.path = f->path, .synchronous_full = false};
+  char err[256];
+  assert_int_equal(store_open(&s, &o, err, sizeof err), 0);
+  assert_int_equal(store_synchronous(s), 1);
+  store_close(s, NULL);
+}
+
 static void test_delivery_and_replay(void **state) {
   fixture *f = *state;
   store *s = open_store(f);
@@ -386,6 +399,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_sequences_and_restart, setup, teardown),
       cmocka_unit_test_setup_teardown(test_seq_reservation_and_check, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_synchronous_read_back, setup, teardown),
       cmocka_unit_test_setup_teardown(test_delivery_and_replay, setup, teardown),
       cmocka_unit_test_setup_teardown(test_retention_keeps_undelivered_and_stepped, setup,
                                       teardown),
