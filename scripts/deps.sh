@@ -12,6 +12,8 @@ PACKAGES=(
   mosquitto mosquitto-clients mbpoll sqlite3 jq openssl
   # namespaces of the tests' own (a silent DNS server)
   iproute2
+  # the power-cut test: ext4 in an image on a loop device
+  e2fsprogs util-linux mount
   # wall-clock steps in the clock test
   libfaketime
   # the HTML report, checked as a reader sees it
