@@ -1731,6 +1731,7 @@ int daemon_run(const cfg *c) {
               "are kept and sent, and a statement that fails removes nothing",
               c->storage.path, broken);
   if (check_note) log_info("storage: integrity check %s", check_note);
+  if (store_open_note(d->store)) log_info("storage: %s", store_open_note(d->store));
   {
     int sy = store_synchronous(d->store);
     if (sy >= 2)

@@ -174,6 +174,7 @@ struct store {
   int64_t check_until_ms; /* the integrity check's deadline (monotonic) */
   char integrity[512];  /* what the check at open found wrong, or "" */
   char integrity_note[96]; /* the check did not finish, or "" */
+  char open_note[256];  /* what opening changed in the file, or "" */
   pthread_t thread;
   bool thread_started;
   pthread_mutex_t mu;
@@ -269,6 +270,15 @@ static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen) {
   return 0;
 }
 
+static int pragma_int(sqlite3 *db, const char *sql, int *out) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+  int rc = sqlite3_step(st);
+  *out = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW ? 0 : -1;
+}
+
 static int user_version(sqlite3 *db, int *out) {
   sqlite3_stmt *st;
   if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
@@ -291,8 +301,6 @@ static int migrate(sqlite3 *db, char *err, size_t errlen) {
              v, NMIGRATIONS);
     return -1;
   }
-  if (v == 0 && exec(db, "PRAGMA auto_vacuum = INCREMENTAL", err, errlen) != 0)
-    return -1;
   for (int i = v; i < NMIGRATIONS; i++) {
     char sql[64];
     if (exec(db, "BEGIN IMMEDIATE", err, errlen) != 0) return -1;
@@ -440,6 +448,8 @@ static void check_integrity(store *s) {
 
 int store_synchronous(const store *s) { return s->synchronous; }
 
+const char *store_open_note(const store *s) { return s->open_note[0] ? s->open_note : NULL; }
+
 const char *store_integrity(const store *s, const char **note) {
   if (note) *note = s->integrity_note[0] ? s->integrity_note : NULL;
   return s->integrity[0] ? s->integrity : NULL;
@@ -521,6 +531,29 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
   }
   sqlite3_busy_timeout(s->db, 5000);
   char e[256];
+  /* Incremental auto-vacuum, so that the size bound gives freed pages back
+   * to the file system. It must be chosen before the first table is made
+   * and before WAL mode (SQLite leaves it off otherwise); a database made
+   * without it is rebuilt with it once (VACUUM). */
+  int av = -1, uv = 0;
+  if (pragma_int(s->db, "PRAGMA auto_vacuum", &av) == 0 && av == 0 &&
+      user_version(s->db, &uv) == 0) {
+    if (exec(s->db, "PRAGMA auto_vacuum = INCREMENTAL", e, sizeof e) != 0) {
+      snprintf(err, errlen, "%s: %s", opt->path, e);
+      goto fail;
+    }
+    if (uv > 0) {
+      int64_t t0 = mono_ms();
+      if (exec(s->db, "VACUUM", e, sizeof e) == 0)
+        snprintf(s->open_note, sizeof s->open_note,
+                 "incremental auto-vacuum turned on (the database rebuilt once, in %lld ms)",
+                 (long long)(mono_ms() - t0));
+      else
+        snprintf(s->open_note, sizeof s->open_note,
+                 "auto-vacuum is off and could not be turned on (VACUUM: %.80s): the size "
+                 "bound cannot shrink the file", e);
+    }
+  }
   if (exec(s->db, "PRAGMA journal_mode = WAL", e, sizeof e) != 0 ||
       exec(s->db,
            opt->synchronous_full ? "PRAGMA synchronous = FULL"

@@ -201,6 +201,10 @@ int store_clock_step(store *s, int64_t after_id, int64_t step_ms);
 #define STORE_CHECK_MS 5000
 const char *store_integrity(const store *s, const char **note);
 
+/* What opening changed in the database file (auto-vacuum turned on for a
+ * database made without it), or NULL. */
+const char *store_open_note(const store *s);
+
 /* PRAGMA synchronous of the writer's connection, read back at open: 2 FULL
  * (a commit is on disk before it returns: what a power cut cannot undo),
  * 1 NORMAL; -1 when it could not be read. */

@@ -244,6 +244,27 @@ static void test_synchronous_read_back(void **state) {
   store_close(s, NULL);
 }
 
+/* The size bound gives pages back only with incremental auto-vacuum: on in
+ * a new database, and turned on once in one made without it. */
+static void test_auto_vacuum(void **state) {
+  fixture *f = *state;
+  store *s = open_store(f);
+  assert_null(store_open_note(s));
+  store_close(s, NULL);
+  assert_int_equal(query_int(f->path, "PRAGMA auto_vacuum"), 2);
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "PRAGMA auto_vacuum = NONE; VACUUM;", NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  assert_int_equal(query_int(f->path, "PRAGMA auto_vacuum"), 0);
+  s = open_store(f);
+  assert_non_null(store_open_note(s));
+  assert_non_null(strstr(store_open_note(s), "incremental auto-vacuum turned on"));
+  store_close(s, NULL);
+  assert_int_equal(query_int(f->path, "PRAGMA auto_vacuum"), 2);
+}
+
 static void test_delivery_and_replay(void **state) {
   fixture *f = *state;
   store *s = open_store(f);
@@ -400,6 +421,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_sequences_and_restart, setup, teardown),
       cmocka_unit_test_setup_teardown(test_seq_reservation_and_check, setup, teardown),
       cmocka_unit_test_setup_teardown(test_synchronous_read_back, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_auto_vacuum, setup, teardown),
       cmocka_unit_test_setup_teardown(test_delivery_and_replay, setup, teardown),
       cmocka_unit_test_setup_teardown(test_retention_keeps_undelivered_and_stepped, setup,
                                       teardown),
