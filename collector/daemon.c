@@ -189,6 +189,9 @@ struct gw {
   int64_t clock_base_ms;
   uint64_t clock_steps;
   int64_t last_step_ms, last_step_wall_ms;
+  /* The latest steps: the wall-minus-monotonic base before each, and its
+   * size (see step_after). */
+  struct { int64_t base_before, step; } steps[16];
   int64_t run_from_id;
   int64_t last_refusal_log_ms;
   char topic_gateway[256];
@@ -647,6 +650,8 @@ static void start_replay(gw *d, int64_t upto) {
   uv_timer_start(&d->replay_timer, on_replay_tick, 0, REPLAY_TICK_MS);
 }
 
+static int64_t step_after(const gw *d, int64_t base);
+
 /* Free the publish queue. */
 static void pubq_free(gw *d) {
   store_event_free(d->pubq_head); /* the events are chained */
@@ -672,6 +677,9 @@ static void publish_committed(gw *d) {
     d->pubq_next = r->next;
     budget--;
     if (d->stopping) continue;
+    /* Committed before a step was noticed and not sent yet: its row is
+     * flagged by now (or is being), and so is this copy. */
+    if (!r->clock_step_ms && r->taken_base_ms) r->clock_step_ms = step_after(d, r->taken_base_ms);
     send_result sr = SEND_LATER;
     if (may_deliver(d) && d->inflight < MAX_INFLIGHT) sr = send_reading(d, r);
     if (sr != SEND_LATER) continue;
@@ -843,9 +851,8 @@ static void handle_result(gw *d, bus_result *r) {
       if (sr) {
         /* Taken on a wall clock that has stepped since: its wall minus
          * monotonic time is not the loop's (whatever thread read it when). */
-        int64_t off = d->clock_base_ms - (r->start_ms - r->start_mono_ms);
-        if (d->clock_steps && (off > CLOCK_JUMP_MS || off < -CLOCK_JUMP_MS))
-          sr->clock_step_ms = off;
+        sr->taken_base_ms = r->start_ms - r->start_mono_ms;
+        sr->clock_step_ms = step_after(d, sr->taken_base_ms);
         sr->meter = mc->id;
         sr->meter_index = (int)r->meter;
         /* Reserve about SEQ_BLOCK_MS of this meter's numbers at a time. */
@@ -1382,6 +1389,20 @@ static int submit_poll(gw *d, const cfg_meter *mc, uint32_t meter, int64_t slot)
 
 static void on_slot(uv_timer_t *t);
 
+/* The step that first followed a reading taken when the wall clock stood at
+ * BASE against the monotonic one (the store flags its row with that one), or
+ * 0 when none has since. */
+static int64_t step_after(const gw *d, int64_t base) {
+  int64_t off = d->clock_base_ms - base;
+  if (!d->clock_steps || (off <= CLOCK_JUMP_MS && off >= -CLOCK_JUMP_MS)) return 0;
+  uint64_t n = d->clock_steps < 16 ? d->clock_steps : 16;
+  for (uint64_t i = d->clock_steps - n; i < d->clock_steps; i++) {
+    int64_t b = d->steps[i % 16].base_before - base;
+    if (b <= CLOCK_JUMP_MS && b >= -CLOCK_JUMP_MS) return d->steps[i % 16].step;
+  }
+  return off; /* older than the steps kept: all of them */
+}
+
 /* Notice a step of the wall clock against the monotonic one (NTP setting a
  * gateway that booted with a wrong clock, or someone setting it by hand).
  * Slow slewing moves the difference too, a little at a time: only a change
@@ -1396,6 +1417,8 @@ static void check_clock(gw *d) {
   int64_t step = base - d->clock_base_ms;
   d->clock_base_ms = base;
   if (step <= CLOCK_JUMP_MS && step >= -CLOCK_JUMP_MS) return;
+  d->steps[d->clock_steps % 16].base_before = base - step;
+  d->steps[d->clock_steps % 16].step = step;
   d->clock_steps++;
   d->last_step_ms = step;
   d->last_step_wall_ms = wall;

@@ -46,6 +46,8 @@ typedef struct store_reading {
                          default, STORE_SEQ_BLOCK) */
   bool historical;    /* read back for replay */
   int64_t clock_step_ms; /* the wall clock stepped by this after it was taken */
+  int64_t taken_base_ms; /* wall minus monotonic clock when it was taken (in
+                            memory only; 0 for rows read back) */
   char text[];        /* FIELDS, when made by store_reading_new */
 } store_reading;
 
