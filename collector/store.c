@@ -1400,13 +1400,21 @@ static void do_maintain(store *s, int64_t now_ms) {
     }
   }
   /* Over the size: delivered readings go first, oldest first; then the
-   * oldest undelivered. A batch at a time, giving the pages back between. */
+   * oldest undelivered. A batch at a time, giving the pages back between.
+   * A batch's transaction, and the vacuum after it, write their pages to the
+   * write-ahead log before the checkpoint can empty it: a batch is sized so
+   * that this stays within the log's share of the bound (an eighth; about
+   * 2 KiB of log a row, counting its index entries and the pages the
+   * vacuum moves), 16 to 500 rows. */
+  int64_t batch = s->max_size / 8 / 2048;
+  if (batch < 16) batch = 16;
+  if (batch > 500) batch = 500;
   for (int round = 0; s->max_size > 0 && round < 200; round++) {
     int64_t bytes = db_bytes(s);
     if (bytes <= s->max_size) break;
     int64_t n = changes_of(s,
                            "DELETE FROM readings WHERE id IN (SELECT id FROM readings "
-                           "WHERE delivered = 1 ORDER BY id LIMIT ?1)", 500);
+                           "WHERE delivered = 1 ORDER BY id LIMIT ?1)", batch);
     if (n < 0) {
       /* A statement that failed is not "none left": going on to the
        * undelivered rows would drop them for a fault (a corrupt page). */
@@ -1418,7 +1426,7 @@ static void do_maintain(store *s, int64_t now_ms) {
     } else {
       n = changes_of(s,
                      "DELETE FROM readings WHERE id IN (SELECT id FROM readings "
-                     "WHERE delivered = 0 ORDER BY id LIMIT ?1)", 500);
+                     "WHERE delivered = 0 ORDER BY id LIMIT ?1)", batch);
       if (n < 0) {
         maintain_failed(s, ev, "removing undelivered readings for the size bound");
         break;
