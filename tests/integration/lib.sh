@@ -113,7 +113,9 @@ wait_for() {
 }
 
 # stop_pid PID: SIGTERM and wait; the exit status lands in STOP_RC and the
-# milliseconds it took in STOP_MS. (Not for $(...): a subshell cannot wait.)
+# milliseconds it took in STOP_MS; a program of the product (started with
+# `start` from IC_BIN) that ends with another status than 0 fails the test.
+# (Not for $(...): a subshell cannot wait.)
 stop_pid() {
   local pid=$1 t0
   STOP_RC=0
@@ -122,6 +124,10 @@ stop_pid() {
   wait "$pid" || STOP_RC=$?
   STOP_MS=$(($(now_ms) - t0))
   IC_REAPED+=("$pid")
+  # The product's programs end 0 on SIGTERM, whether or not the test looks.
+  if [[ " ${IC_OURS[*]-} " == *" $pid "* ]] && [ "$STOP_RC" -ne 0 ]; then
+    not_ok "process $pid ($(ic_name_of "$pid")) exited with status $STOP_RC on SIGTERM"
+  fi
 }
 
 # reap PID: wait for a process the test ended itself (kill -KILL, or one
