@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backoff.h"
 #include "clock.h"
 #include "mb_poll.h"
 
@@ -99,12 +100,10 @@ static int ensure_open(busworker *w, tr_error *e) {
   int rc = transport_open(w->tr, e);
   if (rc == TR_OK) {
     w->reopen_at_ms = 0;
-    w->reopen_delay_ms = 0;
+    backoff_reset(&w->reopen_delay_ms);
     return TR_OK;
   }
-  w->reopen_delay_ms = w->reopen_delay_ms ? w->reopen_delay_ms * 2 : 1000;
-  if (w->reopen_delay_ms > 30000) w->reopen_delay_ms = 30000;
-  w->reopen_at_ms = clock_mono_ms() + w->reopen_delay_ms;
+  w->reopen_at_ms = clock_mono_ms() + backoff_next(&w->reopen_delay_ms, 1000, 30000);
   w->open_err = *e;
   return rc;
 }

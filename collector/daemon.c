@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "backoff.h"
 #include "busload.h"
 #include "busworker.h"
 #include "netbus.h"
@@ -901,8 +902,7 @@ static int64_t schedule_reconnect(gw *d, bool refused, bool now) {
     uv_timer_start(&d->reconnect_timer, on_reconnect, 0, 0);
     return 0;
   }
-  d->reconnect_ms = d->reconnect_ms ? d->reconnect_ms * 2 : 1000;
-  if (d->reconnect_ms > cap) d->reconnect_ms = cap;
+  backoff_next(&d->reconnect_ms, 1000, cap);
   uv_timer_start(&d->reconnect_timer, on_reconnect, (uint64_t)d->reconnect_ms, 0);
   return d->reconnect_ms;
 }
@@ -1143,7 +1143,7 @@ static void handle_pub_event(gw *d, pub_event *ev) {
     case PUB_EV_CONNECTED: {
       d->connected = true;
       d->connect_fail_told[0] = '\0';
-      d->reconnect_ms = 0;
+      backoff_reset(&d->reconnect_ms);
       uv_timer_stop(&d->reconnect_timer);
       d->inflight = 0;
       take_limits(d);

@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "backoff.h"
 #include "clock.h"
 #include "log.h"
 #include "outbox.h"
@@ -504,8 +505,7 @@ static void on_reconnect(uv_timer_t *t) {
 static void schedule_reconnect(fleet *fl, bool refused, bool now) {
   int64_t cap = refused ? 60000 : 30000;
   if (!now) {
-    fl->reconnect_ms = fl->reconnect_ms ? fl->reconnect_ms * 2 : 1000;
-    if (fl->reconnect_ms > cap) fl->reconnect_ms = cap;
+    backoff_next(&fl->reconnect_ms, 1000, cap);
   }
   uv_timer_start(&fl->reconnect, on_reconnect, now ? 0 : (uint64_t)fl->reconnect_ms, 0);
 }
@@ -517,7 +517,7 @@ static void on_wake(uv_async_t *a) {
     switch (e->kind) {
       case PUB_EV_CONNECTED:
         fl->connected = true;
-        fl->reconnect_ms = 0;
+        backoff_reset(&fl->reconnect_ms);
         log_info("broker connected: %s", fl->f->mqtt.url);
         publisher_subscribe(fl->pub, fl->filter);
         publisher_subscribe(fl->pub, fl->filter_reports);

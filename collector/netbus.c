@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "clock.h"
 #include "mb_xchg.h"
 
@@ -309,9 +310,7 @@ static int watch(netbus *nb, int fd, int events) {
  * (and, through pump, the queued ones) with the reason. */
 static void back_off(netbus *nb, const tr_error *e) {
   nb->state = NB_CLOSED;
-  nb->reopen_delay_ms = nb->reopen_delay_ms ? nb->reopen_delay_ms * 2 : 1000;
-  if (nb->reopen_delay_ms > 30000) nb->reopen_delay_ms = 30000;
-  nb->reopen_at_ms = clock_mono_ms() + nb->reopen_delay_ms;
+  nb->reopen_at_ms = clock_mono_ms() + backoff_next(&nb->reopen_delay_ms, 1000, 30000);
   nb->open_err = *e;
   if (nb->busy) finish(nb, e->code, e);
 }

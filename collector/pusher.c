@@ -1,5 +1,6 @@
 #include "pusher.h"
 
+#include "backoff.h"
 #include "curlapi.h"
 #include "log.h"
 
@@ -216,15 +217,14 @@ static void finished(pusher *p, int64_t id, long status, const char *detail) {
   if (status >= 200 && status < 300) {
     if (p->failing) log_info("the bureau accepts reports again (%s)", p->url);
     p->failing = false;
-    p->backoff_ms = 0;
+    backoff_reset(&p->backoff_ms);
     log_debug("report %lld accepted by the bureau", (long long)id);
     p->accepted(p->ctx, id);
     p->state = P_IDLE;
     pusher_kick(p);
     return;
   }
-  p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : 1000;
-  if (p->backoff_ms > 300000) p->backoff_ms = 300000;
+  backoff_next(&p->backoff_ms, 1000, 300000);
   if (!p->failing)
     log_warn("pushing reports to %s failed: %s; keeping them and retrying with "
              "back-off", p->url, detail);

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "dblock.h"
 
 /* ------------------------------------------------------------------------ */
@@ -1326,12 +1327,9 @@ static void commit_round(store *s, op *ops) {
     s->failing = true;
     atomic_store(&s->failing_flag, true);
     s->fail_since_ms = now;
-    s->backoff_ms = STORE_RETRY_MIN_MS;
-  } else if (s->backoff_ms < STORE_RETRY_MAX_MS) {
-    s->backoff_ms *= 2;
-    if (s->backoff_ms > STORE_RETRY_MAX_MS) s->backoff_ms = STORE_RETRY_MAX_MS;
+    backoff_reset(&s->backoff_ms);
   }
-  s->retry_at_ms = now + s->backoff_ms;
+  s->retry_at_ms = now + backoff_next(&s->backoff_ms, STORE_RETRY_MIN_MS, STORE_RETRY_MAX_MS);
   hold(s, all, err, started);
 }
 

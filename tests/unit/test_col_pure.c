@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "backoff.h"
 #include "clock.h"
 #include "mstate.h"
 #include "profile.h"
@@ -278,8 +279,25 @@ static void test_reading_text(void **state) {
   assert_int_equal(reading_fields_json(tuf, v, f, sizeof f), -1);
 }
 
+/* The back-off: first delay, doubling, capped, and over again after a
+ * success. */
+static void test_backoff_next(void **state) {
+  (void)state;
+  int64_t cur = 0;
+  assert_int_equal(backoff_next(&cur, 1000, 30000), 1000);
+  assert_int_equal(backoff_next(&cur, 1000, 30000), 2000);
+  assert_int_equal(backoff_next(&cur, 1000, 30000), 4000);
+  for (int i = 0; i < 10; i++) backoff_next(&cur, 1000, 30000);
+  assert_int_equal(cur, 30000);
+  /* A lower cap (after a refusal the daemon's is higher, not lower) holds. */
+  assert_int_equal(backoff_next(&cur, 1000, 8000), 8000);
+  backoff_reset(&cur);
+  assert_int_equal(backoff_next(&cur, 1000, 30000), 1000);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_backoff_next),
       cmocka_unit_test(test_slots),
       cmocka_unit_test(test_rfc3339),
       cmocka_unit_test(test_clock_offset),
