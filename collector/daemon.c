@@ -491,8 +491,8 @@ static void publish_online_rate(gw *d) {
   cJSON_AddNumberToObject(o, "online_rate", round(rate * 1e6) / 1e6);
   cJSON_AddNumberToObject(o, "baseline", c->online.baseline);
   cJSON_AddNumberToObject(o, "delta_pp",
-                          round((rate - c->online.baseline) * 10000) / 100);
-  cJSON_AddBoolToObject(o, "meets_baseline", rate + 1e-12 >= c->online.baseline);
+                          rate_delta_pp(rate, c->online.baseline));
+  cJSON_AddBoolToObject(o, "meets_baseline", rate_meets(rate, c->online.baseline));
   cJSON_AddItemToObject(o, "meters", meters);
   cJSON_AddItemToObject(o, "repair", repair);
   if (!d->rate_refused) publish_json(d, d->topic_rate, o, true, TAG_RATE);

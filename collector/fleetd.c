@@ -204,8 +204,8 @@ static cJSON *county_rows(const fleet_cfg *f, const bool *online) {
     cJSON_AddNumberToObject(c, "meters_total", (double)tot);
     cJSON_AddNumberToObject(c, "meters_online", (double)on);
     cJSON_AddNumberToObject(c, "online_rate", round(r * 1e6) / 1e6);
-    cJSON_AddNumberToObject(c, "delta_pp", round((r - f->baseline) * 10000) / 100);
-    cJSON_AddBoolToObject(c, "meets_baseline", r + 1e-12 >= f->baseline);
+    cJSON_AddNumberToObject(c, "delta_pp", rate_delta_pp(r, f->baseline));
+    cJSON_AddBoolToObject(c, "meets_baseline", rate_meets(r, f->baseline));
     cJSON_AddItemToArray(counties, c);
   }
   return counties;
@@ -217,8 +217,8 @@ static void add_rate(cJSON *o, const fleet_cfg *f, size_t online) {
   cJSON_AddNumberToObject(o, "meters_online", (double)online);
   cJSON_AddNumberToObject(o, "online_rate", round(rate * 1e6) / 1e6);
   cJSON_AddNumberToObject(o, "baseline", f->baseline);
-  cJSON_AddNumberToObject(o, "delta_pp", round((rate - f->baseline) * 10000) / 100);
-  cJSON_AddBoolToObject(o, "meets_baseline", rate + 1e-12 >= f->baseline);
+  cJSON_AddNumberToObject(o, "delta_pp", rate_delta_pp(rate, f->baseline));
+  cJSON_AddBoolToObject(o, "meets_baseline", rate_meets(rate, f->baseline));
 }
 
 static cJSON *fleet_header(const fleet_cfg *f) {

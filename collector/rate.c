@@ -14,6 +14,12 @@ static int64_t floor_div(int64_t a, int64_t b) {
   return q;
 }
 
+double rate_delta_pp(double rate, double baseline) {
+  return round((rate - baseline) * 10000) / 100;
+}
+
+bool rate_meets(double rate, double baseline) { return rate + 1e-12 >= baseline; }
+
 long rate_slots(int64_t from_ms, int64_t to_ms, int64_t interval_ms,
                 int64_t phase_ms) {
   if (to_ms <= from_ms || interval_ms <= 0) return 0;

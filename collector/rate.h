@@ -101,6 +101,15 @@ void rate_meter(const rate_meter_input *in, const rate_span *up, size_t nup,
                 int64_t start_ms, int64_t end_ms, const rate_params *p,
                 rate_meter_result *out);
 
+/* --- Against the baseline ------------------------------------------------ */
+
+/* RATE's difference from BASELINE in percentage points, to 0.01. */
+double rate_delta_pp(double rate, double baseline);
+
+/* RATE meets BASELINE: equal is enough, whatever the floating-point error
+ * of the division that made RATE (2367 / 2500 meets 0.9468). */
+bool rate_meets(double rate, double baseline);
+
 /* Number of slots k * interval + phase in [from_ms, to_ms). */
 long rate_slots(int64_t from_ms, int64_t to_ms, int64_t interval_ms,
                 int64_t phase_ms);

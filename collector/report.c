@@ -333,8 +333,8 @@ cJSON *report_build(const cfg *c, sqlite3 *db, const rate_period *period,
   cJSON_AddNumberToObject(rep, "meters_online", (double)online);
   cJSON_AddNumberToObject(rep, "online_rate", round6(rate));
   cJSON_AddNumberToObject(rep, "baseline", baseline);
-  cJSON_AddNumberToObject(rep, "delta_pp", round((rate - baseline) * 100 * 100) / 100);
-  cJSON_AddBoolToObject(rep, "meets_baseline", rate + 1e-12 >= baseline);
+  cJSON_AddNumberToObject(rep, "delta_pp", rate_delta_pp(rate, baseline));
+  cJSON_AddBoolToObject(rep, "meets_baseline", rate_meets(rate, baseline));
   cJSON_AddNumberToObject(rep, "completeness",
                           round6(expected ? (double)valid / (double)expected : 0));
   cJSON_AddNumberToObject(rep, "availability",

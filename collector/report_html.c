@@ -4,6 +4,8 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "cfg.h"
+
 static void esc(FILE *f, const char *s) {
   for (; s && *s; s++) {
     switch (*s) {
@@ -43,8 +45,8 @@ void report_html(FILE *f, const cJSON *reports) {
   const cJSON *first = cJSON_GetArrayItem(reports, 0);
   const cJSON *last = cJSON_GetArrayItem(reports, n - 1);
   const cJSON *site = cJSON_GetObjectItemCaseSensitive(first, "site");
-  double baseline = first ? num(first, "baseline") : 0.9468;
-  if (isnan(baseline)) baseline = 0.9468;
+  double baseline = first ? num(first, "baseline") : CFG_DEFAULT_BASELINE;
+  if (isnan(baseline)) baseline = CFG_DEFAULT_BASELINE;
 
   fputs("<!DOCTYPE html>\n<html lang=\"zh-CN\">\n<head>\n<meta charset=\"utf-8\">\n", f);
   fputs("<title>取水口计量在线率报告 Online-rate report — ", f);

@@ -449,7 +449,7 @@ static void set_defaults(cfg *c) {
   snprintf(c->mqtt.topic_prefix, sizeof c->mqtt.topic_prefix, "water");
   c->mqtt.version = 0; /* auto */
   c->mqtt.keepalive_ms = 30 * MS_SECOND;
-  c->online.baseline = 0.9468;
+  c->online.baseline = CFG_DEFAULT_BASELINE;
   c->online.offline_after = 3;
   c->online.min_readings = 1;
   c->online.min_completeness = 0;

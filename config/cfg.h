@@ -35,6 +35,10 @@ typedef enum {
   CFG_TRANSPORT_RTU_OVER_TCP,
 } cfg_transport;
 
+/* The online rate a city reported for its first-level intakes' meters: the
+ * baseline a site or a fleet is measured against unless it names one. */
+#define CFG_DEFAULT_BASELINE 0.9468
+
 const char *cfg_transport_name(cfg_transport t);
 
 /* What a file of mode MODE is when it is not a regular file ("a directory",
@@ -159,7 +163,7 @@ typedef struct {
   } storage;
 
   struct {
-    double baseline;          /* default 0.9468 */
+    double baseline;          /* default CFG_DEFAULT_BASELINE */
     int offline_after;        /* consecutive failed polls; default 3 */
     int min_readings;         /* per window; default 1 */
     double min_completeness;  /* per window; default 0 */

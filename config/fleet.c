@@ -90,7 +90,7 @@ int fleet_cfg_load(const char *path, fleet_cfg **out, char *err, size_t errlen) 
   snprintf(f->path, sizeof f->path, "%s", path);
   snprintf(f->mqtt.topic_prefix, sizeof f->mqtt.topic_prefix, "water");
   f->mqtt.version = 0; /* auto */
-  f->baseline = 0.9468;
+  f->baseline = CFG_DEFAULT_BASELINE;
   f->report_grace_ms = 3600000;
   f->push_timeout_ms = 30000;
   const ydoc_node *root = ydoc_root(d);

@@ -34,7 +34,7 @@ typedef struct {
   char timezone[64];      /* default Asia/Shanghai: windows are local */
   size_t nperiods;        /* report periods, as for a gateway; default none */
   char periods[CFG_PERIODS_MAX][CFG_PERIOD_NAME_MAX];
-  double baseline;        /* default 0.9468 */
+  double baseline;        /* default CFG_DEFAULT_BASELINE */
   char storage_path[CFG_PATH_MAX]; /* SQLite outbox of reports to push */
   char push_url[512];              /* "" no push */
   char ca_file[CFG_PATH_MAX];

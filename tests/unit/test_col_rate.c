@@ -254,8 +254,22 @@ static void test_configured_mid_window(void **state) {
   assert_false(r.configured);
 }
 
+/* Against the baseline: the difference in points to 0.01, and "meets" for
+ * a rate equal to it but for the floating-point error of a division. */
+static void test_against_baseline(void **state) {
+  (void)state;
+  assert_true(rate_delta_pp(0.95, 0.9468) > 0.319 && rate_delta_pp(0.95, 0.9468) < 0.321);
+  assert_true(rate_delta_pp(0.9, 0.9468) < -4.679 && rate_delta_pp(0.9, 0.9468) > -4.681);
+  assert_true(rate_delta_pp(0.9468, 0.9468) == 0);
+  assert_true(rate_meets(0.9468, 0.9468));
+  assert_true(rate_meets(2367.0 / 2500.0, 0.9468)); /* 0.9468 but for rounding */
+  assert_true(rate_meets(0.99, 0.9468));
+  assert_false(rate_meets(0.94679, 0.9468));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_against_baseline),
       cmocka_unit_test(test_windows_in_utc_plus_8),
       cmocka_unit_test(test_slots),
       cmocka_unit_test(test_never_seen),
