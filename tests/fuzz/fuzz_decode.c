@@ -17,16 +17,8 @@
 #include "planner.h"
 #include "profile.h"
 
-#define CHECK(cond, ...)                                                     \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      fprintf(stderr, "fuzz_decode: invariant broken at line %d: %s\n  ",    \
-              __LINE__, #cond);                                              \
-      fprintf(stderr, __VA_ARGS__);                                          \
-      fputc('\n', stderr);                                                   \
-      abort();                                                               \
-    }                                                                        \
-  } while (0)
+#define FUZZ_TARGET "fuzz_decode"
+#include "fuzz_check.h"
 
 static mb_profile *profiles[3];
 static mb_plan *plans[3];

@@ -20,16 +20,8 @@
 #include "mb_proto.h"
 #include "mb_xchg.h"
 
-#define CHECK(cond, ...)                                                     \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      fprintf(stderr, "fuzz_proto: invariant broken at line %d: %s\n  ",     \
-              __LINE__, #cond);                                              \
-      fprintf(stderr, __VA_ARGS__);                                          \
-      fputc('\n', stderr);                                                   \
-      abort();                                                               \
-    }                                                                        \
-  } while (0)
+#define FUZZ_TARGET "fuzz_proto"
+#include "fuzz_check.h"
 
 /* --- References ------------------------------------------------------------ */
 
