@@ -166,6 +166,27 @@ check "and gives the last one" test "$(gw_state | jq -r '.clock_step.ms / 1000 |
 
 stop_pid "$collector_PID"
 expect_eq "the daemon exits 0" 0 "$STOP_RC"
+# A PUBACK reached the daemon when the broker took the message; the
+# subscriber's copy may still be on its way: wait until it has every
+# delivered reading (judged below) before looking. (A reading on the broker
+# whose PUBACK came too late to be marked may stay undelivered: it is sent
+# again at the next start.)
+# delivered_missing METER: delivered rows of METER the subscriber lacks.
+delivered_missing() {
+  local last gone
+  last=$(sql "$DB" "SELECT last_seq FROM meters WHERE id = '$1'")
+  gone=$(jq -s -r --arg m "$1" --argjson last "$last" '
+    ([.[] | select(.meter == $m) | .seq] | unique) as $s | [range(1; $last + 1)] - $s | join(",")' \
+    "$T/readings.jsonl")
+  if [ -z "$gone" ]; then echo 0; return; fi
+  sql "$DB" "SELECT count(*) FROM readings WHERE meter = '$1' AND delivered = 1 AND seq IN ($gone)"
+}
+delivered_seen() {
+  messages sub reading >"$T/readings.jsonl"
+  local m
+  for m in M1 M2 M3 M4 M5; do [ "$(delivered_missing "$m")" = 0 ] || return 1; done
+}
+wait_until 10 "the subscriber has every delivered reading" delivered_seen || true
 messages sub reading >"$T/readings.jsonl"
 flags=$(step_flags "$T/sub.out" "$step1_at")
 echo "# copies judged: $(jq -c '.n' <<<"$flags"); identical copies sent again: $(jq .repeats <<<"$flags")"
@@ -174,10 +195,7 @@ expect_eq "on the broker, every copy of a reading taken before a step and sent a
 check "readings taken after both steps reached the broker ($(jq .n.none <<<"$flags")), none flagged" \
   test "$(jq .n.none <<<"$flags")" -ge 20
 for m in M1 M2 M3 M4 M5; do
-  last=$(sql "$DB" "SELECT last_seq FROM meters WHERE id = '$m'")
-  undel=$(sql "$DB" "SELECT count(*) FROM readings WHERE meter = '$m' AND delivered = 0")
-  expect_eq "meter $m: every delivered sequence number is on the broker" "$undel" \
-    "$(missing_seqs "$T/readings.jsonl" "$m" "$last")"
+  expect_eq "meter $m: every delivered sequence number is on the broker" 0 "$(delivered_missing "$m")"
 done
 expect_eq "each step logged once" 2 "$(grep -c 'wall clock stepped' "$T/collector.log")"
 finish
