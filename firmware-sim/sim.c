@@ -59,6 +59,8 @@ typedef struct {
 struct sim_conn {
   uv_tcp_t tcp;
   sim_deadline line_free; /* wire time on an rtu-over-tcp bus */
+  sim_deadline stale;     /* rtu-over-tcp: an incomplete frame is dropped
+                             RTU_STALE_MS after its last byte came */
   sim_bus *bus;
   sim_conn *next;
   uint8_t buf[CONN_BUF_MAX]; /* received bytes not yet framed */
@@ -278,6 +280,7 @@ static void conn_close(sim_conn *c) {
   b->nconns--;
   /* Deadlines are not handles: released now, they never fire for C again. */
   sim_deadline_release(&c->line_free);
+  sim_deadline_release(&c->stale);
   for (size_t i = 0; i < LATE_MAX; i++) sim_deadline_release(&c->late[i].due);
   uv_close((uv_handle_t *)&c->tcp, conn_on_close);
 }
@@ -460,6 +463,15 @@ static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init((char *)c->buf + c->len, (unsigned)(CONN_BUF_MAX - c->len));
 }
 
+static void conn_on_stale(sim_deadline *d) {
+  sim_conn *c = d->data;
+  if (c->closing || c->framer.len == 0) return;
+  c->bus->bad_frames++;
+  log_debug("bus %s: dropping %zu bytes of an incomplete frame from a client",
+            c->bus->cfg->id, c->framer.len);
+  mb_rtu_framer_reset(&c->framer);
+}
+
 static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   (void)buf;
   sim_conn *c = s->data;
@@ -472,6 +484,12 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0) c->rx_ns = sim_clock_now_ns();
   c->len += (size_t)nread;
   conn_process(c);
+  /* RTU over TCP: a DTU passes the serial line's bytes on, and a frame its
+   * line left incomplete (noise, a truncated request) ends with the
+   * silence after it, as on a serial line: dropped, the next request on
+   * the same connection is framed afresh. */
+  if (!c->closing && c->bus->cfg->transport != CFG_TRANSPORT_TCP && c->framer.len > 0)
+    sim_deadline_start(&c->stale, c->rx_ns + (uint64_t)RTU_STALE_MS * 1000000u);
   conn_update_reading(c);
 }
 
@@ -486,7 +504,8 @@ static void on_connection(uv_stream_t *server, int status) {
   c->tcp.data = c;
   c->handles_open = 1;
   sim_clock *clock = b->owner->clock;
-  bool room = sim_deadline_init(clock, &c->line_free, conn_on_line_free, c) == 0;
+  bool room = sim_deadline_init(clock, &c->line_free, conn_on_line_free, c) == 0 &&
+              sim_deadline_init(clock, &c->stale, conn_on_stale, c) == 0;
   for (size_t i = 0; i < LATE_MAX && room; i++)
     room = late_init(&c->late[i], clock, b, c) == 0;
   mb_rtu_framer_init(&c->framer, true);

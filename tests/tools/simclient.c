@@ -44,9 +44,10 @@
  *       CRC, whatever its length, so no answer is owed to it. After "crc" the
  *       good request is already on its way, on the same port or connection.
  *       After the others it follows on the same port on an RTU line, once
- *       the line has been silent long enough to end any frame; on
- *       rtu-over-tcp and Modbus TCP, streams with no silence to end a frame
- *       by, on a new connection, the bad one still open. On Modbus TCP it
+ *       the line has been silent long enough to end any frame, and so on
+ *       rtu-over-tcp after "truncated" (the DTU's line falls silent too);
+ *       otherwise on rtu-over-tcp and Modbus TCP, streams with no silence
+ *       to end a frame by, on a new connection, the bad one still open. On Modbus TCP it
  *       first prints "bad connection: closed by peer" or "bad connection:
  *       open" (after waiting up to 5 s for the close when KIND is mbap-*,
  *       noise or flood).
@@ -580,8 +581,9 @@ static int bad_cmd(int argc, char **argv) {
       wrc != 0 ? " (the peer closed the connection meanwhile)" : "");
 
   if (strcmp(kind, "crc") == 0) return good_exchange(fd, &t, true);
-  if (t.kind == T_RTU) {
-    /* The line stays silent: the frame in progress, if any, ends. */
+  if (t.kind == T_RTU || (t.kind == T_ROT && strcmp(kind, "truncated") == 0)) {
+    /* The line stays silent: the frame in progress, if any, ends (a DTU
+     * passes its serial line's silence on as a pause in the stream). */
     struct timespec ts = {LINE_SILENCE_MS / 1000, (LINE_SILENCE_MS % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
