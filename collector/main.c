@@ -8,11 +8,11 @@
 #include <stdlib.h>
 
 #include "cfg.h"
-#include "cli.h"
-#include "daemon.h"
+#include "cli/cli.h"
+#include "gateway/daemon.h"
 #include "fleet.h"
-#include "fleetd.h"
-#include "log.h"
+#include "fleet/fleetd.h"
+#include "base/log.h"
 
 static void usage(FILE *f) {
   fprintf(f,

@@ -12,7 +12,7 @@
 #include <uv.h>
 
 #include "cfg.h"
-#include "log.h"
+#include "base/log.h"
 #include "sim.h"
 
 static void usage(FILE *f) {

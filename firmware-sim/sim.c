@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "base/log.h"
 #include "mb_proto.h"
 #include "sim_clock.h"
 #include "sim_meter.h"

@@ -14,13 +14,13 @@
 
 #include <cmocka.h>
 
-#include "backoff.h"
-#include "clock.h"
-#include "mstate.h"
+#include "base/backoff.h"
+#include "base/clock.h"
+#include "meter/mstate.h"
 #include "profile.h"
-#include "quality.h"
-#include "reading.h"
-#include "secret.h"
+#include "meter/quality.h"
+#include "meter/reading.h"
+#include "base/secret.h"
 #include "transport.h"
 
 static void test_slots(void **state) {

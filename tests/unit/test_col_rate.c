@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "rate.h"
+#include "reports/rate.h"
 
 #define MIN 60000LL
 #define HOUR 3600000LL

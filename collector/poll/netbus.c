@@ -1,4 +1,4 @@
-#include "netbus.h"
+#include "poll/netbus.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -13,8 +13,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "backoff.h"
-#include "clock.h"
+#include "base/backoff.h"
+#include "base/clock.h"
 #include "mb_xchg.h"
 
 /* A connection that has been quiet this long may have been closed by the

@@ -1,4 +1,4 @@
-#include "rate.h"
+#include "reports/rate.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "quality.h"
+#include "meter/quality.h"
 
 static int64_t floor_div(int64_t a, int64_t b) {
   int64_t q = a / b;

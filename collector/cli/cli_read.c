@@ -5,9 +5,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "busload.h"
+#include "poll/busload.h"
 #include "cfg.h"
-#include "cli.h"
+#include "cli/cli.h"
 #include "mb_poll.h"
 #include "planner.h"
 #include "transport.h"

@@ -1,4 +1,4 @@
-#include "fleetd.h"
+#include "fleet/fleetd.h"
 
 #include <errno.h>
 #include <math.h>
@@ -10,14 +10,14 @@
 
 #include <cjson/cJSON.h>
 
-#include "backoff.h"
-#include "clock.h"
-#include "log.h"
-#include "outbox.h"
-#include "publisher.h"
-#include "pusher.h"
-#include "rate.h"
-#include "secret.h"
+#include "base/backoff.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "store/outbox.h"
+#include "mqtt/publisher.h"
+#include "reports/pusher.h"
+#include "reports/rate.h"
+#include "base/secret.h"
 
 #define PUBLISH_DEBOUNCE_MS 200
 #define PUBLISH_EVERY_MS 60000

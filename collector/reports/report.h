@@ -15,7 +15,7 @@
 #include <sqlite3.h>
 
 #include "cfg.h"
-#include "rate.h"
+#include "reports/rate.h"
 
 /* Open the site's database read-only. NULL with err on failure. */
 sqlite3 *report_open_db(const char *path, char *err, size_t errlen);

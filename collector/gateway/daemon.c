@@ -1,4 +1,4 @@
-#include "daemon.h"
+#include "gateway/daemon.h"
 
 #include <errno.h>
 #include <math.h>
@@ -12,22 +12,22 @@
 
 #include <cjson/cJSON.h>
 
-#include "backoff.h"
-#include "busload.h"
-#include "busworker.h"
-#include "netbus.h"
-#include "clock.h"
-#include "log.h"
-#include "mstate.h"
+#include "base/backoff.h"
+#include "poll/busload.h"
+#include "poll/busworker.h"
+#include "poll/netbus.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "meter/mstate.h"
 #include "planner.h"
-#include "publisher.h"
-#include "pusher.h"
-#include "quality.h"
-#include "rate.h"
-#include "secret.h"
-#include "reading.h"
-#include "reporter.h"
-#include "store.h"
+#include "mqtt/publisher.h"
+#include "reports/pusher.h"
+#include "meter/quality.h"
+#include "reports/rate.h"
+#include "base/secret.h"
+#include "meter/reading.h"
+#include "reports/reporter.h"
+#include "store/store.h"
 
 /* Failure kinds counted in the gateway state, in tr_code order (-1..-8). */
 #define NFAILKINDS 8

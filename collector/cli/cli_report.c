@@ -6,11 +6,11 @@
 #include <time.h>
 
 #include "cfg.h"
-#include "cli.h"
-#include "clock.h"
-#include "rate.h"
-#include "report.h"
-#include "report_html.h"
+#include "cli/cli.h"
+#include "base/clock.h"
+#include "reports/rate.h"
+#include "reports/report.h"
+#include "reports/report_html.h"
 
 /* Windows one report command builds, at most. */
 #define REPORT_WINDOWS_MAX 100000

@@ -1,4 +1,4 @@
-#include "mstate.h"
+#include "meter/mstate.h"
 
 #include <stdio.h>
 #include <string.h>

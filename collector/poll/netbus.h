@@ -25,7 +25,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "busworker.h" /* bus_result */
+#include "poll/busworker.h" /* bus_result */
 #include "cfg.h"
 #include "planner.h"
 

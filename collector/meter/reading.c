@@ -1,10 +1,10 @@
-#include "reading.h"
+#include "meter/reading.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "clock.h"
+#include "base/clock.h"
 
 static int digits_for(const prof_field *f) {
   return f->nparts == 1 && f->parts[0].type == MB_T_F32 ? 7 : 15;

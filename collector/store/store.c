@@ -1,4 +1,4 @@
-#include "store.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -12,8 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backoff.h"
-#include "dblock.h"
+#include "base/backoff.h"
+#include "store/dblock.h"
 
 /* ------------------------------------------------------------------------ */
 /* Schema                                                                   */

@@ -1,4 +1,4 @@
-#include "dblock.h"
+#include "store/dblock.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,11 +1,11 @@
-#include "report.h"
+#include "reports/report.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "mstate.h"
+#include "base/clock.h"
+#include "meter/mstate.h"
 
 sqlite3 *report_open_db(const char *path, char *err, size_t errlen) {
   sqlite3 *db = NULL;

@@ -1,4 +1,4 @@
-#include "report_html.h"
+#include "reports/report_html.h"
 
 #include <math.h>
 #include <stdbool.h>

@@ -1,4 +1,4 @@
-#include "outbox.h"
+#include "store/outbox.h"
 
 #include <sqlite3.h>
 #include <stdbool.h>
@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "dblock.h"
-#include "log.h"
+#include "base/clock.h"
+#include "store/dblock.h"
+#include "base/log.h"
 
 typedef enum { OB_ADD, OB_NEXT, OB_MARK } ob_kind;
 

@@ -1,4 +1,4 @@
-#include "quality.h"
+#include "meter/quality.h"
 
 #include <math.h>
 #include <stdio.h>

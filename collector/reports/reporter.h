@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
-#include "rate.h"
+#include "reports/rate.h"
 
 #define REPORTER_CATCHUP_MAX 1000
 

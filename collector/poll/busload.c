@@ -1,4 +1,4 @@
-#include "busload.h"
+#include "poll/busload.h"
 
 #include <stdio.h>
 

@@ -1,4 +1,4 @@
-#include "curlapi.h"
+#include "reports/curlapi.h"
 
 #include <dlfcn.h>
 #include <stdbool.h>

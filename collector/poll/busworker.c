@@ -1,12 +1,12 @@
-#include "busworker.h"
+#include "poll/busworker.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backoff.h"
-#include "clock.h"
+#include "base/backoff.h"
+#include "base/clock.h"
 #include "mb_poll.h"
 
 typedef struct job {

@@ -1,8 +1,8 @@
-#include "pusher.h"
+#include "reports/pusher.h"
 
-#include "backoff.h"
-#include "curlapi.h"
-#include "log.h"
+#include "base/backoff.h"
+#include "reports/curlapi.h"
+#include "base/log.h"
 
 #include <stdbool.h>
 #include <stdio.h>

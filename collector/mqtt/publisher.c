@@ -1,4 +1,4 @@
-#include "publisher.h"
+#include "mqtt/publisher.h"
 
 #include <MQTTAsync.h>
 #include <pthread.h>

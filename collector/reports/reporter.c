@@ -1,4 +1,4 @@
-#include "reporter.h"
+#include "reports/reporter.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "report.h"
+#include "base/clock.h"
+#include "reports/report.h"
 
 typedef enum { JOB_BUILD = 0, JOB_NEXT_PUSH, JOB_MARK_PUSHED } job_kind;
 
