@@ -20,6 +20,11 @@ typedef struct msg_ctx {
   int64_t sent_ns;       /* handed to paho (monotonic) */
 } msg_ctx;
 
+/* The loop is woken for an acknowledgement at once while fewer than
+ * NOTIFY_LOW messages wait for the window, else with every NOTIFY_BATCH-th. */
+#define NOTIFY_LOW 128
+#define NOTIFY_BATCH 64
+
 /* PUBLISH to PUBACK round trips kept for publisher_rtt(). */
 #define RTT_SAMPLES 1024
 
@@ -83,6 +88,7 @@ struct publisher {
   int64_t rtt[RTT_SAMPLES]; /* the latest round trips, ns (a ring) */
   size_t nrtt;           /* samples taken so far */
   size_t nmessages;      /* PUB_EV_MESSAGE events waiting */
+  size_t unheard;        /* events queued since the loop was last woken */
   uint64_t dropped_messages;
   /* Set at creation. */
   publisher_options opt;
@@ -114,6 +120,14 @@ static void push_event_locked(publisher *p, pub_event_kind kind, uint64_t tag,
   else
     p->ev_head = ev;
   p->ev_tail = ev;
+  /* An acknowledgement while plenty waits to be sent is no hurry: the loop
+   * hears of it with a later one. Waking it for each costs a switch of
+   * threads a message, taken from the broker's share of the CPU. Whatever
+   * waits is sent and acknowledged (or failed with the connection, which
+   * wakes the loop), so no event stays unheard. */
+  if (kind == PUB_EV_DELIVERED && p->nqueued >= NOTIFY_LOW && ++p->unheard < NOTIFY_BATCH)
+    return;
+  p->unheard = 0;
   /* uv_async_send takes no lock of ours. */
   if (p->opt.notify) p->opt.notify(p->opt.notify_ctx);
 }
@@ -864,6 +878,7 @@ pub_event *publisher_take_events(publisher *p) {
   pub_event *ev = p->ev_head;
   p->ev_head = p->ev_tail = NULL;
   p->nmessages = 0;
+  p->unheard = 0;
   pthread_mutex_unlock(&p->mu);
   return ev;
 }
