@@ -1,0 +1,128 @@
+/* sim_impl: the declarations intake-sim's servers share among their files;
+ * sim.h is their interface, and nothing here is for use outside firmware-sim/.
+ * Functions one file calls in another are named sim__*.
+ *
+ * sim.c      the meters and buses, start and stop, answer timing and framing
+ */
+#ifndef IC_SIM_IMPL_H
+#define IC_SIM_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cfg.h"
+#include "mb_proto.h"
+#include "sim.h"
+#include "sim_clock.h"
+#include "sim_meter.h"
+
+/* Request bytes a connection buffers before the simulator stops reading from
+ * it (the client then waits in its own send buffer). */
+#define CONN_BUF_MAX 2048
+/* An incomplete RTU frame older than this is line noise: drop it. */
+#define RTU_STALE_MS 100
+/* Delayed (slow) answers in flight per line; beyond that a slow answer is
+ * dropped, as a meter that cannot keep up drops requests. */
+#define LATE_MAX 8
+
+typedef struct sim_bus sim_bus;
+typedef struct sim_conn sim_conn;
+typedef struct ctl_conn ctl_conn;
+
+/* An answer scheduled for later (a slow meter): it goes out when due,
+ * whatever else the line carries meanwhile. */
+typedef struct {
+  sim_deadline due;
+  sim_bus *bus;
+  sim_conn *conn; /* NULL on an rtu bus */
+  const sim_meter *meter;
+  bool used;
+  size_t len;
+  uint8_t data[MB_TCP_MAX + 64];
+} late_reply;
+
+struct sim_conn {
+  uv_tcp_t tcp;
+  sim_deadline line_free; /* wire time on an rtu-over-tcp bus */
+  sim_deadline stale;     /* rtu-over-tcp: an incomplete frame is dropped
+                             RTU_STALE_MS after its last byte came */
+  sim_bus *bus;
+  sim_conn *next;
+  uint8_t buf[CONN_BUF_MAX]; /* received bytes not yet framed */
+  size_t len;
+  mb_rtu_framer framer; /* rtu-over-tcp */
+  bool busy;            /* the emulated serial line behind the DTU is busy */
+  uint64_t rx_ns;       /* when requests last arrived (monotonic) */
+  uint64_t free_ns;     /* when the emulated line was last free again */
+  bool reading;
+  bool closing;
+  bool throttle_logged;
+  int handles_open;
+  uint8_t pending[MB_TCP_MAX + 64]; /* sent when the wire time is up */
+  size_t pending_len;
+  late_reply late[LATE_MAX];
+};
+
+struct sim_bus {
+  sim *owner;
+  const cfg_bus *cfg;
+  size_t index;
+  sim_meter *by_unit[256];
+  bool wire_time;
+  int char_bits;
+  uint64_t requests;
+  uint64_t bad_frames;
+  uint64_t late_dropped;
+  /* tcp and rtu-over-tcp */
+  uv_tcp_t server;
+  bool server_open;
+  sim_conn *conns;
+  size_t nconns;
+  /* rtu */
+  int master_fd;
+  int slave_fd;
+  char slave_name[128];
+  int wd;      /* inotify watch on the slave end, -1 without */
+  int clients; /* others holding the slave end open; -1 when unknown */
+  bool seen_open; /* the watch has reported an open: it works */
+  bool linked;
+  uv_poll_t poll;
+  bool poll_open;
+  sim_deadline reply_due;
+  uv_timer_t stale_timer;
+  bool timers_open;
+  mb_rtu_framer framer;
+  bool busy; /* the line carries a request or an answer (wire time) */
+  uint64_t rx_ns;   /* when bytes last arrived from the line (monotonic) */
+  uint64_t free_ns; /* when the line was last free again */
+  uint8_t reply[MB_RTU_MAX + 64];
+  size_t reply_len;
+  uint8_t out[4096];
+  size_t out_len;
+  late_reply late[LATE_MAX];
+};
+
+struct sim {
+  uv_loop_t *loop;
+  const cfg *cfg;
+  sim_meter *meters;
+  size_t nmeters;
+  sim_bus *buses;
+  size_t nbuses;
+  uv_pipe_t control;
+  bool control_open;
+  char control_path[CFG_PATH_MAX];
+  ctl_conn *ctls;
+  size_t nctls;
+  /* Every answer deadline (wire time, slow meters), to the microsecond. */
+  sim_clock *clock;
+  /* Who opens and closes the ptys' slave ends (inotify), shared by every rtu
+   * bus; -1 when unavailable. */
+  int ino_fd;
+  uv_poll_t ino_poll;
+  bool ino_open;
+};
+
+#endif
