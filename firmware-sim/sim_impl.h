@@ -3,6 +3,7 @@
  * Functions one file calls in another are named sim__*.
  *
  * sim.c      the meters and buses, start and stop, answer timing and framing
+ * sim_ctl.c  the control socket (intake-sim ctl)
  */
 #ifndef IC_SIM_IMPL_H
 #define IC_SIM_IMPL_H
@@ -124,5 +125,24 @@ struct sim {
   uv_poll_t ino_poll;
   bool ino_open;
 };
+
+typedef struct {
+  uv_write_t req;
+  uv_buf_t buf;
+  uint8_t data[];
+} write_req;
+
+/* sim.c */
+
+/* Delayed answers of meter M waiting in SLOTS (LATE_MAX of them). */
+size_t sim__late_count(const late_reply *slots, const sim_meter *m);
+
+/* sim_ctl.c */
+
+/* Listen on the control socket at s->control_path. Returns 0, or -1 with a
+ * message in err. */
+int sim__control_listen(sim *s, char *err, size_t errlen);
+/* Close control connection C (sim_stop closes them all). */
+void sim__ctl_close(ctl_conn *c);
 
 #endif
