@@ -3,6 +3,7 @@
  * Functions one file calls in another are named sim__*.
  *
  * sim.c      the meters and buses, start and stop, answer timing and framing
+ * sim_rtu.c  rtu buses: Modbus RTU on pseudo-terminals
  * sim_ctl.c  the control socket (intake-sim ctl)
  */
 #ifndef IC_SIM_IMPL_H
@@ -132,10 +133,40 @@ typedef struct {
   uint8_t data[];
 } write_req;
 
+/* When an answer goes out (sim__answer_timing_of). */
+typedef struct {
+  uint64_t busy_ns; /* the line is occupied this long from the request */
+  bool late;        /* the answer is scheduled on its own (a slow meter) */
+  uint64_t late_ns; /* ... and goes out this long after the request */
+} answer_timing;
+
 /* sim.c */
 
+/* The wall clock, in seconds since the epoch (what meters are handed). */
+double sim__wall_now(void);
+/* Where an exchange starts on an emulated line. */
+uint64_t sim__exchange_start_ns(uint64_t rx_ns, uint64_t free_ns);
+/* How the answer of LEN bytes to a request of REQLEN bytes on B goes out. */
+answer_timing sim__answer_timing_of(const sim_bus *b, size_t reqlen,
+                                    size_t len, const sim_action *act);
+/* Tie a late-answer slot to its bus and connection (NULL on an rtu bus). */
+int sim__late_init(late_reply *l, sim_clock *clock, sim_bus *b, sim_conn *c);
+/* Schedule an answer in one of SLOTS; false when every slot is taken. */
+bool sim__late_schedule(late_reply *slots, const sim_meter *m,
+                        const uint8_t *data, size_t len, uint64_t due_ns);
 /* Delayed answers of meter M waiting in SLOTS (LATE_MAX of them). */
 size_t sim__late_count(const late_reply *slots, const sim_meter *m);
+/* The bytes that carry ACT on B's transport; 0 when nothing is sent. */
+size_t sim__encode_action(const sim_bus *b, const sim_action *act,
+                          uint16_t tid, uint8_t unit, uint8_t *out, size_t cap);
+
+/* sim_rtu.c */
+
+/* Open rtu bus B: a pseudo-terminal linked at the bus's device path. Returns
+ * 0, or -1 with a message in err. */
+int sim__rtu_open(sim_bus *b, char *err, size_t errlen);
+/* Send an answer on B's line (dropped when no client has the port open). */
+void sim__rtu_send(sim_bus *b, const uint8_t *data, size_t len);
 
 /* sim_ctl.c */
 
