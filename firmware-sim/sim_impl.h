@@ -3,6 +3,7 @@
  * Functions one file calls in another are named sim__*.
  *
  * sim.c      the meters and buses, start and stop, answer timing and framing
+ * sim_tcp.c  tcp and rtu-over-tcp buses: their servers and connections
  * sim_rtu.c  rtu buses: Modbus RTU on pseudo-terminals
  * sim_ctl.c  the control socket (intake-sim ctl)
  */
@@ -159,6 +160,18 @@ size_t sim__late_count(const late_reply *slots, const sim_meter *m);
 /* The bytes that carry ACT on B's transport; 0 when nothing is sent. */
 size_t sim__encode_action(const sim_bus *b, const sim_action *act,
                           uint16_t tid, uint8_t unit, uint8_t *out, size_t cap);
+
+/* sim_tcp.c */
+
+/* Listen on tcp or rtu-over-tcp bus B's address. Returns 0, or -1 with a
+ * message in err. */
+int sim__tcp_listen(sim_bus *b, char *err, size_t errlen);
+/* Close client connection C (sim_stop closes them all). */
+void sim__conn_close(sim_conn *c);
+/* Queue LEN bytes of answer for C's client. */
+void sim__conn_write(sim_conn *c, const uint8_t *data, size_t len);
+/* Read C's requests while there is room and its client takes the answers. */
+void sim__conn_update_reading(sim_conn *c);
 
 /* sim_rtu.c */
 
