@@ -141,7 +141,9 @@ int cli_read(int argc, char **argv) {
     if (!wanted) continue;
     const cfg_bus *b = cfg_meter_bus(c, m);
     if (!tr[m->bus]) {
-      tr[m->bus] = transport_new(b, err, sizeof err);
+      transport_options topt;
+      cfg_bus_transport_options(b, &topt);
+      tr[m->bus] = transport_new(&topt, err, sizeof err);
       if (!tr[m->bus]) {
         fprintf(stderr, "read: bus %s: %s\n", b->id, err);
         failures++;
