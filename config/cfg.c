@@ -17,6 +17,7 @@
 
 #include <sys/stat.h>
 
+#include "profile_load.h"
 #include "ydoc.h"
 
 /* The loader is fuzzed and a gateway serves at most a few thousand meters:

@@ -9,6 +9,7 @@
 
 #include "cfg.h"
 #include "profile.h"
+#include "profile_load.h"
 #include "ydoc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

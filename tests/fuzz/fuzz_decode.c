@@ -16,6 +16,7 @@
 #include "mb_decode.h"
 #include "planner.h"
 #include "profile.h"
+#include "profile_load.h"
 
 #define FUZZ_TARGET "fuzz_decode"
 #include "fuzz_check.h"

@@ -18,6 +18,7 @@
 #include "base/clock.h"
 #include "meter/mstate.h"
 #include "profile.h"
+#include "profile_load.h"
 #include "meter/quality.h"
 #include "meter/reading.h"
 #include "base/secret.h"

@@ -13,6 +13,7 @@
 
 #include "planner.h"
 #include "profile.h"
+#include "profile_load.h"
 
 #define H MB_TABLE_HOLDING
 #define I MB_TABLE_INPUT

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "profile.h"
+#include "profile_load.h"
 
 #define H MB_TABLE_HOLDING
 #define I MB_TABLE_INPUT

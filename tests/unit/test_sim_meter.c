@@ -12,6 +12,7 @@
 #include "mb_decode.h"
 #include "mb_proto.h"
 #include "profile.h"
+#include "profile_load.h"
 #include "sim_meter.h"
 
 static mb_profile *tuf;
