@@ -14,8 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "profile.h"
-#include "transport.h"
+#include "profile/profile.h"
+#include "transport/transport.h"
 
 #define CFG_ID_MAX 64
 #define CFG_NAME_MAX 256

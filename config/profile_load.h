@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "profile.h"
+#include "profile/profile.h"
 
 /* Load a profile. REF is a built-in name ([A-Za-z0-9_-]+, looked up in
  * PROFILE_DIR, or the compiled-in directory when it is NULL) or a path to a

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
-#include "mb_proto.h"
+#include "proto/mb_proto.h"
 #include "sim_clock.h"
 #include "sim_meter.h"
 

@@ -8,9 +8,9 @@
 #include "poll/busload.h"
 #include "cfg.h"
 #include "cli/cli.h"
-#include "mb_poll.h"
-#include "planner.h"
-#include "transport.h"
+#include "transport/mb_poll.h"
+#include "profile/planner.h"
+#include "transport/transport.h"
 
 int cli_check_config(const char *path, const char *profile_dir) {
   char err[CFG_ERR_MAX];

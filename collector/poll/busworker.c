@@ -7,7 +7,7 @@
 
 #include "base/backoff.h"
 #include "base/clock.h"
-#include "mb_poll.h"
+#include "transport/mb_poll.h"
 
 typedef struct job {
   uint32_t meter;

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
-#include "profile.h"
+#include "profile/profile.h"
 #include "profile_load.h"
 #include "ydoc.h"
 

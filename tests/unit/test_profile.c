@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "profile.h"
+#include "profile/profile.h"
 #include "profile_load.h"
 
 #define H MB_TABLE_HOLDING

@@ -35,8 +35,8 @@
 #include <unistd.h>
 
 #include "cfg.h"
-#include "mb_proto.h"
-#include "transport.h"
+#include "proto/mb_proto.h"
+#include "transport/transport.h"
 
 #define TIMEOUT_MS 200
 #define MAX_REQ 32

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "transport.h"
+#include "transport/transport.h"
 
 _Static_assert(TR_HOST_MAX + 16 > TR_DEVICE_MAX, "a device path fits in where");
 

@@ -1,6 +1,6 @@
 /* profile: a meter model's register map (see profile.h and docs/profiles.md).
  * Reading one from YAML is config/'s part (profile_load.h). */
-#include "profile.h"
+#include "profile/profile.h"
 
 #include <float.h>
 #include <math.h>

@@ -17,7 +17,7 @@
 
 #include <modbus.h>
 
-#include "transport_impl.h"
+#include "transport/transport_impl.h"
 
 typedef struct {
   modbus_t *ctx;

@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "mb_decode.h"
+#include "proto/mb_decode.h"
 
 typedef enum { MB_TABLE_HOLDING = 0, MB_TABLE_INPUT = 1 } mb_table;
 

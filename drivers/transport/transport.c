@@ -5,7 +5,7 @@
  * configured turnaround everywhere) is kept here too, so every backend honours
  * it the same way.
  */
-#include "transport.h"
+#include "transport/transport.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -22,8 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mb_proto.h"
-#include "transport_impl.h"
+#include "proto/mb_proto.h"
+#include "transport/transport_impl.h"
 
 /* Bounds that keep arithmetic on them safe and catch unit mistakes (a
  * timeout given in seconds where milliseconds were meant reads as 1 ms). */

@@ -20,9 +20,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "mb_proto.h"
-#include "mb_xchg.h"
-#include "transport_impl.h"
+#include "proto/mb_proto.h"
+#include "proto/mb_xchg.h"
+#include "transport/transport_impl.h"
 
 /* At most this much unsolicited data is discarded before a request; a peer
  * that sends more without pause is answered by the request going out anyway
