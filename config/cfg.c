@@ -17,6 +17,7 @@
 
 #include <sys/stat.h>
 
+#include "profile_load.h"
 #include "ydoc.h"
 
 /* The loader is fuzzed and a gateway serves at most a few thousand meters:
@@ -60,6 +61,39 @@ int sim_fault_parse(const char *name, sim_fault *out) {
 const cfg_bus *cfg_meter_bus(const cfg *c, const cfg_meter *m) {
   if (!c || !m || m->bus >= c->nbuses) return NULL;
   return &c->buses[m->bus];
+}
+
+/* A bus's strings and kinds go to its transport unchanged. */
+_Static_assert(sizeof ((cfg_bus *)0)->id == sizeof ((transport_options *)0)->id,
+               "a bus id fits its transport's");
+_Static_assert(sizeof ((cfg_bus *)0)->device ==
+                   sizeof ((transport_options *)0)->device,
+               "a device fits its transport's");
+_Static_assert(sizeof ((cfg_bus *)0)->host ==
+                   sizeof ((transport_options *)0)->host,
+               "a host fits its transport's");
+_Static_assert((int)CFG_TRANSPORT_RTU == (int)TR_KIND_RTU &&
+                   (int)CFG_TRANSPORT_TCP == (int)TR_KIND_TCP &&
+                   (int)CFG_TRANSPORT_RTU_OVER_TCP ==
+                       (int)TR_KIND_RTU_OVER_TCP,
+               "transport kinds match");
+
+void cfg_bus_transport_options(const cfg_bus *b, transport_options *out) {
+  memset(out, 0, sizeof *out);
+  memcpy(out->id, b->id, sizeof out->id);
+  /* An unknown kind goes through as it is, for transport_new to refuse. */
+  out->kind = (tr_kind)b->transport;
+  if (b->transport == CFG_TRANSPORT_RTU)
+    memcpy(out->device, b->device, sizeof out->device);
+  else
+    memcpy(out->host, b->host, sizeof out->host);
+  out->baud = b->baud;
+  out->parity = b->parity;
+  out->data_bits = b->data_bits;
+  out->stop_bits = b->stop_bits;
+  out->port = b->port;
+  out->timeout_ms = b->timeout_ms;
+  out->turnaround_ms = b->turnaround_ms;
 }
 
 int cfg_meter_index(const cfg *c, const char *id) {

@@ -14,7 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "profile.h"
+#include "profile/profile.h"
+#include "transport/transport.h"
 
 #define CFG_ID_MAX 64
 #define CFG_NAME_MAX 256
@@ -206,6 +207,10 @@ void cfg_free(cfg *c);
 
 /* The bus of meter M. */
 const cfg_bus *cfg_meter_bus(const cfg *c, const cfg_meter *m);
+
+/* What a transport needs of bus B, into *OUT (for transport_new). Strings
+ * are copied as they are: transport_new judges them. */
+void cfg_bus_transport_options(const cfg_bus *b, transport_options *out);
 
 /* Is S a report period: hourly, daily, monthly (or hour, day, month), or a
  * duration of at least 1s that fits CFG_PERIOD_NAME_MAX? */

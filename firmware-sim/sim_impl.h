@@ -16,7 +16,7 @@
 #include <uv.h>
 
 #include "cfg.h"
-#include "mb_proto.h"
+#include "proto/mb_proto.h"
 #include "sim.h"
 #include "sim_clock.h"
 #include "sim_meter.h"

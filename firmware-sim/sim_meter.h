@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
-#include "mb_proto.h"
+#include "proto/mb_proto.h"
 
 typedef struct {
   const cfg_meter *cfg;

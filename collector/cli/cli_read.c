@@ -8,9 +8,9 @@
 #include "poll/busload.h"
 #include "cfg.h"
 #include "cli/cli.h"
-#include "mb_poll.h"
-#include "planner.h"
-#include "transport.h"
+#include "transport/mb_poll.h"
+#include "profile/planner.h"
+#include "transport/transport.h"
 
 int cli_check_config(const char *path, const char *profile_dir) {
   char err[CFG_ERR_MAX];
@@ -141,7 +141,9 @@ int cli_read(int argc, char **argv) {
     if (!wanted) continue;
     const cfg_bus *b = cfg_meter_bus(c, m);
     if (!tr[m->bus]) {
-      tr[m->bus] = transport_new(b, err, sizeof err);
+      transport_options topt;
+      cfg_bus_transport_options(b, &topt);
+      tr[m->bus] = transport_new(&topt, err, sizeof err);
       if (!tr[m->bus]) {
         fprintf(stderr, "read: bus %s: %s\n", b->id, err);
         failures++;

@@ -38,7 +38,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "meter/mstate.h"
-#include "planner.h"
+#include "profile/planner.h"
 #include "mqtt/publisher.h"
 #include "reports/pusher.h"
 #include "meter/quality.h"

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "profile.h"
+#include "profile/profile.h"
 
 typedef enum { QUALITY_GOOD = 0, QUALITY_SUSPECT = 1 } quality_value;
 

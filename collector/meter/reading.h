@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "profile.h"
+#include "profile/profile.h"
 
 /* Write VALUES (one per field of P) as a JSON object into BUF. Returns the
  * length, or -1 when BUF is too small or a value is not finite. */

@@ -2,8 +2,8 @@
 
 #include <stdio.h>
 
-#include "mb_proto.h"
-#include "planner.h"
+#include "proto/mb_proto.h"
+#include "profile/planner.h"
 
 int64_t busload_us_per_s(const cfg *c, size_t bus, char *err, size_t errlen) {
   const cfg_bus *b = &c->buses[bus];

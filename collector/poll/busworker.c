@@ -7,7 +7,7 @@
 
 #include "base/backoff.h"
 #include "base/clock.h"
-#include "mb_poll.h"
+#include "transport/mb_poll.h"
 
 typedef struct job {
   uint32_t meter;
@@ -249,7 +249,9 @@ int busworker_start(busworker **out, const cfg *c, size_t bus,
   w->cap = n ? n : 1;
   w->jobs = calloc(w->cap, sizeof *w->jobs);
   w->buf = calloc(w->buf_words ? w->buf_words : 1, sizeof *w->buf);
-  w->tr = transport_new(w->bus, err, errlen);
+  transport_options topt;
+  cfg_bus_transport_options(w->bus, &topt);
+  w->tr = transport_new(&topt, err, errlen);
   if (!w->jobs || !w->buf || !w->tr) {
     if (!w->tr) {
       char e2[256];

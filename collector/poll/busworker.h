@@ -18,8 +18,8 @@
 #include <stdint.h>
 
 #include "cfg.h"
-#include "planner.h"
-#include "transport.h"
+#include "profile/planner.h"
+#include "transport/transport.h"
 
 typedef struct bus_result {
   struct bus_result *next;

@@ -15,7 +15,7 @@
 
 #include "base/backoff.h"
 #include "base/clock.h"
-#include "mb_xchg.h"
+#include "proto/mb_xchg.h"
 
 /* A connection that has been quiet this long may have been closed by the
  * peer (DTUs close idle links) without the loop having seen it yet: look

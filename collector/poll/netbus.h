@@ -27,7 +27,7 @@
 
 #include "poll/busworker.h" /* bus_result */
 #include "cfg.h"
-#include "planner.h"
+#include "profile/planner.h"
 
 typedef struct netbuses netbuses;
 

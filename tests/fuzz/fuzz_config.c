@@ -8,7 +8,8 @@
 #include <unistd.h>
 
 #include "cfg.h"
-#include "profile.h"
+#include "profile/profile.h"
+#include "profile_load.h"
 #include "ydoc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -13,9 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mb_decode.h"
-#include "planner.h"
-#include "profile.h"
+#include "proto/mb_decode.h"
+#include "profile/planner.h"
+#include "profile/profile.h"
+#include "profile_load.h"
 
 #define FUZZ_TARGET "fuzz_decode"
 #include "fuzz_check.h"

@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mb_proto.h"
-#include "mb_xchg.h"
+#include "proto/mb_proto.h"
+#include "proto/mb_xchg.h"
 
 #define FUZZ_TARGET "fuzz_proto"
 #include "fuzz_check.h"

@@ -17,11 +17,12 @@
 #include "base/backoff.h"
 #include "base/clock.h"
 #include "meter/mstate.h"
-#include "profile.h"
+#include "profile/profile.h"
+#include "profile_load.h"
 #include "meter/quality.h"
 #include "meter/reading.h"
 #include "base/secret.h"
-#include "transport.h"
+#include "transport/transport.h"
 
 static void test_slots(void **state) {
   (void)state;

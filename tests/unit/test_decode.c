@@ -10,7 +10,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "mb_decode.h"
+#include "proto/mb_decode.h"
 
 static const mb_word_order all_orders[] = {MB_ORDER_ABCD, MB_ORDER_CDAB,
                                            MB_ORDER_BADC, MB_ORDER_DCBA};

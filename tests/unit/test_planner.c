@@ -11,8 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "planner.h"
-#include "profile.h"
+#include "profile/planner.h"
+#include "profile/profile.h"
+#include "profile_load.h"
 
 #define H MB_TABLE_HOLDING
 #define I MB_TABLE_INPUT

@@ -13,7 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "profile.h"
+#include "profile/profile.h"
+#include "profile_load.h"
 
 #define H MB_TABLE_HOLDING
 #define I MB_TABLE_INPUT

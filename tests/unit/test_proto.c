@@ -1,4 +1,4 @@
-/* Unit tests of the Modbus protocol core (drivers/mb_proto.c). */
+/* Unit tests of the Modbus protocol core (drivers/proto/mb_proto.c). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mb_proto.h"
+#include "proto/mb_proto.h"
 
 /* A copy of BUF in a heap block of exactly LEN bytes, so AddressSanitizer
  * catches any read past the length a function was given. */

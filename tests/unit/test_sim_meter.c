@@ -9,9 +9,10 @@
 
 #include <cmocka.h>
 
-#include "mb_decode.h"
-#include "mb_proto.h"
-#include "profile.h"
+#include "proto/mb_decode.h"
+#include "proto/mb_proto.h"
+#include "profile/profile.h"
+#include "profile_load.h"
 #include "sim_meter.h"
 
 static mb_profile *tuf;

@@ -33,7 +33,7 @@
 #include <cmocka.h>
 
 #include "cfg.h"
-#include "mb_proto.h"
+#include "proto/mb_proto.h"
 #include "sim.h"
 
 /* Exchanges timed per case: enough for a median that ignores the odd

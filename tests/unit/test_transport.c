@@ -34,8 +34,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mb_proto.h"
-#include "transport.h"
+#include "cfg.h"
+#include "proto/mb_proto.h"
+#include "transport/transport.h"
 
 #define TIMEOUT_MS 200
 #define MAX_REQ 32
@@ -412,9 +413,16 @@ static cfg_bus net_bus(cfg_transport kind, uint16_t port) {
   return b;
 }
 
+/* A transport for bus B, made as the daemon makes one. */
+static transport *bus_transport(const cfg_bus *b, char *err, size_t errlen) {
+  transport_options o;
+  cfg_bus_transport_options(b, &o);
+  return transport_new(&o, err, errlen);
+}
+
 static transport *new_transport(const cfg_bus *b) {
   char err[256];
-  transport *t = transport_new(b, err, sizeof err);
+  transport *t = bus_transport(b, err, sizeof err);
   if (!t) fail_msg("transport_new: %s", err);
   return t;
 }
@@ -1022,35 +1030,35 @@ static void test_bad_bus(void **state) {
   assert_null(transport_new(NULL, err, sizeof err));
   cfg_bus b = net_bus(CFG_TRANSPORT_TCP, 502);
   b.port = 0;
-  assert_null(transport_new(&b, err, sizeof err));
+  assert_null(bus_transport(&b, err, sizeof err));
   assert_string_equal(err, "bus line1: port 0 outside 1..65535");
   b = net_bus(CFG_TRANSPORT_RTU_OVER_TCP, 502);
   b.host[0] = '\0';
-  assert_null(transport_new(&b, err, sizeof err));
+  assert_null(bus_transport(&b, err, sizeof err));
   assert_string_equal(err, "bus line1: no host");
   b = net_bus(CFG_TRANSPORT_TCP, 502);
   b.timeout_ms = 0;
-  assert_null(transport_new(&b, err, sizeof err));
+  assert_null(bus_transport(&b, err, sizeof err));
   assert_non_null(strstr(err, "timeout"));
   b = net_bus(CFG_TRANSPORT_RTU, 0);
   b.device[0] = '\0'; /* it shares its room with the host */
-  assert_null(transport_new(&b, err, sizeof err));
+  assert_null(bus_transport(&b, err, sizeof err));
   assert_string_equal(err, "bus line1: no serial device");
   snprintf(b.device, sizeof b.device, "%s", "/dev/ttyS0");
   b.parity = 'X';
-  assert_null(transport_new(&b, err, sizeof err));
+  assert_null(bus_transport(&b, err, sizeof err));
   b.parity = 'O';
   b.stop_bits = 3;
-  assert_null(transport_new(&b, err, sizeof err));
+  assert_null(bus_transport(&b, err, sizeof err));
   b.stop_bits = 2;
   b.baud = 0;
-  assert_null(transport_new(&b, err, sizeof err));
+  assert_null(bus_transport(&b, err, sizeof err));
   b.baud = 19200;
-  transport *t = transport_new(&b, err, sizeof err);
+  transport *t = bus_transport(&b, err, sizeof err);
   assert_non_null(t);
   transport_free(t);
   b.transport = (cfg_transport)42;
-  assert_null(transport_new(&b, err, sizeof err));
+  assert_null(bus_transport(&b, err, sizeof err));
   transport_free(NULL);
 }
 

@@ -1,6 +1,6 @@
-/* Unit tests of one request's exchange without I/O (drivers/mb_xchg.c): the
- * request bytes, answers in pieces, late answers passed over, and the
- * verdicts on wrong ones. */
+/* Unit tests of one request's exchange without I/O
+ * (drivers/proto/mb_xchg.c): the request bytes, answers in pieces, late
+ * answers passed over, and the verdicts on wrong ones. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mb_xchg.h"
+#include "proto/mb_xchg.h"
 
 /* An MBAP answer to a read: TID, UNIT, FC, then the registers. */
 static size_t mbap_answer(uint8_t *out, uint16_t tid, uint8_t unit, uint8_t fc,

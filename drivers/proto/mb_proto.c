@@ -4,7 +4,7 @@
  * request, fuzzer input): lengths are checked before any byte is read, and
  * nothing is written past the capacity the caller gives.
  */
-#include "mb_proto.h"
+#include "proto/mb_proto.h"
 
 #include <string.h>
 

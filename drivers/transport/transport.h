@@ -14,8 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cfg.h"
-#include "profile.h"
+#include "profile/profile.h"
 
 /* Failure kinds, as reported to operators. */
 typedef enum {
@@ -56,8 +55,43 @@ const char *tr_strerror(int err, char *buf, size_t len);
 
 typedef struct transport transport;
 
-/* Create (not connect) a transport for BUS. NULL with err on a bad bus. */
-transport *transport_new(const cfg_bus *bus, char *err, size_t errlen);
+/* The kinds of line. */
+typedef enum {
+  TR_KIND_RTU = 0,
+  TR_KIND_TCP,
+  TR_KIND_RTU_OVER_TCP,
+} tr_kind;
+
+#define TR_ID_MAX 64
+#define TR_DEVICE_MAX 256
+#define TR_HOST_MAX 256
+
+/* What a transport needs to know of its bus. Strings need not be terminated
+ * within their room: transport_new refuses one that is not. */
+typedef struct transport_options {
+  char id[TR_ID_MAX]; /* the bus's name, for messages */
+  tr_kind kind;
+  /* rtu: the serial device; tcp, rtu-over-tcp: the host. */
+  union {
+    char device[TR_DEVICE_MAX];
+    char host[TR_HOST_MAX];
+  };
+  /* rtu */
+  int baud;      /* > 0 */
+  char parity;   /* 'N', 'E' or 'O' */
+  int data_bits; /* 5..8 */
+  int stop_bits; /* 1 or 2 */
+  /* tcp, rtu-over-tcp */
+  int port;      /* 1..65535 */
+  /* all */
+  int64_t timeout_ms;    /* response timeout, 1 ms..1 h */
+  int64_t turnaround_ms; /* extra silence between frames, 0..60 s */
+} transport_options;
+
+/* Create (not connect) a transport for a bus described by OPT (copied: it
+ * may go first). NULL with err on bad options. */
+transport *transport_new(const transport_options *opt, char *err,
+                         size_t errlen);
 
 /* Open the line or connect. 0 or a tr_code with e filled. */
 int transport_open(transport *t, tr_error *e);

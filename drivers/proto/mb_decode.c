@@ -1,5 +1,5 @@
 /* mb_decode: register words to values and back (see mb_decode.h). */
-#include "mb_decode.h"
+#include "proto/mb_decode.h"
 
 #include <float.h>
 #include <math.h>

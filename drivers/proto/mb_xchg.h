@@ -20,8 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "mb_proto.h"
-#include "transport.h"
+#include "proto/mb_proto.h"
+#include "transport/transport.h"
 
 /* The longest request frame: a read over MBAP (7 + 5 bytes). */
 #define MB_XCHG_REQ_MAX 12

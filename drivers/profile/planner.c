@@ -1,6 +1,6 @@
 /* planner: the fewest read requests that cover a meter's fields (see
  * planner.h). */
-#include "planner.h"
+#include "profile/planner.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -13,9 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "transport.h"
+#include "transport/transport.h"
 
-_Static_assert(CFG_HOST_MAX + 16 > CFG_DEVICE_MAX, "a device path fits in where");
+_Static_assert(TR_HOST_MAX + 16 > TR_DEVICE_MAX, "a device path fits in where");
 
 typedef struct transport_ops {
   /* Open the line or connect; on success set t->is_open. */
@@ -34,8 +34,8 @@ typedef struct transport_ops {
 struct transport {
   const transport_ops *ops;
   void *impl;
-  cfg_bus bus;        /* a copy: the caller's config may go first */
-  char where[CFG_HOST_MAX + 16]; /* "host:port" or the device, for messages */
+  transport_options opt; /* a copy: the caller's may go first */
+  char where[TR_HOST_MAX + 16]; /* "host:port" or the device, for messages */
   int is_open;
   uint64_t gap_ns;    /* silence to keep before sending a request */
   uint64_t ready_ns;  /* CLOCK_MONOTONIC time the next request may go */

@@ -17,7 +17,7 @@
 
 #include <modbus.h>
 
-#include "transport_impl.h"
+#include "transport/transport_impl.h"
 
 typedef struct {
   modbus_t *ctx;
@@ -26,7 +26,7 @@ typedef struct {
 static mbx *impl_of(transport *t) { return (mbx *)t->impl; }
 
 static bool is_tcp(const transport *t) {
-  return t->bus.transport == CFG_TRANSPORT_TCP;
+  return t->opt.kind == TR_KIND_TCP;
 }
 
 static void mbx_close(transport *t) {
@@ -104,7 +104,7 @@ static int mbx_fail(transport *t, int err, uint8_t unit, tr_error *e) {
   char eb[128];
   if (err == ETIMEDOUT)
     return tr_fail(e, TR_ETIMEOUT, "no answer from unit %u within %lld ms",
-                   (unsigned)unit, (long long)t->bus.timeout_ms);
+                   (unsigned)unit, (long long)t->opt.timeout_ms);
   if (err == EMBBADCRC)
     return tr_fail(e, TR_ECRC, "bad CRC in the answer from unit %u",
                    (unsigned)unit);
@@ -167,36 +167,36 @@ int tr_modbus_create(transport *t, char *err, size_t errlen) {
   char eb[128];
   mbx *m = calloc(1, sizeof *m);
   if (!m) {
-    snprintf(err, errlen, "bus %s: out of memory", t->bus.id);
+    snprintf(err, errlen, "bus %s: out of memory", t->opt.id);
     return -1;
   }
   if (is_tcp(t)) {
     char port[8];
-    snprintf(port, sizeof port, "%d", t->bus.port);
+    snprintf(port, sizeof port, "%d", t->opt.port);
     /* The _pi variant resolves names and speaks IPv6; the plain one takes
      * only an IPv4 literal, and keeps about a kilobyte less per bus (the
      * _pi one holds a 1 KB host name buffer): it is used for literals. */
     struct in_addr a4;
-    if (inet_pton(AF_INET, t->bus.host, &a4) == 1)
-      m->ctx = modbus_new_tcp(t->bus.host, t->bus.port);
+    if (inet_pton(AF_INET, t->opt.host, &a4) == 1)
+      m->ctx = modbus_new_tcp(t->opt.host, t->opt.port);
     else
-      m->ctx = modbus_new_tcp_pi(t->bus.host, port);
+      m->ctx = modbus_new_tcp_pi(t->opt.host, port);
   } else {
-    m->ctx = modbus_new_rtu(t->bus.device, t->bus.baud, t->bus.parity,
-                            t->bus.data_bits, t->bus.stop_bits);
+    m->ctx = modbus_new_rtu(t->opt.device, t->opt.baud, t->opt.parity,
+                            t->opt.data_bits, t->opt.stop_bits);
   }
   if (!m->ctx) {
-    snprintf(err, errlen, "bus %s: libmodbus: %s", t->bus.id,
+    snprintf(err, errlen, "bus %s: libmodbus: %s", t->opt.id,
              err_text(errno, eb, sizeof eb));
     goto fail_ctx;
   }
   if (modbus_set_error_recovery(m->ctx, MODBUS_ERROR_RECOVERY_NONE) != 0) {
     snprintf(err, errlen, "bus %s: libmodbus refused the recovery mode",
-             t->bus.id);
+             t->opt.id);
     goto fail_opts;
   }
   /* libmodbus's 0.5 s default is too short over 4G: the bus says. */
-  set_timeout(m->ctx, t->bus.timeout_ms, modbus_set_response_timeout);
+  set_timeout(m->ctx, t->opt.timeout_ms, modbus_set_response_timeout);
   if (is_tcp(t)) {
     /* Zero disables the byte timeout, so the response timeout bounds the
      * whole answer: a segment held up on a mobile link is waited for, but no
@@ -206,12 +206,12 @@ int tr_modbus_create(transport *t, char *err, size_t errlen) {
     /* Between the bytes of one frame: a USB adapter delivers in chunks up
      * to its latency timer (16 ms by default), slow lines need a few
      * character times; never longer than the whole answer may take. */
-    int bits = 1 + t->bus.data_bits + (t->bus.parity != 'N') +
-               t->bus.stop_bits;
-    int64_t char_ms = ((int64_t)bits * 1000 + t->bus.baud - 1) / t->bus.baud;
+    int bits = 1 + t->opt.data_bits + (t->opt.parity != 'N') +
+               t->opt.stop_bits;
+    int64_t char_ms = ((int64_t)bits * 1000 + t->opt.baud - 1) / t->opt.baud;
     int64_t ms = 50;
     if (10 * char_ms > ms) ms = 10 * char_ms;
-    if (ms > t->bus.timeout_ms) ms = t->bus.timeout_ms;
+    if (ms > t->opt.timeout_ms) ms = t->opt.timeout_ms;
     set_timeout(m->ctx, ms, modbus_set_byte_timeout);
   }
   t->ops = &mbx_ops;

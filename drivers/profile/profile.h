@@ -11,7 +11,8 @@
  * a multiplier, so values come out in the profile's unit (m3/h, m3) whatever
  * the meter is set to display.
  *
- * File format: see docs/profiles.md.
+ * File format: see docs/profiles.md. Reading a file is config/'s part
+ * (profile_load.h): this is the model, its lookups and its decoding.
  */
 #ifndef IC_PROFILE_H
 #define IC_PROFILE_H
@@ -20,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "mb_decode.h"
+#include "proto/mb_decode.h"
 
 typedef enum { MB_TABLE_HOLDING = 0, MB_TABLE_INPUT = 1 } mb_table;
 
@@ -84,22 +85,8 @@ typedef struct mb_profile {
   prof_field *fields;
 } mb_profile;
 
-/* Load a profile. REF is a built-in name ([A-Za-z0-9_-]+, looked up in
- * PROFILE_DIR, or the compiled-in directory when it is NULL) or a path to a
- * YAML file (anything containing '/' or ending in .yaml/.yml), relative paths
- * resolved against BASE_DIR. On failure returns NULL with a positioned error
- * ("FILE:LINE:COL: message") in err. */
-mb_profile *profile_load(const char *ref, const char *base_dir,
-                         const char *profile_dir, char *err, size_t errlen);
-
-/* Parse a profile from memory (NAME is used in messages). */
-mb_profile *profile_load_string(const char *name, const char *text, size_t len,
-                                char *err, size_t errlen);
-
+/* Free a profile; NULL is a no-op. */
 void profile_free(mb_profile *p);
-
-/* The compiled-in directory of built-in profiles. */
-const char *profile_builtin_dir(void);
 
 /* Index of the field named NAME, or -1. */
 int profile_field_index(const mb_profile *p, const char *name);
@@ -108,6 +95,10 @@ int profile_field_index(const mb_profile *p, const char *name);
 int profile_role_index(const mb_profile *p, prof_role role);
 
 const char *profile_role_name(prof_role r);
+
+/* The role names as a profile writes them, indexed by prof_role, ending with
+ * NULL. */
+extern const char *const profile_role_names[];
 
 /* Multiplier for a unit code of field F, or NAN for an unknown code. */
 double profile_unit_multiplier(const prof_field *f, uint16_t code);

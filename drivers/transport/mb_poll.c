@@ -1,4 +1,4 @@
-#include "mb_poll.h"
+#include "transport/mb_poll.h"
 
 #include <stdio.h>
 #include <string.h>

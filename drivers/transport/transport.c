@@ -5,7 +5,7 @@
  * configured turnaround everywhere) is kept here too, so every backend honours
  * it the same way.
  */
-#include "transport.h"
+#include "transport/transport.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -22,8 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mb_proto.h"
-#include "transport_impl.h"
+#include "proto/mb_proto.h"
+#include "transport/transport_impl.h"
 
 /* Bounds that keep arithmetic on them safe and catch unit mistakes (a
  * timeout given in seconds where milliseconds were meant reads as 1 ms). */
@@ -152,20 +152,20 @@ int tr_tcp_connect(transport *t, bool select_safe, int *out, tr_error *e) {
   char eb[128];
   char port[8];
   *out = -1;
-  snprintf(port, sizeof port, "%d", t->bus.port);
+  snprintf(port, sizeof port, "%d", t->opt.port);
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
   struct addrinfo *list = NULL;
   /* Resolved here rather than inside libmodbus, which reports a name that
    * does not resolve as "connection refused". */
-  int grc = getaddrinfo(t->bus.host, port, &hints, &list);
+  int grc = getaddrinfo(t->opt.host, port, &hints, &list);
   if (grc != 0)
-    return tr_fail(e, TR_EIO, "resolve %s: %s", t->bus.host,
+    return tr_fail(e, TR_EIO, "resolve %s: %s", t->opt.host,
                    grc == EAI_SYSTEM ? tr_strerror(errno, eb, sizeof eb)
                                      : gai_strerror(grc));
 
   /* One deadline for all the addresses a name has: connecting costs at
    * most the bus timeout, like a read. */
-  uint64_t deadline = tr_now_ns() + (uint64_t)t->bus.timeout_ms * 1000000u;
+  uint64_t deadline = tr_now_ns() + (uint64_t)t->opt.timeout_ms * 1000000u;
   int fd = -1, last = 0, high = -1;
   for (struct addrinfo *ai = list; ai && fd < 0; ai = ai->ai_next) {
     fd = connect_one(ai, deadline, select_safe, &last, &high);
@@ -186,7 +186,7 @@ int tr_tcp_connect(transport *t, bool select_safe, int *out, tr_error *e) {
                      tr_strerror(last, eb, sizeof eb));
     if (last == ETIMEDOUT)
       return tr_fail(e, TR_ETIMEOUT, "connect %s: no answer within %lld ms",
-                     t->where, (long long)t->bus.timeout_ms);
+                     t->where, (long long)t->opt.timeout_ms);
     return tr_fail(e, TR_EIO, "connect %s: %s", t->where,
                    last ? tr_strerror(last, eb, sizeof eb) : "no address");
   }
@@ -204,14 +204,15 @@ static void sleep_until_ns(uint64_t when) {
   }
 }
 
-/* Is S a non-empty string that ends within its CAP bytes? A config filled
+/* Is S a non-empty string that ends within its CAP bytes? Options filled
  * by hand need not be terminated. */
 static bool str_set(const char *s, size_t cap) {
   size_t n = strnlen(s, cap);
   return n > 0 && n < cap;
 }
 
-static int check_bus(const cfg_bus *b, char *err, size_t errlen) {
+static int check_options(const transport_options *b, char *err,
+                         size_t errlen) {
   const char *id = str_set(b->id, sizeof b->id) ? b->id : "?";
   if (b->timeout_ms < 1 || b->timeout_ms > TR_TIMEOUT_MAX_MS) {
     snprintf(err, errlen, "bus %s: timeout %lld ms outside 1..%d ms", id,
@@ -223,8 +224,8 @@ static int check_bus(const cfg_bus *b, char *err, size_t errlen) {
              (long long)b->turnaround_ms, TR_TURNAROUND_MAX_MS);
     return -1;
   }
-  switch (b->transport) {
-  case CFG_TRANSPORT_RTU:
+  switch (b->kind) {
+  case TR_KIND_RTU:
     if (!str_set(b->device, sizeof b->device)) {
       snprintf(err, errlen, "bus %s: no serial device", id);
       return -1;
@@ -248,8 +249,8 @@ static int check_bus(const cfg_bus *b, char *err, size_t errlen) {
       return -1;
     }
     return 0;
-  case CFG_TRANSPORT_TCP:
-  case CFG_TRANSPORT_RTU_OVER_TCP:
+  case TR_KIND_TCP:
+  case TR_KIND_RTU_OVER_TCP:
     if (!str_set(b->host, sizeof b->host)) {
       snprintf(err, errlen, "bus %s: no host", id);
       return -1;
@@ -260,49 +261,50 @@ static int check_bus(const cfg_bus *b, char *err, size_t errlen) {
     }
     return 0;
   }
-  snprintf(err, errlen, "bus %s: unknown transport %d", id, (int)b->transport);
+  snprintf(err, errlen, "bus %s: unknown transport %d", id, (int)b->kind);
   return -1;
 }
 
-transport *transport_new(const cfg_bus *bus, char *err, size_t errlen) {
+transport *transport_new(const transport_options *opt, char *err,
+                         size_t errlen) {
   char dummy[1];
   if (!err || errlen == 0) {
     err = dummy;
     errlen = sizeof dummy;
   }
   err[0] = '\0';
-  if (!bus) {
+  if (!opt) {
     snprintf(err, errlen, "no bus");
     return NULL;
   }
-  if (check_bus(bus, err, errlen) != 0) return NULL;
+  if (check_options(opt, err, errlen) != 0) return NULL;
 
   transport *t = calloc(1, sizeof *t);
   if (!t) {
-    snprintf(err, errlen, "bus %s: out of memory", bus->id);
+    snprintf(err, errlen, "bus %s: out of memory", opt->id);
     return NULL;
   }
-  t->bus = *bus;
+  t->opt = *opt;
   /* The copy is ours now: make sure every string in it ends. */
-  t->bus.id[sizeof t->bus.id - 1] = '\0';
-  t->bus.device[sizeof t->bus.device - 1] = '\0';
-  t->bus.host[sizeof t->bus.host - 1] = '\0';
+  t->opt.id[sizeof t->opt.id - 1] = '\0';
+  t->opt.device[sizeof t->opt.device - 1] = '\0';
+  t->opt.host[sizeof t->opt.host - 1] = '\0';
 
-  uint64_t gap_ns = (uint64_t)t->bus.turnaround_ms * 1000000u;
+  uint64_t gap_ns = (uint64_t)t->opt.turnaround_ms * 1000000u;
   int rc;
-  if (t->bus.transport == CFG_TRANSPORT_RTU) {
-    snprintf(t->where, sizeof t->where, "%s", t->bus.device);
-    int bits = mb_rtu_char_bits(t->bus.data_bits, t->bus.parity != 'N',
-                                t->bus.stop_bits);
-    gap_ns += mb_rtu_silence_us(t->bus.baud, bits) * 1000u;
+  if (t->opt.kind == TR_KIND_RTU) {
+    snprintf(t->where, sizeof t->where, "%s", t->opt.device);
+    int bits = mb_rtu_char_bits(t->opt.data_bits, t->opt.parity != 'N',
+                                t->opt.stop_bits);
+    gap_ns += mb_rtu_silence_us(t->opt.baud, bits) * 1000u;
     rc = tr_modbus_create(t, err, errlen);
   } else {
     /* An IPv6 literal needs brackets to be read back with its port. */
-    if (strchr(t->bus.host, ':'))
-      snprintf(t->where, sizeof t->where, "[%s]:%d", t->bus.host, t->bus.port);
+    if (strchr(t->opt.host, ':'))
+      snprintf(t->where, sizeof t->where, "[%s]:%d", t->opt.host, t->opt.port);
     else
-      snprintf(t->where, sizeof t->where, "%s:%d", t->bus.host, t->bus.port);
-    if (t->bus.transport == CFG_TRANSPORT_TCP)
+      snprintf(t->where, sizeof t->where, "%s:%d", t->opt.host, t->opt.port);
+    if (t->opt.kind == TR_KIND_TCP)
       rc = tr_modbus_create(t, err, errlen);
     else
       rc = tr_rot_create(t, err, errlen);
@@ -335,7 +337,7 @@ int transport_read(transport *t, int unit, mb_table table, uint16_t address,
 
   /* Unit 255 is what Modbus TCP devices without a serial side expect; on a
    * serial line (or one carried over TCP) 248..255 are reserved. */
-  bool tcp = t->bus.transport == CFG_TRANSPORT_TCP;
+  bool tcp = t->opt.kind == TR_KIND_TCP;
   if (unit < 1 || (unit > 247 && !(tcp && unit == 255)))
     return tr_fail(e, TR_EIO, "unit %d outside 1..247", unit);
   uint8_t fc;

@@ -8,9 +8,9 @@
 #ifndef IC_MB_POLL_H
 #define IC_MB_POLL_H
 
-#include "planner.h"
-#include "profile.h"
-#include "transport.h"
+#include "profile/planner.h"
+#include "profile/profile.h"
+#include "transport/transport.h"
 
 /* Poll UNIT on T following PLAN. BUF holds plan->total_words words and
  * VALUES profile->nfields doubles. Returns TR_OK, or the failure kind with e

@@ -20,9 +20,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "mb_proto.h"
-#include "mb_xchg.h"
-#include "transport_impl.h"
+#include "proto/mb_proto.h"
+#include "proto/mb_xchg.h"
+#include "transport/transport_impl.h"
 
 /* At most this much unsolicited data is discarded before a request; a peer
  * that sends more without pause is answered by the request going out anyway
@@ -102,7 +102,7 @@ static int send_all(transport *t, const uint8_t *buf, size_t len,
       if (w == 0)
         return tr_fail(e, TR_ETIMEOUT,
                        "request to unit %u not sent within %lld ms",
-                       (unsigned)unit, (long long)t->bus.timeout_ms);
+                       (unsigned)unit, (long long)t->opt.timeout_ms);
       err = errno;
     }
     rot_close(t);
@@ -133,7 +133,7 @@ static int rot_read(transport *t, uint8_t unit, uint8_t fc, uint16_t addr,
                            sizeof frame, e);
   if (flen < 0) return flen;
 
-  uint64_t deadline = tr_now_ns() + (uint64_t)t->bus.timeout_ms * 1000000u;
+  uint64_t deadline = tr_now_ns() + (uint64_t)t->opt.timeout_ms * 1000000u;
   int rc = send_all(t, frame, (size_t)flen, deadline, unit, e);
   if (rc != TR_OK) return rc;
 
@@ -141,7 +141,7 @@ static int rot_read(transport *t, uint8_t unit, uint8_t fc, uint16_t addr,
     int w = tr_wait_fd(r->fd, POLLIN, deadline);
     /* What is buffered belongs to this request; what comes later is drained
      * before the next one. */
-    if (w == 0) return mb_xchg_timeout(&r->x, t->bus.timeout_ms, e);
+    if (w == 0) return mb_xchg_timeout(&r->x, t->opt.timeout_ms, e);
     int err = 0;
     if (w > 0) {
       uint8_t tmp[512];
@@ -179,7 +179,7 @@ static const transport_ops rot_ops = {
 int tr_rot_create(transport *t, char *err, size_t errlen) {
   rot *r = calloc(1, sizeof *r);
   if (!r) {
-    snprintf(err, errlen, "bus %s: out of memory", t->bus.id);
+    snprintf(err, errlen, "bus %s: out of memory", t->opt.id);
     return -1;
   }
   r->fd = -1;

@@ -1,9 +1,7 @@
-#include "mb_xchg.h"
+#include "proto/mb_xchg.h"
 
 #include <stdio.h>
 #include <string.h>
-
-#include "transport_impl.h"
 
 /* The longest frame an MBAP header can announce fits (its length field
  * counts the unit id and up to MB_PDU_MAX bytes of PDU). */
