@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/xqueue.h"
+
 /* One QoS 1 message handed to paho and awaiting its callback. Kept on a list
  * in the order they were handed over, so that the oldest unacknowledged one
  * is known when the connection drops, and whatever paho never calls back for
@@ -52,7 +54,7 @@ struct publisher {
   int client_version; /* the MQTT version the client was created for */
   pthread_mutex_t mu;
   /* Everything below the mutex is shared with paho's threads. */
-  pub_event *ev_head, *ev_tail;
+  xqueue events;         /* to the loop, oldest first */
   msg_ctx pending;       /* list head, oldest first */
   out_msg *q_head, *q_tail;
   size_t nqueued;        /* messages waiting in q */
@@ -105,31 +107,38 @@ static size_t cap_of(const publisher *p) {
   return p->opt.max_inflight > 0 ? (size_t)p->opt.max_inflight : 1024;
 }
 
-/* Queue an event for the loop and wake it. Called with p->mu held. */
-static void push_event_locked(publisher *p, pub_event_kind kind, uint64_t tag,
-                              int reason, const char *detail) {
+static pub_event *new_event(pub_event_kind kind, uint64_t tag, int reason,
+                            const char *detail) {
   size_t dlen = detail ? strnlen(detail, PUB_DETAIL_MAX - 1) : 0;
   pub_event *ev = calloc(1, sizeof *ev + dlen + 1);
-  if (!ev) return;
+  if (!ev) return NULL;
   ev->kind = kind;
   ev->tag = tag;
   ev->reason = reason;
   if (dlen) memcpy(ev->detail, detail, dlen);
-  if (p->ev_tail)
-    p->ev_tail->next = ev;
-  else
-    p->ev_head = ev;
-  p->ev_tail = ev;
+  return ev;
+}
+
+/* Queue EV for the loop and wake it. Called with p->mu held. */
+static void post_locked(publisher *p, pub_event *ev) {
+  xqueue_push(&p->events, ev);
   /* An acknowledgement while plenty waits to be sent is no hurry: the loop
    * hears of it with a later one. Waking it for each costs a switch of
    * threads a message, taken from the broker's share of the CPU. Whatever
    * waits is sent and acknowledged (or failed with the connection, which
    * wakes the loop), so no event stays unheard. */
-  if (kind == PUB_EV_DELIVERED && p->nqueued >= NOTIFY_LOW && ++p->unheard < NOTIFY_BATCH)
+  if (ev->kind == PUB_EV_DELIVERED && p->nqueued >= NOTIFY_LOW &&
+      ++p->unheard < NOTIFY_BATCH)
     return;
   p->unheard = 0;
   /* uv_async_send takes no lock of ours. */
-  if (p->opt.notify) p->opt.notify(p->opt.notify_ctx);
+  xqueue_wake(&p->events);
+}
+
+static void push_event_locked(publisher *p, pub_event_kind kind, uint64_t tag,
+                              int reason, const char *detail) {
+  pub_event *ev = new_event(kind, tag, reason, detail);
+  if (ev) post_locked(p, ev);
 }
 
 static void free_queue_locked(publisher *p) {
@@ -294,13 +303,8 @@ static int on_message(void *ctx, char *topic, int len, MQTTAsync_message *m) {
       ev->len = (size_t)m->payloadlen;
       pthread_mutex_lock(&p->mu);
       p->nmessages++;
-      if (p->ev_tail)
-        p->ev_tail->next = ev;
-      else
-        p->ev_head = ev;
-      p->ev_tail = ev;
+      post_locked(p, ev);
       pthread_mutex_unlock(&p->mu);
-      if (p->opt.notify) p->opt.notify(p->opt.notify_ctx);
       ev = NULL;
     } else {
       free(ev->topic);
@@ -518,9 +522,12 @@ static void on_connect_failure(void *ctx, MQTTAsync_failureData *resp) {
              resp && resp->message ? resp->message : "connection failed", code,
              *fb ? "" : tls_hint(p), fb);
   /* Report refusals like MQTT 5's, with a reason of 0x80 or more. */
-  push_event_locked(p, PUB_EV_CONNECT_FAILED, 0,
-                    code == 4 ? 0x86 : code == 5 ? 0x87 : code, d);
-  if (*fb && p->ev_tail) p->ev_tail->retry_now = true;
+  pub_event *ev =
+      new_event(PUB_EV_CONNECT_FAILED, 0, code == 4 ? 0x86 : code == 5 ? 0x87 : code, d);
+  if (ev) {
+    ev->retry_now = *fb != '\0';
+    post_locked(p, ev);
+  }
   pthread_mutex_unlock(&p->mu);
 }
 
@@ -557,8 +564,11 @@ static void on_connect_failure5(void *ctx, MQTTAsync_failureData5 *resp) {
     snprintf(d, sizeof d, "%s (code %d)%s%s",
              resp && resp->message ? resp->message : "connection failed",
              resp ? resp->code : 0, *fb ? "" : tls_hint(p), fb);
-  push_event_locked(p, PUB_EV_CONNECT_FAILED, 0, reason, d);
-  if (*fb && p->ev_tail) p->ev_tail->retry_now = true;
+  pub_event *ev = new_event(PUB_EV_CONNECT_FAILED, 0, reason, d);
+  if (ev) {
+    ev->retry_now = *fb != '\0';
+    post_locked(p, ev);
+  }
   pthread_mutex_unlock(&p->mu);
 }
 
@@ -658,6 +668,7 @@ int publisher_new(publisher **out, const publisher_options *opt, char *err,
     return -1;
   }
   pthread_mutex_init(&p->mu, NULL);
+  XQUEUE_INIT(&p->events, pub_event, next, opt->notify, opt->notify_ctx);
   p->pending.next = p->pending.prev = &p->pending;
   p->opt = *opt;
   /* paho names the schemes tcp:// and ssl://. */
@@ -875,8 +886,7 @@ bool publisher_get_limits(publisher *p, pub_limits *out) {
 
 pub_event *publisher_take_events(publisher *p) {
   pthread_mutex_lock(&p->mu);
-  pub_event *ev = p->ev_head;
-  p->ev_head = p->ev_tail = NULL;
+  pub_event *ev = xqueue_take(&p->events);
   p->nmessages = 0;
   p->unheard = 0;
   pthread_mutex_unlock(&p->mu);
@@ -943,7 +953,8 @@ void publisher_free(publisher *p) {
   /* paho's threads are gone: whatever it never answered is ours to free. */
   free_pending(p);
   free_queue_locked(p);
-  pub_event_free(p->ev_head);
+  pub_event_free(xqueue_take(&p->events));
+  xqueue_destroy(&p->events);
   free(p->client_id);
   free(p->username);
   if (p->password) {

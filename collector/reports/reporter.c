@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/xqueue.h"
 #include "reports/report.h"
 
 typedef enum { JOB_BUILD = 0, JOB_NEXT_PUSH, JOB_MARK_PUSHED } job_kind;
@@ -32,9 +33,7 @@ struct reporter {
   job *jobs;
   size_t njobs;
   bool stopping;
-  reporter_result *res_head, *res_tail;
-  void (*notify)(void *);
-  void *ctx;
+  xqueue results; /* to the loop, oldest first */
 };
 
 void reporter_result_free(reporter_result *r) {
@@ -46,16 +45,7 @@ void reporter_result_free(reporter_result *r) {
   }
 }
 
-static void post(reporter *rp, reporter_result *r) {
-  pthread_mutex_lock(&rp->mu);
-  if (rp->res_tail)
-    rp->res_tail->next = r;
-  else
-    rp->res_head = r;
-  rp->res_tail = r;
-  pthread_mutex_unlock(&rp->mu);
-  if (rp->notify) rp->notify(rp->ctx);
-}
+static void post(reporter *rp, reporter_result *r) { xqueue_post(&rp->results, r); }
 
 static int64_t query_i64(sqlite3 *db, const char *sql, const char *text,
                          int64_t dflt) {
@@ -230,8 +220,7 @@ int reporter_start(reporter **out, const cfg *c, const rate_period *periods,
   rp->periods = periods;
   rp->nperiods = nperiods;
   rp->run_start_ms = run_start_ms;
-  rp->notify = notify;
-  rp->ctx = ctx;
+  XQUEUE_INIT(&rp->results, reporter_result, next, notify, ctx);
   pthread_mutex_init(&rp->mu, NULL);
   pthread_cond_init(&rp->cv, NULL);
   if (sqlite3_open_v2(c->storage.path, &rp->db,
@@ -300,13 +289,7 @@ int reporter_mark_pushed(reporter *rp, int64_t id) {
   return enqueue_job(rp, JOB_MARK_PUSHED, id);
 }
 
-reporter_result *reporter_take(reporter *rp) {
-  pthread_mutex_lock(&rp->mu);
-  reporter_result *r = rp->res_head;
-  rp->res_head = rp->res_tail = NULL;
-  pthread_mutex_unlock(&rp->mu);
-  return r;
-}
+reporter_result *reporter_take(reporter *rp) { return xqueue_take(&rp->results); }
 
 void reporter_free(reporter *rp) {
   if (!rp) return;
@@ -322,7 +305,8 @@ void reporter_free(reporter *rp) {
     rp->jobs = j->next;
     free(j);
   }
-  reporter_result_free(rp->res_head);
+  reporter_result_free(xqueue_take(&rp->results));
+  xqueue_destroy(&rp->results);
   sqlite3_close(rp->db);
   pthread_cond_destroy(&rp->cv);
   pthread_mutex_destroy(&rp->mu);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "base/backoff.h"
+#include "base/xqueue.h"
 #include "store/dblock.h"
 
 /* ------------------------------------------------------------------------ */
@@ -184,9 +185,7 @@ struct store {
   size_t queued;
   size_t queue_max;
   bool stopping;
-  store_event *ev_head, *ev_tail;
-  void (*notify)(void *);
-  void *notify_ctx;
+  xqueue events;   /* to the loop, oldest first */
 
   sqlite3_stmt *st_insert;
   sqlite3_stmt *st_seq_get;
@@ -506,8 +505,7 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
   pthread_cond_init(&s->cv, &ca);
   pthread_condattr_destroy(&ca);
   s->queue_max = opt->queue_max ? opt->queue_max : 65536;
-  s->notify = opt->notify;
-  s->notify_ctx = opt->notify_ctx;
+  XQUEUE_INIT(&s->events, store_event, next, opt->notify, opt->notify_ctx);
   snprintf(s->path, sizeof s->path, "%s", opt->path);
   s->max_size = opt->max_size;
   s->retention_ms = opt->retention_ms;
@@ -644,7 +642,8 @@ void store_close(store *s, store_stats *final) {
   free_ops(s->held); /* what the database never took: counted in held */
   s->held = NULL;
   free_ops(s->head);
-  store_event_free(s->ev_head);
+  store_event_free(xqueue_take(&s->events));
+  xqueue_destroy(&s->events);
   if (s->db) {
     finalize_all(s);
     /* A clean close checkpoints the WAL into the main file. */
@@ -805,13 +804,7 @@ int store_request_replay(store *s, int64_t after_id, int64_t upto_id,
   return enqueue(s, o);
 }
 
-store_event *store_take_events(store *s) {
-  pthread_mutex_lock(&s->mu);
-  store_event *ev = s->ev_head;
-  s->ev_head = s->ev_tail = NULL;
-  pthread_mutex_unlock(&s->mu);
-  return ev;
-}
+store_event *store_take_events(store *s) { return xqueue_take(&s->events); }
 
 void store_get_stats(store *s, store_stats *out) {
   out->committed = atomic_load(&s->committed);
@@ -828,16 +821,8 @@ void store_get_stats(store *s, store_stats *out) {
 /* ------------------------------------------------------------------------ */
 /* The writer thread                                                        */
 
-static void post_event(store *s, store_event *ev) {
-  pthread_mutex_lock(&s->mu);
-  ev->next = NULL;
-  if (s->ev_tail)
-    s->ev_tail->next = ev;
-  else
-    s->ev_head = ev;
-  s->ev_tail = ev;
-  pthread_mutex_unlock(&s->mu);
-}
+/* The loop is woken once a round, after all its events (writer_main). */
+static void post_event(store *s, store_event *ev) { xqueue_push(&s->events, ev); }
 
 static int step_done(sqlite3_stmt *st) {
   int rc = sqlite3_step(st);
@@ -1505,7 +1490,7 @@ static void *writer_main(void *arg) {
       if (o->kind == OP_MAINTAIN && !s->failing) do_maintain(s, o->ts_ms);
     }
     free_ops(side);
-    if (s->notify) s->notify(s->notify_ctx);
+    xqueue_wake(&s->events);
     if (stop && !had) break;
   }
   return NULL;
