@@ -48,9 +48,6 @@
 #include "reports/reporter.h"
 #include "store/store.h"
 
-/* Failure kinds counted in the gateway state, in tr_code order (-1..-8). */
-#define NFAILKINDS 8
-
 /* In-flight QoS 1 numbered readings we allow; replay only uses the lower
  * half so live readings always find room. paho's window is larger by
  * SITE_HEADROOM, so that state, online-rate and report messages, and the
@@ -218,7 +215,7 @@ struct gw {
   char topic_gateway[256];
   /* counters for the gateway state */
   uint64_t polls, successes, suspect, skipped;
-  uint64_t failures[NFAILKINDS + 1];
+  uint64_t failures[TR_NKINDS + 1];
   uint64_t published, delivered, refused, historical, unstored;
   uint64_t too_large;         /* messages larger than the broker takes */
 };

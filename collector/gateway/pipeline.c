@@ -42,7 +42,7 @@ static void handle_result(gw *d, bus_result *r) {
         store_add_polled_reading(d->store, sr); /* counts the poll too */
       } else {
         store_count_poll(d->store, mc->id, r->start_ms,
-                         q == QUALITY_SUSPECT ? "suspect" : "ok");
+                         q == QUALITY_SUSPECT ? STORE_POLL_SUSPECT : STORE_POLL_OK);
       }
       m->retry_at_ms = 0;
       gw__meter_changed(d, m, mstate_success(&m->st, r->start_ms));
@@ -50,8 +50,8 @@ static void handle_result(gw *d, bus_result *r) {
     }
   }
   int k = -r->rc;
-  if (k >= 1 && k <= NFAILKINDS) d->failures[k]++;
-  store_count_poll(d->store, mc->id, r->start_ms, fail_name(r->rc));
+  if (k >= 1 && k <= TR_NKINDS) d->failures[k]++;
+  store_count_poll(d->store, mc->id, r->start_ms, store_poll_failed(r->rc));
   log_debug("meter %s: poll failed: %s: %s", mc->id, fail_name(r->rc), r->err.detail);
   mstate_change ch = mstate_failure(&m->st, r->end_ms, r->rc, r->err.detail,
                                     d->cfg->online.offline_after);

@@ -51,7 +51,7 @@ void gw__schedule(meter_rt *m, int64_t now) {
 
 static void skip_slot(gw *d, meter_rt *m, int64_t slot) {
   d->skipped++;
-  store_count_poll(d->store, m->cfg->id, slot, "skipped");
+  store_count_poll(d->store, m->cfg->id, slot, STORE_POLL_SKIPPED);
   log_debug("meter %s: bus %s is busy, slot skipped", m->cfg->id,
             d->cfg->buses[m->cfg->bus].id);
 }

@@ -155,7 +155,7 @@ void gw__publish_gateway_state(gw *d, bool online) {
   cJSON_AddNumberToObject(c, "readings", (double)d->successes);
   cJSON_AddNumberToObject(c, "suspect", (double)d->suspect);
   cJSON *f = cJSON_AddObjectToObject(c, "failures");
-  for (int k = 1; k <= NFAILKINDS; k++)
+  for (int k = 1; k <= TR_NKINDS; k++)
     cJSON_AddNumberToObject(f, fail_name(-k), (double)d->failures[k]);
   cJSON_AddNumberToObject(c, "skipped_slots", (double)d->skipped);
   cJSON_AddNumberToObject(c, "outbox", (double)ss.undelivered);

@@ -114,12 +114,14 @@ static const char *const migrations[] = {
 
 int store_schema_version(void) { return NMIGRATIONS; }
 
-/* Poll outcome kinds and their poll_stats columns. "ok" and "suspect" are
- * successes; "skipped" slots were never polled. */
-static const char *const poll_kinds[] = {
-    "ok", "suspect", "skipped", "timeout", "crc", "exception",
-    "connection_refused", "connection_reset", "malformed", "io", "decode"};
-#define NKINDS (sizeof poll_kinds / sizeof poll_kinds[0])
+/* The poll_stats column of each store_poll_kind: a failure kind's is its
+ * name (tr_code_name). */
+static const char *poll_column(int kind) {
+  static const char *const first[] = {"ok", "suspect", "skipped"};
+  if (kind < STORE_POLL_FAILED) return first[kind];
+  return tr_code_name(STORE_POLL_FAILED - 1 - kind);
+}
+#define NKINDS STORE_POLL_KINDS
 
 /* ------------------------------------------------------------------------ */
 /* Operations queued for the writer                                         */
@@ -366,7 +368,7 @@ static int prepare_all(store *s, char *err, size_t errlen) {
     return -1;
   for (size_t i = 0; i < NKINDS; i++) {
     char sql[256];
-    const char *col = poll_kinds[i];
+    const char *col = poll_column((int)i);
     bool success = i < 2;
     snprintf(sql, sizeof sql,
              "INSERT INTO poll_stats (meter, hour_ms, polls, %s) VALUES (?1, ?2, %d, 1) "
@@ -702,7 +704,7 @@ static int add_reading(store *s, store_reading *r, bool count) {
   r->next = NULL;
   o->reading = r;
   o->count = count;
-  o->kind_index = r->quality ? 1 : 0; /* "suspect" or "ok" */
+  o->kind_index = r->quality ? STORE_POLL_SUSPECT : STORE_POLL_OK;
   return enqueue(s, o);
 }
 
@@ -740,12 +742,9 @@ int store_add_state(store *s, const char *meter, int64_t ts_ms, bool online,
   return enqueue(s, o);
 }
 
-int store_count_poll(store *s, const char *meter, int64_t ts_ms,
-                     const char *kind) {
-  int idx = -1;
-  for (size_t i = 0; i < NKINDS; i++)
-    if (strcmp(poll_kinds[i], kind) == 0) idx = (int)i;
-  if (idx < 0) return -1;
+int store_count_poll(store *s, const char *meter, int64_t ts_ms, store_poll_kind kind) {
+  if ((int)kind < 0 || kind >= STORE_POLL_KINDS) return -1;
+  int idx = (int)kind;
   op *o = new_op(OP_POLL);
   if (!o) return -1;
   snprintf(o->text->meter, sizeof o->text->meter, "%s", meter);

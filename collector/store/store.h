@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "transport/transport.h"
+
 typedef struct store store;
 
 /* A reading on its way to the database and back. */
@@ -158,10 +160,26 @@ int store_mark_delivered_many(store *s, const int64_t *ids, size_t n);
 int store_add_state(store *s, const char *meter, int64_t ts_ms, bool online,
                     const char *error, const char *detail);
 
-/* Count one poll outcome in the meter's hourly row. KIND is "ok", "suspect",
- * "skipped" or a failure-kind name. */
-int store_count_poll(store *s, const char *meter, int64_t ts_ms,
-                     const char *kind);
+/* What a poll came to, as the hourly poll_stats rows count it: a success
+ * (ok or suspect), a slot never polled, or one of the failure kinds (see
+ * store_poll_failed). */
+typedef enum {
+  STORE_POLL_OK,
+  STORE_POLL_SUSPECT,
+  STORE_POLL_SKIPPED,
+  STORE_POLL_FAILED, /* the first failure kind (TR_ETIMEOUT); the others follow
+                        in tr_code order */
+  STORE_POLL_KINDS = STORE_POLL_FAILED + TR_NKINDS
+} store_poll_kind;
+
+/* The outcome of a poll that failed with CODE (a tr_code below 0). */
+static inline store_poll_kind store_poll_failed(int code) {
+  return (store_poll_kind)(STORE_POLL_FAILED - 1 - code);
+}
+
+/* Count one poll outcome in the meter's hourly row; -1 for a KIND out of
+ * range. */
+int store_count_poll(store *s, const char *meter, int64_t ts_ms, store_poll_kind kind);
 
 /* Record that METER is configured from TS_MS on, unless an earlier time is
  * already recorded. */

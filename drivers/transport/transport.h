@@ -28,6 +28,8 @@ typedef enum {
   TR_EIO = -7,          /* another system error (open, termios, resolve) */
   TR_EDECODE = -8,      /* answered, but values are unusable (NaN, bad unit) */
 } tr_code;
+/* How many failure kinds there are: codes -1 .. -TR_NKINDS. */
+#define TR_NKINDS 8
 
 typedef struct {
   int code;          /* tr_code */

@@ -354,11 +354,11 @@ static void test_bookkeeping_tables(void **state) {
   store *s = open_store(f);
   store_run_start(s, 3600000);
   store_add_state(s, "M", 3600500, false, "timeout", "no answer");
-  store_count_poll(s, "M", 3600100, "ok");
-  store_count_poll(s, "M", 3600200, "timeout");
-  store_count_poll(s, "M", 3600300, "timeout");
-  store_count_poll(s, "M", 3600400, "skipped");
-  assert_int_equal(store_count_poll(s, "M", 3600400, "bogus"), -1);
+  store_count_poll(s, "M", 3600100, STORE_POLL_OK);
+  store_count_poll(s, "M", 3600200, store_poll_failed(TR_ETIMEOUT));
+  store_count_poll(s, "M", 3600300, store_poll_failed(TR_ETIMEOUT));
+  store_count_poll(s, "M", 3600400, STORE_POLL_SKIPPED);
+  assert_int_equal(store_count_poll(s, "M", 3600400, STORE_POLL_KINDS), -1);
   store_meter_configured(s, "M", 3600000);
   store_meter_configured(s, "M", 9999999); /* the first time stays */
   store_run_alive(s, 3660000);
