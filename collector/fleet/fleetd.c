@@ -18,6 +18,7 @@
 #include "reports/pusher.h"
 #include "reports/rate.h"
 #include "base/secret.h"
+#include "base/service.h"
 
 #define PUBLISH_DEBOUNCE_MS 200
 #define PUBLISH_EVERY_MS 60000
@@ -80,7 +81,7 @@ struct fleet {
   pusher *pusher;
   uv_loop_t loop;
   uv_async_t wake;
-  uv_signal_t sigterm, sigint;
+  service_signals signals;
   uv_timer_t debounce, periodic, reconnect;
   int64_t reconnect_ms;
   publisher *pub;
@@ -548,17 +549,6 @@ static void notify(void *ctx) {
   uv_async_send(&fl->wake);
 }
 
-static void on_signal(uv_signal_t *s, int signum) {
-  fleet *fl = s->data;
-  log_info("signal %d: stopping", signum);
-  uv_stop(&fl->loop);
-}
-
-static void close_walk(uv_handle_t *h, void *arg) {
-  (void)arg;
-  if (!uv_is_closing(h)) uv_close(h, NULL);
-}
-
 int fleetd_run(const fleet_cfg *f) {
   fleet *fl = calloc(1, sizeof *fl);
   if (!fl) return 1;
@@ -607,28 +597,16 @@ int fleetd_run(const fleet_cfg *f) {
     arm_period(p);
     fl->nperiods++;
   }
-  uv_signal_init(&fl->loop, &fl->sigterm);
-  uv_signal_init(&fl->loop, &fl->sigint);
-  fl->sigterm.data = fl->sigint.data = fl;
-  uv_signal_start(&fl->sigterm, on_signal, SIGTERM);
-  uv_signal_start(&fl->sigint, on_signal, SIGINT);
+  service_signals_start(&fl->signals, &fl->loop, NULL);
   if (f->push_url[0]) {
     if (outbox_open(&fl->outbox, &fl->loop, f->storage_path, err, sizeof err) != 0) {
       log_error("%s", err);
       goto out;
     }
     char token[SECRET_MAX + 1] = "";
-    if (f->token_file[0]) {
-      bool exposed;
-      char why[160];
-      if (secret_read_file(f->token_file, token, sizeof token, &exposed, why, sizeof why) !=
-          0) {
-        log_error("cannot read reports.token_file %s: %s", f->token_file, why);
-        goto out;
-      }
-      if (exposed)
-        log_warn("%s can be read by others than its owner; chmod 600 it", f->token_file);
-    }
+    if (f->token_file[0] &&
+        service_read_secret("reports.token_file", f->token_file, token, sizeof token) != 0)
+      goto out;
     pusher_options pso = {.url = f->push_url,
                           .ca_file = f->ca_file,
                           .token = token,
@@ -661,8 +639,7 @@ out:
     publisher_free(fl->pub);
   }
   pusher_close(fl->pusher);
-  uv_walk(&fl->loop, close_walk, NULL);
-  uv_run(&fl->loop, UV_RUN_DEFAULT);
+  service_close_all(&fl->loop);
   pusher_free(fl->pusher);
   outbox_free(fl->outbox);
   uv_loop_close(&fl->loop);

@@ -1,25 +1,10 @@
 #include "gateway/gw_impl.h"
 
-static void on_signal(uv_signal_t *s, int signum) {
-  gw *d = s->data;
-  if (d->stopping) return;
-  log_info("signal %d: stopping", signum);
-  d->stopping = true;
-  uv_stop(&d->loop);
-}
-
 static int read_secret(const cfg *c, char *out, size_t len) {
   out[0] = '\0';
   if (c->mqtt.password_file[0]) {
-    bool exposed;
-    char why[160];
-    if (secret_read_file(c->mqtt.password_file, out, len, &exposed, why, sizeof why) != 0) {
-      log_error("cannot read mqtt.password_file %s: %s", c->mqtt.password_file, why);
+    if (service_read_secret("mqtt.password_file", c->mqtt.password_file, out, len) != 0)
       return -1;
-    }
-    if (exposed)
-      log_warn("%s can be read by others than its owner; chmod 600 it",
-               c->mqtt.password_file);
   } else if (c->mqtt.password_env[0]) {
     const char *v = getenv(c->mqtt.password_env);
     if (!v) {
@@ -63,11 +48,6 @@ static void ensure_fd_room(const cfg *c) {
              "buses past it fail with \"too many open files\"; raise the hard "
              "limit (LimitNOFILE= in a systemd unit, ulimit -Hn)",
              c->nbuses, (unsigned long long)need, (unsigned long long)want);
-}
-
-static void close_walk(uv_handle_t *h, void *arg) {
-  (void)arg;
-  if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -200,18 +180,10 @@ static int init_pusher(gw *d) {
   if (!c->reports.push_url[0]) return 0;
   char err[1024];
   char token[SECRET_MAX + 1] = "";
-  if (c->reports.token_file[0]) {
-    bool exposed;
-    char why[160];
-    if (secret_read_file(c->reports.token_file, token, sizeof token, &exposed, why,
-                         sizeof why) != 0) {
-      log_error("cannot read reports.token_file %s: %s", c->reports.token_file, why);
-      return -1;
-    }
-    if (exposed)
-      log_warn("%s can be read by others than its owner; chmod 600 it",
-               c->reports.token_file);
-  }
+  if (c->reports.token_file[0] &&
+      service_read_secret("reports.token_file", c->reports.token_file, token,
+                          sizeof token) != 0)
+    return -1;
   pusher_options pso = {.url = c->reports.push_url,
                         .ca_file = c->reports.ca_file,
                         .token = token,
@@ -293,11 +265,7 @@ static int init_buses(gw *d) {
  * report periods (windows that closed while the gateway was down first). */
 static int init_timers(gw *d) {
   const cfg *c = d->cfg;
-  uv_signal_init(&d->loop, &d->sigterm);
-  uv_signal_init(&d->loop, &d->sigint);
-  d->sigterm.data = d->sigint.data = d;
-  uv_signal_start(&d->sigterm, on_signal, SIGTERM);
-  uv_signal_start(&d->sigint, on_signal, SIGINT);
+  service_signals_start(&d->signals, &d->loop, &d->stopping);
   uv_timer_t *timers[] = {&d->gw_timer,    &d->replay_timer,    &d->site_timer,
                           &d->maint_timer, &d->reconnect_timer, &d->seq_timer};
   for (size_t i = 0; i < sizeof timers / sizeof *timers; i++) {
@@ -477,10 +445,7 @@ static void finish(gw *d, bool clean) {
   if (d->store) close_store(d, clean);
   if (d->pub) close_publisher(d, clean);
   pusher_close(d->pusher);
-  if (d->loop_ready) {
-    uv_walk(&d->loop, close_walk, NULL);
-    uv_run(&d->loop, UV_RUN_DEFAULT);
-  }
+  if (d->loop_ready) service_close_all(&d->loop);
   free_gw(d);
 }
 

@@ -44,6 +44,7 @@
 #include "meter/quality.h"
 #include "reports/rate.h"
 #include "base/secret.h"
+#include "base/service.h"
 #include "meter/reading.h"
 #include "reports/reporter.h"
 #include "store/store.h"
@@ -145,7 +146,7 @@ struct gw {
   pusher *pusher;
   uv_loop_t loop;
   uv_async_t wake;
-  uv_signal_t sigterm, sigint;
+  service_signals signals;
   uv_timer_t gw_timer, replay_timer;
   /* Sequence numbers against the broker's retained reservations. */
   seq_phase seq_phase;

@@ -1,0 +1,30 @@
+/* service: what both daemons (the gateway and the fleet view) do around
+ * their event loop: stop on SIGTERM and SIGINT, close every handle at the
+ * end, and read a secret named in the configuration. Unlike the rest of
+ * base/, these log: they are the daemons' own start and stop. Loop thread
+ * only. */
+#ifndef IC_SERVICE_H
+#define IC_SERVICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct {
+  uv_signal_t term, intr;
+  bool *stopping; /* set at the first signal (may be NULL) */
+} service_signals;
+
+/* On SIGTERM or SIGINT: say so, set *STOPPING and stop LOOP (uv_stop). A
+ * second signal while stopping is ignored. */
+void service_signals_start(service_signals *s, uv_loop_t *loop, bool *stopping);
+
+/* Close every handle of LOOP and run it until they are closed. */
+void service_close_all(uv_loop_t *loop);
+
+/* Read the secret in PATH (the setting SETTING names it, e.g.
+ * "reports.token_file") into BUF of LEN bytes: 0, with a warning when
+ * others than its owner may read the file; or -1 after saying why not. */
+int service_read_secret(const char *setting, const char *path, char *buf, size_t len);
+
+#endif
