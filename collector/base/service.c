@@ -42,3 +42,11 @@ int service_read_secret(const char *setting, const char *path, char *buf, size_t
   if (exposed) log_warn("%s can be read by others than its owner; chmod 600 it", path);
   return 0;
 }
+
+void service_push_failing(const char *url, bool failing, const char *detail) {
+  if (failing)
+    log_warn("pushing reports to %s failed: %s; keeping them and retrying with back-off",
+             url, detail);
+  else
+    log_info("the bureau accepts reports again (%s)", url);
+}

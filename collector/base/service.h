@@ -27,4 +27,8 @@ void service_close_all(uv_loop_t *loop);
  * others than its owner may read the file; or -1 after saying why not. */
 int service_read_secret(const char *setting, const char *path, char *buf, size_t len);
 
+/* What the daemons say of pushing reports to URL: a failing stretch
+ * beginning (with DETAIL) or ending. */
+void service_push_failing(const char *url, bool failing, const char *detail);
+
 #endif

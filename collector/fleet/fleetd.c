@@ -258,7 +258,13 @@ static void push_want_next(void *ctx) {
 
 static void push_accepted(void *ctx, int64_t id) {
   fleet *fl = ctx;
+  log_debug("report %lld accepted by the bureau", (long long)id);
   outbox_mark(fl->outbox, id);
+}
+
+static void push_failing(void *ctx, bool failing, const char *detail) {
+  fleet *fl = ctx;
+  service_push_failing(fl->f->push_url, failing, detail);
 }
 
 /* The fleet's report of window [s, e) of period P, from the gateways'
@@ -613,6 +619,7 @@ int fleetd_run(const fleet_cfg *f) {
                           .timeout_ms = f->push_timeout_ms,
                           .want_next = push_want_next,
                           .accepted = push_accepted,
+                          .failing = push_failing,
                           .ctx = fl};
     int prc = pusher_new(&fl->pusher, &fl->loop, &pso, err, sizeof err);
     memset(token, 0, sizeof token);

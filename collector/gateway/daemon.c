@@ -190,6 +190,7 @@ static int init_pusher(gw *d) {
                         .timeout_ms = c->reports.push_timeout_ms,
                         .want_next = gw__push_want_next,
                         .accepted = gw__push_accepted,
+                        .failing = gw__push_failing,
                         .ctx = d};
   int rc = pusher_new(&d->pusher, &d->loop, &pso, err, sizeof err);
   memset(token, 0, sizeof token);

@@ -300,6 +300,7 @@ void gw__arm_period(period_rt *p);
 void gw__request_reports(period_rt *p);
 void gw__push_want_next(void *ctx);
 void gw__push_accepted(void *ctx, int64_t id);
+void gw__push_failing(void *ctx, bool failing, const char *detail);
 void gw__publish_latest_reports(gw *d);
 void gw__handle_report(gw *d, reporter_result *r);
 

@@ -38,7 +38,13 @@ void gw__push_want_next(void *ctx) {
 
 void gw__push_accepted(void *ctx, int64_t id) {
   gw *d = ctx;
+  log_debug("report %lld accepted by the bureau", (long long)id);
   reporter_mark_pushed(d->reporter, id);
+}
+
+void gw__push_failing(void *ctx, bool failing, const char *detail) {
+  gw *d = ctx;
+  service_push_failing(d->cfg->reports.push_url, failing, detail);
 }
 
 void gw__publish_latest_reports(gw *d) {

@@ -2,7 +2,6 @@
 
 #include "base/backoff.h"
 #include "reports/curlapi.h"
-#include "base/log.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,6 +31,7 @@ struct pusher {
   char errbuf[CURL_ERROR_SIZE];
   void (*want_next)(void *ctx);
   void (*accepted)(void *ctx, int64_t id);
+  void (*failing_cb)(void *ctx, bool failing, const char *detail);
   void *ctx;
   enum { P_IDLE, P_ASKED, P_POSTING, P_BACKOFF } state;
   uv_timer_t retry;
@@ -154,6 +154,7 @@ int pusher_new(pusher **out, uv_loop_t *loop, const pusher_options *opt,
   p->loop = loop;
   p->want_next = opt->want_next;
   p->accepted = opt->accepted;
+  p->failing_cb = opt->failing;
   p->ctx = opt->ctx;
   p->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : 30000;
   p->url = strdup(opt->url);
@@ -215,20 +216,19 @@ static void on_retry(uv_timer_t *t) {
 
 static void finished(pusher *p, int64_t id, long status, const char *detail) {
   if (status >= 200 && status < 300) {
-    if (p->failing) log_info("the bureau accepts reports again (%s)", p->url);
+    bool was_failing = p->failing;
     p->failing = false;
     backoff_reset(&p->backoff_ms);
-    log_debug("report %lld accepted by the bureau", (long long)id);
+    if (was_failing && p->failing_cb) p->failing_cb(p->ctx, false, NULL);
     p->accepted(p->ctx, id);
     p->state = P_IDLE;
     pusher_kick(p);
     return;
   }
   backoff_next(&p->backoff_ms, 1000, 300000);
-  if (!p->failing)
-    log_warn("pushing reports to %s failed: %s; keeping them and retrying with "
-             "back-off", p->url, detail);
+  bool was_failing = p->failing;
   p->failing = true;
+  if (!was_failing && p->failing_cb) p->failing_cb(p->ctx, true, detail);
   p->state = P_BACKOFF;
   uv_timer_start(&p->retry, on_retry, (uint64_t)p->backoff_ms, 0);
 }

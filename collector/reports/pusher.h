@@ -6,13 +6,14 @@
  * the oldest report not yet accepted (want_next; the owner answers with
  * pusher_offer or pusher_offer_none, possibly later), POSTs it, and on a 2xx
  * tells the owner to mark it (accepted) and asks for the next. Anything else
- * is logged once per failing stretch and retried after a back-off of 1 s
- * doubling to 5 min. One request at a time. The bearer token is sent in the
+ * is retried after a back-off of 1 s doubling to 5 min; the owner hears once
+ * when a failing stretch begins (with why) and once when it ends. One request at a time. The bearer token is sent in the
  * Authorization header and never logged.
  */
 #ifndef IC_PUSHER_H
 #define IC_PUSHER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -25,6 +26,9 @@ typedef struct {
   int64_t timeout_ms;
   void (*want_next)(void *ctx);            /* find the oldest report waiting */
   void (*accepted)(void *ctx, int64_t id); /* the bureau took report ID */
+  /* Pushing began failing (DETAIL says why) or, FAILING false, works again;
+   * may be NULL. */
+  void (*failing)(void *ctx, bool failing, const char *detail);
   void *ctx;
 } pusher_options;
 
