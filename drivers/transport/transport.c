@@ -10,19 +10,17 @@
 #include <errno.h>
 #include <limits.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "proto/mb_proto.h"
+#include "transport/tr_net.h"
 #include "transport/transport_impl.h"
 
 /* Bounds that keep arithmetic on them safe and catch unit mistakes (a
@@ -110,8 +108,7 @@ int tr_wait_fd(int fd, short events, uint64_t deadline) {
  * it was refused for being at or above FD_SETSIZE. */
 static int connect_one(const struct addrinfo *ai, uint64_t deadline,
                        bool select_safe, int *err, int *high) {
-  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                  ai->ai_protocol);
+  int fd = tr_net_socket(ai);
   if (fd < 0) {
     *err = errno;
     return -1;
@@ -125,8 +122,9 @@ static int connect_one(const struct addrinfo *ai, uint64_t deadline,
     close(fd);
     return -1;
   }
-  if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) return fd;
-  if (errno != EINPROGRESS) {
+  int rc = tr_net_connect(fd, ai);
+  if (rc == 0) return fd;
+  if (rc < 0) {
     *err = errno;
     close(fd);
     return -1;
@@ -137,9 +135,7 @@ static int connect_one(const struct addrinfo *ai, uint64_t deadline,
     close(fd);
     return -1;
   }
-  int soerr = 0;
-  socklen_t sl = sizeof soerr;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
+  int soerr = tr_net_connect_result(fd);
   if (soerr != 0) {
     *err = soerr;
     close(fd);
@@ -149,19 +145,12 @@ static int connect_one(const struct addrinfo *ai, uint64_t deadline,
 }
 
 int tr_tcp_connect(transport *t, bool select_safe, int *out, tr_error *e) {
-  char eb[128];
-  char port[8];
   *out = -1;
-  snprintf(port, sizeof port, "%d", t->opt.port);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
   struct addrinfo *list = NULL;
   /* Resolved here rather than inside libmodbus, which reports a name that
    * does not resolve as "connection refused". */
-  int grc = getaddrinfo(t->opt.host, port, &hints, &list);
-  if (grc != 0)
-    return tr_fail(e, TR_EIO, "resolve %s: %s", t->opt.host,
-                   grc == EAI_SYSTEM ? tr_strerror(errno, eb, sizeof eb)
-                                     : gai_strerror(grc));
+  int grc = tr_net_resolve(t->opt.host, t->opt.port, false, &list);
+  if (grc != 0) return tr_net_resolve_failed(e, t->opt.host, grc, errno);
 
   /* One deadline for all the addresses a name has: connecting costs at
    * most the bus timeout, like a read. */
@@ -181,18 +170,9 @@ int tr_tcp_connect(transport *t, bool select_safe, int *out, tr_error *e) {
                      "connect %s: descriptor %d is at or above FD_SETSIZE "
                      "(%d), which select() cannot wait on: too many open files",
                      t->where, high, FD_SETSIZE);
-    if (last == ECONNREFUSED)
-      return tr_fail(e, TR_ECONNREFUSED, "connect %s: %s", t->where,
-                     tr_strerror(last, eb, sizeof eb));
-    if (last == ETIMEDOUT)
-      return tr_fail(e, TR_ETIMEOUT, "connect %s: no answer within %lld ms",
-                     t->where, (long long)t->opt.timeout_ms);
-    return tr_fail(e, TR_EIO, "connect %s: %s", t->where,
-                   last ? tr_strerror(last, eb, sizeof eb) : "no address");
+    return tr_net_connect_failed(e, last, t->where, t->opt.timeout_ms);
   }
-  /* A request is one small frame that must leave now, not wait for Nagle. */
-  int one = 1;
-  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  tr_net_connected(fd);
   *out = fd;
   return TR_OK;
 }
@@ -299,11 +279,7 @@ transport *transport_new(const transport_options *opt, char *err,
     gap_ns += mb_rtu_silence_us(t->opt.baud, bits) * 1000u;
     rc = tr_modbus_create(t, err, errlen);
   } else {
-    /* An IPv6 literal needs brackets to be read back with its port. */
-    if (strchr(t->opt.host, ':'))
-      snprintf(t->where, sizeof t->where, "[%s]:%d", t->opt.host, t->opt.port);
-    else
-      snprintf(t->where, sizeof t->where, "%s:%d", t->opt.host, t->opt.port);
+    tr_net_where(t->where, sizeof t->where, t->opt.host, t->opt.port);
     if (t->opt.kind == TR_KIND_TCP)
       rc = tr_modbus_create(t, err, errlen);
     else

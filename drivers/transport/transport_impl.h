@@ -15,7 +15,9 @@
 
 #include "transport/transport.h"
 
-_Static_assert(TR_HOST_MAX + 16 > TR_DEVICE_MAX, "a device path fits in where");
+#include "transport/tr_net.h"
+
+_Static_assert(TR_WHERE_MAX > TR_DEVICE_MAX, "a device path fits in where");
 
 typedef struct transport_ops {
   /* Open the line or connect; on success set t->is_open. */
@@ -35,7 +37,7 @@ struct transport {
   const transport_ops *ops;
   void *impl;
   transport_options opt; /* a copy: the caller's may go first */
-  char where[TR_HOST_MAX + 16]; /* "host:port" or the device, for messages */
+  char where[TR_WHERE_MAX]; /* "host:port" or the device, for messages */
   int is_open;
   uint64_t gap_ns;    /* silence to keep before sending a request */
   uint64_t ready_ns;  /* CLOCK_MONOTONIC time the next request may go */
