@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -104,22 +103,11 @@ int tr_wait_fd(int fd, short events, uint64_t deadline) {
 }
 
 /* Connect to one address without blocking past DEADLINE. The descriptor,
- * or -1 with the reason in *err; *high is set to the descriptor number when
- * it was refused for being at or above FD_SETSIZE. */
-static int connect_one(const struct addrinfo *ai, uint64_t deadline,
-                       bool select_safe, int *err, int *high) {
+ * or -1 with the reason in *err. */
+static int connect_one(const struct addrinfo *ai, uint64_t deadline, int *err) {
   int fd = tr_net_socket(ai);
   if (fd < 0) {
     *err = errno;
-    return -1;
-  }
-  /* Checked before connecting: select() on such a descriptor aborts the
-   * process (FD_SET is out of bounds), and the peer need not see a
-   * connection that is dropped at once. */
-  if (select_safe && fd >= FD_SETSIZE) {
-    *high = fd;
-    *err = EMFILE;
-    close(fd);
     return -1;
   }
   int rc = tr_net_connect(fd, ai);
@@ -144,34 +132,24 @@ static int connect_one(const struct addrinfo *ai, uint64_t deadline,
   return fd;
 }
 
-int tr_tcp_connect(transport *t, bool select_safe, int *out, tr_error *e) {
+int tr_tcp_connect(transport *t, int *out, tr_error *e) {
   *out = -1;
   struct addrinfo *list = NULL;
-  /* Resolved here rather than inside libmodbus, which reports a name that
-   * does not resolve as "connection refused". */
   int grc = tr_net_resolve(t->opt.host, t->opt.port, false, &list);
   if (grc != 0) return tr_net_resolve_failed(e, t->opt.host, grc, errno);
 
   /* One deadline for all the addresses a name has: connecting costs at
    * most the bus timeout, like a read. */
   uint64_t deadline = tr_now_ns() + (uint64_t)t->opt.timeout_ms * 1000000u;
-  int fd = -1, last = 0, high = -1;
+  int fd = -1, last = 0;
   for (struct addrinfo *ai = list; ai && fd < 0; ai = ai->ai_next) {
-    fd = connect_one(ai, deadline, select_safe, &last, &high);
-    /* No time left for the others; and the next socket would get as high a
-     * number as this one did. */
-    if (fd < 0 && (last == ETIMEDOUT || high >= 0)) break;
+    fd = connect_one(ai, deadline, &last);
+    /* No time left for the others. */
+    if (fd < 0 && last == ETIMEDOUT) break;
   }
   freeaddrinfo(list);
 
-  if (fd < 0) {
-    if (high >= 0)
-      return tr_fail(e, TR_EIO,
-                     "connect %s: descriptor %d is at or above FD_SETSIZE "
-                     "(%d), which select() cannot wait on: too many open files",
-                     t->where, high, FD_SETSIZE);
-    return tr_net_connect_failed(e, last, t->where, t->opt.timeout_ms);
-  }
+  if (fd < 0) return tr_net_connect_failed(e, last, t->where, t->opt.timeout_ms);
   tr_net_connected(fd);
   *out = fd;
   return TR_OK;
@@ -280,10 +258,7 @@ transport *transport_new(const transport_options *opt, char *err,
     rc = tr_modbus_create(t, err, errlen);
   } else {
     tr_net_where(t->where, sizeof t->where, t->opt.host, t->opt.port);
-    if (t->opt.kind == TR_KIND_TCP)
-      rc = tr_modbus_create(t, err, errlen);
-    else
-      rc = tr_rot_create(t, err, errlen);
+    rc = tr_net_create(t, err, errlen);
   }
   if (rc != 0) {
     free(t);

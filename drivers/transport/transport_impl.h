@@ -2,9 +2,8 @@
  *
  * transport.c owns the public functions: it validates arguments, keeps the
  * silence between exchanges and dispatches through the vtable below. Each
- * backend (transport_modbus.c for rtu and tcp, transport_rot.c for
- * rtu-over-tcp) fills the vtable and keeps its state behind `impl`. A
- * libuv-native backend would plug in the same way.
+ * backend (transport_modbus.c for rtu, transport_net.c for tcp and
+ * rtu-over-tcp) fills the vtable and keeps its state behind `impl`.
  */
 #ifndef IC_TRANSPORT_IMPL_H
 #define IC_TRANSPORT_IMPL_H
@@ -45,7 +44,7 @@ struct transport {
 
 /* Backend constructors: set t->ops and t->impl. 0, or -1 with err. */
 int tr_modbus_create(transport *t, char *err, size_t errlen);
-int tr_rot_create(transport *t, char *err, size_t errlen);
+int tr_net_create(transport *t, char *err, size_t errlen);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t tr_now_ns(void);
@@ -55,12 +54,10 @@ uint64_t tr_now_ns(void);
  * socket tells which), 0 on timeout, -1 with errno on failure. */
 int tr_wait_fd(int fd, short events, uint64_t deadline);
 
-/* Resolve the bus's host and connect to it, every address the name has
- * sharing one deadline of the bus timeout. The socket comes back
- * non-blocking, close-on-exec, with TCP_NODELAY. SELECT_SAFE: the backend
- * waits with select(), so a descriptor at or above FD_SETSIZE is closed
- * before it connects and refused with TR_EIO. 0 with *FD set, or a tr_code
- * with E filled ("connect HOST:PORT: ..."). */
-int tr_tcp_connect(transport *t, bool select_safe, int *fd, tr_error *e);
+/* Resolve the bus's host and connect to it (tr_net), every address the name
+ * has sharing one deadline of the bus timeout. The socket comes back
+ * non-blocking, close-on-exec, with TCP_NODELAY. 0 with *FD set, or a
+ * tr_code with E filled ("connect HOST:PORT: ..."). */
+int tr_tcp_connect(transport *t, int *fd, tr_error *e);
 
 #endif
