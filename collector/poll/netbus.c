@@ -2,8 +2,6 @@
 
 #include <errno.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -16,6 +14,7 @@
 #include "base/backoff.h"
 #include "base/clock.h"
 #include "proto/mb_xchg.h"
+#include "transport/tr_net.h"
 
 /* A connection that has been quiet this long may have been closed by the
  * peer (DTUs close idle links) without the loop having seen it yet: look
@@ -25,11 +24,6 @@
 /* Unsolicited bytes read and dropped at once, at most, while no answer is
  * awaited (a DTU's heartbeat, a late answer). */
 #define RX_CHUNK 1024
-/* Bytes a connection may bring that frame no answer (unasked between polls,
- * or garbage around an answer) before it is closed and the poll counted
- * malformed: a peer streaming bytes would otherwise be read for ever. A
- * good answer starts the count again. */
-#define RX_JUNK_MAX 4096
 
 typedef struct job {
   uint32_t meter;
@@ -92,7 +86,7 @@ struct netbus {
   size_t outlen, outoff;
   uint16_t *words;
   uint64_t gap_ns, ready_ns, last_rx_ns;
-  size_t rx_junk;     /* bytes since the last good answer (RX_JUNK_MAX) */
+  size_t rx_junk;     /* bytes since the last good answer (TR_NET_JUNK_MAX) */
   bool stopping;
 };
 
@@ -127,7 +121,7 @@ typedef struct lookup {
   bool abandoned, done;
   int rc;
   struct addrinfo *res;
-  char port[8];
+  int port;
   char host[];
 } lookup;
 
@@ -167,18 +161,15 @@ static void x_put(netbus *nb) {
   nb->set->nfree_x++;
 }
 
-/* "host:port" for messages ("[addr]:port" for an IPv6 literal), made when
- * needed rather than kept by every bus. */
+/* "host:port" for messages, made when needed rather than kept by every
+ * bus. */
+_Static_assert(CFG_HOST_MAX <= TR_HOST_MAX, "a bus's host fits in where");
 typedef struct {
-  char s[CFG_HOST_MAX + 16];
+  char s[TR_WHERE_MAX];
 } where_buf;
 
 static const char *where(const netbus *nb, where_buf *w) {
-  if (strchr(nb->bus->host, ':'))
-    snprintf(w->s, sizeof w->s, "[%s]:%d", nb->bus->host, nb->bus->port);
-  else
-    snprintf(w->s, sizeof w->s, "%s:%d", nb->bus->host, nb->bus->port);
-  return w->s;
+  return tr_net_where(w->s, sizeof w->s, nb->bus->host, nb->bus->port);
 }
 
 static void pump(netbus *nb);
@@ -317,26 +308,15 @@ static void back_off(netbus *nb, const tr_error *e) {
 
 /* The connection could not be opened, for ERR (an errno). */
 static void open_failed(netbus *nb, int err) {
-  char eb[128];
   where_buf wb;
   tr_error e;
   close_conn(nb);
-  if (err == ECONNREFUSED)
-    tr_fail(&e, TR_ECONNREFUSED, "connect %s: %s", where(nb, &wb),
-            tr_strerror(err, eb, sizeof eb));
-  else if (err == ETIMEDOUT)
-    tr_fail(&e, TR_ETIMEOUT, "connect %s: no answer within %lld ms", where(nb, &wb),
-            (long long)nb->bus->timeout_ms);
-  else
-    tr_fail(&e, TR_EIO, "connect %s: %s", where(nb, &wb),
-            err ? tr_strerror(err, eb, sizeof eb) : "no address");
+  tr_net_connect_failed(&e, err, where(nb, &wb), nb->bus->timeout_ms);
   back_off(nb, &e);
 }
 
 static void connected(netbus *nb) {
-  int one = 1;
-  /* A request is one small frame that must leave now, not wait for Nagle. */
-  (void)setsockopt(nb->c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  tr_net_connected(nb->c->fd);
   if (nb->waiting == NB_T_CONNECT) stop_waiting(nb);
   freeaddrinfo(nb->addrs);
   nb->addrs = nb->next_ai = NULL;
@@ -362,14 +342,13 @@ static void connect_next(netbus *nb) {
       nb->last_err = ETIMEDOUT;
       break;
     }
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
+    int fd = tr_net_socket(ai);
     if (fd < 0) {
       nb->last_err = errno;
       continue;
     }
-    int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-    if (rc != 0 && errno != EINPROGRESS) {
+    int rc = tr_net_connect(fd, ai);
+    if (rc < 0) {
       nb->last_err = errno;
       close(fd);
       continue;
@@ -394,9 +373,7 @@ static void connect_next(netbus *nb) {
 
 /* The socket of a connect in progress became writable (or failed). */
 static void connect_done(netbus *nb) {
-  int soerr = 0;
-  socklen_t sl = sizeof soerr;
-  if (getsockopt(nb->c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
+  int soerr = tr_net_connect_result(nb->c->fd);
   if (soerr == 0) {
     connected(nb);
     return;
@@ -421,11 +398,8 @@ static void start_addrs(netbus *nb, struct addrinfo *list) {
 
 static void *lookup_main(void *arg) {
   lookup *l = arg;
-  struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                           .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_NUMERICSERV};
   struct addrinfo *res = NULL;
-  int rc = getaddrinfo(l->host, l->port, &hints, &res);
+  int rc = tr_net_resolve(l->host, l->port, false, &res);
   pthread_mutex_lock(&lookup_mu);
   if (l->abandoned) {
     pthread_mutex_unlock(&lookup_mu);
@@ -482,7 +456,7 @@ static void on_lookups(uv_async_t *a) {
     stop_waiting(nb);
     if (l->rc != 0) {
       tr_error e;
-      tr_fail(&e, TR_EIO, "resolve %s: %s", nb->bus->host, gai_strerror(l->rc));
+      tr_net_resolve_failed(&e, nb->bus->host, l->rc, 0);
       free(l);
       back_off(nb, &e);
       continue;
@@ -494,17 +468,12 @@ static void on_lookups(uv_async_t *a) {
 }
 
 static void try_connect(netbus *nb) {
-  char port[8];
-  snprintf(port, sizeof port, "%d", nb->bus->port);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                           .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
   struct addrinfo *list = NULL;
   nb->state = NB_RESOLVING;
   /* An address literal needs no resolver; a name is looked up on a thread
    * of its own (see lookup), so a slow DNS server never holds up the loop,
    * nor the exit. */
-  if (getaddrinfo(nb->bus->host, port, &hints, &list) == 0) {
+  if (tr_net_resolve(nb->bus->host, nb->bus->port, true, &list) == 0) {
     start_addrs(nb, list);
     return;
   }
@@ -518,7 +487,7 @@ static void try_connect(netbus *nb) {
   l->set = nb->set;
   l->nb = nb;
   memcpy(l->host, nb->bus->host, hl + 1);
-  memcpy(l->port, port, sizeof l->port);
+  l->port = nb->bus->port;
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -549,17 +518,9 @@ static void try_connect(netbus *nb) {
 /* The connection broke (or the peer closed it) with a poll on it: fail the
  * poll; the next one connects again. */
 static void conn_lost(netbus *nb, int err) {
-  char eb[128];
   where_buf wb;
   tr_error e;
-  if (err == 0)
-    tr_fail(&e, TR_ECONNRESET, "connection closed by %s", where(nb, &wb));
-  else if (err == ECONNRESET || err == EPIPE || err == ENOTCONN ||
-           err == ECONNABORTED)
-    tr_fail(&e, TR_ECONNRESET, "connection to %s lost: %s", where(nb, &wb),
-            tr_strerror(err, eb, sizeof eb));
-  else
-    tr_fail(&e, TR_EIO, "%s: %s", where(nb, &wb), tr_strerror(err, eb, sizeof eb));
+  tr_net_lost(&e, err, where(nb, &wb));
   close_conn(nb);
   if (nb->busy) finish(nb, e.code, &e);
 }
@@ -597,11 +558,10 @@ static bool receive(netbus *nb) {
   }
   nb->last_rx_ns = now_ns();
   nb->rx_junk += (size_t)n;
-  if (nb->rx_junk > RX_JUNK_MAX) {
+  if (nb->rx_junk > TR_NET_JUNK_MAX) {
     tr_error e;
     where_buf wb;
-    tr_fail(&e, TR_EMALFORMED, "%s sent %zu bytes that frame no answer: connection closed",
-            where(nb, &wb), nb->rx_junk);
+    tr_net_junk(&e, where(nb, &wb), nb->rx_junk);
     close_conn(nb);
     if (nb->busy) finish(nb, e.code, &e);
     return false;
@@ -637,16 +597,7 @@ static bool flush_out(netbus *nb) {
 
 /* Before the first request on a connection that has been quiet: is it
  * still up? Drops what came unasked. False when the peer has closed it. */
-static bool still_open(netbus *nb) {
-  uint8_t buf[RX_CHUNK];
-  for (int i = 0; i < 64; i++) {
-    ssize_t n = recv(nb->c->fd, buf, sizeof buf, MSG_DONTWAIT);
-    if (n > 0) continue;
-    if (n < 0 && errno == EINTR) continue;
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-  }
-  return true;
-}
+static bool still_open(netbus *nb) { return tr_net_drain(nb->c->fd) == 0; }
 
 static void send_request(netbus *nb) {
   if (nb->state != NB_OPEN) {

@@ -5,7 +5,10 @@
  * answer. Instead of a thread blocked on each, the daemon's loop keeps the
  * sockets in its epoll set: a slot sends the request at once, the answer is
  * judged (mb_xchg) when it comes in, and the poll's result goes straight to
- * the daemon, without a thread hop or a wake-up. Serial lines stay with the
+ * the daemon, without a thread hop or a wake-up. Framing and judging
+ * (mb_xchg), connecting and naming what went wrong with a connection
+ * (transport/tr_net.h) are the blocking transport's too, so `intake-collector
+ * read` judges an endpoint as the daemon does. Serial lines stay with the
  * bus workers (busworker.h): a tty's timing is libmodbus's to keep.
  *
  * Per bus, as with a bus worker: the polls queue (at most one per meter, so

@@ -5,7 +5,7 @@
  * that come back in whatever pieces the network delivers them and says when
  * the answer is whole and what it is worth: the registers, a Modbus exception,
  * or which way it is wrong. Whoever owns the socket does the waiting: the
- * blocking rtu-over-tcp transport with poll(2), the daemon's event loop with
+ * blocking tcp and rtu-over-tcp transport with poll(2), the daemon's event loop with
  * epoll. Both judge answers here, so they judge them the same way.
  *
  * A frame that is plainly not an answer to this request is passed over and

@@ -10,19 +10,16 @@
 #include <errno.h>
 #include <limits.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "proto/mb_proto.h"
+#include "transport/tr_net.h"
 #include "transport/transport_impl.h"
 
 /* Bounds that keep arithmetic on them safe and catch unit mistakes (a
@@ -106,27 +103,16 @@ int tr_wait_fd(int fd, short events, uint64_t deadline) {
 }
 
 /* Connect to one address without blocking past DEADLINE. The descriptor,
- * or -1 with the reason in *err; *high is set to the descriptor number when
- * it was refused for being at or above FD_SETSIZE. */
-static int connect_one(const struct addrinfo *ai, uint64_t deadline,
-                       bool select_safe, int *err, int *high) {
-  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                  ai->ai_protocol);
+ * or -1 with the reason in *err. */
+static int connect_one(const struct addrinfo *ai, uint64_t deadline, int *err) {
+  int fd = tr_net_socket(ai);
   if (fd < 0) {
     *err = errno;
     return -1;
   }
-  /* Checked before connecting: select() on such a descriptor aborts the
-   * process (FD_SET is out of bounds), and the peer need not see a
-   * connection that is dropped at once. */
-  if (select_safe && fd >= FD_SETSIZE) {
-    *high = fd;
-    *err = EMFILE;
-    close(fd);
-    return -1;
-  }
-  if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) return fd;
-  if (errno != EINPROGRESS) {
+  int rc = tr_net_connect(fd, ai);
+  if (rc == 0) return fd;
+  if (rc < 0) {
     *err = errno;
     close(fd);
     return -1;
@@ -137,9 +123,7 @@ static int connect_one(const struct addrinfo *ai, uint64_t deadline,
     close(fd);
     return -1;
   }
-  int soerr = 0;
-  socklen_t sl = sizeof soerr;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
+  int soerr = tr_net_connect_result(fd);
   if (soerr != 0) {
     *err = soerr;
     close(fd);
@@ -148,51 +132,25 @@ static int connect_one(const struct addrinfo *ai, uint64_t deadline,
   return fd;
 }
 
-int tr_tcp_connect(transport *t, bool select_safe, int *out, tr_error *e) {
-  char eb[128];
-  char port[8];
+int tr_tcp_connect(transport *t, int *out, tr_error *e) {
   *out = -1;
-  snprintf(port, sizeof port, "%d", t->opt.port);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
   struct addrinfo *list = NULL;
-  /* Resolved here rather than inside libmodbus, which reports a name that
-   * does not resolve as "connection refused". */
-  int grc = getaddrinfo(t->opt.host, port, &hints, &list);
-  if (grc != 0)
-    return tr_fail(e, TR_EIO, "resolve %s: %s", t->opt.host,
-                   grc == EAI_SYSTEM ? tr_strerror(errno, eb, sizeof eb)
-                                     : gai_strerror(grc));
+  int grc = tr_net_resolve(t->opt.host, t->opt.port, false, &list);
+  if (grc != 0) return tr_net_resolve_failed(e, t->opt.host, grc, errno);
 
   /* One deadline for all the addresses a name has: connecting costs at
    * most the bus timeout, like a read. */
   uint64_t deadline = tr_now_ns() + (uint64_t)t->opt.timeout_ms * 1000000u;
-  int fd = -1, last = 0, high = -1;
+  int fd = -1, last = 0;
   for (struct addrinfo *ai = list; ai && fd < 0; ai = ai->ai_next) {
-    fd = connect_one(ai, deadline, select_safe, &last, &high);
-    /* No time left for the others; and the next socket would get as high a
-     * number as this one did. */
-    if (fd < 0 && (last == ETIMEDOUT || high >= 0)) break;
+    fd = connect_one(ai, deadline, &last);
+    /* No time left for the others. */
+    if (fd < 0 && last == ETIMEDOUT) break;
   }
   freeaddrinfo(list);
 
-  if (fd < 0) {
-    if (high >= 0)
-      return tr_fail(e, TR_EIO,
-                     "connect %s: descriptor %d is at or above FD_SETSIZE "
-                     "(%d), which select() cannot wait on: too many open files",
-                     t->where, high, FD_SETSIZE);
-    if (last == ECONNREFUSED)
-      return tr_fail(e, TR_ECONNREFUSED, "connect %s: %s", t->where,
-                     tr_strerror(last, eb, sizeof eb));
-    if (last == ETIMEDOUT)
-      return tr_fail(e, TR_ETIMEOUT, "connect %s: no answer within %lld ms",
-                     t->where, (long long)t->opt.timeout_ms);
-    return tr_fail(e, TR_EIO, "connect %s: %s", t->where,
-                   last ? tr_strerror(last, eb, sizeof eb) : "no address");
-  }
-  /* A request is one small frame that must leave now, not wait for Nagle. */
-  int one = 1;
-  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (fd < 0) return tr_net_connect_failed(e, last, t->where, t->opt.timeout_ms);
+  tr_net_connected(fd);
   *out = fd;
   return TR_OK;
 }
@@ -299,15 +257,8 @@ transport *transport_new(const transport_options *opt, char *err,
     gap_ns += mb_rtu_silence_us(t->opt.baud, bits) * 1000u;
     rc = tr_modbus_create(t, err, errlen);
   } else {
-    /* An IPv6 literal needs brackets to be read back with its port. */
-    if (strchr(t->opt.host, ':'))
-      snprintf(t->where, sizeof t->where, "[%s]:%d", t->opt.host, t->opt.port);
-    else
-      snprintf(t->where, sizeof t->where, "%s:%d", t->opt.host, t->opt.port);
-    if (t->opt.kind == TR_KIND_TCP)
-      rc = tr_modbus_create(t, err, errlen);
-    else
-      rc = tr_rot_create(t, err, errlen);
+    tr_net_where(t->where, sizeof t->where, t->opt.host, t->opt.port);
+    rc = tr_net_create(t, err, errlen);
   }
   if (rc != 0) {
     free(t);

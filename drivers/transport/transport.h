@@ -1,12 +1,14 @@
-/* transport: one bus's way of carrying Modbus requests.
+/* transport: one bus's way of carrying Modbus requests, blocking.
  *
  * One interface over three kinds: `rtu` (a serial line, libmodbus), `tcp`
- * (Modbus TCP, libmodbus) and `rtu-over-tcp` (RTU frames with CRC over a TCP
- * socket, as serial device servers and 4G DTUs carry them; our own framer on
- * the protocol core, since libmodbus cannot do it). A transport is owned by
- * one thread, the bus worker: none of this is thread-safe, by design, as a
- * line carries one frame at a time. Calls block for at most the bus timeout.
- * A libuv-native backend can replace any of them behind the same interface.
+ * (Modbus TCP) and `rtu-over-tcp` (RTU frames with CRC over a TCP socket, as
+ * serial device servers and 4G DTUs carry them). The two network kinds frame
+ * and judge their exchanges with mb_xchg and connect with tr_net, as the
+ * daemon's event loop does for the same buses (poll/netbus.c): `intake-
+ * collector read` and the daemon call the same answer the same thing. A
+ * transport is owned by one thread (a serial bus worker, the `read`
+ * command): none of this is thread-safe, by design, as a line carries one
+ * frame at a time. Calls block for at most the bus timeout.
  */
 #ifndef IC_TRANSPORT_H
 #define IC_TRANSPORT_H

@@ -2,9 +2,8 @@
  *
  * transport.c owns the public functions: it validates arguments, keeps the
  * silence between exchanges and dispatches through the vtable below. Each
- * backend (transport_modbus.c for rtu and tcp, transport_rot.c for
- * rtu-over-tcp) fills the vtable and keeps its state behind `impl`. A
- * libuv-native backend would plug in the same way.
+ * backend (transport_modbus.c for rtu, transport_net.c for tcp and
+ * rtu-over-tcp) fills the vtable and keeps its state behind `impl`.
  */
 #ifndef IC_TRANSPORT_IMPL_H
 #define IC_TRANSPORT_IMPL_H
@@ -15,7 +14,9 @@
 
 #include "transport/transport.h"
 
-_Static_assert(TR_HOST_MAX + 16 > TR_DEVICE_MAX, "a device path fits in where");
+#include "transport/tr_net.h"
+
+_Static_assert(TR_WHERE_MAX > TR_DEVICE_MAX, "a device path fits in where");
 
 typedef struct transport_ops {
   /* Open the line or connect; on success set t->is_open. */
@@ -35,7 +36,7 @@ struct transport {
   const transport_ops *ops;
   void *impl;
   transport_options opt; /* a copy: the caller's may go first */
-  char where[TR_HOST_MAX + 16]; /* "host:port" or the device, for messages */
+  char where[TR_WHERE_MAX]; /* "host:port" or the device, for messages */
   int is_open;
   uint64_t gap_ns;    /* silence to keep before sending a request */
   uint64_t ready_ns;  /* CLOCK_MONOTONIC time the next request may go */
@@ -43,7 +44,7 @@ struct transport {
 
 /* Backend constructors: set t->ops and t->impl. 0, or -1 with err. */
 int tr_modbus_create(transport *t, char *err, size_t errlen);
-int tr_rot_create(transport *t, char *err, size_t errlen);
+int tr_net_create(transport *t, char *err, size_t errlen);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t tr_now_ns(void);
@@ -53,12 +54,10 @@ uint64_t tr_now_ns(void);
  * socket tells which), 0 on timeout, -1 with errno on failure. */
 int tr_wait_fd(int fd, short events, uint64_t deadline);
 
-/* Resolve the bus's host and connect to it, every address the name has
- * sharing one deadline of the bus timeout. The socket comes back
- * non-blocking, close-on-exec, with TCP_NODELAY. SELECT_SAFE: the backend
- * waits with select(), so a descriptor at or above FD_SETSIZE is closed
- * before it connects and refused with TR_EIO. 0 with *FD set, or a tr_code
- * with E filled ("connect HOST:PORT: ..."). */
-int tr_tcp_connect(transport *t, bool select_safe, int *fd, tr_error *e);
+/* Resolve the bus's host and connect to it (tr_net), every address the name
+ * has sharing one deadline of the bus timeout. The socket comes back
+ * non-blocking, close-on-exec, with TCP_NODELAY. 0 with *FD set, or a
+ * tr_code with E filled ("connect HOST:PORT: ..."). */
+int tr_tcp_connect(transport *t, int *fd, tr_error *e);
 
 #endif

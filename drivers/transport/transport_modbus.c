@@ -1,19 +1,18 @@
-/* transport_modbus: the `rtu` and `tcp` transports, on libmodbus.
+/* transport_modbus: the `rtu` transport, a serial line, on libmodbus.
  *
  * One modbus_t per transport, used only by the bus worker that owns it
- * (libmodbus contexts are not thread-safe). libmodbus reports failures in
- * errno, with its own codes above MODBUS_ENOBASE; they are translated into
- * tr_code right after each call, before anything else can touch errno.
+ * (libmodbus contexts are not thread-safe): a tty's timing is libmodbus's to
+ * keep. libmodbus reports failures in errno, with its own codes above
+ * MODBUS_ENOBASE; they are translated into tr_code right after each call,
+ * before anything else can touch errno. The network kinds are
+ * transport_net.c's.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <modbus.h>
 
@@ -24,10 +23,6 @@ typedef struct {
 } mbx;
 
 static mbx *impl_of(transport *t) { return (mbx *)t->impl; }
-
-static bool is_tcp(const transport *t) {
-  return t->opt.kind == TR_KIND_TCP;
-}
 
 static void mbx_close(transport *t) {
   mbx *m = impl_of(t);
@@ -52,24 +47,6 @@ static const char *err_text(int err, char *buf, size_t len) {
 static int mbx_open(transport *t, tr_error *e) {
   mbx *m = impl_of(t);
   char eb[128];
-  if (is_tcp(t)) {
-    /* libmodbus's own TCP connect waits in select() on a descriptor nobody
-     * has looked at yet: at 1024 or above, FD_SET aborts the process. So
-     * the socket is made and connected here, with poll(), a descriptor at
-     * or past FD_SETSIZE is refused as an error, and libmodbus is handed a
-     * socket its select() can wait on. */
-    int fd;
-    int rc = tr_tcp_connect(t, true, &fd, e);
-    if (rc != TR_OK) return rc;
-    if (modbus_set_socket(m->ctx, fd) != 0) {
-      int err = errno;
-      close(fd);
-      return tr_fail(e, TR_EIO, "connect %s: libmodbus refused the socket: %s",
-                     t->where, err_text(err, eb, sizeof eb));
-    }
-    t->is_open = 1;
-    return TR_OK;
-  }
   if (modbus_connect(m->ctx) != 0) {
     int err = errno;
     /* libmodbus may leave a half-made descriptor behind. */
@@ -79,7 +56,7 @@ static int mbx_open(transport *t, tr_error *e) {
   }
   /* Opening a serial device waits on nothing, but every read waits in
    * select(): refuse a descriptor past FD_SETSIZE here, where it is only an
-   * error. */
+   * error (FD_SET on it would abort the process). */
   int fd = modbus_get_socket(m->ctx);
   if (fd >= FD_SETSIZE) {
     modbus_close(m->ctx);
@@ -114,11 +91,6 @@ static int mbx_fail(transport *t, int err, uint8_t unit, tr_error *e) {
       err == EMBBADEXC || err == EMBUNKEXC)
     return tr_fail(e, TR_EMALFORMED, "invalid answer from unit %u: %s",
                    (unsigned)unit, modbus_strerror(err));
-  if (err == ECONNREFUSED) {
-    mbx_close(t);
-    return tr_fail(e, TR_ECONNREFUSED, "connect %s: %s", t->where,
-                   err_text(err, eb, sizeof eb));
-  }
   if (err == ECONNRESET || err == EPIPE || err == ENOTCONN) {
     mbx_close(t);
     return tr_fail(e, TR_ECONNRESET, "connection to %s lost: %s", t->where,
@@ -135,9 +107,8 @@ static int mbx_read(transport *t, uint8_t unit, uint8_t fc, uint16_t addr,
   mbx *m = impl_of(t);
   /* Whatever arrived before the request cannot be its answer: the rest of
    * an answer that timed out or came garbled, a late answer, noise. One
-   * non-blocking call when there is nothing (tcflush on a serial line, a
-   * MSG_DONTWAIT recv on a socket), so it is done before every request,
-   * not only after a failure. */
+   * non-blocking call when there is nothing (tcflush), so it is done before
+   * every request, not only after a failure. */
   (void)modbus_flush(m->ctx);
   if (modbus_set_slave(m->ctx, unit) != 0)
     return tr_fail(e, TR_EIO, "unit %u refused by libmodbus", (unsigned)unit);
@@ -170,21 +141,8 @@ int tr_modbus_create(transport *t, char *err, size_t errlen) {
     snprintf(err, errlen, "bus %s: out of memory", t->opt.id);
     return -1;
   }
-  if (is_tcp(t)) {
-    char port[8];
-    snprintf(port, sizeof port, "%d", t->opt.port);
-    /* The _pi variant resolves names and speaks IPv6; the plain one takes
-     * only an IPv4 literal, and keeps about a kilobyte less per bus (the
-     * _pi one holds a 1 KB host name buffer): it is used for literals. */
-    struct in_addr a4;
-    if (inet_pton(AF_INET, t->opt.host, &a4) == 1)
-      m->ctx = modbus_new_tcp(t->opt.host, t->opt.port);
-    else
-      m->ctx = modbus_new_tcp_pi(t->opt.host, port);
-  } else {
-    m->ctx = modbus_new_rtu(t->opt.device, t->opt.baud, t->opt.parity,
-                            t->opt.data_bits, t->opt.stop_bits);
-  }
+  m->ctx = modbus_new_rtu(t->opt.device, t->opt.baud, t->opt.parity,
+                          t->opt.data_bits, t->opt.stop_bits);
   if (!m->ctx) {
     snprintf(err, errlen, "bus %s: libmodbus: %s", t->opt.id,
              err_text(errno, eb, sizeof eb));
@@ -197,23 +155,15 @@ int tr_modbus_create(transport *t, char *err, size_t errlen) {
   }
   /* libmodbus's 0.5 s default is too short over 4G: the bus says. */
   set_timeout(m->ctx, t->opt.timeout_ms, modbus_set_response_timeout);
-  if (is_tcp(t)) {
-    /* Zero disables the byte timeout, so the response timeout bounds the
-     * whole answer: a segment held up on a mobile link is waited for, but no
-     * longer than the bus timeout. */
-    modbus_set_byte_timeout(m->ctx, 0, 0);
-  } else {
-    /* Between the bytes of one frame: a USB adapter delivers in chunks up
-     * to its latency timer (16 ms by default), slow lines need a few
-     * character times; never longer than the whole answer may take. */
-    int bits = 1 + t->opt.data_bits + (t->opt.parity != 'N') +
-               t->opt.stop_bits;
-    int64_t char_ms = ((int64_t)bits * 1000 + t->opt.baud - 1) / t->opt.baud;
-    int64_t ms = 50;
-    if (10 * char_ms > ms) ms = 10 * char_ms;
-    if (ms > t->opt.timeout_ms) ms = t->opt.timeout_ms;
-    set_timeout(m->ctx, ms, modbus_set_byte_timeout);
-  }
+  /* Between the bytes of one frame: a USB adapter delivers in chunks up to
+   * its latency timer (16 ms by default), slow lines need a few character
+   * times; never longer than the whole answer may take. */
+  int bits = 1 + t->opt.data_bits + (t->opt.parity != 'N') + t->opt.stop_bits;
+  int64_t char_ms = ((int64_t)bits * 1000 + t->opt.baud - 1) / t->opt.baud;
+  int64_t ms = 50;
+  if (10 * char_ms > ms) ms = 10 * char_ms;
+  if (ms > t->opt.timeout_ms) ms = t->opt.timeout_ms;
+  set_timeout(m->ctx, ms, modbus_set_byte_timeout);
   t->ops = &mbx_ops;
   t->impl = m;
   return 0;

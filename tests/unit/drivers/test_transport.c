@@ -4,7 +4,7 @@
  * answers, delays, corrupts the CRC, sends an exception, closes the
  * connection, answers late or a byte at a time, as each test scripts it. The
  * rtu-over-tcp transport runs against its RTU variant on 127.0.0.1 (ephemeral
- * port), the libmodbus tcp transport against its Modbus TCP (MBAP) variant,
+ * port), the tcp transport against its Modbus TCP (MBAP) variant,
  * and the libmodbus rtu transport against it on the master side of a pty.
  * Nothing waits by sleeping: the listening socket exists before the client
  * starts, and the test and the server hand over through a condition variable.
@@ -718,7 +718,7 @@ static void test_rot_turnaround(void **state) {
   server_stop(&s);
 }
 
-/* --- libmodbus tcp ----------------------------------------------------------- */
+/* --- tcp ------------------------------------------------------------------- */
 
 static void test_tcp_answer_and_exception(void **state) {
   (void)state;
@@ -928,11 +928,10 @@ static bool nofile_at_least(rlim_t want, struct rlimit *saved) {
 static bool skipped_here;
 
 /* A process holding more than 1,024 descriptors (a concentrator of many
- * links) opens a tcp transport: libmodbus would wait on the socket with
+ * links) opens an rtu transport: libmodbus would wait on the line with
  * select() and abort the process inside FD_SET. The transport refuses it
- * with TR_EIO instead, before connecting; the rtu transport likewise; and
- * rtu-over-tcp, which waits with poll(), works. Once descriptors are free
- * again, the same transports work. */
+ * with TR_EIO instead; tcp and rtu-over-tcp, which wait with poll(), work.
+ * Once descriptors are free again, the rtu transport works too. */
 static void test_fd_past_setsize(void **state) {
   (void)state;
   enum { FILL = FD_SETSIZE + 80 };
@@ -970,18 +969,9 @@ static void test_fd_past_setsize(void **state) {
 
   tr_error e;
   uint16_t v[4];
-  assert_int_equal(transport_open(tt, &e), TR_EIO);
-  assert_int_equal(e.code, TR_EIO);
-  char want[160];
-  snprintf(want, sizeof want, "connect 127.0.0.1:%u: descriptor ",
-           (unsigned)tcp.port);
-  assert_memory_equal(e.detail, want, strlen(want));
-  assert_non_null(strstr(e.detail, "FD_SETSIZE (1024)"));
-  assert_false(transport_is_open(tt));
   assert_int_equal(transport_read(tt, 1, MB_TABLE_HOLDING, 0, 4, v, &e),
-                   TR_EIO);
-  /* Refused before connecting: the server never saw a connection. */
-  assert_int_equal(srv_nconn(&tcp), 0);
+                   TR_OK);
+  assert_values(v, 0, 4);
 
   assert_int_equal(transport_open(st, &e), TR_EIO);
   assert_non_null(strstr(e.detail, "FD_SETSIZE"));
