@@ -251,6 +251,11 @@ static void offer_next(void *ctx, int64_t id, const char *body) {
     pusher_offer_none(fl->pusher);
 }
 
+static void outbox_failed(void *ctx, const char *what) {
+  (void)ctx;
+  log_error("outbox: %s", what);
+}
+
 static void push_want_next(void *ctx) {
   fleet *fl = ctx;
   outbox_next(fl->outbox, offer_next, fl);
@@ -322,7 +327,8 @@ static void publish_window(fleet *fl, fleet_period *p, int64_t s, int64_t e) {
   send_doc(fl, p->topic, o);
   if (fl->outbox) {
     char *txt = cJSON_PrintUnformatted(o);
-    if (txt) outbox_add(fl->outbox, p->period.name, s, txt, kept_for_push, fl);
+    if (txt && outbox_add(fl->outbox, p->period.name, s, txt, kept_for_push, fl) != 0)
+      log_error("outbox: out of memory; a report was not kept");
     free(txt);
   }
   cJSON_Delete(o);
@@ -605,7 +611,8 @@ int fleetd_run(const fleet_cfg *f) {
   }
   service_signals_start(&fl->signals, &fl->loop, NULL);
   if (f->push_url[0]) {
-    if (outbox_open(&fl->outbox, &fl->loop, f->storage_path, err, sizeof err) != 0) {
+    if (outbox_open(&fl->outbox, &fl->loop, f->storage_path, outbox_failed, fl, err,
+                    sizeof err) != 0) {
       log_error("%s", err);
       goto out;
     }

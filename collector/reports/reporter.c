@@ -9,6 +9,7 @@
 #include "base/clock.h"
 #include "base/xqueue.h"
 #include "reports/report.h"
+#include "store/reports.h"
 
 typedef enum { JOB_BUILD = 0, JOB_NEXT_PUSH, JOB_MARK_PUSHED } job_kind;
 
@@ -70,8 +71,8 @@ static void run_job(reporter *rp, const job *j) {
   const rate_period *period = &rp->periods[j->period];
   /* Resume after the last window reported; a first report starts with the
    * window in which the gateway first ran. */
-  int64_t from = query_i64(rp->db, "SELECT max(end_ms) FROM reports WHERE period = ?1",
-                           period->name, -1);
+  int64_t from = -1; /* none reported, or the table cannot be read */
+  if (store_reports_last_end(rp->db, period->name, &from) != SQLITE_ROW) from = -1;
   if (from < 0) {
     int64_t first = query_i64(rp->db, "SELECT min(start_ms) FROM gateway_runs", NULL, -1);
     if (first < 0) return;
@@ -126,22 +127,8 @@ static void run_job(reporter *rp, const job *j) {
     }
     r->body = cJSON_PrintUnformatted(rep);
     cJSON_Delete(rep);
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(rp->db,
-                                "INSERT OR REPLACE INTO reports (period, start_ms, end_ms, "
-                                "created_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                                -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-      sqlite3_bind_text(st, 1, period->name, -1, SQLITE_STATIC);
-      sqlite3_bind_int64(st, 2, s);
-      sqlite3_bind_int64(st, 3, e);
-      sqlite3_bind_int64(st, 4, clock_wall_ms());
-      sqlite3_bind_text(st, 5, r->body ? r->body : "{}", -1, SQLITE_STATIC);
-      rc = sqlite3_step(st);
-      sqlite3_finalize(st);
-      r->id = sqlite3_last_insert_rowid(rp->db);
-    }
-    if (rc != SQLITE_DONE)
+    if (store_reports_put(rp->db, period->name, s, e, clock_wall_ms(),
+                          r->body ? r->body : "{}", &r->id) != SQLITE_OK)
       snprintf(r->error, sizeof r->error, "storing the %s report: %s", period->name,
                sqlite3_errmsg(rp->db));
     post(rp, r);
@@ -156,32 +143,19 @@ static void next_push(reporter *rp) {
   reporter_result *r = calloc(1, sizeof *r);
   if (!r) return;
   r->kind = REPORTER_NOTHING_TO_PUSH;
-  sqlite3_stmt *st;
-  if (sqlite3_prepare_v2(rp->db,
-                         "SELECT id, body FROM reports WHERE pushed_ms IS NULL "
-                         "ORDER BY id LIMIT 1", -1, &st, NULL) == SQLITE_OK) {
-    if (sqlite3_step(st) == SQLITE_ROW) {
-      r->kind = REPORTER_TO_PUSH;
-      r->id = sqlite3_column_int64(st, 0);
-      r->body = strdup((const char *)sqlite3_column_text(st, 1));
-    }
-    sqlite3_finalize(st);
-  } else {
+  int rc = store_reports_next_unpushed(rp->db, &r->id, &r->body);
+  if (rc == SQLITE_ROW)
+    r->kind = REPORTER_TO_PUSH;
+  else if (rc != SQLITE_DONE)
     snprintf(r->error, sizeof r->error, "reading the report outbox: %s",
              sqlite3_errmsg(rp->db));
-  }
   post(rp, r);
 }
 
+/* A mark that fails leaves the report unaccepted: it is offered again, and
+ * the bureau takes a report of the same window twice. */
 static void mark_pushed(reporter *rp, int64_t id) {
-  sqlite3_stmt *st;
-  if (sqlite3_prepare_v2(rp->db, "UPDATE reports SET pushed_ms = ?2 WHERE id = ?1",
-                         -1, &st, NULL) != SQLITE_OK)
-    return;
-  sqlite3_bind_int64(st, 1, id);
-  sqlite3_bind_int64(st, 2, clock_wall_ms());
-  sqlite3_step(st);
-  sqlite3_finalize(st);
+  (void)store_reports_mark_pushed(rp->db, id, clock_wall_ms());
 }
 
 static void *reporter_main(void *arg) {

@@ -3,8 +3,10 @@
  * One thread with its own database connection (SQLite allows one writer at a
  * time; the store's writer and this one take turns through the busy
  * timeout). The loop asks for a period's closed windows; the thread builds
- * each report in order, keeps it in the `reports` table (so a restart knows
- * what was already reported) and hands the JSON back through the notify hook.
+ * each report in order, keeps it in the `reports` table through store/'s
+ * functions on this connection (store/reports.h; store/ owns the schema), so
+ * a restart knows what was already reported, and hands the JSON back through
+ * the notify hook.
  * Windows that closed while the gateway was down are built at start-up, in
  * order, from the last one reported (at most REPORTER_CATCHUP_MAX per period).
  */

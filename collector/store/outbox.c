@@ -8,7 +8,25 @@
 
 #include "base/clock.h"
 #include "store/dblock.h"
-#include "base/log.h"
+#include "store/migrate.h"
+
+/* The outbox database's schema, by numbered migrations as the gateway's
+ * (store.c): each runs once, in order; user_version records how many have
+ * run. 1 is the schema outboxes had before they were numbered, word for
+ * word, and IF NOT EXISTS: an outbox made then (user_version 0, the table
+ * there) takes it as a no-op and opens unchanged. */
+static const char *const migrations[] = {
+    /* 1: reports waiting for the bureau, one per period and window */
+    "CREATE TABLE IF NOT EXISTS outbox ("
+    "  id INTEGER PRIMARY KEY, period TEXT NOT NULL,"
+    "  start_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+    "  body TEXT NOT NULL, pushed_ms INTEGER,"
+    "  UNIQUE (period, start_ms));",
+};
+
+#define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+
+int outbox_schema_version(void) { return NMIGRATIONS; }
 
 typedef enum { OB_ADD, OB_NEXT, OB_MARK } ob_kind;
 
@@ -29,20 +47,29 @@ typedef struct ob_op {
 
 struct outbox {
   uv_loop_t *loop;
+  void (*on_error)(void *ctx, const char *what);
+  void *error_ctx;
   sqlite3 *db;
   int lock_fd; /* dblock: one fleet view per outbox */
   ob_op *head, *tail; /* waiting to run */
   bool running;
 };
 
-int outbox_open(outbox **out, uv_loop_t *loop, const char *path, char *err,
-                size_t errlen) {
+static void fail(outbox *o, const char *what) {
+  if (o->on_error) o->on_error(o->error_ctx, what);
+}
+
+int outbox_open(outbox **out, uv_loop_t *loop, const char *path,
+                void (*on_error)(void *ctx, const char *what), void *error_ctx,
+                char *err, size_t errlen) {
   outbox *o = calloc(1, sizeof *o);
   if (!o) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
   o->loop = loop;
+  o->on_error = on_error;
+  o->error_ctx = error_ctx;
   /* One fleet view per outbox, as one daemon per database. */
   o->lock_fd = dblock_acquire(path, err, errlen);
   if (o->lock_fd < 0) {
@@ -52,16 +79,16 @@ int outbox_open(outbox **out, uv_loop_t *loop, const char *path, char *err,
   if (sqlite3_open_v2(path, &o->db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                       NULL) != SQLITE_OK ||
-      sqlite3_exec(o->db,
-                   "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
-                   "CREATE TABLE IF NOT EXISTS outbox ("
-                   "  id INTEGER PRIMARY KEY, period TEXT NOT NULL,"
-                   "  start_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
-                   "  body TEXT NOT NULL, pushed_ms INTEGER,"
-                   "  UNIQUE (period, start_ms));",
-                   NULL, NULL, NULL) != SQLITE_OK) {
+      sqlite3_exec(o->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;", NULL,
+                   NULL, NULL) != SQLITE_OK) {
     snprintf(err, errlen, "cannot open the outbox %s: %s", path,
              o->db ? sqlite3_errmsg(o->db) : "out of memory");
+    outbox_free(o);
+    return -1;
+  }
+  char e[256];
+  if (store_migrate(o->db, migrations, NMIGRATIONS, e, sizeof e) != 0) {
+    snprintf(err, errlen, "cannot open the outbox %s: %s", path, e);
     outbox_free(o);
     return -1;
   }
@@ -119,7 +146,7 @@ static void after(uv_work_t *w, int status) {
   ob_op *op = w->data;
   outbox *o = op->o;
   (void)status;
-  if (op->rc != SQLITE_OK) log_error("outbox: %s", sqlite3_errstr(op->rc));
+  if (op->rc != SQLITE_OK) fail(o, sqlite3_errstr(op->rc));
   if (op->kind == OB_ADD && op->done) op->done(op->ctx);
   if (op->kind == OB_NEXT && op->next_cb)
     op->next_cb(op->ctx, op->body ? op->id : 0, op->body);
@@ -138,7 +165,7 @@ static void run_next(outbox *o) {
   if (uv_queue_work(o->loop, &op->work, work, after) == 0) {
     o->running = true;
   } else {
-    log_error("outbox: cannot queue work");
+    fail(o, "cannot queue work");
     free(op->body);
     free(op);
   }
@@ -154,13 +181,12 @@ static void enqueue(outbox *o, ob_op *op) {
   run_next(o);
 }
 
-void outbox_add(outbox *o, const char *period, int64_t start_ms, const char *body,
-                void (*done)(void *ctx), void *ctx) {
+int outbox_add(outbox *o, const char *period, int64_t start_ms, const char *body,
+               void (*done)(void *ctx), void *ctx) {
   ob_op *op = calloc(1, sizeof *op);
   if (!op || !(op->body = strdup(body))) {
     free(op);
-    log_error("outbox: out of memory; a report was not kept");
-    return;
+    return -1;
   }
   op->kind = OB_ADD;
   snprintf(op->period, sizeof op->period, "%s", period);
@@ -168,6 +194,7 @@ void outbox_add(outbox *o, const char *period, int64_t start_ms, const char *bod
   op->done = done;
   op->ctx = ctx;
   enqueue(o, op);
+  return 0;
 }
 
 void outbox_next(outbox *o, void (*cb)(void *ctx, int64_t id, const char *body),

@@ -15,13 +15,16 @@
 #include "base/backoff.h"
 #include "base/xqueue.h"
 #include "store/dblock.h"
+#include "store/migrate.h"
 
 /* ------------------------------------------------------------------------ */
 /* Schema                                                                   */
 
-/* Each migration runs once, in order, in its own transaction; user_version
- * records how many have run. The first chooses incremental auto-vacuum, which
- * only takes effect on an empty database. */
+/* The gateway database's schema, whole: every table in it, the reporter's
+ * `reports` included (store/reports.c), is made and changed here only. Each
+ * migration runs once, in order, in its own transaction; user_version
+ * records how many have run (store/migrate.c). Incremental auto-vacuum is
+ * chosen before the first, as it only takes effect on an empty database. */
 static const char *const migrations[] = {
     /* 1 */
     "CREATE TABLE meters ("
@@ -281,46 +284,6 @@ static int pragma_int(sqlite3 *db, const char *sql, int *out) {
   return rc == SQLITE_ROW ? 0 : -1;
 }
 
-static int user_version(sqlite3 *db, int *out) {
-  sqlite3_stmt *st;
-  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
-    return -1;
-  int rc = sqlite3_step(st);
-  *out = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-  sqlite3_finalize(st);
-  return rc == SQLITE_ROW ? 0 : -1;
-}
-
-static int migrate(sqlite3 *db, char *err, size_t errlen) {
-  int v;
-  if (user_version(db, &v) != 0) {
-    snprintf(err, errlen, "cannot read the schema version: %s", sqlite3_errmsg(db));
-    return -1;
-  }
-  if (v > NMIGRATIONS) {
-    snprintf(err, errlen,
-             "the database has schema version %d, newer than this build (%d)",
-             v, NMIGRATIONS);
-    return -1;
-  }
-  for (int i = v; i < NMIGRATIONS; i++) {
-    char sql[64];
-    if (exec(db, "BEGIN IMMEDIATE", err, errlen) != 0) return -1;
-    if (exec(db, migrations[i], err, errlen) != 0) {
-      char e2[64];
-      exec(db, "ROLLBACK", e2, sizeof e2);
-      return -1;
-    }
-    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", i + 1);
-    if (exec(db, sql, err, errlen) != 0 || exec(db, "COMMIT", err, errlen) != 0) {
-      char e2[64];
-      exec(db, "ROLLBACK", e2, sizeof e2);
-      return -1;
-    }
-  }
-  return 0;
-}
-
 static int prepare(store *s, sqlite3_stmt **st, const char *sql, char *err,
                    size_t errlen) {
   if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) !=
@@ -538,7 +501,7 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
    * without it is rebuilt with it once (VACUUM). */
   int av = -1, uv = 0;
   if (pragma_int(s->db, "PRAGMA auto_vacuum", &av) == 0 && av == 0 &&
-      user_version(s->db, &uv) == 0) {
+      store_user_version(s->db, &uv) == 0) {
     if (exec(s->db, "PRAGMA auto_vacuum = INCREMENTAL", e, sizeof e) != 0) {
       snprintf(err, errlen, "%s: %s", opt->path, e);
       goto fail;
@@ -596,7 +559,7 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
     exec(s->db, pragma, e, sizeof e);
   }
   check_integrity(s);
-  if (migrate(s->db, e, sizeof e) != 0) {
+  if (store_migrate(s->db, migrations, NMIGRATIONS, e, sizeof e) != 0) {
     snprintf(err, errlen, "%s: migration failed: %s", opt->path, e);
     goto fail;
   }
