@@ -233,7 +233,9 @@ static cJSON *fleet_header(const fleet_cfg *f) {
 static void send_doc(fleet *fl, const char *topic, cJSON *o) {
   char *txt = cJSON_PrintUnformatted(o);
   if (txt && fl->connected)
-    publisher_send(fl->pub, topic, txt, strlen(txt), 1, true, 0);
+    /* Not taken (out of memory, or the connection going): the next change,
+     * or the next connection, publishes the document anew. */
+    (void)publisher_send(fl->pub, topic, txt, strlen(txt), 1, true, 0);
   free(txt);
 }
 
@@ -532,8 +534,11 @@ static void on_wake(uv_async_t *a) {
         fl->connected = true;
         backoff_reset(&fl->reconnect_ms);
         log_info("broker connected: %s", fl->f->mqtt.url);
-        publisher_subscribe(fl->pub, fl->filter);
-        publisher_subscribe(fl->pub, fl->filter_reports);
+        if (publisher_subscribe(fl->pub, fl->filter) != 0 ||
+            publisher_subscribe(fl->pub, fl->filter_reports) != 0)
+          log_error("mqtt: cannot subscribe to the gateways' topics under %s; the fleet "
+                    "view hears nothing until the next connection",
+                    fl->f->mqtt.topic_prefix);
         mark_dirty(fl);
         break;
       case PUB_EV_LOST:

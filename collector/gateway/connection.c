@@ -94,7 +94,9 @@ static void ack(gw *d, int64_t row) {
     size_t cap = d->acks_cap ? d->acks_cap * 2 : 256;
     int64_t *a = realloc(d->acks, cap * sizeof *a);
     if (!a) {
-      store_mark_delivered(d->store, row);
+      /* Not marked (the store is as short of memory): the row stays
+       * undelivered and is sent again, at least once as promised. */
+      (void)store_mark_delivered(d->store, row);
       return;
     }
     d->acks = a;

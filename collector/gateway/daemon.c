@@ -157,7 +157,7 @@ static int init_store(gw *d) {
     return -1;
   }
   log_store_health(d);
-  store_run_start(d->store, d->started_ms);
+  (void)store_run_start(d->store, d->started_ms); /* only out of memory refuses it */
   store_stats ss;
   store_get_stats(d->store, &ss);
   d->run_from_id = ss.max_id; /* a step flags this run's readings only */
@@ -208,7 +208,7 @@ static int init_publisher(gw *d) {
   const cfg *c = d->cfg;
   char err[1024];
   for (size_t i = 0; i < c->nmeters; i++)
-    store_meter_configured(d->store, c->meters[i].id, d->started_ms);
+    (void)store_meter_configured(d->store, c->meters[i].id, d->started_ms); /* as above */
   char secret[SECRET_MAX + 1];
   if (read_secret(c, secret, sizeof secret) != 0) return -1;
   char will[256];
@@ -274,7 +274,7 @@ static int init_timers(gw *d) {
     timers[i]->data = d;
   }
   uv_timer_start(&d->gw_timer, gw__on_gateway_timer, GATEWAY_STATE_MS, GATEWAY_STATE_MS);
-  store_maintain(d->store, clock_wall_ms());
+  (void)store_maintain(d->store, clock_wall_ms()); /* if refused, the first tick */
   uv_timer_start(&d->maint_timer, gw__on_maintenance, (uint64_t)c->storage.maintenance_ms,
                  (uint64_t)c->storage.maintenance_ms);
   for (size_t i = 0; i < d->nperiods; i++) {

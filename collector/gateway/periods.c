@@ -19,7 +19,9 @@ void gw__request_reports(period_rt *p) {
   int64_t s, e;
   /* The window in progress starts where the last closed one ends. */
   rate_window(&d->periods[p->index], clock_wall_ms() - REPORT_GRACE_MS, &s, &e);
-  reporter_request(d->reporter, p->index, s);
+  /* Refused only when out of memory: the next period's request asks for
+   * every window not reported yet, this one too. */
+  (void)reporter_request(d->reporter, p->index, s);
 }
 
 static void on_period(uv_timer_t *t) {
@@ -39,7 +41,9 @@ void gw__push_want_next(void *ctx) {
 void gw__push_accepted(void *ctx, int64_t id) {
   gw *d = ctx;
   log_debug("report %lld accepted by the bureau", (long long)id);
-  reporter_mark_pushed(d->reporter, id);
+  /* Not recorded (out of memory): the report is pushed again later, and the
+   * bureau takes a report again by its window. */
+  (void)reporter_mark_pushed(d->reporter, id);
 }
 
 void gw__push_failing(void *ctx, bool failing, const char *detail) {

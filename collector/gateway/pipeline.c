@@ -39,10 +39,12 @@ static void handle_result(gw *d, bus_result *r) {
         sr->seq_block = blk < 8 ? 8 : blk > 100000 ? 100000 : (int32_t)blk;
         sr->ts_ms = r->start_ms;
         sr->quality = q;
-        store_add_polled_reading(d->store, sr); /* counts the poll too */
+        /* Counts the poll too. A full queue frees the reading and counts it
+         * dropped (store_get_stats, in the gateway state and the stop line). */
+        (void)store_add_polled_reading(d->store, sr);
       } else {
-        store_count_poll(d->store, mc->id, r->start_ms,
-                         q == QUALITY_SUSPECT ? STORE_POLL_SUSPECT : STORE_POLL_OK);
+        (void)store_count_poll(d->store, mc->id, r->start_ms, /* as below */
+                               q == QUALITY_SUSPECT ? STORE_POLL_SUSPECT : STORE_POLL_OK);
       }
       m->retry_at_ms = 0;
       gw__meter_changed(d, m, mstate_success(&m->st, r->start_ms));
@@ -51,7 +53,9 @@ static void handle_result(gw *d, bus_result *r) {
   }
   int k = -r->rc;
   if (k >= 1 && k <= TR_NKINDS) d->failures[k]++;
-  store_count_poll(d->store, mc->id, r->start_ms, store_poll_failed(r->rc));
+  /* Poll counts are statistics, refused only while stopping or out of
+   * memory (only readings meet a full queue). */
+  (void)store_count_poll(d->store, mc->id, r->start_ms, store_poll_failed(r->rc));
   log_debug("meter %s: poll failed: %s: %s", mc->id, fail_name(r->rc), r->err.detail);
   mstate_change ch = mstate_failure(&m->st, r->end_ms, r->rc, r->err.detail,
                                     d->cfg->online.offline_after);

@@ -36,7 +36,9 @@ void gw__check_clock(gw *d) {
   log_warn("wall clock stepped by %+lld ms: re-aligning the schedule; readings taken "
            "before it are flagged with clock_step_ms",
            (long long)step);
-  store_clock_step(d->store, d->run_from_id, step);
+  /* Refused only when out of memory: the readings then keep their times
+   * unflagged, as the log line above says of them. */
+  (void)store_clock_step(d->store, d->run_from_id, step);
   gw__publish_gateway_state(d, true);
 }
 
@@ -51,7 +53,7 @@ void gw__schedule(meter_rt *m, int64_t now) {
 
 static void skip_slot(gw *d, meter_rt *m, int64_t slot) {
   d->skipped++;
-  store_count_poll(d->store, m->cfg->id, slot, STORE_POLL_SKIPPED);
+  (void)store_count_poll(d->store, m->cfg->id, slot, STORE_POLL_SKIPPED); /* statistics */
   log_debug("meter %s: bus %s is busy, slot skipped", m->cfg->id,
             d->cfg->buses[m->cfg->bus].id);
 }
@@ -102,12 +104,12 @@ static void on_slot(uv_timer_t *t) {
 
 void gw__on_maintenance(uv_timer_t *t) {
   gw *d = t->data;
-  store_maintain(d->store, clock_wall_ms());
+  (void)store_maintain(d->store, clock_wall_ms()); /* if refused, the next tick */
 }
 
 void gw__on_gateway_timer(uv_timer_t *t) {
   gw *d = t->data;
-  store_run_alive(d->store, clock_wall_ms());
+  (void)store_run_alive(d->store, clock_wall_ms()); /* the next minute's will do */
   gw__publish_gateway_state(d, true);
   gw__publish_online_rate(d);
 }

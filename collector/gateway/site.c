@@ -292,7 +292,9 @@ void gw__meter_changed(gw *d, meter_rt *m, mstate_change ch) {
              m->st.consecutive_failures, m->st.consecutive_failures == 1 ? "" : "s",
              m->st.last_error ? fail_name(m->st.last_error) : "no valid reading",
              m->st.last_error ? m->st.last_error_detail : "the bus could not poll it");
-  store_add_state(d->store, m->cfg->id, m->st.since_ms, online,
+  /* Refused only while stopping or out of memory (only readings meet a
+   * full queue); the state topic below still says it. */
+  (void)store_add_state(d->store, m->cfg->id, m->st.since_ms, online,
                   online || !m->st.last_error ? NULL : fail_name(m->st.last_error),
                   online ? NULL : m->st.last_error_detail);
   gw__publish_meter_state(d, m);
