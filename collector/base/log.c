@@ -27,7 +27,42 @@ int log_level_parse(const char *s, log_level *out) {
   return -1;
 }
 
+static void vlog(log_level lvl, const char *fmt, va_list ap);
+
 void log_msg(log_level lvl, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(lvl, fmt, ap);
+  va_end(ap);
+}
+
+void log_once(bool *said, log_level lvl, const char *fmt, ...) {
+  if (*said) return;
+  *said = true;
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(lvl, fmt, ap);
+  va_end(ap);
+}
+
+void log_changed(char *last, size_t len, const char *key, log_level lvl, const char *fmt,
+                 ...) {
+  bool again = len && last[0] && strncmp(last, key, len - 1) == 0;
+  if (again && g_level < LOG_DEBUG) return;
+  char text[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof text, fmt, ap);
+  va_end(ap);
+  if (again) {
+    log_msg(LOG_DEBUG, "%s (again)", text);
+    return;
+  }
+  if (len) snprintf(last, len, "%s", key);
+  log_msg(lvl, "%s", text);
+}
+
+static void vlog(log_level lvl, const char *fmt, va_list ap) {
   if (lvl > g_level) return;
   char line[2048];
   size_t n = 0;
@@ -41,10 +76,7 @@ void log_msg(log_level lvl, const char *fmt, ...) {
                           ts.tv_nsec / 1000000L);
   }
   n += (size_t)snprintf(line + n, sizeof line - n, "%-5s ", level_names[lvl]);
-  va_list ap;
-  va_start(ap, fmt);
   int w = vsnprintf(line + n, sizeof line - n, fmt, ap);
-  va_end(ap);
   if (w < 0) w = 0;
   n += (size_t)w;
   if (n > sizeof line - 2) n = sizeof line - 2;

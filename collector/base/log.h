@@ -8,6 +8,9 @@
 #ifndef IC_LOG_H
 #define IC_LOG_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 typedef enum { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG } log_level;
 
 /* Open /dev/null on each of descriptors 0, 1 and 2 that is closed, so that
@@ -24,6 +27,18 @@ void log_set_timestamps(int on);
 
 void log_msg(log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* A problem worth one line until it is over: log at LVL unless *SAID is
+ * set, and set it (the caller clears it when the problem ends, so that the
+ * next one is said). */
+void log_once(bool *said, log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A problem said again only when its cause changes: log at LVL unless KEY
+ * (the cause) is the one last said through LAST (LEN bytes; clear LAST[0]
+ * when the problem ends), else at debug with " (again)" appended. */
+void log_changed(char *last, size_t len, const char *key, log_level lvl, const char *fmt,
+                 ...) __attribute__((format(printf, 5, 6)));
 
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)

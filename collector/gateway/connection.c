@@ -62,25 +62,22 @@ static void suspect_loss(gw *d, uint64_t tag) {
 static void take_limits(gw *d) {
   publisher_get_limits(d->pub, &d->lim);
   const pub_limits *l = &d->lim;
-  if (l->fell_back && !d->told_fallback) {
-    d->told_fallback = true;
-    log_warn("mqtt: the broker %s does not take MQTT 5: using MQTT 3.1.1 (no "
-             "refusals by reason code, no flow-control window from the broker)",
+  if (l->fell_back)
+    log_once(&d->told_fallback, LOG_WARN,
+             "mqtt: the broker %s does not take MQTT 5: using MQTT 3.1.1 (no refusals by "
+             "reason code, no flow-control window from the broker)",
              d->cfg->mqtt.url);
-  }
-  if (!l->retain_available && !d->told_no_retain) {
-    d->told_no_retain = true;
-    log_warn("mqtt: the broker keeps no retained messages (Retain Available 0): the "
-             "state topics are published unretained, so a subscriber sees them only "
-             "at their next change");
-  }
+  if (!l->retain_available)
+    log_once(&d->told_no_retain, LOG_WARN,
+             "mqtt: the broker keeps no retained messages (Retain Available 0): the state "
+             "topics are published unretained, so a subscriber sees them only at their "
+             "next change");
   if (l->server_keep_alive > 0 &&
-      l->server_keep_alive != (int)(d->cfg->mqtt.keepalive_ms / 1000) && !d->told_keepalive) {
-    d->told_keepalive = true;
-    log_warn("mqtt: the broker sets the keep alive to %d s (mqtt.keepalive is %lld s); "
-             "used from the next connection on",
+      l->server_keep_alive != (int)(d->cfg->mqtt.keepalive_ms / 1000))
+    log_once(&d->told_keepalive, LOG_WARN,
+             "mqtt: the broker sets the keep alive to %d s (mqtt.keepalive is %lld s); used "
+             "from the next connection on",
              l->server_keep_alive, (long long)(d->cfg->mqtt.keepalive_ms / 1000));
-  }
   log_info("mqtt: MQTT %s, receive maximum %u, maximum packet size %u%s%s",
            l->version == 5 ? "5" : "3.1.1", l->receive_maximum,
            (unsigned)l->maximum_packet_size,
@@ -162,22 +159,21 @@ static void on_connect_failed(gw *d, const pub_event *ev) {
   /* The same cause again (a broker that keeps refusing, or keeps giving a
    * CONNACK that cannot be used) is said once, until it changes or a
    * connection succeeds. */
-  if (strcmp(d->connect_fail_told, ev->detail) == 0) {
-    log_debug("cannot connect to the broker %s: %s (again); retrying in %lld s",
-              d->cfg->mqtt.url, ev->detail, (long long)(ms / 1000));
-    return;
-  }
-  snprintf(d->connect_fail_told, sizeof d->connect_fail_told, "%s", ev->detail);
+  char *told = d->connect_fail_told;
+  size_t n = sizeof d->connect_fail_told;
   if (ev->reason == 0x9B)
     /* Not a passing state: the broker's configuration must change. */
-    log_error("cannot use the broker %s: %s; retrying in %lld s", d->cfg->mqtt.url,
-              ev->detail, (long long)(ms / 1000));
+    log_changed(told, n, ev->detail, LOG_ERROR,
+                "cannot use the broker %s: %s; retrying in %lld s", d->cfg->mqtt.url,
+                ev->detail, (long long)(ms / 1000));
   else if (ev->reason >= 0x80)
-    log_warn("cannot connect to the broker %s: %s; retrying in %lld s",
-             d->cfg->mqtt.url, ev->detail, (long long)(ms / 1000));
+    log_changed(told, n, ev->detail, LOG_WARN,
+                "cannot connect to the broker %s: %s; retrying in %lld s", d->cfg->mqtt.url,
+                ev->detail, (long long)(ms / 1000));
   else
-    log_warn("cannot connect to the broker %s: %s; retrying", d->cfg->mqtt.url,
-             ev->detail);
+    log_changed(told, n, ev->detail, LOG_WARN,
+                "cannot connect to the broker %s: %s; retrying", d->cfg->mqtt.url,
+                ev->detail);
 }
 
 static void on_delivered(gw *d, const pub_event *ev) {

@@ -60,12 +60,11 @@ static send_result send_reading_text(gw *d, const store_reading *r, const char *
   if (rc == PUB_ETOOBIG) {
     /* Kept in the outbox: a broker with a larger limit takes it later. */
     d->too_large++;
-    if (mi >= 0 && !d->meters[mi].too_big_told) {
-      d->meters[mi].too_big_told = true;
-      log_warn("mqtt: a reading of meter %s is %d bytes, larger than the broker "
+    if (mi >= 0)
+      log_once(&d->meters[mi].too_big_told, LOG_WARN,
+               "mqtt: a reading of meter %s is %d bytes, larger than the broker "
                "takes (Maximum Packet Size %u): such readings stay in the outbox",
                r->meter, n, (unsigned)d->lim.maximum_packet_size);
-    }
     return SEND_NEVER;
   }
   if (rc != 0) return SEND_LATER;
