@@ -534,11 +534,12 @@ static void on_wake(uv_async_t *a) {
         fl->connected = true;
         backoff_reset(&fl->reconnect_ms);
         log_info("broker connected: %s", fl->f->mqtt.url);
-        if (publisher_subscribe(fl->pub, fl->filter) != 0 ||
-            publisher_subscribe(fl->pub, fl->filter_reports) != 0)
-          log_error("mqtt: cannot subscribe to the gateways' topics under %s; the fleet "
-                    "view hears nothing until the next connection",
-                    fl->f->mqtt.topic_prefix);
+        int src = publisher_subscribe(fl->pub, fl->filter);
+        if (src == 0) src = publisher_subscribe(fl->pub, fl->filter_reports);
+        if (src != 0)
+          log_error("mqtt: cannot subscribe to the gateways' topics under %s: %s; the "
+                    "fleet view hears nothing until the next connection",
+                    fl->f->mqtt.topic_prefix, publisher_strerror(src));
         mark_dirty(fl);
         break;
       case PUB_EV_LOST:

@@ -61,11 +61,3 @@ int64_t mstate_retry_ms(const mstate *s, int64_t interval_ms,
   if (d < interval_ms) d = interval_ms;
   return d;
 }
-
-const char *mstate_name(mstate_value v) {
-  switch (v) {
-    case MSTATE_ONLINE: return "online";
-    case MSTATE_OFFLINE: return "offline";
-    default: return "unknown";
-  }
-}

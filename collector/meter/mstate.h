@@ -55,7 +55,4 @@ mstate_change mstate_tick(mstate *s, int64_t now_ms, int64_t interval_ms,
 int64_t mstate_retry_ms(const mstate *s, int64_t interval_ms,
                         int64_t backoff_max_ms);
 
-/* "online", "offline" or "unknown". */
-const char *mstate_name(mstate_value v);
-
 #endif

@@ -4,10 +4,6 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *quality_name(quality_value q) {
-  return q == QUALITY_SUSPECT ? "suspect" : "good";
-}
-
 /* Flow in m3/h and volume in m3 whatever unit the field declares. */
 static double to_m3h(const prof_field *f, double v) {
   if (strcmp(f->unit, "m3/s") == 0) return v * 3600.0;

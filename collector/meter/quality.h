@@ -38,6 +38,4 @@ quality_value quality_assess(const mb_profile *p, const double *values,
                              int64_t ts_ms, quality_prev *prev, char *reason,
                              size_t reason_len);
 
-const char *quality_name(quality_value q);
-
 #endif

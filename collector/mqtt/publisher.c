@@ -903,16 +903,18 @@ void pub_event_free(pub_event *ev) {
   }
 }
 
+/* A paho refusal of a request as one of ours: paho refuses one when its
+ * client is not connected (or being taken down), so all say that. */
+static int pub_code(int rc) { return rc == MQTTASYNC_SUCCESS ? 0 : PUB_EDISCONNECTED; }
+
 int publisher_subscribe(publisher *p, const char *filter) {
   MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-  int rc = MQTTAsync_subscribe(p->client, filter, 1, &ro);
-  return rc == MQTTASYNC_SUCCESS ? 0 : -1;
+  return pub_code(MQTTAsync_subscribe(p->client, filter, 1, &ro));
 }
 
 int publisher_unsubscribe(publisher *p, const char *filter) {
   MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-  int rc = MQTTAsync_unsubscribe(p->client, filter, &ro);
-  return rc == MQTTASYNC_SUCCESS ? 0 : -1;
+  return pub_code(MQTTAsync_unsubscribe(p->client, filter, &ro));
 }
 
 uint64_t publisher_dropped_messages(publisher *p) {

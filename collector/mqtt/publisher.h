@@ -147,7 +147,8 @@ bool publisher_is_connected(publisher *p);
 int publisher_reconnect(publisher *p);
 
 /* Subscribe to FILTER at QoS 1 (call again after every reconnect: sessions
- * start clean). Messages arrive as PUB_EV_MESSAGE events. */
+ * start clean). Messages arrive as PUB_EV_MESSAGE events. 0 or a PUB_E*
+ * code (publisher_strerror). */
 int publisher_subscribe(publisher *p, const char *filter);
 
 /* Undo publisher_subscribe on the connection of the moment. */
