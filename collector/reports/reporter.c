@@ -207,7 +207,7 @@ int reporter_start(reporter **out, const cfg *c, const rate_period *periods,
   sqlite3_busy_timeout(rp->db, 10000);
   /* A report reads each meter's rows once: a small page cache will do, and
    * the memory is the gateway's. */
-  sqlite3_exec(rp->db, "PRAGMA cache_size = -512", NULL, NULL, NULL);
+  (void)sqlite3_exec(rp->db, "PRAGMA cache_size = -512", NULL, NULL, NULL); /* a saving only */
   if (pthread_create(&rp->thread, NULL, reporter_main, rp) != 0) {
     snprintf(err, errlen, "reports: cannot start the thread");
     reporter_free(rp);

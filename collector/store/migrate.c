@@ -38,14 +38,14 @@ int store_migrate(sqlite3 *db, const char *const *migrations, int n, char *err,
     char sql[64];
     if (exec(db, "BEGIN IMMEDIATE", err, errlen) != 0) return -1;
     if (exec(db, migrations[i], err, errlen) != 0) {
-      char e2[64];
-      exec(db, "ROLLBACK", e2, sizeof e2);
+      char e2[64]; /* ERR keeps the first failure; a failed ROLLBACK adds nothing */
+      (void)exec(db, "ROLLBACK", e2, sizeof e2);
       return -1;
     }
     snprintf(sql, sizeof sql, "PRAGMA user_version = %d", i + 1);
     if (exec(db, sql, err, errlen) != 0 || exec(db, "COMMIT", err, errlen) != 0) {
-      char e2[64];
-      exec(db, "ROLLBACK", e2, sizeof e2);
+      char e2[64]; /* as above */
+      (void)exec(db, "ROLLBACK", e2, sizeof e2);
       return -1;
     }
   }

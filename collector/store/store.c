@@ -1118,7 +1118,8 @@ static int commit_ops(store *s, op *ops, char *err, size_t errlen) {
   atomic_fetch_add(&s->transactions, 1);
   if (rc != SQLITE_OK) {
     snprintf(err, errlen, "%s", sqlite3_errmsg(s->db));
-    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    /* If the transaction is already gone, there is nothing to undo. */
+    (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     atomic_fetch_add(&s->errors, 1);
     for (op *o = ops; o; o = o->next)
       if (o->reading) o->reading->seq = 0, o->reading->id = 0;
@@ -1305,9 +1306,11 @@ static int64_t changes_of(store *s, const char *sql, int64_t arg) {
   return rc == SQLITE_DONE ? sqlite3_changes(s->db) : -1;
 }
 
+/* Best effort: the size check after it measures what was given back, and
+ * a checkpoint a reader holds up is done by a later one. */
 static void give_back_space(store *s) {
-  sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
-  sqlite3_exec(s->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+  (void)sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
+  (void)sqlite3_exec(s->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
 }
 
 /* A maintenance statement failed: say which and why (SQLite's words, with
@@ -1328,20 +1331,23 @@ static void do_maintain(store *s, int64_t now_ms) {
      * wall-clock step of this run is judged by the corrected time (its ts
      * plus the step), so that NTP stepping a gateway's clock forward by
      * months cannot make a reading of a minute ago look old. */
-    sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    int64_t n = changes_of(s,
-                           "DELETE FROM readings WHERE ts_ms < ?1 AND delivered = 1 "
-                           "AND ts_ms + coalesce(clock_step_ms, 0) < ?1",
-                           cutoff);
-    changes_of(s, "DELETE FROM poll_stats WHERE hour_ms < ?1", cutoff);
-    changes_of(s, "DELETE FROM state_changes WHERE ts_ms < ?1", cutoff);
-    changes_of(s, "DELETE FROM reports WHERE end_ms < ?1", cutoff);
-    if (n >= 0 && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK && n > 0) {
+    int64_t n = -1;
+    bool ok = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK &&
+              (n = changes_of(s,
+                              "DELETE FROM readings WHERE ts_ms < ?1 AND delivered = 1 "
+                              "AND ts_ms + coalesce(clock_step_ms, 0) < ?1",
+                              cutoff)) >= 0 &&
+              changes_of(s, "DELETE FROM poll_stats WHERE hour_ms < ?1", cutoff) >= 0 &&
+              changes_of(s, "DELETE FROM state_changes WHERE ts_ms < ?1", cutoff) >= 0 &&
+              changes_of(s, "DELETE FROM reports WHERE end_ms < ?1", cutoff) >= 0 &&
+              sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    if (!ok) {
+      /* All or nothing, said once; nothing to undo if the BEGIN failed. */
+      maintain_failed(s, ev, "removing readings older than the retention");
+      (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    } else if (n > 0) {
       ev->aged = n;
       give_back_space(s);
-    } else if (n < 0) {
-      maintain_failed(s, ev, "removing readings older than the retention");
-      sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     }
   }
   /* Over the size: delivered readings go first, oldest first; then the
