@@ -39,25 +39,6 @@ static const char *const part_keys[] = {"address", "type", "scale",
                                         "word_order", "table", NULL};
 static const char *const unit_keys[] = {"address", "table", "codes", NULL};
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (err == NULL || errlen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
-static const char *table_name(mb_table t) {
-  return t == MB_TABLE_INPUT ? "input" : "holding";
-}
-
-static bool is_float_type(mb_type t) { return t == MB_T_F32 || t == MB_T_F64; }
-
-static bool is_16bit_type(mb_type t) { return t == MB_T_U16 || t == MB_T_I16; }
 
 /* ---------------------------------------------------------------- parsing */
 
@@ -210,11 +191,11 @@ static int check_parts(pctx *c, const prof_field *f,
                          (uint32_t)mb_type_words(q->type)))
         return ydoc_errf(c->d, nodes[i], c->err, c->errlen,
                          "part %zu (%s %s at %u) overlaps part %zu (%s at %u)",
-                         i + 1, table_name(p->table), mb_type_name(p->type),
+                         i + 1, prof_table_name(p->table), mb_type_name(p->type),
                          (unsigned)p->address, j + 1, mb_type_name(q->type),
                          (unsigned)q->address);
     }
-    if (f->nparts > 1 && i + 1 < f->nparts && is_float_type(p->type))
+    if (f->nparts > 1 && i + 1 < f->nparts && prof_type_is_float(p->type))
       return ydoc_errf(c->d, nodes[i], c->err, c->errlen,
                        "part %zu is a %s: only the last part of a field may "
                        "be a float (it carries the fraction)",
@@ -409,7 +390,7 @@ static int parse_field(pctx *c, const ydoc_node *n, const defaults *pdef,
                        "%s applies to a single 16-bit register, not a field "
                        "with parts",
                        what);
-    if (!is_16bit_type(f->parts[0].type))
+    if (!prof_type_is_16bit(f->parts[0].type))
       return ydoc_errf(c->d, bits, c->err, c->errlen,
                        "%s applies to a 16-bit type (u16 or i16), not %s", what,
                        mb_type_name(f->parts[0].type));
@@ -473,7 +454,7 @@ static mb_profile *parse_profile(const ydoc *d, const char *path, char *err,
   mb_profile *p = NULL;
 
   if (root == NULL) {
-    set_err(err, errlen, "%s:1:1: the profile is empty", ydoc_name(d));
+    prof_errf(err, errlen, "%s:1:1: the profile is empty", ydoc_name(d));
     return NULL;
   }
   if (ydoc_check_map(d, root, "profile", top_keys, err, errlen) != 0)
@@ -483,7 +464,7 @@ static mb_profile *parse_profile(const ydoc *d, const char *path, char *err,
   if (p == NULL)
     goto nomem;
   if (strlen(path) >= sizeof p->path) {
-    set_err(err, errlen, "%s: path too long", path);
+    prof_errf(err, errlen, "%s: path too long", path);
     goto fail;
   }
   memcpy(p->path, path, strlen(path) + 1);
@@ -560,7 +541,7 @@ static mb_profile *parse_profile(const ydoc *d, const char *path, char *err,
   return p;
 
 nomem:
-  set_err(err, errlen, "%s: out of memory", path);
+  prof_errf(err, errlen, "%s: out of memory", path);
 fail:
   profile_free(p);
   return NULL;
@@ -643,14 +624,14 @@ mb_profile *profile_load(const char *ref, const char *base_dir,
   int w;
 
   if (ref == NULL || *ref == '\0') {
-    set_err(err, errlen, "no profile named");
+    prof_errf(err, errlen, "no profile named");
     return NULL;
   }
   bool is_path = strchr(ref, '/') != NULL || ends_with(ref, ".yaml") ||
                  ends_with(ref, ".yml");
   if (!is_path) {
     if (!is_builtin_name(ref)) {
-      set_err(err, errlen,
+      prof_errf(err, errlen,
               "profile '%s' is neither a built-in name ([A-Za-z0-9_-]+) nor "
               "a path to a .yaml file",
               ref);
@@ -659,26 +640,26 @@ mb_profile *profile_load(const char *ref, const char *base_dir,
     const char *dir = profile_dir != NULL ? profile_dir : profile_builtin_dir();
     w = snprintf(path, sizeof path, "%s/%s.yaml", dir, ref);
     if (w < 0 || (size_t)w >= sizeof path) {
-      set_err(err, errlen, "profile '%s': path too long", ref);
+      prof_errf(err, errlen, "profile '%s': path too long", ref);
       return NULL;
     }
     if (access(path, F_OK) != 0) {
       char list[512];
       list_builtins(dir, list, sizeof list);
-      set_err(err, errlen, "unknown profile '%s' (built-in profiles: %s)", ref,
+      prof_errf(err, errlen, "unknown profile '%s' (built-in profiles: %s)", ref,
               list);
       return NULL;
     }
   } else if (ref[0] != '/' && base_dir != NULL && *base_dir != '\0') {
     w = snprintf(path, sizeof path, "%s/%s", base_dir, ref);
     if (w < 0 || (size_t)w >= sizeof path) {
-      set_err(err, errlen, "profile '%s': path too long", ref);
+      prof_errf(err, errlen, "profile '%s': path too long", ref);
       return NULL;
     }
   } else {
     w = snprintf(path, sizeof path, "%s", ref);
     if (w < 0 || (size_t)w >= sizeof path) {
-      set_err(err, errlen, "profile '%s': path too long", ref);
+      prof_errf(err, errlen, "profile '%s': path too long", ref);
       return NULL;
     }
   }

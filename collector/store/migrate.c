@@ -2,7 +2,7 @@
 
 #include <stdio.h>
 
-static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen) {
+int store_exec(sqlite3 *db, const char *sql, char *err, size_t errlen) {
   char *msg = NULL;
   if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
     snprintf(err, errlen, "%s", msg ? msg : sqlite3_errmsg(db));
@@ -36,16 +36,16 @@ int store_migrate(sqlite3 *db, const char *const *migrations, int n, char *err,
   }
   for (int i = v; i < n; i++) {
     char sql[64];
-    if (exec(db, "BEGIN IMMEDIATE", err, errlen) != 0) return -1;
-    if (exec(db, migrations[i], err, errlen) != 0) {
+    if (store_exec(db, "BEGIN IMMEDIATE", err, errlen) != 0) return -1;
+    if (store_exec(db, migrations[i], err, errlen) != 0) {
       char e2[64]; /* ERR keeps the first failure; a failed ROLLBACK adds nothing */
-      (void)exec(db, "ROLLBACK", e2, sizeof e2);
+      (void)store_exec(db, "ROLLBACK", e2, sizeof e2);
       return -1;
     }
     snprintf(sql, sizeof sql, "PRAGMA user_version = %d", i + 1);
-    if (exec(db, sql, err, errlen) != 0 || exec(db, "COMMIT", err, errlen) != 0) {
+    if (store_exec(db, sql, err, errlen) != 0 || store_exec(db, "COMMIT", err, errlen) != 0) {
       char e2[64]; /* as above */
-      (void)exec(db, "ROLLBACK", e2, sizeof e2);
+      (void)store_exec(db, "ROLLBACK", e2, sizeof e2);
       return -1;
     }
   }

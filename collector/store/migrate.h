@@ -16,6 +16,9 @@ int store_user_version(sqlite3 *db, int *out);
 
 /* Apply MIGRATIONS[v..N-1], v being the database's user_version. 0 on
  * success; -1 with ERR set otherwise (a failed migration is rolled back). */
+/* Run SQL on DB: 0, or -1 with SQLite's words in ERR. */
+int store_exec(sqlite3 *db, const char *sql, char *err, size_t errlen);
+
 int store_migrate(sqlite3 *db, const char *const *migrations, int n, char *err,
                   size_t errlen);
 

@@ -265,16 +265,6 @@ void store_event_free(store_event *ev) {
 /* ------------------------------------------------------------------------ */
 /* Opening                                                                  */
 
-static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen) {
-  char *msg = NULL;
-  if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-    snprintf(err, errlen, "%s", msg ? msg : sqlite3_errmsg(db));
-    sqlite3_free(msg);
-    return -1;
-  }
-  return 0;
-}
-
 static int pragma_int(sqlite3 *db, const char *sql, int *out) {
   sqlite3_stmt *st;
   if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
@@ -502,13 +492,13 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
   int av = -1, uv = 0;
   if (pragma_int(s->db, "PRAGMA auto_vacuum", &av) == 0 && av == 0 &&
       store_user_version(s->db, &uv) == 0) {
-    if (exec(s->db, "PRAGMA auto_vacuum = INCREMENTAL", e, sizeof e) != 0) {
+    if (store_exec(s->db, "PRAGMA auto_vacuum = INCREMENTAL", e, sizeof e) != 0) {
       snprintf(err, errlen, "%s: %s", opt->path, e);
       goto fail;
     }
     if (uv > 0) {
       int64_t t0 = mono_ms();
-      if (exec(s->db, "VACUUM", e, sizeof e) == 0)
+      if (store_exec(s->db, "VACUUM", e, sizeof e) == 0)
         snprintf(s->open_note, sizeof s->open_note,
                  "incremental auto-vacuum turned on (the database rebuilt once, in %lld ms)",
                  (long long)(mono_ms() - t0));
@@ -518,16 +508,16 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
                  "bound cannot shrink the file", e);
     }
   }
-  if (exec(s->db, "PRAGMA journal_mode = WAL", e, sizeof e) != 0 ||
-      exec(s->db,
+  if (store_exec(s->db, "PRAGMA journal_mode = WAL", e, sizeof e) != 0 ||
+      store_exec(s->db,
            opt->synchronous_full ? "PRAGMA synchronous = FULL"
                                  : "PRAGMA synchronous = NORMAL",
            e, sizeof e) != 0 ||
-      exec(s->db, "PRAGMA journal_size_limit = 16777216", e, sizeof e) != 0 ||
-      exec(s->db, "PRAGMA foreign_keys = ON", e, sizeof e) != 0 ||
+      store_exec(s->db, "PRAGMA journal_size_limit = 16777216", e, sizeof e) != 0 ||
+      store_exec(s->db, "PRAGMA foreign_keys = ON", e, sizeof e) != 0 ||
       /* 1 MiB of pages: the newest index pages of a thousand meters; the
        * rest is the kernel's page cache's to keep. */
-      exec(s->db, "PRAGMA cache_size = -1024", e, sizeof e) != 0) {
+      store_exec(s->db, "PRAGMA cache_size = -1024", e, sizeof e) != 0) {
     snprintf(err, errlen, "%s: %s", opt->path, e);
     goto fail;
   }
@@ -552,11 +542,11 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
     int64_t wal = s->max_size / 8;
     if (wal > 16 * 1024 * 1024) wal = 16 * 1024 * 1024;
     snprintf(pragma, sizeof pragma, "PRAGMA journal_size_limit = %lld", (long long)wal);
-    exec(s->db, pragma, e, sizeof e);
+    store_exec(s->db, pragma, e, sizeof e);
     int64_t pages = wal / 4096;
     snprintf(pragma, sizeof pragma, "PRAGMA wal_autocheckpoint = %lld",
              (long long)(pages < 16 ? 16 : pages));
-    exec(s->db, pragma, e, sizeof e);
+    store_exec(s->db, pragma, e, sizeof e);
   }
   check_integrity(s);
   if (store_migrate(s->db, migrations, NMIGRATIONS, e, sizeof e) != 0) {

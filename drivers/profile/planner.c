@@ -11,17 +11,6 @@
 /* The protocol's limit for one read of holding or input registers. */
 #define PLAN_MAX_READ 125
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (err == NULL || errlen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static int range_cmp(const void *a, const void *b) {
   const plan_range *x = a, *y = b;
@@ -135,7 +124,7 @@ static int collect_ranges(const mb_profile *p, uint16_t gap, uint16_t maxreg,
       for (size_t j = 0; j < n; j++) {
         if (own[j].count > maxreg ||
             (uint32_t)own[j].address + own[j].count > 65536u) {
-          set_err(err, errlen,
+          prof_errf(err, errlen,
                   "profile %s: field %s: %u register(s) at %u do not fit in "
                   "a request of at most %u registers",
                   p->name, f->name, (unsigned)own[j].count,
@@ -143,7 +132,7 @@ static int collect_ranges(const mb_profile *p, uint16_t gap, uint16_t maxreg,
           return -1;
         }
       }
-      set_err(err, errlen, "profile %s: field %s: cannot plan its registers",
+      prof_errf(err, errlen, "profile %s: field %s: cannot plan its registers",
               p->name, f->name);
       return -1;
     }
@@ -158,11 +147,11 @@ mb_plan *plan_build(const mb_profile *p, int max_gap, int max_registers,
   mb_plan *plan = NULL;
 
   if (p == NULL) {
-    set_err(err, errlen, "no profile");
+    prof_errf(err, errlen, "no profile");
     return NULL;
   }
   if (max_registers < 0 || max_registers > PLAN_MAX_READ) {
-    set_err(err, errlen, "max_registers %d outside 1..%d", max_registers,
+    prof_errf(err, errlen, "max_registers %d outside 1..%d", max_registers,
             PLAN_MAX_READ);
     return NULL;
   }
@@ -192,7 +181,7 @@ mb_plan *plan_build(const mb_profile *p, int max_gap, int max_registers,
     goto nomem;
   int need = plan_ranges(ranges, n, gap, maxreg, NULL, 0);
   if (need < 0) {
-    set_err(err, errlen, "profile %s: cannot plan its requests", p->name);
+    prof_errf(err, errlen, "profile %s: cannot plan its requests", p->name);
     goto fail;
   }
   if (need > 0) {
@@ -202,7 +191,7 @@ mb_plan *plan_build(const mb_profile *p, int max_gap, int max_registers,
       goto nomem;
     if (plan_ranges(ranges, n, gap, maxreg, plan->reqs, (size_t)need) !=
         need) {
-      set_err(err, errlen, "profile %s: cannot plan its requests", p->name);
+      prof_errf(err, errlen, "profile %s: cannot plan its requests", p->name);
       goto fail;
     }
   }
@@ -215,7 +204,7 @@ mb_plan *plan_build(const mb_profile *p, int max_gap, int max_registers,
   return plan;
 
 nomem:
-  set_err(err, errlen, "out of memory");
+  prof_errf(err, errlen, "out of memory");
 fail:
   plan_free(plan);
   free(ranges);
@@ -267,7 +256,7 @@ int plan_decode(const mb_plan *plan, const mb_profile *p, const uint16_t *buf,
                              sizeof why) != 0) {
       values[i] = NAN;
       if (rc == 0)
-        set_err(err, errlen, "field %s: %s", p->fields[i].name, why);
+        prof_errf(err, errlen, "field %s: %s", p->fields[i].name, why);
       rc = -1;
     }
   }

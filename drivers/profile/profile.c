@@ -14,10 +14,7 @@ const char *const profile_role_names[] = {
     "none", "flow", "velocity", "total", "net_total", "level", "status",
     "signal", NULL};
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+void prof_errf(char *err, size_t errlen, const char *fmt, ...) {
   if (err == NULL || errlen == 0)
     return;
   va_list ap;
@@ -25,14 +22,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
   vsnprintf(err, errlen, fmt, ap);
   va_end(ap);
 }
-
-static const char *table_name(mb_table t) {
-  return t == MB_TABLE_INPUT ? "input" : "holding";
-}
-
-static bool is_float_type(mb_type t) { return t == MB_T_F32 || t == MB_T_F64; }
-
-static bool is_16bit_type(mb_type t) { return t == MB_T_U16 || t == MB_T_I16; }
 
 void profile_free(mb_profile *p) {
   if (p == NULL)
@@ -84,13 +73,13 @@ int profile_decode_field(const prof_field *f, prof_words_fn words, void *ctx,
     uint16_t nw = (uint16_t)mb_type_words(p->type);
     const uint16_t *w = words(ctx, p->table, p->address, nw);
     if (w == NULL) {
-      set_err(err, errlen, "%s register %u (%u word%s) not read",
-              table_name(p->table), (unsigned)p->address, (unsigned)nw,
+      prof_errf(err, errlen, "%s register %u (%u word%s) not read",
+              prof_table_name(p->table), (unsigned)p->address, (unsigned)nw,
               nw == 1 ? "" : "s");
       return -1;
     }
     double raw;
-    if (f->nparts == 1 && is_16bit_type(p->type)) {
+    if (f->nparts == 1 && prof_type_is_16bit(p->type)) {
       /* Bit fields: mask and shift pick bits out of the word before it is
        * read as a number. The defaults (0xFFFF, 0) leave it whole. */
       uint16_t x = (uint16_t)((w[0] & f->mask) >> f->shift);
@@ -99,20 +88,20 @@ int profile_decode_field(const prof_field *f, prof_words_fn words, void *ctx,
       raw = mb_decode(w, p->type, p->order);
     }
     if (!isfinite(raw)) {
-      set_err(err, errlen, "%s %s at %s register %u", isnan(raw) ? "NaN" :
-              "infinite", mb_type_name(p->type), table_name(p->table),
+      prof_errf(err, errlen, "%s %s at %s register %u", isnan(raw) ? "NaN" :
+              "infinite", mb_type_name(p->type), prof_table_name(p->table),
               (unsigned)p->address);
       return -1;
     }
     /* A float after integer parts is their fraction: it must stay below one
      * unit of the part before it, or the meter is mid-update or broken. For
      * the plain integer + fraction pair this is mb_totalizer's (-1, 1). */
-    if (i > 0 && is_float_type(p->type) &&
+    if (i > 0 && prof_type_is_float(p->type) &&
         !(fabs(raw * p->scale) < f->parts[i - 1].scale)) {
-      set_err(err, errlen,
+      prof_errf(err, errlen,
               "fraction %g at %s register %u is not below one unit of the "
               "integer part",
-              raw, table_name(p->table), (unsigned)p->address);
+              raw, prof_table_name(p->table), (unsigned)p->address);
       return -1;
     }
     sum += raw * p->scale;
@@ -122,14 +111,14 @@ int profile_decode_field(const prof_field *f, prof_words_fn words, void *ctx,
   if (f->has_unit_reg) {
     const uint16_t *w = words(ctx, f->unit_reg.table, f->unit_reg.address, 1);
     if (w == NULL) {
-      set_err(err, errlen, "unit register %s %u not read",
-              table_name(f->unit_reg.table), (unsigned)f->unit_reg.address);
+      prof_errf(err, errlen, "unit register %s %u not read",
+              prof_table_name(f->unit_reg.table), (unsigned)f->unit_reg.address);
       return -1;
     }
     double m = profile_unit_multiplier(f, w[0]);
     if (isnan(m)) {
-      set_err(err, errlen, "unknown unit code %u in %s register %u",
-              (unsigned)w[0], table_name(f->unit_reg.table),
+      prof_errf(err, errlen, "unknown unit code %u in %s register %u",
+              (unsigned)w[0], prof_table_name(f->unit_reg.table),
               (unsigned)f->unit_reg.address);
       return -1;
     }
@@ -137,7 +126,7 @@ int profile_decode_field(const prof_field *f, prof_words_fn words, void *ctx,
   }
   value += f->offset;
   if (!isfinite(value)) {
-    set_err(err, errlen, "value out of range after scaling");
+    prof_errf(err, errlen, "value out of range after scaling");
     return -1;
   }
   *out = value;
@@ -234,7 +223,7 @@ int profile_encode_field(const prof_field *f, double v, int unit_code,
       if (part_val[last - 1] < lo || part_val[last - 1] > hi)
         return -1;
       /* What is left is below the last part's resolution. */
-      part_val[last] = is_float_type(p->type)
+      part_val[last] = prof_type_is_float(p->type)
                            ? 0.0
                            : part_val[last] - sign * unit / p->scale;
     }
@@ -245,7 +234,7 @@ int profile_encode_field(const prof_field *f, double v, int unit_code,
     uint16_t words[4];
     uint16_t nw = (uint16_t)mb_type_words(p->type);
     double pv = part_val[i];
-    if (f->nparts == 1 && is_16bit_type(p->type)) {
+    if (f->nparts == 1 && prof_type_is_16bit(p->type)) {
       /* A bit field holds at most mask >> shift; saturate there rather than
        * let high bits spill into a neighbouring field. */
       double top = (double)(f->mask >> f->shift);
@@ -253,7 +242,7 @@ int profile_encode_field(const prof_field *f, double v, int unit_code,
         pv = top;
     }
     mb_encode(words, p->type, p->order, pv);
-    if (f->nparts == 1 && is_16bit_type(p->type))
+    if (f->nparts == 1 && prof_type_is_16bit(p->type))
       words[0] = (uint16_t)(((uint32_t)words[0] << f->shift) & f->mask);
     put(ctx, p->table, p->address, words, nw);
   }

@@ -124,4 +124,20 @@ typedef void (*prof_put_fn)(void *ctx, mb_table table, uint16_t address,
 int profile_encode_field(const prof_field *f, double v, int unit_code,
                          prof_put_fn put, void *ctx);
 
+/* Helpers the profile's model, its loader (config/profile_load.c) and the
+ * planner share. */
+
+/* Format an error into ERR (ERRLEN bytes); ERR may be NULL. */
+void prof_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* "input" or "holding". */
+static inline const char *prof_table_name(mb_table t) {
+  return t == MB_TABLE_INPUT ? "input" : "holding";
+}
+
+static inline bool prof_type_is_float(mb_type t) { return t == MB_T_F32 || t == MB_T_F64; }
+
+static inline bool prof_type_is_16bit(mb_type t) { return t == MB_T_U16 || t == MB_T_I16; }
+
 #endif
