@@ -1,3 +1,5 @@
+/* The broker connection: its CONNACK limits, acknowledgements, refusals,
+ * losses, and reconnecting with back-off. */
 #include "gateway/gw_impl.h"
 
 static void on_reconnect(uv_timer_t *t) {

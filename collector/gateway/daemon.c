@@ -1,3 +1,4 @@
+/* The gateway daemon's start-up, as a list of named steps, and its stop. */
 #include "gateway/gw_impl.h"
 
 static int read_secret(const cfg *c, char *out, size_t len) {

@@ -1,3 +1,5 @@
+/* Report periods: their timers, the reporter's reports published and
+ * pushed to the bureau. */
 #include "gateway/gw_impl.h"
 
 /* Reports: ask for every window of each period closed by now. */

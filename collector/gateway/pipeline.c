@@ -1,3 +1,6 @@
+/* The loop's wake-up: poll results, the reporter's reports, the broker's
+ * events and the store's, in that order; a poll result's effect on its
+ * meter. */
 #include "gateway/gw_impl.h"
 
 static void handle_result(gw *d, bus_result *r) {

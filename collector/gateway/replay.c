@@ -1,3 +1,5 @@
+/* Committed readings going out live, a chunk a loop turn, and the replay of
+ * the outbox after a reconnect or a restart. */
 #include "gateway/gw_impl.h"
 
 /* Ask the store for the next replay rows if the in-flight window (its lower

@@ -1,3 +1,5 @@
+/* The poll schedule: each meter's slots on the wall clock, steps of that
+ * clock, and the periodic gateway-state and maintenance timers. */
 #include "gateway/gw_impl.h"
 
 /* The step that first followed a reading taken when the wall clock stood at

@@ -1,3 +1,4 @@
+/* A reading as an MQTT message, its sequence reservation announced first. */
 #include "gateway/gw_impl.h"
 
 /* A reading's message: in BUF (LEN bytes) when it fits, which it does for

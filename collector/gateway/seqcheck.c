@@ -1,3 +1,5 @@
+/* Sequence numbers checked against the broker's retained reservations at
+ * the first connect (docs/daemon.md, "A database restored from a backup"). */
 #include "gateway/gw_impl.h"
 
 /* The reservations read back go to the store, which compares them with its

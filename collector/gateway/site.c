@@ -1,3 +1,5 @@
+/* The site topics: meter and gateway state and the online rate, each
+ * sized to the broker's Maximum Packet Size. */
 #include "gateway/gw_impl.h"
 
 /* Does a TOPIC message of LEN bytes fit the broker's Maximum Packet Size? */
