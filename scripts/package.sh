@@ -50,7 +50,7 @@ out=$(cd "$out" && pwd)
 
 # Debian's hardening flags for the target architecture (read by CMake at the
 # first configure of a folder).
-flags() { DEB_HOST_ARCH=$arch dpkg-buildflags --get "$1"; }
+flags() { DEB_HOST_ARCH=$arch DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get "$1"; }
 if [ ! -f "$build/CMakeCache.txt" ]; then
   export CFLAGS="$(flags CFLAGS) $(flags CPPFLAGS)"
   export LDFLAGS="$(flags LDFLAGS)"
