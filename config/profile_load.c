@@ -5,18 +5,27 @@
 #include <dirent.h>
 #include <errno.h>
 #include <float.h>
+#include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ydoc.h"
 
+/* The source tree's profiles, for a program run where it was built. */
 #ifndef IC_PROFILE_DIR
 #define IC_PROFILE_DIR "drivers/profiles"
+#endif
+/* The installed profiles, relative to the folder of the installed program
+ * (bin/ -> share/intake-collector/profiles with GNUInstallDirs). */
+#ifndef IC_PROFILE_RELDIR
+#define IC_PROFILE_RELDIR "../share/intake-collector/profiles"
 #endif
 
 /* Bounds: a meter with more values than this is not a flow meter, and a
@@ -559,7 +568,36 @@ mb_profile *profile_load_string(const char *name, const char *text, size_t len,
 
 /* ---------------------------------------------------------------- loading */
 
-const char *profile_builtin_dir(void) { return IC_PROFILE_DIR; }
+static const char *builtin_dir = IC_PROFILE_DIR;
+static char installed_dir[PATH_MAX];
+static pthread_once_t builtin_once = PTHREAD_ONCE_INIT;
+
+/* An installed program finds its profiles next to it: IC_PROFILE_RELDIR from
+ * the folder of /proc/self/exe, when that folder exists. A program run from
+ * its build tree has none there and keeps the compiled-in IC_PROFILE_DIR. */
+static void find_builtin_dir(void) {
+  char exe[PATH_MAX], cand[PATH_MAX + sizeof IC_PROFILE_RELDIR + 1];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0)
+    return;
+  exe[n] = '\0';
+  char *slash = strrchr(exe, '/');
+  if (slash == NULL)
+    return;
+  *slash = '\0';
+  int w = snprintf(cand, sizeof cand, "%s/%s", exe, IC_PROFILE_RELDIR);
+  if (w < 0 || (size_t)w >= sizeof cand)
+    return;
+  struct stat st;
+  if (realpath(cand, installed_dir) != NULL && stat(installed_dir, &st) == 0 &&
+      S_ISDIR(st.st_mode))
+    builtin_dir = installed_dir;
+}
+
+const char *profile_builtin_dir(void) {
+  pthread_once(&builtin_once, find_builtin_dir);
+  return builtin_dir;
+}
 
 static bool ends_with(const char *s, const char *suffix) {
   size_t n = strlen(s), m = strlen(suffix);

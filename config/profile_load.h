@@ -13,7 +13,7 @@
 #include "profile/profile.h"
 
 /* Load a profile. REF is a built-in name ([A-Za-z0-9_-]+, looked up in
- * PROFILE_DIR, or the compiled-in directory when it is NULL) or a path to a
+ * PROFILE_DIR, or profile_builtin_dir() when it is NULL) or a path to a
  * YAML file (anything containing '/' or ending in .yaml/.yml), relative paths
  * resolved against BASE_DIR. On failure returns NULL with a positioned error
  * ("FILE:LINE:COL: message") in err. Free it with profile_free. */
@@ -24,7 +24,9 @@ mb_profile *profile_load(const char *ref, const char *base_dir,
 mb_profile *profile_load_string(const char *name, const char *text, size_t len,
                                 char *err, size_t errlen);
 
-/* The compiled-in directory of built-in profiles. */
+/* The directory of the built-in profiles: share/intake-collector/profiles
+ * beside an installed program (found from /proc/self/exe), otherwise the
+ * compiled-in source tree's drivers/profiles. */
 const char *profile_builtin_dir(void);
 
 #endif

@@ -20,6 +20,8 @@ PACKAGES=(
   chromium fonts-noto-cjk netpbm
   # the fuzz targets (libFuzzer)
   clang libclang-rt-14-dev
+  # the install and package checks: the .deb, its lint, the units, the manuals
+  dpkg-dev fakeroot file lintian systemd man-db groff-base
 )
 
 missing=()
