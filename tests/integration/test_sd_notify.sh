@@ -6,8 +6,9 @@
 # store's writer thread is stuck in a write (tests/tools/failfs.c makes the
 # database's writes hang while a flag file exists), WATCHDOG=1 stops within
 # about two intervals, so systemd would restart it; it comes back once the
-# writer does. SIGTERM sends STOPPING=1 and the daemon exits 0. The socket
-# is a real unix datagram socket (tests/tools/notifysink.py).
+# writer does. SIGTERM sends STOPPING=1 and the daemon exits 0. The fleet
+# view says READY, its STATUS, WATCHDOG and STOPPING too. The socket is a
+# real unix datagram socket (tests/tools/notifysink.py).
 source "$(dirname "$0")/lib.sh"
 
 WD_MS=2000
@@ -80,6 +81,30 @@ check "STOPPING=1 at SIGTERM" at_least '^[0-9.]+ STOPPING=1$' 1
 stop_at=$(heard 'STOPPING=1$' | tail -n 1 | cut -d' ' -f1)
 expect_eq "nothing but the stop after STOPPING=1" 0 \
   "$(awk -v s="$stop_at" '$1 > s && $2 !~ /^STATUS=stopping$/' "$T/notify.txt" | wc -l)"
+
+# The fleet view: READY=1, a STATUS= line with the gateways heard and the
+# meters online, WATCHDOG=1 from its loop, STOPPING=1.
+cat >"$T/fleet.yaml" <<YAML
+fleet: {id: sdnf}
+mqtt: {url: "mqtt://127.0.0.1:$MQTT_PORT"}
+register:
+  - {site: sdn, meter: M1}
+  - {site: sdn, meter: M2}
+YAML
+start collector3 "$IC_BIN/intake-collector" --config "$T/site.yaml"
+wait_for "$T/collector3.out" '^ready' 20 "$collector3_PID"
+: >"$T/notify.txt"
+NOTIFY_SOCKET="$T/notify.sock" WATCHDOG_USEC=$((WD_MS * 1000)) \
+  start fleet "$IC_BIN/intake-collector" fleet --config "$T/fleet.yaml"
+check "fleet: READY=1 arrives" wait_until 20 "fleet READY=1" at_least '^[0-9.]+ READY=1$' 1
+check "fleet: its ready line was printed before READY=1" grep -q '^ready' "$T/fleet.out"
+check "fleet: STATUS= says the gateway heard and both meters online" \
+  wait_until 20 "fleet STATUS" at_least '^[0-9.]+ STATUS=1 gateways heard \(1 online\), 2/2 meters online$' 1
+check "fleet: WATCHDOG=1 arrives regularly" wait_until 20 "fleet WATCHDOG=1" at_least 'WATCHDOG=1$' 3
+stop_pid "$fleet_PID"
+expect_eq "fleet: exits 0" 0 "$STOP_RC"
+check "fleet: STOPPING=1 at SIGTERM" at_least '^[0-9.]+ STOPPING=1$' 1
+stop_pid "$collector3_PID"
 
 # Without NOTIFY_SOCKET nothing is sent (and nothing breaks): a second run
 # with the sink still there but not named.
