@@ -37,6 +37,7 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
   log_guard_std_fds();
+  log_detect_journal(); /* under systemd: priorities for journalctl -p */
   if (argc > 1 && strcmp(argv[1], "read") == 0) return cli_read(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "report") == 0) return cli_report(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "fleet") == 0) {

@@ -134,6 +134,7 @@ static int run_ctl(const char *path, int argc, char **argv) {
 
 int main(int argc, char **argv) {
   log_guard_std_fds();
+  log_detect_journal(); /* under systemd: priorities for journalctl -p */
   const char *config = NULL, *check = NULL, *profile_dir = NULL;
   const char *socket_path = NULL;
   sim_options opt = {0};
@@ -164,7 +165,7 @@ int main(int argc, char **argv) {
       case 'C': opt.control_path = optarg; break;
       case 's': socket_path = optarg; break;
       case 'w': opt.no_wire_time = true; break;
-      case 'v': log_set_level(LOG_DEBUG); break;
+      case 'v': log_set_level(LOGL_DEBUG); break;
       case 'V': printf("intake-sim %s\n", IC_VERSION); return 0;
       case 'h': usage(stdout); return 0;
       default: usage(stderr); return 2;

@@ -8,6 +8,8 @@ PACKAGES=(
   build-essential cmake pkg-config
   libmodbus-dev libuv1-dev libsqlite3-dev libyaml-dev libpaho-mqtt-dev
   libcjson-dev libssl-dev libcmocka-dev libcurl4-openssl-dev
+  # sd_notify: readiness, status, the watchdog (docs/daemon.md, Under systemd)
+  libsystemd-dev
   # tests and demo
   mosquitto mosquitto-clients mbpoll sqlite3 jq openssl
   # namespaces of the tests' own (a silent DNS server)
@@ -24,9 +26,13 @@ PACKAGES=(
   dpkg-dev fakeroot file lintian systemd man-db groff-base
 )
 
+# Installed for this machine's architecture (or for all): a cross build's
+# libraries for another architecture (libsystemd-dev:arm64) do not count.
+ARCH=$(dpkg --print-architecture)
 missing=()
 for p in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+  if ! dpkg-query -W -f='${db:Status-Abbrev}${Architecture}\n' "$p" 2>/dev/null |
+    grep -Eq "^ii +($ARCH|all)\$"; then
     missing+=("$p")
   fi
 done

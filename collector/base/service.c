@@ -3,12 +3,14 @@
 #include <signal.h>
 
 #include "base/log.h"
+#include "base/sdnotify.h"
 #include "base/secret.h"
 
 static void on_signal(uv_signal_t *h, int signum) {
   service_signals *s = h->data;
   if (s->stopping && *s->stopping) return;
   log_info("signal %d: stopping", signum);
+  sdnotify_stopping();
   if (s->stopping) *s->stopping = true;
   uv_stop(h->loop);
 }

@@ -15,8 +15,9 @@ typedef struct {
   bool *stopping; /* set at the first signal (may be NULL) */
 } service_signals;
 
-/* On SIGTERM or SIGINT: say so, set *STOPPING and stop LOOP (uv_stop). A
- * second signal while stopping is ignored. */
+/* On SIGTERM or SIGINT: say so (in the log, and STOPPING=1 to systemd),
+ * set *STOPPING and stop LOOP (uv_stop). A second signal while stopping is
+ * ignored. */
 void service_signals_start(service_signals *s, uv_loop_t *loop, bool *stopping);
 
 /* Close every handle of LOOP and run it until they are closed. */

@@ -17,6 +17,7 @@
 #include "mqtt/publisher.h"
 #include "reports/pusher.h"
 #include "reports/rate.h"
+#include "base/sdnotify.h"
 #include "base/secret.h"
 #include "base/service.h"
 
@@ -82,6 +83,8 @@ struct fleet {
   uv_loop_t loop;
   uv_async_t wake;
   service_signals signals;
+  sdnotify sd;     /* READY, STATUS, WATCHDOG to systemd */
+  bool stuck_told; /* the watchdog is withheld, and the log says why */
   uv_timer_t debounce, periodic, reconnect;
   int64_t reconnect_ms;
   publisher *pub;
@@ -562,6 +565,34 @@ static void on_wake(uv_async_t *a) {
   pub_event_free(ev);
 }
 
+/* The watchdog's question: this runs on the loop, so the loop turns; and
+ * paho's side gives its attempts and messages an outcome in time. */
+static bool fleet_alive(void *ctx, int64_t limit_ms, char *why, size_t len) {
+  fleet *fl = ctx;
+  bool ok = publisher_progressing(fl->pub, limit_ms, why, len);
+  if (!ok)
+    log_once(&fl->stuck_told, LOGL_ERROR,
+             "watchdog: not telling systemd the fleet view is alive: %s", why);
+  else if (fl->stuck_told) {
+    fl->stuck_told = false;
+    log_info("watchdog: the fleet view makes progress again");
+  }
+  return ok;
+}
+
+/* The STATUS line systemctl status shows. */
+static void fleet_describe(void *ctx, char *buf, size_t len) {
+  fleet *fl = ctx;
+  size_t gw_on = 0, on = 0;
+  for (size_t i = 0; i < fl->ngateways; i++)
+    if (fl->gateways[i].online) gw_on++;
+  for (size_t i = 0; i < fl->f->nmembers; i++)
+    if (fl->members[i].online) on++;
+  snprintf(buf, len, "%zu gateways heard (%zu online), %zu/%zu meters online%s",
+           fl->ngateways, gw_on, on, fl->f->nmembers,
+           fl->connected ? "" : ", broker not connected");
+}
+
 static void notify(void *ctx) {
   fleet *fl = ctx;
   uv_async_send(&fl->wake);
@@ -616,6 +647,7 @@ int fleetd_run(const fleet_cfg *f) {
     fl->nperiods++;
   }
   service_signals_start(&fl->signals, &fl->loop, NULL);
+  sdnotify_start(&fl->sd, &fl->loop, fleet_alive, fleet_describe, fl);
   if (f->push_url[0]) {
     if (outbox_open(&fl->outbox, &fl->loop, f->storage_path, outbox_failed, fl, err,
                     sizeof err) != 0) {
@@ -650,7 +682,9 @@ int fleetd_run(const fleet_cfg *f) {
   log_info("fleet %s: %zu registered meters, broker %s", f->id, f->nmembers, f->mqtt.url);
   printf("ready: fleet %s, %zu registered meters\n", f->id, f->nmembers);
   fflush(stdout);
+  sdnotify_ready(&fl->sd);
   uv_run(&fl->loop, UV_RUN_DEFAULT);
+  sdnotify_stop(&fl->sd);
   publish_rate(fl);
   rc = 0;
 out:

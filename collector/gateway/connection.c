@@ -65,18 +65,18 @@ static void take_limits(gw *d) {
   publisher_get_limits(d->pub, &d->lim);
   const pub_limits *l = &d->lim;
   if (l->fell_back)
-    log_once(&d->told_fallback, LOG_WARN,
+    log_once(&d->told_fallback, LOGL_WARN,
              "mqtt: the broker %s does not take MQTT 5: using MQTT 3.1.1 (no refusals by "
              "reason code, no flow-control window from the broker)",
              d->cfg->mqtt.url);
   if (!l->retain_available)
-    log_once(&d->told_no_retain, LOG_WARN,
+    log_once(&d->told_no_retain, LOGL_WARN,
              "mqtt: the broker keeps no retained messages (Retain Available 0): the state "
              "topics are published unretained, so a subscriber sees them only at their "
              "next change");
   if (l->server_keep_alive > 0 &&
       l->server_keep_alive != (int)(d->cfg->mqtt.keepalive_ms / 1000))
-    log_once(&d->told_keepalive, LOG_WARN,
+    log_once(&d->told_keepalive, LOGL_WARN,
              "mqtt: the broker sets the keep alive to %d s (mqtt.keepalive is %lld s); used "
              "from the next connection on",
              l->server_keep_alive, (long long)(d->cfg->mqtt.keepalive_ms / 1000));
@@ -165,15 +165,15 @@ static void on_connect_failed(gw *d, const pub_event *ev) {
   size_t n = sizeof d->connect_fail_told;
   if (ev->reason == 0x9B)
     /* Not a passing state: the broker's configuration must change. */
-    log_changed(told, n, ev->detail, LOG_ERROR,
+    log_changed(told, n, ev->detail, LOGL_ERROR,
                 "cannot use the broker %s: %s; retrying in %lld s", d->cfg->mqtt.url,
                 ev->detail, (long long)(ms / 1000));
   else if (ev->reason >= 0x80)
-    log_changed(told, n, ev->detail, LOG_WARN,
+    log_changed(told, n, ev->detail, LOGL_WARN,
                 "cannot connect to the broker %s: %s; retrying in %lld s", d->cfg->mqtt.url,
                 ev->detail, (long long)(ms / 1000));
   else
-    log_changed(told, n, ev->detail, LOG_WARN,
+    log_changed(told, n, ev->detail, LOGL_WARN,
                 "cannot connect to the broker %s: %s; retrying", d->cfg->mqtt.url,
                 ev->detail);
 }

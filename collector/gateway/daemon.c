@@ -263,11 +263,52 @@ static int init_buses(gw *d) {
   return 0;
 }
 
+/* The watchdog's question (docs/daemon.md, Under systemd): this runs on
+ * the loop, so the loop turns; the store's writer has come round its loop
+ * within the watchdog interval (it does every half second while waiting);
+ * and paho's side has given every connection attempt and every message an
+ * outcome in the time it allows itself (publisher_progressing). */
+static bool gw_alive(void *ctx, int64_t limit_ms, char *why, size_t len) {
+  gw *d = ctx;
+  int64_t silent = store_writer_silent_ms(d->store);
+  bool ok = true;
+  if (silent > limit_ms) {
+    snprintf(why, len, "the store's writer thread has been inside one round for %lld ms",
+             (long long)silent);
+    ok = false;
+  } else if (!publisher_progressing(d->pub, limit_ms, why, len)) {
+    ok = false;
+  }
+  if (!ok)
+    log_once(&d->stuck_told, LOGL_ERROR,
+             "watchdog: not telling systemd the gateway is alive: %s", why);
+  else if (d->stuck_told) {
+    d->stuck_told = false;
+    log_info("watchdog: the gateway makes progress again");
+  }
+  return ok;
+}
+
+/* The STATUS line systemctl status shows. */
+static void gw_describe(void *ctx, char *buf, size_t len) {
+  gw *d = ctx;
+  size_t on = 0;
+  for (size_t i = 0; i < d->cfg->nmeters; i++)
+    if (d->meters[i].st.state == MSTATE_ONLINE) on++;
+  store_stats ss;
+  store_get_stats(d->store, &ss);
+  snprintf(buf, len, "%zu/%zu meters online, %llu readings awaiting delivery%s%s", on,
+           d->cfg->nmeters, (unsigned long long)ss.undelivered,
+           d->connected ? "" : ", broker not connected",
+           ss.failing ? ", storage failing" : "");
+}
+
 /* Signals, the site's timers, maintenance now and periodically, and the
  * report periods (windows that closed while the gateway was down first). */
 static int init_timers(gw *d) {
   const cfg *c = d->cfg;
   service_signals_start(&d->signals, &d->loop, &d->stopping);
+  sdnotify_start(&d->sd, &d->loop, gw_alive, gw_describe, d);
   uv_timer_t *timers[] = {&d->gw_timer,    &d->replay_timer,    &d->site_timer,
                           &d->maint_timer, &d->reconnect_timer, &d->seq_timer};
   for (size_t i = 0; i < sizeof timers / sizeof *timers; i++) {
@@ -464,7 +505,9 @@ int daemon_run(const cfg *c) {
     printf("ready: polling %zu meters on %zu buses\n", c->nmeters, c->nbuses);
     fflush(stdout);
     log_info("ready");
+    sdnotify_ready(&d->sd);
     uv_run(&d->loop, UV_RUN_DEFAULT);
+    sdnotify_stop(&d->sd);
     stop_polling(d);
   }
   finish(d, started);

@@ -43,6 +43,7 @@
 #include "reports/pusher.h"
 #include "meter/quality.h"
 #include "reports/rate.h"
+#include "base/sdnotify.h"
 #include "base/secret.h"
 #include "base/service.h"
 #include "meter/reading.h"
@@ -147,6 +148,8 @@ struct gw {
   uv_loop_t loop;
   uv_async_t wake;
   service_signals signals;
+  sdnotify sd;      /* READY, STATUS, WATCHDOG to systemd */
+  bool stuck_told;  /* the watchdog is withheld, and the log says why */
   uv_timer_t gw_timer, replay_timer;
   /* Sequence numbers against the broker's retained reservations. */
   seq_phase seq_phase;

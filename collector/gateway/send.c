@@ -62,7 +62,7 @@ static send_result send_reading_text(gw *d, const store_reading *r, const char *
     /* Kept in the outbox: a broker with a larger limit takes it later. */
     d->too_large++;
     if (mi >= 0)
-      log_once(&d->meters[mi].too_big_told, LOG_WARN,
+      log_once(&d->meters[mi].too_big_told, LOGL_WARN,
                "mqtt: a reading of meter %s is %d bytes, larger than the broker "
                "takes (Maximum Packet Size %u): such readings stay in the outbox",
                r->meter, n, (unsigned)d->lim.maximum_packet_size);

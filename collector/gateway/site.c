@@ -60,7 +60,7 @@ static char *fit_document(gw *d, const char *topic, cJSON *o) {
  * even trimmed: counted, logged once per topic kind. */
 void gw__too_large(gw *d, int site_tag, const char *topic, size_t len) {
   d->too_large++;
-  log_once(&d->too_big_told[site_tag - TAG_GATEWAY], LOG_WARN, "mqtt: %s: a message of %zu bytes is larger than the broker takes (Maximum "
+  log_once(&d->too_big_told[site_tag - TAG_GATEWAY], LOGL_WARN, "mqtt: %s: a message of %zu bytes is larger than the broker takes (Maximum "
            "Packet Size %u): not sent",
            topic, len, (unsigned)d->lim.maximum_packet_size);
 }
@@ -79,7 +79,7 @@ void gw__publish_json(gw *d, const char *topic, cJSON *o, bool retained,
     } else {
       d->too_large++;
       if (meter >= 0 && meter < (int)d->cfg->nmeters)
-        log_once(&d->meters[meter].too_big_told, LOG_WARN,
+        log_once(&d->meters[meter].too_big_told, LOGL_WARN,
                  "mqtt: %s: a message of %zu bytes is larger than the broker takes "
                  "(Maximum Packet Size %u): not sent",
                  topic, strlen(s), (unsigned)d->lim.maximum_packet_size);

@@ -62,6 +62,7 @@ struct publisher {
   size_t window;         /* at most this many outstanding */
   bool pumping;          /* a thread is handing queued messages to paho */
   bool connected, connecting;
+  int64_t connecting_ns; /* when the attempt in progress began (monotonic) */
   bool dying;            /* paho has begun failing what is in flight: the
                             connection is going; send nothing more on it */
   bool acked;            /* the client has had a CONNACK: paho then keeps
@@ -753,6 +754,7 @@ static int connect_now(publisher *p) {
   p->conn = co;
   pthread_mutex_lock(&p->mu);
   p->connecting = true;
+  p->connecting_ns = mono_ns();
   pthread_mutex_unlock(&p->mu);
   int rc = MQTTAsync_connect(p->client, &p->conn);
   if (rc != MQTTASYNC_SUCCESS) {
@@ -780,6 +782,33 @@ int publisher_reconnect(publisher *p) {
   pthread_mutex_unlock(&p->mu);
   if (busy || MQTTAsync_isConnected(p->client)) return 0;
   return connect_now(p) == 0 ? 0 : -1;
+}
+
+bool publisher_progressing(publisher *p, int64_t grace_ms, char *why, size_t len) {
+  int64_t now = mono_ns(), grace = grace_ms * 1000000;
+  pthread_mutex_lock(&p->mu);
+  bool ok = true;
+  /* paho ends an attempt with a success or a failure within its connect
+   * timeout. */
+  int64_t attempt = (int64_t)p->conn.connectTimeout * 1000000000 + grace;
+  if (p->connecting && now - p->connecting_ns > attempt) {
+    ok = false;
+    snprintf(why, len, "a connection attempt has had no outcome for %lld s",
+             (long long)((now - p->connecting_ns) / 1000000000));
+  }
+  /* On a live connection a message is acknowledged, refused or failed with
+   * the connection, which paho's keepalive declares lost when the broker
+   * does not answer a ping within the interval. */
+  int64_t acked = 2 * (int64_t)p->conn.keepAliveInterval * 1000000000 + grace;
+  msg_ctx *c = p->pending.next;
+  while (ok && p->connected && !p->dying && c != &p->pending && c->gen != p->gen) c = c->next;
+  if (ok && p->connected && !p->dying && c != &p->pending && now - c->sent_ns > acked) {
+    ok = false;
+    snprintf(why, len, "a message handed to the MQTT client %lld s ago has had no outcome",
+             (long long)((now - c->sent_ns) / 1000000000));
+  }
+  pthread_mutex_unlock(&p->mu);
+  return ok;
 }
 
 /* Bytes of a variable byte integer. */

@@ -146,6 +146,15 @@ bool publisher_is_connected(publisher *p);
  * connecting already. */
 int publisher_reconnect(publisher *p);
 
+/* Whether paho's side makes progress (the watchdog's question, loop
+ * thread): false, with WHY, when a connection attempt has had no outcome
+ * for paho's connect timeout plus GRACE_MS, or when, connected, the oldest
+ * message handed to paho has had none for twice the keepalive plus
+ * GRACE_MS (by then paho has either had its PUBACK or declared the
+ * connection lost). A broker that is slow or away is progress too: its
+ * attempts fail and its connection is lost. */
+bool publisher_progressing(publisher *p, int64_t grace_ms, char *why, size_t len);
+
 /* Subscribe to FILTER at QoS 1 (call again after every reconnect: sessions
  * start clean). Messages arrive as PUB_EV_MESSAGE events. 0 or a PUB_E*
  * code (publisher_strerror). */

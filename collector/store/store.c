@@ -230,6 +230,9 @@ struct store {
   size_t *seq_touched;   /* slots advanced by the batch in progress */
   size_t seq_ntouched;
   _Atomic bool failing_flag;
+  /* When the writer last came round its loop (monotonic ms): at each
+   * wake-up, at least every BEAT_MS while it waits, and after each round. */
+  _Atomic int64_t beat_ms;
 };
 
 store_reading *store_reading_new(const char *fields, size_t len) {
@@ -351,6 +354,15 @@ static int64_t mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 static void seqs_clear(store *s);
+
+/* The writer waits at most this long at a time, so that its heartbeat
+ * (store_writer_silent_ms) says it is alive while nothing is queued. */
+#define BEAT_MS 500
+
+int64_t store_writer_silent_ms(store *s) {
+  int64_t d = mono_ms() - s->beat_ms;
+  return d > 0 ? d : 0;
+}
 
 static void free_ops(op *o) {
   while (o) {
@@ -571,6 +583,7 @@ int store_open(store **out, const store_options *opt, char *err, size_t errlen) 
     sqlite3_finalize(cnt);
   }
   s->open_max_id = atomic_load(&s->max_id);
+  s->beat_ms = mono_ms();
   if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
     snprintf(err, errlen, "cannot start the storage thread");
     goto fail;
@@ -1417,8 +1430,9 @@ static void *writer_main(void *arg) {
   for (;;) {
     pthread_mutex_lock(&s->mu);
     for (;;) {
-      if (s->stopping) break;
       int64_t now = mono_ms(), until;
+      s->beat_ms = now;
+      if (s->stopping) break;
       if (s->head) {
         until = s->first_queued_ms + s->commit_window_ms;
         if (s->urgent || now >= until) break;
@@ -1426,9 +1440,9 @@ static void *writer_main(void *arg) {
         until = s->retry_at_ms; /* the next attempt at the held operations */
         if (now >= until) break;
       } else {
-        pthread_cond_wait(&s->cv, &s->mu);
-        continue;
+        until = INT64_MAX; /* until something is queued */
       }
+      if (until > now + BEAT_MS) until = now + BEAT_MS;
       struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (long)(until % 1000) * 1000000L};
       pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     }
@@ -1448,6 +1462,7 @@ static void *writer_main(void *arg) {
       if (o->kind == OP_MAINTAIN && !s->failing) do_maintain(s, o->ts_ms);
     }
     free_ops(side);
+    s->beat_ms = mono_ms();
     xqueue_wake(&s->events);
     if (stop && !had) break;
   }

@@ -249,6 +249,12 @@ typedef struct {
 } store_stats;
 void store_get_stats(store *s, store_stats *out);
 
+/* How long (ms) since the writer thread last came round its loop: it does
+ * at least every half second while it waits, and after every round
+ * (transaction, replay read, maintenance pass), so a large value means it
+ * has been inside one round that long. Any thread. */
+int64_t store_writer_silent_ms(store *s);
+
 /* Stop the writer after it has committed everything queued so far, close the
  * database. FINAL, when not NULL, receives the counters as they stood at the
  * end. NULL is a no-op. */

@@ -5,6 +5,10 @@
  *   IC_FAILFS_FLAG=/path/to/flag while this file exists...
  *   IC_FAILFS_ERRNO=30           ...writes, syncs and truncations of them
  *                                fail with this errno (default EROFS)
+ *   IC_FAILFS_MODE=block         ...or wait instead, until the flag file is
+ *                                gone, as on a disk that stops answering (a
+ *                                dead USB stick, a hung NFS server): the
+ *                                thread that writes is stuck, not failed
  *
  * A real file system cannot be remounted read-only while the daemon holds
  * its database open for writing (the kernel answers EBUSY), so the tests use
@@ -18,7 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
+
+static bool flagged(void) {
+  const char *flag = getenv("IC_FAILFS_FLAG");
+  return flag && access(flag, F_OK) == 0;
+}
 
 static bool refused(int fd) {
   const char *dir = getenv("IC_FAILFS_DIR"), *flag = getenv("IC_FAILFS_FLAG");
@@ -29,6 +39,12 @@ static bool refused(int fd) {
   if (n < 0) return false;
   path[n] = '\0';
   if (strncmp(path, dir, strlen(dir)) != 0) return false;
+  const char *mode = getenv("IC_FAILFS_MODE");
+  if (mode && strcmp(mode, "block") == 0) {
+    struct timespec tick = {0, 10 * 1000000L};
+    while (flagged()) nanosleep(&tick, NULL);
+    return false;
+  }
   const char *e = getenv("IC_FAILFS_ERRNO");
   errno = e ? atoi(e) : EROFS;
   return true;
