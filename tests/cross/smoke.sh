@@ -98,8 +98,8 @@ settled() {
   [ "$(messages sub reading | jq -s 'length')" = "$(sql "$DB" 'SELECT count(*) FROM readings')" ]
 }
 check "the subscriber has every stored reading" wait_until 30 "the subscriber has every stored reading" settled
-rows=$(sql "$DB" "SELECT meter || '/' || seq FROM readings ORDER BY 1" | tr '\n' ' ')
-msgs=$(messages sub reading | jq -r '"\(.meter)/\(.seq)"' | sort -u | tr '\n' ' ')
+rows=$(sql "$DB" "SELECT meter || '/' || seq FROM readings" | LC_ALL=C sort -u | tr '\n' ' ')
+msgs=$(messages sub reading | jq -r '"\(.meter)/\(.seq)"' | LC_ALL=C sort -u | tr '\n' ' ')
 expect_eq "the readings on the broker are the database's, one for one" "$rows" "$msgs"
 expect_eq "every row is delivered" 0 "$(sql "$DB" 'SELECT count(*) FROM readings WHERE delivered != 1')"
 echo "# $(sql "$DB" 'SELECT count(*) FROM readings') readings stored and delivered"
