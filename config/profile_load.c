@@ -630,7 +630,15 @@ static void list_builtins(const char *dir, char *out, size_t cap) {
     return;
   }
   struct dirent *e;
-  while ((e = readdir(dp)) != NULL && n < PROF_MAX_BUILTINS) {
+  int read_err = 0;
+  while (n < PROF_MAX_BUILTINS) {
+    /* readdir tells the end from a failure (EOVERFLOW for a position that
+     * does not fit off_t, EIO) by errno only. */
+    errno = 0;
+    if ((e = readdir(dp)) == NULL) {
+      read_err = errno;
+      break;
+    }
     size_t len = strlen(e->d_name);
     if (len <= 5 || len - 5 >= sizeof names[0] || !ends_with(e->d_name, ".yaml"))
       continue;
@@ -640,6 +648,11 @@ static void list_builtins(const char *dir, char *out, size_t cap) {
       continue;
     sorted[n] = names[n];
     n++;
+  }
+  if (read_err != 0) {
+    snprintf(out, cap, "unreadable: %s", strerror(read_err));
+    closedir(dp);
+    return;
   }
   closedir(dp);
   if (n == 0) {

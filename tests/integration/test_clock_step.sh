@@ -56,8 +56,12 @@ step_flags() {
     | del(.seen)'
 }
 
-FAKETIME_LIB=$(ls /usr/lib/*/faketime/libfaketimeMT.so.1 2>/dev/null | head -n 1)
-[ -n "$FAKETIME_LIB" ] || { not_ok "libfaketime is not installed (scripts/deps.sh)"; finish; }
+# The build machine's own libfaketime: with foreign architectures installed
+# (scripts/cross.sh) /usr/lib holds other copies, which would not load into
+# the daemon. intake-collector is built for the build machine.
+MULTIARCH=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+FAKETIME_LIB=/usr/lib/$MULTIARCH/faketime/libfaketimeMT.so.1
+[ -f "$FAKETIME_LIB" ] || { not_ok "libfaketime is not installed for $MULTIARCH (scripts/deps.sh)"; finish; }
 
 read -r MQTT_PORT TCP_PORT SLOW_PORT < <(free_ports 3)
 INTERVAL=200

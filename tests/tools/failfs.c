@@ -15,6 +15,21 @@
  * this to see what the daemon does when its writes start failing and stop
  * failing again. Reads, and everything outside the directory, pass through.
  */
+
+/* Each call that takes a file offset comes in two symbols: the plain one
+ * with the C library's native off_t, and the one with a 64-bit offset
+ * (pwrite64, ftruncate64), which a program built with 64-bit file offsets
+ * calls, as SQLite is, on a 32-bit target always. Both are defined here,
+ * each with its own offset type, so this file is built with the native
+ * off_t whatever the build asks for: with _FILE_OFFSET_BITS=64 the headers
+ * would rename the plain declarations to the 64-bit symbols (and
+ * _TIME_BITS=64 needs _FILE_OFFSET_BITS=64). On a 64-bit target the two
+ * are the same function. */
+#undef _FILE_OFFSET_BITS
+#undef _TIME_BITS
+#ifndef _LARGEFILE64_SOURCE
+#define _LARGEFILE64_SOURCE 1
+#endif
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdbool.h>

@@ -51,6 +51,11 @@ static void test_rfc3339(void **state) {
                       "1970-01-01T00:00:00.000Z");
   assert_string_equal(clock_format_rfc3339(-1, buf, sizeof buf),
                       "1969-12-31T23:59:59.999Z");
+  /* Past January 2038 (a 64-bit time_t, on 32-bit targets too). */
+  assert_string_equal(clock_format_rfc3339(2147483648000, buf, sizeof buf),
+                      "2038-01-19T03:14:08.000Z");
+  assert_string_equal(clock_format_rfc3339(2214129600500, buf, sizeof buf),
+                      "2040-02-29T12:00:00.500Z");
 }
 
 static void test_clock_offset(void **state) {

@@ -765,7 +765,15 @@ static void test_wire_time(void **state) {
   assert_int_equal(mb_rtu_wire_us(0, 9600, 10), 0);
   assert_int_equal(mb_rtu_wire_us(8, 0, 10), 0);
   assert_int_equal(mb_rtu_wire_us(8, -9600, 10), 0);
+  /* The largest size: saturated where its bits or its microseconds
+   * overflow 64 bits (a 64-bit size_t), exact where they fit (a 32-bit one:
+   * 4.7e16 us). */
+#if SIZE_MAX > UINT64_MAX / 11
   assert_true(mb_rtu_wire_us(SIZE_MAX, 1, 11) == UINT64_MAX);
+  assert_true(mb_rtu_wire_us(UINT64_MAX / 11, 1, 11) == UINT64_MAX);
+#else
+  assert_true(mb_rtu_wire_us(SIZE_MAX, 1, 11) == (uint64_t)SIZE_MAX * 11u * 1000000u);
+#endif
 
   /* 3.5 characters of 11 bits at 9600: 4010.4 us, rounded up. */
   assert_int_equal(mb_rtu_silence_us(9600, 11), 4011);
