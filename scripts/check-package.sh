@@ -50,6 +50,8 @@ for s in postinst prerm postrm; do
 done
 ck "postinst makes the system user intake, in the group dialout" \
   grep -q 'adduser --quiet intake dialout' "$work/control/postinst"
+ck "postinst enables a unit only when it was installed before (never on a first install)" \
+  grep -q 'deb-systemd-helper debian-installed' "$work/control/postinst"
 ck "prerm stops both services on remove" \
   grep -q 'deb-systemd-invoke stop intake-collector.service' "$work/control/prerm"
 ck "postrm deletes /var/lib/intake-collector on purge only" \
