@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include <sys/stat.h>
+#include <arpa/inet.h>
 
 #include "profile_load.h"
 #include "ydoc.h"
@@ -451,7 +452,7 @@ static bool valid_host(const char *h) {
 
 static const char *const root_keys[] = {"site",   "mqtt",   "storage", "buses",
                                         "meters", "online", "sim",     "reports",
-                                        NULL};
+                                        "metrics", NULL};
 static const char *const reports_keys[] = {"periods",  "push_url",     "ca_file",
                                            "token_file", "push_timeout", NULL};
 static const char *const site_keys[] = {"id", "name", "timezone", NULL};
@@ -477,6 +478,7 @@ static const char *const online_keys[] = {"baseline",         "offline_after",
                                           "min_readings",     "min_completeness",
                                           "backoff_max",      NULL};
 static const char *const simtop_keys[] = {"control", NULL};
+static const char *const metrics_keys[] = {"listen", NULL};
 
 static void set_defaults(cfg *c) {
   snprintf(c->site.timezone, sizeof c->site.timezone, "Asia/Shanghai");
@@ -1194,6 +1196,58 @@ static int parse_simtop(ctx *x, const ydoc_node *root) {
                   sizeof x->c->sim.control);
 }
 
+/* metrics.listen: ADDRESS:PORT, the address an IPv4 literal or an IPv6 one
+ * in brackets ([::1]:9464); no names, so that starting never waits on DNS. */
+static int parse_metrics(ctx *x, const ydoc_node *root) {
+  const ydoc_node *m = opt_section(root, "metrics");
+  if (!m) return 0;
+  if (ydoc_check_map(x->d, m, "metrics", metrics_keys, x->err, x->errlen))
+    return -1;
+  const ydoc_node *v = ydoc_get(m, "listen");
+  if (!v) return 0;
+  if (v->kind != YDOC_SCALAR)
+    return ERR(x, v, "expected ADDRESS:PORT such as 127.0.0.1:9464");
+  const char *s = v->value;
+  if (!s[0]) return 0; /* written empty: off */
+  char host[64];
+  const char *port;
+  size_t hl;
+  bool v6 = s[0] == '[';
+  if (v6) {
+    const char *e = strchr(s, ']');
+    if (!e || e[1] != ':') goto bad;
+    hl = (size_t)(e - s - 1);
+    if (hl == 0 || hl >= sizeof host) goto bad;
+    memcpy(host, s + 1, hl);
+    port = e + 2;
+  } else {
+    const char *e = strrchr(s, ':');
+    if (!e) goto bad;
+    hl = (size_t)(e - s);
+    if (hl == 0 || hl >= sizeof host) goto bad;
+    memcpy(host, s, hl);
+    port = e + 1;
+  }
+  host[hl] = '\0';
+  unsigned char addr[16];
+  if (inet_pton(v6 ? AF_INET6 : AF_INET, host, addr) != 1) goto bad;
+  int64_t p = 0;
+  if (!port[0] || strlen(port) > 5) goto bad;
+  for (const char *q = port; *q; q++) {
+    if (!is_digit(*q)) goto bad;
+    p = p * 10 + (*q - '0');
+  }
+  if (p < 1 || p > 65535) goto bad;
+  memcpy(x->c->metrics.host, host, hl + 1);
+  x->c->metrics.port = (int)p;
+  return 0;
+bad:;
+  shown sh;
+  return ERR(x, v, "expected ADDRESS:PORT with an IPv4 address or an IPv6 one in "
+                   "brackets and a port 1..65535, such as 127.0.0.1:9464 or [::1]:9464, "
+                   "got %s", show(s, &sh));
+}
+
 int64_t cfg_meter_phase_ms(const cfg *c, size_t i) {
   const cfg_meter *m = &c->meters[i];
   size_t k = 0, n = 0;
@@ -1349,7 +1403,8 @@ int cfg_load(const char *path, const char *profile_dir, cfg **out, char *err,
       parse_site(&x, root) || parse_mqtt(&x, root) ||
       parse_storage(&x, root) || parse_buses(&x, root) ||
       parse_meters(&x, root) || parse_online(&x, root) ||
-      parse_simtop(&x, root) || parse_reports(&x, root))
+      parse_simtop(&x, root) || parse_reports(&x, root) ||
+      parse_metrics(&x, root))
     goto fail;
   ydoc_free(d);
   *out = c;

@@ -176,6 +176,13 @@ typedef struct {
   } sim;
 
   struct {
+    /* metrics.listen: the metrics endpoint's address, an IPv4 or IPv6
+     * literal (without brackets), and its port; host "" when off. */
+    char host[64];
+    int port;
+  } metrics;
+
+  struct {
     /* Report periods as written: "hourly", "daily", "monthly" (or "hour",
      * "day", "month") or a duration of at least 1s. Default hourly, daily. */
     size_t nperiods;

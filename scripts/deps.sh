@@ -24,6 +24,8 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # the install and package checks: the .deb, its lint, the units, the manuals
   dpkg-dev fakeroot file lintian systemd man-db groff-base
+  # the metrics endpoint: scraped by curl, promtool and a Prometheus server
+  curl prometheus
 )
 
 # Installed for this machine's architecture (or for all): a cross build's

@@ -394,7 +394,8 @@ static int start_delivery(gw *d) {
 
 static int (*const start_steps[])(gw *d) = {
     init_loop,      init_periods, init_plans,  init_store,  init_reporter, init_pusher,
-    init_publisher, init_buses,   init_timers, init_meters, start_delivery,
+    init_publisher, init_buses,   init_timers, init_meters, gw__metrics_start,
+    start_delivery,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -474,6 +475,7 @@ static void free_gw(gw *d) {
     for (size_t i = 0; i < c->nmeters; i++) free(d->meters[i].topic_reading);
   free(d->meters);
   free(d->acks);
+  free(d->bus_hist);
   free(d->workers);
   free(d);
 }
@@ -488,6 +490,7 @@ static void finish(gw *d, bool clean) {
   if (d->store) close_store(d, clean);
   if (d->pub) close_publisher(d, clean);
   pusher_close(d->pusher);
+  gw__metrics_stop(d);
   if (d->loop_ready) service_close_all(&d->loop);
   free_gw(d);
 }

@@ -13,6 +13,7 @@
  *   seqcheck.c   sequence numbers checked against the broker's at connect
  *   site.c       the site topics: meter and gateway state, online rate
  *   periods.c    report periods: timers, the reporter's results, pushing
+ *   observe.c    the metrics endpoint: /metrics and /status
  */
 #ifndef IC_GW_IMPL_H
 #define IC_GW_IMPL_H
@@ -49,6 +50,7 @@
 #include "meter/reading.h"
 #include "reports/reporter.h"
 #include "store/store.h"
+#include "metrics/http.h"
 
 /* In-flight QoS 1 numbered readings we allow; replay only uses the lower
  * half so live readings always find room. paho's window is larger by
@@ -115,7 +117,17 @@ typedef struct {
   int64_t seq_reserved;    /* the store's reservation, as last heard */
   int64_t seq_announced;   /* the reservation announced on this connection */
   int64_t broker_reserved; /* read back at the first connect (0: none) */
+  uint64_t polls;          /* for the metrics: polls and failures by kind */
+  uint64_t failures[TR_NKINDS + 1];
 } meter_rt;
+
+/* Upper bounds (seconds) of the poll-duration histogram's buckets. */
+#define POLL_HIST_BUCKETS 11
+extern const double gw__poll_hist_le[POLL_HIST_BUCKETS];
+typedef struct {
+  uint64_t count[POLL_HIST_BUCKETS + 1]; /* the last: over every bound */
+  double sum_s;
+} poll_hist;
 
 typedef struct {
   gw *d;
@@ -222,6 +234,11 @@ struct gw {
   uint64_t failures[TR_NKINDS + 1];
   uint64_t published, delivered, refused, historical, unstored;
   uint64_t too_large;         /* messages larger than the broker takes */
+  /* The metrics endpoint (NULL when off), poll durations by bus, and the
+   * database's size at the last maintenance pass. */
+  httpd *metrics;
+  poll_hist *bus_hist;
+  int64_t storage_bytes;
 };
 
 static inline const char *fail_name(int code) { return tr_code_name(code); }
@@ -258,6 +275,7 @@ void gw__publish_json(gw *d, const char *topic, cJSON *o, bool retained, int met
 int gw__publish_report_text(gw *d, const char *topic, const char *body);
 void gw__add_ts(cJSON *o, const char *key, int64_t ms);
 void gw__publish_meter_state(gw *d, meter_rt *m);
+cJSON *gw__gateway_state_json(gw *d, bool online);
 void gw__publish_gateway_state(gw *d, bool online);
 void gw__publish_online_rate(gw *d);
 void gw__meter_changed(gw *d, meter_rt *m, mstate_change ch);
@@ -297,6 +315,11 @@ void gw__check_clock(gw *d);
 void gw__schedule(meter_rt *m, int64_t now);
 void gw__on_maintenance(uv_timer_t *t);
 void gw__on_gateway_timer(uv_timer_t *t);
+
+/* observe.c */
+int gw__metrics_start(gw *d);
+void gw__metrics_stop(gw *d);
+void gw__count_poll(gw *d, meter_rt *m, const bus_result *r);
 
 /* periods.c */
 void gw__arm_period(period_rt *p);

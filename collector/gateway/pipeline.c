@@ -7,6 +7,7 @@ static void handle_result(gw *d, bus_result *r) {
   meter_rt *m = &d->meters[r->meter];
   m->pending = false;
   d->polls++;
+  gw__count_poll(d, m, r);
   const cfg_meter *mc = m->cfg;
   if (r->rc == TR_OK) {
     /* Each field: its name (at most PROF_NAME_MAX - 1), quotes, colon,
@@ -55,7 +56,7 @@ static void handle_result(gw *d, bus_result *r) {
     }
   }
   int k = -r->rc;
-  if (k >= 1 && k <= TR_NKINDS) d->failures[k]++;
+  if (k >= 1 && k <= TR_NKINDS) d->failures[k]++, m->failures[k]++;
   /* Poll counts are statistics, refused only while stopping or out of
    * memory (only readings meet a full queue). */
   (void)store_count_poll(d->store, mc->id, r->start_ms, store_poll_failed(r->rc));
@@ -143,6 +144,7 @@ static void on_maintained(gw *d, const store_event *e) {
     log_error("storage: %lld bytes, over the %lld limit, and nothing left to remove",
               (long long)e->bytes, (long long)d->cfg->storage.max_size);
   d->storage_over = e->over;
+  if (e->bytes > 0) d->storage_bytes = e->bytes;
 }
 
 /* The store's events, in order. A commit's and a replay batch's event is

@@ -129,7 +129,9 @@ void gw__publish_meter_state(gw *d, meter_rt *m) {
   cJSON_Delete(o);
 }
 
-void gw__publish_gateway_state(gw *d, bool online) {
+/* The gateway state document, as published and as the metrics endpoint's
+ * /status gives it. */
+cJSON *gw__gateway_state_json(gw *d, bool online) {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddBoolToObject(o, "online", online);
   cJSON_AddStringToObject(o, "version", IC_VERSION);
@@ -184,6 +186,11 @@ void gw__publish_gateway_state(gw *d, bool online) {
       cJSON_AddNumberToObject(r, "p99", round(p99 * 1000) / 1000);
     }
   }
+  return o;
+}
+
+void gw__publish_gateway_state(gw *d, bool online) {
+  cJSON *o = gw__gateway_state_json(d, online);
   if (!d->gateway_refused) gw__publish_json(d, d->topic_gateway, o, true, TAG_GATEWAY);
   cJSON_Delete(o);
 }

@@ -208,4 +208,40 @@ rc=0
 expect_eq "an oversubscribed line is still a valid site" 0 "$rc"
 w=$(grep -c "warning: bus line1: its 32 meters need about [0-9.]* s of line time a second at 9600 baud" "$T/busy.out" || true)
 expect_eq "and gets one warning, for that line only" "1 1" "$w $(grep -c warning "$T/busy.out" || true)"
+# metrics.listen: an address literal and a port.
+for bad in "localhost:9464" "127.0.0.1" "127.0.0.1:0" "127.0.0.1:65536" "::1:9464" "[::1]9464" "1.2.3:80"; do
+  { good_head; cat <<YAML; } >"$T/metrics-listen.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0}
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf2000m}
+metrics:
+  listen: "$bad"
+YAML
+  case_ metrics-listen 12 11 'expected ADDRESS:PORT'
+done
+{ good_head; cat <<'YAML'; } >"$T/metrics-key.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0}
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf2000m}
+metrics:
+  listen: 127.0.0.1:9464
+  port: 1
+YAML
+case_ metrics-key 13 3 'unknown key "port" in metrics'
+for good in "127.0.0.1:9464" "[::1]:9464" "0.0.0.0:1"; do
+  { good_head; cat <<YAML; } >"$T/metrics-good.yaml"
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0}
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf2000m}
+metrics:
+  listen: "$good"
+YAML
+  rc=0
+  "$IC_BIN/intake-collector" --check-config "$T/metrics-good.yaml" >/dev/null 2>"$T/metrics-good.err" || rc=$?
+  expect_eq "metrics.listen $good is accepted" 0 "$rc"
+done
+
 finish

@@ -1,0 +1,37 @@
+/* A small HTTP/1.1 responder on a libuv loop, for the metrics endpoint: GET
+ * (and HEAD) requests answered from a handler, one request a connection
+ * (Connection: close). Bounded: at most HTTPD_MAX_CONNS connections (more are
+ * accepted and closed at once), a request head of at most HTTPD_MAX_HEAD
+ * bytes (431 otherwise), HTTPD_TIMEOUT_MS for a connection from accept to
+ * its answer. Runs on the loop's thread only. */
+#ifndef IC_HTTP_H
+#define IC_HTTP_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "metrics/metrics.h"
+
+#define HTTPD_MAX_CONNS 64
+#define HTTPD_MAX_HEAD 8192
+#define HTTPD_TIMEOUT_MS 5000
+
+/* The handler's answer for PATH (without its query): the status (200, 404),
+ * the body into BODY and its content type into *CTYPE. */
+typedef int (*httpd_handler)(void *ctx, const char *path, mtext *body, const char **ctype);
+
+typedef struct httpd httpd;
+
+/* Listen on HOST (an IPv4 or IPv6 literal) and PORT. 0, or -1 with ERR. */
+int httpd_start(httpd **out, uv_loop_t *loop, const char *host, int port,
+                httpd_handler handler, void *ctx, char *err, size_t errlen);
+
+/* Connections open now, and those refused for the limit so far. */
+size_t httpd_connections(const httpd *h);
+unsigned long long httpd_refused(const httpd *h);
+
+/* Close the listener and every connection; the memory goes when libuv has
+ * closed them (the loop must run). NULL is a no-op. */
+void httpd_close(httpd *h);
+
+#endif
