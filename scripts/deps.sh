@@ -26,6 +26,8 @@ PACKAGES=(
   dpkg-dev fakeroot file lintian systemd man-db groff-base
   # the metrics endpoint: scraped by curl, promtool and a Prometheus server
   curl prometheus
+  # the notify socket of the sd_notify test (tests/tools/notifysink.py)
+  python3
 )
 
 # Installed for this machine's architecture (or for all): a cross build's
