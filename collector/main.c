@@ -21,17 +21,19 @@ static void usage(FILE *f) {
           "       intake-collector read --config FILE [--meter ID]... [--json]\n"
           "       intake-collector report --config FILE --from DATE --to DATE\n"
           "                        [--period day|hour|month|DURATION] [--format json|csv|html]\n"
+          "       intake-collector reload --config FILE\n"
           "       intake-collector fleet --config FLEET.yaml [--check-config]\n"
           "       intake-collector --version\n"
           "\n"
           "  --config FILE        run the daemon: poll, store, publish, until\n"
-          "                       SIGTERM or SIGINT\n"
+          "                       SIGTERM or SIGINT; SIGHUP reloads FILE\n"
           "  --log-level LEVEL    error, warn, info (default) or debug\n"
           "  --log-time           stamp log lines (journald stamps them itself)\n"
           "  --check-config FILE  validate a site file and exit: 0 when valid,\n"
           "                       1 with FILE:LINE:COL: message when not\n"
           "  read                 poll meters once and print their values\n"
           "  report               online-rate reports from the database\n"
+          "  reload               check FILE and have the running gateway apply it\n"
           "  fleet                the bureau's online rate across gateways\n");
 }
 
@@ -40,6 +42,7 @@ int main(int argc, char **argv) {
   log_detect_journal(); /* under systemd: priorities for journalctl -p */
   if (argc > 1 && strcmp(argv[1], "read") == 0) return cli_read(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "report") == 0) return cli_report(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "reload") == 0) return cli_reload(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "fleet") == 0) {
     const char *fpath = NULL;
     bool check_only = false;
@@ -115,9 +118,7 @@ int main(int argc, char **argv) {
       return 1;
     }
     signal(SIGPIPE, SIG_IGN);
-    int rc = daemon_run(c);
-    cfg_free(c);
-    return rc;
+    return daemon_run(c, profile_dir);
   }
   usage(stderr);
   return 2;

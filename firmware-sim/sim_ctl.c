@@ -173,6 +173,14 @@ static int control_status(sim *s, char *out, size_t outlen) {
     if (w < 0 || (size_t)w >= outlen - used) goto too_long;
     used += (size_t)w;
   }
+  for (size_t i = 0; i < s->nbuses; i++) {
+    const sim_bus *b = &s->buses[i];
+    if (b->cfg->transport == CFG_TRANSPORT_RTU) continue;
+    w = snprintf(out + used, outlen - used, "bus %s accepted=%llu open=%zu\n", b->cfg->id,
+                 (unsigned long long)b->accepted, b->nconns);
+    if (w < 0 || (size_t)w >= outlen - used) goto too_long;
+    used += (size_t)w;
+  }
   w = snprintf(out + used, outlen - used, "ok\n");
   if (w < 0 || (size_t)w >= outlen - used) goto too_long;
   return 0;
@@ -198,7 +206,7 @@ int sim_control(sim *s, const char *line, char *out, size_t outlen) {
              "  fault METER MODE     none|offline|flaky|slow|crc|exception|garbage|reset\n"
              "  pin METER FIELD VAL  pin a field to a value\n"
              "  unpin METER FIELD    let the physics drive it again\n"
-             "  status               one line per meter\n"
+             "  status               one line per meter, then per network bus\n"
              "ok\n");
     return 0;
   }

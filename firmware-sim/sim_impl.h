@@ -83,6 +83,7 @@ struct sim_bus {
   bool server_open;
   sim_conn *conns;
   size_t nconns;
+  uint64_t accepted; /* connections taken so far (status: a client's reconnects) */
   /* rtu */
   int master_fd;
   int slave_fd;

@@ -255,6 +255,7 @@ static void on_connection(uv_stream_t *server, int status) {
     sim__conn_close(c);
     return;
   }
+  b->accepted++;
   if (!room) {
     log_warn("bus %s: out of memory for a client's timers, refusing it",
              b->cfg->id);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
+#include <time.h>
 
 bool sdnotify_listening(void) {
   const char *s = getenv("NOTIFY_SOCKET");
@@ -62,6 +63,22 @@ void sdnotify_start(sdnotify *n, uv_loop_t *loop, sdnotify_alive_fn alive,
 void sdnotify_ready(sdnotify *n) {
   if (!sdnotify_listening()) return;
   status_now(n, "READY=1\n");
+}
+
+void sdnotify_reloading(sdnotify *n, bool begins) {
+  if (!sdnotify_listening()) return;
+  if (!begins) {
+    status_now(n, "READY=1\n");
+    return;
+  }
+  /* MONOTONIC_USEC: systemd (253 and later) tells this reload apart from
+   * an earlier one by it. */
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  char msg[96];
+  snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
+           (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+  (void)sd_notify(0, msg);
 }
 
 void sdnotify_stop(sdnotify *n) {

@@ -56,6 +56,10 @@ void sdnotify_start(sdnotify *n, uv_loop_t *loop, sdnotify_alive_fn alive,
 /* READY=1 with the first STATUS line. */
 void sdnotify_ready(sdnotify *n);
 
+/* A reload BEGINS (RELOADING=1) or has ended (READY=1 with the STATUS
+ * line), as systemd's Type=notify-reload expects. */
+void sdnotify_reloading(sdnotify *n, bool begins);
+
 /* No more STATUS or WATCHDOG (the daemon is stopping). */
 void sdnotify_stop(sdnotify *n);
 

@@ -14,4 +14,8 @@ int cli_read(int argc, char **argv);
  * [--format json|csv]: online-rate reports from the database. */
 int cli_report(int argc, char **argv);
 
+/* `intake-collector reload --config FILE`: check FILE, then SIGHUP the
+ * gateway running on its database. */
+int cli_reload(int argc, char **argv);
+
 #endif

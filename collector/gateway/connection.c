@@ -43,12 +43,13 @@ static void suspect_loss(gw *d, uint64_t tag) {
   int64_t row = tag_row(tag);
   int mi = tag_meter(tag);
   d->set_aside++;
-  if (mi >= 0 && mi < (int)d->cfg->nmeters) {
-    d->meters[mi].refused = true;
+  meter_rt *m = gw__meter_by_key(d, mi);
+  if (m) {
+    m->refused = true;
     log_warn("mqtt: the broker closed the connection twice on the %s of meter %s: its "
              "messages are set aside until the gateway restarts (its readings stay in "
              "the outbox)",
-             row ? "reading" : "state", d->cfg->meters[mi].id);
+             row ? "reading" : "state", m->cfg->id);
   } else if (mi >= TAG_GATEWAY && mi <= TAG_REPORTS) {
     bool *flag = mi == TAG_GATEWAY ? &d->gateway_refused
                  : mi == TAG_RATE  ? &d->rate_refused
@@ -125,10 +126,11 @@ static void on_connected(gw *d) {
   gw__replay_drop(d);
   log_info("broker connected: %s", d->cfg->mqtt.url);
   gw__publish_gateway_state(d, true);
-  for (size_t i = 0; i < d->cfg->nmeters; i++) gw__publish_meter_state(d, &d->meters[i]);
+  gw__publish_removed(d); /* before the meters': one may have come back */
+  for (size_t i = 0; i < d->cfg->nmeters; i++) gw__publish_meter_state(d, d->meters[i]);
   gw__publish_online_rate(d);
   gw__publish_latest_reports(d);
-  for (size_t i = 0; i < d->cfg->nmeters; i++) d->meters[i].seq_announced = 0;
+  for (size_t i = 0; i < d->cfg->nmeters; i++) d->meters[i]->seq_announced = 0;
   if (d->seq_phase == SEQ_CHECKED)
     gw__begin_replay(d);
   else if (d->seq_phase != SEQ_STORING)
@@ -146,6 +148,28 @@ static void on_lost(gw *d, const pub_event *ev) {
   suspect_loss(d, ev->tag);
   if (!d->stopping) schedule_reconnect(d, false, false);
   gw__pubq_free(d); /* they stay in the outbox for the replay */
+  gw__replay_forget(d);
+  gw__replay_drop(d);
+  d->inflight = 0;
+  d->replay_active = false;
+  uv_timer_stop(&d->replay_timer);
+}
+
+/* A new broker client replaces the old one (a reload changed mqtt.*):
+ * what the old connection had in flight is forgotten, as on a loss. A
+ * check of sequence numbers still reading starts again on the new
+ * connection; one done stands (the database is the same). */
+void gw__connection_reset(gw *d) {
+  d->connected = false;
+  if (d->seq_phase == SEQ_READING) {
+    uv_timer_stop(&d->seq_timer);
+    d->seq_phase = SEQ_UNCHECKED;
+  }
+  uv_timer_stop(&d->reconnect_timer);
+  backoff_reset(&d->reconnect_ms);
+  d->suspect_tag = 0;
+  d->suspect_losses = 0;
+  gw__pubq_free(d);
   gw__replay_forget(d);
   gw__replay_drop(d);
   d->inflight = 0;
@@ -192,14 +216,15 @@ static void on_failed(gw *d, const pub_event *ev) {
   if (row && d->inflight) d->inflight--;
   if (ev->reason < 0x80) return; /* not sent: replayed after a reconnect */
   d->refused++;
-  if (mi >= 0 && mi < (int)d->cfg->nmeters && !d->meters[mi].refused) {
+  meter_rt *m = gw__meter_by_key(d, mi);
+  if (m && !m->refused) {
     /* A broker that refuses a topic will refuse it again (and some close
      * the connection each time): hold this meter's messages back until
      * the gateway restarts, and let the others through. */
-    d->meters[mi].refused = true;
+    m->refused = true;
     log_warn("broker refused a message of meter %s: %s; its readings stay "
              "in the outbox until the gateway restarts",
-             d->cfg->meters[mi].id, ev->detail);
+             m->cfg->id, ev->detail);
   } else if (mi >= TAG_GATEWAY && mi <= TAG_REPORTS) {
     bool *flag = mi == TAG_GATEWAY ? &d->gateway_refused
                  : mi == TAG_RATE  ? &d->rate_refused

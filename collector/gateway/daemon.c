@@ -66,6 +66,15 @@ static int init_loop(gw *d) {
   d->wake.data = d;
   uv_idle_init(&d->loop, &d->pub_idle);
   d->pub_idle.data = d;
+  gw__site_topics(d);
+  d->config_applied_ms = d->started_ms;
+  if (gw__file_digest(c->path, d->config_digest) != 0) d->config_digest[0] = '\0';
+  return 0;
+}
+
+/* The site's own topics, under the current prefix. */
+void gw__site_topics(gw *d) {
+  const cfg *c = d->cfg;
   snprintf(d->topic_gateway, sizeof d->topic_gateway, "%s/%s/gateway/state",
            c->mqtt.topic_prefix, c->site.id);
   snprintf(d->topic_rate, sizeof d->topic_rate, "%s/%s/online-rate",
@@ -74,7 +83,9 @@ static int init_loop(gw *d) {
            c->site.id);
   snprintf(d->topic_seq_sync, sizeof d->topic_seq_sync, "%s/%s/gateway/seq",
            c->mqtt.topic_prefix, c->site.id);
-  return 0;
+  for (size_t i = 0; i < d->nperiods; i++)
+    snprintf(d->period_rt[i].topic, sizeof d->period_rt[i].topic, "%s/%s/report/%s",
+             c->mqtt.topic_prefix, c->site.id, d->periods[i].name);
 }
 
 /* Report windows follow the site's time zone; logs and timestamps are UTC
@@ -99,26 +110,15 @@ static int init_periods(gw *d) {
   return 0;
 }
 
-/* Each meter's requests, planned from its profile. */
+/* The configuration in use: each meter's requests, planned from its
+ * profile. */
 static int init_plans(gw *d) {
-  const cfg *c = d->cfg;
   char err[1024];
-  d->plans = calloc(c->nmeters, sizeof *d->plans);
-  d->meters = calloc(c->nmeters, sizeof *d->meters);
-  d->workers = calloc(c->nbuses, sizeof *d->workers);
-  if (!d->plans || !d->meters || !d->workers) {
-    log_error("out of memory");
+  if (!(d->gen = gw__gen_new(d->owned_cfg, err, sizeof err))) {
+    log_error("%s", err);
     return -1;
   }
-  for (size_t i = 0; i < c->nmeters; i++) {
-    const cfg_bus *b = cfg_meter_bus(c, &c->meters[i]);
-    d->plans[i] = plan_build(c->meters[i].profile, b->max_gap, b->max_registers,
-                             err, sizeof err);
-    if (!d->plans[i]) {
-      log_error("meter %s: %s", c->meters[i].id, err);
-      return -1;
-    }
-  }
+  d->owned_cfg = NULL;
   return 0;
 }
 
@@ -204,16 +204,16 @@ static int init_pusher(gw *d) {
   return 0;
 }
 
-/* The broker client (not connected yet: see start_delivery). */
-static int init_publisher(gw *d) {
-  const cfg *c = d->cfg;
+/* A broker client for configuration C (not connected yet: see
+ * start_delivery). */
+int gw__publisher_new(gw *d, const cfg *c, publisher **out) {
   char err[1024];
-  for (size_t i = 0; i < c->nmeters; i++)
-    (void)store_meter_configured(d->store, c->meters[i].id, d->started_ms); /* as above */
   char secret[SECRET_MAX + 1];
   if (read_secret(c, secret, sizeof secret) != 0) return -1;
-  char will[256];
+  char will[256], will_topic[256];
   snprintf(will, sizeof will, "{\"online\":false,\"version\":\"%s\"}", IC_VERSION);
+  snprintf(will_topic, sizeof will_topic, "%s/%s/gateway/state", c->mqtt.topic_prefix,
+           c->site.id);
   publisher_options po = {
       .url = c->mqtt.url,
       .client_id = c->mqtt.client_id,
@@ -224,13 +224,13 @@ static int init_publisher(gw *d) {
       .ca_file = c->mqtt.ca_file,
       .cert_file = c->mqtt.cert_file,
       .key_file = c->mqtt.key_file,
-      .will_topic = d->topic_gateway,
+      .will_topic = will_topic,
       .will_payload = will,
       .max_inflight = MAX_INFLIGHT + SITE_HEADROOM,
       .notify = gw__notify,
       .notify_ctx = d,
   };
-  int rc = publisher_new(&d->pub, &po, err, sizeof err);
+  int rc = publisher_new(out, &po, err, sizeof err);
   memset(secret, 0, sizeof secret);
   if (rc != 0) {
     log_error("mqtt: %s", err);
@@ -239,12 +239,13 @@ static int init_publisher(gw *d) {
   return 0;
 }
 
+static int init_publisher(gw *d) { return gw__publisher_new(d, d->cfg, &d->pub); }
+
 /* A serial line keeps a thread of its own; network buses run on the loop. */
 static int init_buses(gw *d) {
   const cfg *c = d->cfg;
   char err[1024];
-  if (netbuses_new(&d->net, &d->loop, c, d->plans, gw__on_net_result, d, err,
-                   sizeof err) != 0) {
+  if (netbuses_new(&d->net, &d->loop, gw__on_net_result, d, err, sizeof err) != 0) {
     log_error("%s", err);
     return -1;
   }
@@ -252,15 +253,7 @@ static int init_buses(gw *d) {
     char w[512];
     if (busload_warning(c, b, w, sizeof w)) log_warn("%s", w);
   }
-  for (size_t b = 0; b < c->nbuses; b++) {
-    if (c->buses[b].transport != CFG_TRANSPORT_RTU) continue;
-    if (busworker_start(&d->workers[b], c, b, d->plans, gw__notify, d, err,
-                        sizeof err) != 0) {
-      log_error("%s", err);
-      return -1;
-    }
-  }
-  return 0;
+  return gw__buses_open(d);
 }
 
 /* The watchdog's question (docs/daemon.md, Under systemd): this runs on
@@ -294,7 +287,7 @@ static void gw_describe(void *ctx, char *buf, size_t len) {
   gw *d = ctx;
   size_t on = 0;
   for (size_t i = 0; i < d->cfg->nmeters; i++)
-    if (d->meters[i].st.state == MSTATE_ONLINE) on++;
+    if (d->meters[i]->st.state == MSTATE_ONLINE) on++;
   store_stats ss;
   store_get_stats(d->store, &ss);
   snprintf(buf, len, "%zu/%zu meters online, %llu readings awaiting delivery%s%s", on,
@@ -305,9 +298,28 @@ static void gw_describe(void *ctx, char *buf, size_t len) {
 
 /* Signals, the site's timers, maintenance now and periodically, and the
  * report periods (windows that closed while the gateway was down first). */
+static void on_signal(uv_signal_t *h, int signum) {
+  gw *d = h->data;
+  if (signum == SIGHUP) {
+    sdnotify_reloading(&d->sd, true);
+    gw__reload_start(d);
+    sdnotify_reloading(&d->sd, false);
+  } else {
+    log_info("%s ignored: SIGHUP reloads the configuration, SIGTERM stops",
+             signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
+  }
+}
+
 static int init_timers(gw *d) {
   const cfg *c = d->cfg;
   service_signals_start(&d->signals, &d->loop, &d->stopping);
+  uv_signal_t *sigs[] = {&d->hup, &d->usr1, &d->usr2};
+  int signums[] = {SIGHUP, SIGUSR1, SIGUSR2};
+  for (size_t i = 0; i < 3; i++) {
+    uv_signal_init(&d->loop, sigs[i]);
+    sigs[i]->data = d;
+    uv_signal_start(sigs[i], on_signal, signums[i]);
+  }
   sdnotify_start(&d->sd, &d->loop, gw_alive, gw_describe, d);
   uv_timer_t *timers[] = {&d->gw_timer,    &d->replay_timer,    &d->site_timer,
                           &d->maint_timer, &d->reconnect_timer, &d->seq_timer};
@@ -329,35 +341,24 @@ static int init_timers(gw *d) {
   return 0;
 }
 
-/* Each meter: its state, its topics and its first slot. */
+/* Each meter: its state, its topics and its first slot; its key is its
+ * index. */
 static int init_meters(gw *d) {
   const cfg *c = d->cfg;
   int64_t now = clock_wall_ms();
+  d->meters = calloc(c->nmeters ? c->nmeters : 1, sizeof *d->meters);
+  if (!d->meters || gw__keys_reserve(d, c->nmeters) != 0) {
+    log_error("out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < c->nmeters; i++)
+    (void)store_meter_configured(d->store, c->meters[i].id, d->started_ms); /* reports */
   for (size_t i = 0; i < c->nmeters; i++) {
-    meter_rt *m = &d->meters[i];
-    m->d = d;
-    m->cfg = &c->meters[i];
-    m->index = (uint32_t)i;
-    mstate_init(&m->st, now);
-    m->phase_ms = cfg_meter_phase_ms(c, i);
-    int tl = snprintf(NULL, 0, "%s/%s/%s/", c->mqtt.topic_prefix, c->site.id, m->cfg->id);
-    m->topic_reading =
-        malloc(3 * (size_t)tl + sizeof "reading" + sizeof "state" + sizeof "seq");
-    if (!m->topic_reading) {
+    if (!(d->meters[i] = gw__meter_alloc(d, c, i))) {
       log_error("out of memory");
       return -1;
     }
-    sprintf(m->topic_reading, "%s/%s/%s/reading", c->mqtt.topic_prefix, c->site.id,
-            m->cfg->id);
-    m->topic_state = m->topic_reading + tl + sizeof "reading";
-    sprintf(m->topic_state, "%s/%s/%s/state", c->mqtt.topic_prefix, c->site.id,
-            m->cfg->id);
-    m->topic_seq = m->topic_state + tl + sizeof "state";
-    sprintf(m->topic_seq, "%s/%s/%s/seq", c->mqtt.topic_prefix, c->site.id, m->cfg->id);
-    uv_timer_init(&d->loop, &m->timer);
-    m->timer.data = m;
-    m->due_ms = clock_next_slot(now, m->cfg->interval_ms, m->phase_ms);
-    gw__schedule(m, now);
+    gw__meter_start(d, d->meters[i], now);
   }
   return 0;
 }
@@ -406,15 +407,17 @@ static int (*const start_steps[])(gw *d) = {
  * store, and acknowledgements that arrived are recorded. */
 static void stop_polling(gw *d) {
   const cfg *c = d->cfg;
-  for (size_t i = 0; i < c->nmeters; i++) uv_timer_stop(&d->meters[i].timer);
+  for (size_t i = 0; i < c->nmeters; i++) uv_timer_stop(&d->meters[i]->timer);
   uv_timer_stop(&d->replay_timer);
   uv_timer_stop(&d->site_timer);
   uv_timer_stop(&d->maint_timer);
   uv_timer_stop(&d->reconnect_timer);
   for (size_t i = 0; i < d->nperiods; i++) uv_timer_stop(&d->period_rt[i].timer);
   netbuses_stop(d->net); /* network polls in progress are abandoned */
-  for (size_t b = 0; b < c->nbuses; b++) busworker_stop(d->workers[b]);
-  for (size_t b = 0; b < c->nbuses; b++) busworker_join(d->workers[b]);
+  for (size_t b = 0; b < c->nbuses; b++)
+    if (d->buses[b]) busworker_stop(d->buses[b]->w);
+  for (size_t b = 0; b < c->nbuses; b++)
+    if (d->buses[b]) busworker_join(d->buses[b]->w);
   gw__on_wake(&d->wake);
 }
 
@@ -434,9 +437,9 @@ static void close_store(gw *d, bool clean) {
               (unsigned long long)fin.held);
 }
 
-/* A clean stop says so on the gateway's state; the Last Will covers the
- * unclean ones. */
-static void close_publisher(gw *d, bool clean) {
+/* A clean stop (or a reload's change of broker settings) says so on the
+ * gateway's state; the Last Will covers the unclean ones. */
+void gw__publisher_close(gw *d, bool clean) {
   if (clean && publisher_is_connected(d->pub)) {
     d->connected = true;
     cJSON *o = cJSON_CreateObject();
@@ -449,17 +452,21 @@ static void close_publisher(gw *d, bool clean) {
   }
   publisher_stop(d->pub, 300);
   publisher_free(d->pub);
+  d->pub = NULL;
+}
+
+static void free_meter(gw *d, meter_rt *m) {
+  if (m->key < d->nkeys && d->by_key[m->key] == m) d->by_key[m->key] = NULL;
+  free(m->topic_reading);
+  free(m);
 }
 
 static void free_gw(gw *d) {
-  const cfg *c = d->cfg;
   pusher_free(d->pusher);
   netbuses_free(d->net);
   gw__pubq_free(d);
   store_event_free(d->replay_ev);
   if (d->loop_ready) uv_loop_close(&d->loop);
-  if (d->plans)
-    for (size_t i = 0; i < c->nmeters; i++) plan_free(d->plans[i]);
   for (size_t i = 0; i < d->nperiods; i++) {
     free(d->period_rt[i].latest);
     pending_report *r = d->period_rt[i].pending;
@@ -470,42 +477,59 @@ static void free_gw(gw *d) {
       r = next;
     }
   }
-  free(d->plans);
-  if (d->meters)
-    for (size_t i = 0; i < c->nmeters; i++) free(d->meters[i].topic_reading);
+  for (size_t i = 0; d->meters && i < d->cfg->nmeters; i++)
+    if (d->meters[i]) free_meter(d, d->meters[i]);
+  for (size_t k = 0; k < d->nkeys; k++) /* removed, their polls abandoned */
+    if (d->by_key[k]) free_meter(d, d->by_key[k]);
   free(d->meters);
+  free(d->by_key);
   free(d->acks);
-  free(d->bus_hist);
-  free(d->workers);
+  gw__removed_free(d);
+  while (d->old_gens) {
+    gw_gen *g = d->old_gens;
+    d->old_gens = g->next;
+    gw__gen_free(g);
+  }
+  gw__gen_free(d->gen);
+  cfg_free(d->owned_cfg);
   free(d);
 }
 
 /* Everything start-up made, in reverse; CLEAN after a stop by signal. */
 static void finish(gw *d, bool clean) {
-  if (d->workers)
-    for (size_t b = 0; b < d->cfg->nbuses; b++) busworker_free(d->workers[b]);
+  for (size_t b = 0; d->buses && b < d->cfg->nbuses; b++)
+    if (d->buses[b]) {
+      busworker_free(d->buses[b]->w);
+      d->buses[b]->w = NULL;
+    }
   netbuses_stop(d->net);
   reporter_free(d->reporter);
   d->reporter = NULL;
   if (d->store) close_store(d, clean);
-  if (d->pub) close_publisher(d, clean);
+  if (d->pub) gw__publisher_close(d, clean);
   pusher_close(d->pusher);
   gw__metrics_stop(d);
   if (d->loop_ready) service_close_all(&d->loop);
+  for (size_t b = 0; d->buses && b < d->cfg->nbuses; b++) free(d->buses[b]);
+  free(d->buses);
   free_gw(d);
 }
 
-int daemon_run(const cfg *c) {
+int daemon_run(cfg *c, const char *profile_dir) {
   gw *d = calloc(1, sizeof *d);
-  if (!d) return 1;
-  d->cfg = c;
+  if (!d) {
+    cfg_free(c);
+    return 1;
+  }
+  d->cfg = d->owned_cfg = c;
+  d->profile_dir = profile_dir;
   bool started = true;
   for (size_t i = 0; started && i < sizeof start_steps / sizeof *start_steps; i++) {
     started = start_steps[i](d) == 0;
     if (start_steps[i] == init_loop) d->loop_ready = true;
   }
   if (started) {
-    printf("ready: polling %zu meters on %zu buses\n", c->nmeters, c->nbuses);
+    printf("ready: polling %zu meters on %zu buses\n", d->cfg->nmeters, d->cfg->nbuses);
     fflush(stdout);
     log_info("ready");
     sdnotify_ready(&d->sd);

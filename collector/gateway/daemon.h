@@ -10,8 +10,10 @@
 
 #include "cfg.h"
 
-/* Run the daemon on config C until SIGTERM or SIGINT. Returns the process
- * exit code: 0 after a clean stop, 1 when start-up failed. */
-int daemon_run(const cfg *c);
+/* Run the daemon on config C (which it takes and frees) until SIGTERM or
+ * SIGINT; SIGHUP reloads C's file (profiles from PROFILE_DIR, NULL for the
+ * default, as at start). Returns the process exit code: 0 after a clean
+ * stop, 1 when start-up failed. */
+int daemon_run(cfg *c, const char *profile_dir);
 
 #endif

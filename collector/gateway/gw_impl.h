@@ -14,6 +14,8 @@
  *   site.c       the site topics: meter and gateway state, online rate
  *   periods.c    report periods: timers, the reporter's results, pushing
  *   observe.c    the metrics endpoint: /metrics and /status
+ *   reload.c     a new configuration read and applied as a difference
+ *   buses.c      the buses: opened, closed, polls handed to them
  */
 #ifndef IC_GW_IMPL_H
 #define IC_GW_IMPL_H
@@ -98,10 +100,45 @@ typedef enum {
 
 typedef struct gw gw;
 
+/* A configuration in use: the current one, or one replaced by a reload
+ * that polls still in flight refer to (their meter's settings and plan),
+ * freed when the last of them ends. */
+typedef struct gw_gen {
+  struct gw_gen *next;
+  cfg *c;
+  mb_plan **plans; /* by meter index in c */
+  size_t refs;     /* polls in flight submitted with it */
+} gw_gen;
+
+/* Upper bounds (seconds) of the poll-duration histogram's buckets. */
+#define POLL_HIST_BUCKETS 11
+extern const double gw__poll_hist_le[POLL_HIST_BUCKETS];
+typedef struct {
+  uint64_t count[POLL_HIST_BUCKETS + 1]; /* the last: over every bound */
+  double sum_s;
+} poll_hist;
+
+/* A bus: a serial line's worker thread, or a network bus on the loop. It
+ * outlives a reload that leaves its settings alone. */
+typedef struct bus_rt {
+  cfg_bus conf;  /* its settings, as opened */
+  busworker *w;  /* serial lines */
+  netbus *nb;    /* network buses */
+  poll_hist hist;
+  double load;   /* share of a serial line's time its polls need (planned) */
+} bus_rt;
+
 typedef struct {
   gw *d;
   const cfg_meter *cfg;
-  uint32_t index;
+  uint32_t index;   /* in the current configuration's meters */
+  uint32_t key;     /* this run's number for the meter: stable across
+                       reloads, carried by poll results, stored readings and
+                       message tags (see gw__meter_by_key) */
+  bool retired;     /* removed by a reload; kept while its poll is out */
+  gw_gen *pending_gen; /* the configuration its poll in flight refers to */
+  bus_rt *pending_bus; /* and the bus it went to */
+  const cfg_meter *pending_cfg; /* and the settings it was taken with */
   mstate st;
   quality_prev qprev;
   uv_timer_t timer;
@@ -120,14 +157,6 @@ typedef struct {
   uint64_t polls;          /* for the metrics: polls and failures by kind */
   uint64_t failures[TR_NKINDS + 1];
 } meter_rt;
-
-/* Upper bounds (seconds) of the poll-duration histogram's buckets. */
-#define POLL_HIST_BUCKETS 11
-extern const double gw__poll_hist_le[POLL_HIST_BUCKETS];
-typedef struct {
-  uint64_t count[POLL_HIST_BUCKETS + 1]; /* the last: over every bound */
-  double sum_s;
-} poll_hist;
 
 typedef struct {
   gw *d;
@@ -148,8 +177,27 @@ typedef struct pending_report {
   char *body;
 } pending_report;
 
+/* A removed meter's last state ("reason":"removed"), held while the broker
+ * is not connected. */
+typedef struct removed_state {
+  struct removed_state *next;
+  char *body;
+  char topic[];
+} removed_state;
+
 struct gw {
-  const cfg *cfg;
+  const cfg *cfg;   /* gen->c */
+  gw_gen *gen;      /* the configuration in use */
+  gw_gen *old_gens; /* replaced ones still referred to by polls */
+  cfg *owned_cfg;   /* the first configuration, until init_plans takes it */
+  const char *profile_dir; /* for reloads */
+  /* Reloads: when the configuration was last applied, its file's SHA-256
+   * (hex), and the reloads so far by result. */
+  int64_t config_applied_ms;
+  char config_digest[65];
+  uint64_t reloads_applied, reloads_refused, reloads_unchanged;
+  uv_signal_t hup, usr1, usr2;
+  removed_state *removed; /* to publish at the next connect */
   rate_period periods[CFG_PERIODS_MAX];
   period_rt period_rt[CFG_PERIODS_MAX];
   size_t nperiods;
@@ -174,10 +222,11 @@ struct gw {
   uv_timer_t site_timer; /* coalesces the site topics after state changes */
   store *store;
   publisher *pub;
-  busworker **workers; /* serial lines; NULL for network buses */
-  netbuses *net;       /* the TCP and RTU-over-TCP buses, on the loop */
-  mb_plan **plans;
-  meter_rt *meters;
+  netbuses *net;     /* the set the network buses belong to */
+  bus_rt **buses;    /* as the configuration orders them */
+  meter_rt **meters; /* as the configuration orders them */
+  meter_rt **by_key; /* by key: live, retired (while its poll is out), or NULL */
+  size_t nkeys, keys_cap;
   int64_t started_ms;
   bool loop_ready;  /* the loop is initialised: the stop closes it */
   bool stopping;
@@ -234,14 +283,22 @@ struct gw {
   uint64_t failures[TR_NKINDS + 1];
   uint64_t published, delivered, refused, historical, unstored;
   uint64_t too_large;         /* messages larger than the broker takes */
-  /* The metrics endpoint (NULL when off), poll durations by bus, and the
-   * database's size at the last maintenance pass. */
+  /* The metrics endpoint (NULL when off) and the database's size at the
+   * last maintenance pass. */
   httpd *metrics;
-  poll_hist *bus_hist;
   int64_t storage_bytes;
+  uint64_t rows_aged; /* delivered readings removed by the retention */
 };
 
 static inline const char *fail_name(int code) { return tr_code_name(code); }
+
+/* The configured meter with KEY (see meter_rt.key), or NULL (an unknown key,
+ * or a meter a reload removed). */
+static inline meter_rt *gw__meter_by_key(const gw *d, int key) {
+  if (key < 0 || (size_t)key >= d->nkeys) return NULL;
+  meter_rt *m = d->by_key[key];
+  return m && !m->retired ? m : NULL;
+}
 
 /* A message's tag carries the row id of a reading (0 for a state message) and
  * the index of its meter plus one (0 when the meter is not configured), so an
@@ -256,7 +313,9 @@ static inline int tag_meter(uint64_t tag) {
 }
 
 /* Site-level topics tagged in the meter field (configurations hold at most
- * 10,000 meters), so a refusal of one of them is traced too. */
+ * 10,000 meters, and a run's keys stay below GW_KEYS_MAX), so a refusal of
+ * one of them is traced too. */
+#define GW_KEYS_MAX 50000
 enum { TAG_GATEWAY = 60000, TAG_RATE, TAG_REPORTS };
 
 /* How sending a reading went. */
@@ -298,11 +357,18 @@ void gw__begin_replay(gw *d);
 void gw__on_wake(uv_async_t *a);
 void gw__notify(void *ctx);
 void gw__on_net_result(void *ctx, bus_result *r);
-int gw__submit_poll(gw *d, const cfg_meter *mc, uint32_t meter, int64_t slot);
+int gw__submit_poll(gw *d, meter_rt *m, int64_t slot);
+void gw__on_poll_result(gw *d, bus_result *r);
 
 /* connection.c */
 void gw__flush_acks(gw *d);
 void gw__handle_pub_event(gw *d, pub_event *ev);
+void gw__connection_reset(gw *d);
+
+/* daemon.c */
+int gw__publisher_new(gw *d, const cfg *c, publisher **out);
+void gw__publisher_close(gw *d, bool clean);
+void gw__site_topics(gw *d);
 
 /* seqcheck.c */
 void gw__seq_read_start(gw *d);
@@ -315,6 +381,28 @@ void gw__check_clock(gw *d);
 void gw__schedule(meter_rt *m, int64_t now);
 void gw__on_maintenance(uv_timer_t *t);
 void gw__on_gateway_timer(uv_timer_t *t);
+
+/* buses.c */
+int gw__buses_open(gw *d);
+int gw__bus_open(gw *d, bus_rt *b, const cfg *c, size_t index);
+void gw__bus_close(gw *d, bus_rt *b);
+void gw__buses_close(gw *d);
+void gw__take_worker_results(gw *d);
+void gw__poll_ended(gw *d, meter_rt *m);
+
+/* reload.c */
+void gw__reload_start(gw *d);
+void gw__gen_release(gw *d, gw_gen *g);
+void gw__gen_free(gw_gen *g);
+gw_gen *gw__gen_new(cfg *c, char *err, size_t errlen);
+meter_rt *gw__meter_alloc(gw *d, const cfg *c, size_t index);
+int gw__keys_reserve(gw *d, size_t n);
+void gw__meter_start(gw *d, meter_rt *m, int64_t now);
+void gw__meter_free(meter_rt *m);
+int gw__file_digest(const char *path, char out[65]);
+void gw__add_config_state(gw *d, cJSON *o);
+void gw__publish_removed(gw *d);
+void gw__removed_free(gw *d);
 
 /* observe.c */
 int gw__metrics_start(gw *d);

@@ -3,12 +3,10 @@
  * meter. */
 #include "gateway/gw_impl.h"
 
-static void handle_result(gw *d, bus_result *r) {
-  meter_rt *m = &d->meters[r->meter];
-  m->pending = false;
+/* The result of meter M's poll, taken with the settings MC. */
+static void handle_result(gw *d, meter_rt *m, const cfg_meter *mc, bus_result *r) {
   d->polls++;
   gw__count_poll(d, m, r);
-  const cfg_meter *mc = m->cfg;
   if (r->rc == TR_OK) {
     /* Each field: its name (at most PROF_NAME_MAX - 1), quotes, colon,
      * comma and a number of at most 25 characters. */
@@ -36,10 +34,13 @@ static void handle_result(gw *d, bus_result *r) {
          * monotonic time is not the loop's (whatever thread read it when). */
         sr->taken_base_ms = r->start_ms - r->start_mono_ms;
         sr->clock_step_ms = gw__step_after(d, sr->taken_base_ms);
-        sr->meter = mc->id;
-        sr->meter_index = (int)r->meter;
+        /* Its own copy of the id: a reload may free the settings MC is
+         * part of while the reading waits in the store's queue. */
+        sr->meter_owned = strdup(mc->id);
+        sr->meter = sr->meter_owned ? sr->meter_owned : "";
+        sr->meter_index = (int)m->key;
         /* Reserve about SEQ_BLOCK_MS of this meter's numbers at a time. */
-        int64_t blk = SEQ_BLOCK_MS / (m->cfg->interval_ms > 0 ? m->cfg->interval_ms : 1);
+        int64_t blk = SEQ_BLOCK_MS / (mc->interval_ms > 0 ? mc->interval_ms : 1);
         sr->seq_block = blk < 8 ? 8 : blk > 100000 ? 100000 : (int32_t)blk;
         sr->ts_ms = r->start_ms;
         sr->quality = q;
@@ -93,28 +94,23 @@ static void handle_trouble(gw *d, store_event *e) {
   if (e->changed) gw__publish_gateway_state(d, true);
 }
 
-/* The serial lines' results. */
-static void take_bus_results(gw *d) {
-  for (size_t b = 0; b < d->cfg->nbuses; b++) {
-    if (!d->workers[b]) continue;
-    bus_result *r = busworker_take_results(d->workers[b]);
-    while (r) {
-      bus_result *next = r->next;
-      r->next = NULL;
-      handle_result(d, r);
-      bus_result_free(r);
-      r = next;
-    }
-  }
+/* A poll's result, from a bus worker or a network bus. A meter a reload
+ * removed while its poll was out takes no more readings: the result is
+ * dropped. */
+void gw__on_poll_result(gw *d, bus_result *r) {
+  meter_rt *m = r->meter < d->nkeys ? d->by_key[r->meter] : NULL;
+  if (!m || !m->pending) return; /* not expected: a poll is pinned until it ends */
+  const cfg_meter *mc = m->pending_cfg;
+  if (!m->retired) handle_result(d, m, mc, r);
+  gw__poll_ended(d, m);
 }
 
 /* A commit: its readings are queued for publishing (gw__publish_committed). */
 static void on_committed(gw *d, store_event *e) {
   for (store_reading *r = e->readings; r; r = r->next) {
     if (r->id > d->max_committed_id) d->max_committed_id = r->id;
-    if (r->meter_index >= 0 && (size_t)r->meter_index < d->cfg->nmeters &&
-        r->seq_reserved > d->meters[r->meter_index].seq_reserved)
-      d->meters[r->meter_index].seq_reserved = r->seq_reserved;
+    meter_rt *m = gw__meter_by_key(d, r->meter_index);
+    if (m && r->seq_reserved > m->seq_reserved) m->seq_reserved = r->seq_reserved;
   }
   if (d->pubq_tail)
     d->pubq_tail->next = e;
@@ -126,6 +122,7 @@ static void on_committed(gw *d, store_event *e) {
 }
 
 static void on_maintained(gw *d, const store_event *e) {
+  d->rows_aged += (uint64_t)e->aged;
   if (e->aged)
     log_info("storage: %lld delivered readings older than the retention removed",
              (long long)e->aged);
@@ -185,7 +182,7 @@ static void take_store_events(gw *d) {
 void gw__on_wake(uv_async_t *a) {
   gw *d = a->data;
   gw__check_clock(d); /* before results taken across a step come in */
-  take_bus_results(d);
+  gw__take_worker_results(d);
   if (d->reporter) {
     reporter_result *rr = reporter_take(d->reporter);
     for (reporter_result *r = rr; r; r = r->next) gw__handle_report(d, r);
@@ -209,11 +206,6 @@ void gw__notify(void *ctx) {
 void gw__on_net_result(void *ctx, bus_result *r) {
   gw *d = ctx;
   gw__check_clock(d);
-  handle_result(d, r);
+  gw__on_poll_result(d, r);
   bus_result_free(r);
-}
-
-int gw__submit_poll(gw *d, const cfg_meter *mc, uint32_t meter, int64_t slot) {
-  if (d->workers[mc->bus]) return busworker_submit(d->workers[mc->bus], meter, slot);
-  return netbuses_submit(d->net, mc->bus, meter, slot);
 }

@@ -124,7 +124,7 @@ void gw__replay_continue(gw *d) {
       break;
     }
     int mi = cfg_meter_index(d->cfg, r->meter);
-    if (mi >= 0 && d->meters[mi].refused) {
+    if (mi >= 0 && d->meters[mi]->refused) {
       d->replay_cursor = r->id; /* held back, stays in the outbox */
       continue;
     }

@@ -91,13 +91,7 @@ static void on_slot(uv_timer_t *t) {
   } else if (m->pending) {
     skip_slot(d, m, slot);
   } else {
-    /* Pending before submitting: a network bus may answer at once (a poll
-     * that fails while the bus backs off), and its result clears it. */
-    m->pending = true;
-    if (gw__submit_poll(d, mc, m->index, slot) != 0) {
-      m->pending = false;
-      skip_slot(d, m, slot);
-    }
+    if (gw__submit_poll(d, m, slot) != 0) skip_slot(d, m, slot);
   }
   int64_t base = now > slot ? now : slot;
   m->due_ms = clock_next_slot(base, mc->interval_ms, m->phase_ms);

@@ -26,7 +26,7 @@ static int announce_seq(gw *d, meter_rt *m, int64_t reserved) {
   int n = snprintf(body, sizeof body, "{\"reserved\":%lld,\"ts\":\"%s\"}",
                    (long long)reserved, clock_format_rfc3339(clock_wall_ms(), ts, sizeof ts));
   int rc = publisher_send(d->pub, m->topic_seq, body, (size_t)n, 1, true,
-                          make_tag(0, (int)m->index));
+                          make_tag(0, (int)m->key));
   if (rc == 0) m->seq_announced = reserved;
   return rc;
 }
@@ -42,27 +42,32 @@ static send_result send_reading_text(gw *d, const store_reading *r, const char *
   }
   char topic[256];
   const char *t = topic;
-  int mi = r->meter_index >= 0 ? r->meter_index : cfg_meter_index(d->cfg, r->meter);
-  if (mi >= 0 && d->meters[mi].refused) return SEND_LATER;
-  if (mi >= 0 && r->seq > d->meters[mi].seq_announced && d->lim.retain_available) {
-    meter_rt *m = &d->meters[mi];
+  meter_rt *m = gw__meter_by_key(d, r->meter_index);
+  if (!m) {
+    /* Read back from the database, or taken before a reload: by its id. */
+    int ci = cfg_meter_index(d->cfg, r->meter);
+    if (ci >= 0) m = d->meters[ci];
+  }
+  if (m && m->refused) return SEND_LATER;
+  if (m && r->seq > m->seq_announced && d->lim.retain_available) {
     int64_t h = m->seq_reserved;
     if (r->seq_reserved > h) h = r->seq_reserved;
     if (r->seq > h) h = r->seq; /* not expected: the store reserves first */
     if (announce_seq(d, m, h) != 0) return SEND_LATER;
   }
-  if (mi >= 0) {
-    t = d->meters[mi].topic_reading;
+  if (m) {
+    t = m->topic_reading;
   } else {
     snprintf(topic, sizeof topic, "%s/%s/%s/reading", d->cfg->mqtt.topic_prefix,
              d->cfg->site.id, r->meter);
   }
-  int rc = publisher_send(d->pub, t, payload, (size_t)n, 1, false, make_tag(r->id, mi));
+  int rc = publisher_send(d->pub, t, payload, (size_t)n, 1, false,
+                          make_tag(r->id, m ? (int)m->key : -1));
   if (rc == PUB_ETOOBIG) {
     /* Kept in the outbox: a broker with a larger limit takes it later. */
     d->too_large++;
-    if (mi >= 0)
-      log_once(&d->meters[mi].too_big_told, LOGL_WARN,
+    if (m)
+      log_once(&m->too_big_told, LOGL_WARN,
                "mqtt: a reading of meter %s is %d bytes, larger than the broker "
                "takes (Maximum Packet Size %u): such readings stay in the outbox",
                r->meter, n, (unsigned)d->lim.maximum_packet_size);
@@ -90,10 +95,10 @@ void gw__send_unstored(gw *d, const store_reading *r) {
   char buf[4096], *heap;
   const char *payload;
   int n = reading_message(r, 0, false, buf, sizeof buf, &heap, &payload);
-  int mi = r->meter_index;
-  if (n >= 0 && mi >= 0 && !d->meters[mi].refused &&
-      publisher_send(d->pub, d->meters[mi].topic_reading, payload, (size_t)n, 1, false,
-                     make_tag(0, mi)) == 0) {
+  meter_rt *m = gw__meter_by_key(d, r->meter_index);
+  if (n >= 0 && m && !m->refused &&
+      publisher_send(d->pub, m->topic_reading, payload, (size_t)n, 1, false,
+                     make_tag(0, (int)m->key)) == 0) {
     d->published++;
     d->unstored++;
   }

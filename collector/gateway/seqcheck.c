@@ -15,9 +15,9 @@ static void seq_read_done(gw *d) {
     return;
   }
   for (size_t i = 0; i < n; i++) {
-    snprintf(items[i].meter, sizeof items[i].meter, "%s", d->meters[i].cfg->id);
-    items[i].meter_index = (int)i;
-    items[i].broker_reserved = d->meters[i].broker_reserved;
+    snprintf(items[i].meter, sizeof items[i].meter, "%s", d->meters[i]->cfg->id);
+    items[i].meter_index = (int)d->meters[i]->key;
+    items[i].broker_reserved = d->meters[i]->broker_reserved;
   }
   if (store_seq_check(d->store, items, n) != 0) {
     log_error("storage: cannot check sequence numbers; checked at the next connect");
@@ -35,7 +35,7 @@ static void on_seq_timer(uv_timer_t *t) {
 /* Connected for the first time (or again before the check was done): read
  * the meters' retained reservations back. */
 void gw__seq_read_start(gw *d) {
-  for (size_t i = 0; i < d->cfg->nmeters; i++) d->meters[i].broker_reserved = 0;
+  for (size_t i = 0; i < d->cfg->nmeters; i++) d->meters[i]->broker_reserved = 0;
   d->seq_heard = 0;
   d->seq_phase = SEQ_READING;
   if (!d->lim.retain_available) {
@@ -83,7 +83,7 @@ void gw__seq_heard(gw *d, const char *topic, const char *payload) {
   cJSON *o = cJSON_Parse(payload);
   const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "reserved");
   if (cJSON_IsNumber(r) && r->valuedouble >= 1 && r->valuedouble < 9e15) {
-    meter_rt *m = &d->meters[mi];
+    meter_rt *m = d->meters[mi];
     if (!m->broker_reserved) d->seq_heard++;
     m->broker_reserved = (int64_t)r->valuedouble;
   } else {
@@ -99,8 +99,8 @@ void gw__seq_heard(gw *d, const char *topic, const char *payload) {
 void gw__seq_checked(gw *d, const store_event *e) {
   for (size_t i = 0; i < e->n; i++) {
     const store_seq_item *it = &e->items[i];
-    if (it->meter_index < 0 || (size_t)it->meter_index >= d->cfg->nmeters) continue;
-    meter_rt *m = &d->meters[it->meter_index];
+    meter_rt *m = gw__meter_by_key(d, it->meter_index);
+    if (!m) continue; /* removed by a reload meanwhile */
     if (it->reserved > m->seq_reserved) m->seq_reserved = it->reserved;
     if (it->broker_reserved <= it->db_reserved) continue;
     if (it->renumbered)

@@ -78,8 +78,9 @@ void gw__publish_json(gw *d, const char *topic, cJSON *o, bool retained,
       gw__too_large(d, meter, topic, strlen(s));
     } else {
       d->too_large++;
-      if (meter >= 0 && meter < (int)d->cfg->nmeters)
-        log_once(&d->meters[meter].too_big_told, LOGL_WARN,
+      meter_rt *m = gw__meter_by_key(d, meter);
+      if (m)
+        log_once(&m->too_big_told, LOGL_WARN,
                  "mqtt: %s: a message of %zu bytes is larger than the broker takes "
                  "(Maximum Packet Size %u): not sent",
                  topic, strlen(s), (unsigned)d->lim.maximum_packet_size);
@@ -125,7 +126,7 @@ void gw__publish_meter_state(gw *d, meter_rt *m) {
     cJSON_AddNullToObject(o, "last_error");
   }
   if (m->st.last_valid_ms) gw__add_ts(o, "last_valid", m->st.last_valid_ms);
-  gw__publish_json(d, m->topic_state, o, true, (int)m->index);
+  gw__publish_json(d, m->topic_state, o, true, (int)m->key);
   cJSON_Delete(o);
 }
 
@@ -139,9 +140,10 @@ cJSON *gw__gateway_state_json(gw *d, bool online) {
   gw__add_ts(o, "ts", clock_wall_ms());
   size_t on = 0;
   for (size_t i = 0; i < d->cfg->nmeters; i++)
-    if (d->meters[i].st.state == MSTATE_ONLINE) on++;
+    if (d->meters[i]->st.state == MSTATE_ONLINE) on++;
   cJSON_AddNumberToObject(o, "meters_online", (double)on);
   cJSON_AddNumberToObject(o, "meters_total", (double)d->cfg->nmeters);
+  gw__add_config_state(d, o);
   store_stats ss;
   store_get_stats(d->store, &ss);
   cJSON_AddStringToObject(o, "storage", ss.failing ? "failing" : "ok");
@@ -226,7 +228,7 @@ void gw__publish_online_rate(gw *d) {
   repair_item *items = calloc(c->nmeters ? c->nmeters : 1, sizeof *items);
   size_t nitems = 0;
   for (size_t i = 0; i < c->nmeters; i++) {
-    const meter_rt *m = &d->meters[i];
+    const meter_rt *m = d->meters[i];
     bool online = m->st.state == MSTATE_ONLINE;
     if (online) on++;
     cJSON *mo = cJSON_CreateObject();
@@ -255,7 +257,7 @@ void gw__publish_online_rate(gw *d) {
   /* Longest outage first, as in the reports. */
   if (items) qsort(items, nitems, sizeof *items, by_since);
   for (size_t k = 0; k < nitems; k++) {
-    const meter_rt *m = &d->meters[items[k].meter];
+    const meter_rt *m = d->meters[items[k].meter];
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "id", m->cfg->id);
     cJSON_AddStringToObject(r, "name", m->cfg->name);

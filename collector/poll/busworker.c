@@ -10,20 +10,43 @@
 #include "base/xqueue.h"
 #include "transport/mb_poll.h"
 
-typedef struct job {
-  uint32_t meter;
-  int64_t slot_ms;
-  bus_result *res; /* allocated when queued, so a poll that runs can always
-                      report back */
-} job;
+int bus_jobs_push(bus_jobs *q, bus_job j) {
+  if (q->count == q->cap) {
+    size_t cap = q->cap ? q->cap * 2 : 16;
+    bus_job *v = calloc(cap, sizeof *v);
+    if (!v) return -1;
+    for (size_t i = 0; i < q->count; i++) v[i] = q->v[(q->head + i) % q->cap];
+    free(q->v);
+    q->v = v;
+    q->head = 0;
+    q->cap = cap;
+  }
+  q->v[(q->head + q->count) % q->cap] = j;
+  q->count++;
+  return 0;
+}
+
+bool bus_jobs_pop(bus_jobs *q, bus_job *out) {
+  if (!q->count) return false;
+  *out = q->v[q->head];
+  q->head = (q->head + 1) % q->cap;
+  q->count--;
+  return true;
+}
+
+void bus_jobs_free(bus_jobs *q) {
+  bus_job j;
+  while (bus_jobs_pop(q, &j)) bus_result_free(j.res);
+  free(q->v);
+  *q = (bus_jobs){0};
+}
 
 /* Everything the bus shares with its thread (the job ring, the running and
  * stopping flags) is guarded by mu; results go back through their own
  * queue. */
 struct busworker {
-  const cfg *cfg;
-  const cfg_bus *bus;
-  mb_plan *const *plans;
+  cfg_bus conf;       /* the bus's settings, a copy */
+  const cfg_bus *bus; /* &conf */
   transport *tr;
   pthread_mutex_t mu;
   pthread_cond_t work;  /* a job was queued, or the worker stops */
@@ -31,8 +54,7 @@ struct busworker {
   pthread_t thread;
   bool started;         /* the thread runs (join it) */
   bool joined;
-  job *jobs; /* ring buffer */
-  size_t cap, head, count;
+  bus_jobs jobs;
   bool stopping;
   bool running;   /* the thread is running one of the jobs */
   xqueue results; /* to the loop, oldest first */
@@ -82,12 +104,24 @@ static int ensure_open(busworker *w, tr_error *e) {
   return rc;
 }
 
-static void run_job(busworker *w, const job *j) {
-  const cfg_meter *m = &w->cfg->meters[j->meter];
-  const mb_plan *plan = w->plans[j->meter];
+static void run_job(busworker *w, const bus_job *j) {
+  const cfg_meter *m = j->m;
+  const mb_plan *plan = j->plan;
   bus_result *r = j->res;
   r->start_ms = clock_wall_ms();
   r->start_mono_ms = clock_mono_ms();
+  if (plan->total_words > w->buf_words) {
+    /* A meter re-planned on a reload may read more than the bus did. */
+    uint16_t *b = realloc(w->buf, plan->total_words * sizeof *b);
+    if (!b) {
+      r->rc = tr_fail(&r->err, TR_EIO, "out of memory");
+      r->end_ms = clock_wall_ms();
+      xqueue_post(&w->results, r);
+      return;
+    }
+    w->buf = b;
+    w->buf_words = plan->total_words;
+  }
   r->rc = ensure_open(w, &r->err);
   if (r->rc == TR_OK) {
     r->values = (double *)(r + 1);
@@ -106,11 +140,10 @@ static void *worker_main(void *arg) {
   busworker *w = arg;
   pthread_mutex_lock(&w->mu);
   for (;;) {
-    while (!w->count && !w->stopping) pthread_cond_wait(&w->work, &w->mu);
+    while (!w->jobs.count && !w->stopping) pthread_cond_wait(&w->work, &w->mu);
     if (w->stopping) break; /* queued jobs were abandoned by busworker_stop */
-    job j = w->jobs[w->head];
-    w->head = (w->head + 1) % w->cap;
-    w->count--;
+    bus_job j;
+    (void)bus_jobs_pop(&w->jobs, &j); /* there is one */
     w->running = true;
     pthread_mutex_unlock(&w->mu);
     run_job(w, &j);
@@ -137,41 +170,26 @@ static int start_thread(busworker *w, char *err, size_t errlen) {
   return 0;
 }
 
-int busworker_start(busworker **out, const cfg *c, size_t bus,
-                    mb_plan *const *plans, void (*notify)(void *), void *ctx,
-                    char *err, size_t errlen) {
+int busworker_start(busworker **out, const cfg_bus *bus, void (*notify)(void *),
+                    void *ctx, char *err, size_t errlen) {
   busworker *w = calloc(1, sizeof *w);
   if (!w) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
-  w->cfg = c;
-  w->bus = &c->buses[bus];
-  w->plans = plans;
+  w->conf = *bus;
+  w->bus = &w->conf;
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->work, NULL);
   pthread_cond_init(&w->idle, NULL);
   XQUEUE_INIT(&w->results, bus_result, next, notify, ctx);
-  size_t n = 0;
-  for (size_t i = 0; i < c->nmeters; i++) {
-    if (c->meters[i].bus != bus) continue;
-    n++;
-    if (plans[i]->total_words > w->buf_words) w->buf_words = plans[i]->total_words;
-  }
-  w->cap = n ? n : 1;
-  w->jobs = calloc(w->cap, sizeof *w->jobs);
-  w->buf = calloc(w->buf_words ? w->buf_words : 1, sizeof *w->buf);
   transport_options topt;
   cfg_bus_transport_options(w->bus, &topt);
   w->tr = transport_new(&topt, err, errlen);
-  if (!w->jobs || !w->buf || !w->tr) {
-    if (!w->tr) {
-      char e2[256];
-      snprintf(e2, sizeof e2, "bus %s: %s", w->bus->id, err);
-      snprintf(err, errlen, "%s", e2);
-    } else {
-      snprintf(err, errlen, "out of memory");
-    }
+  if (!w->tr) {
+    char e2[256];
+    snprintf(e2, sizeof e2, "bus %s: %s", w->bus->id, err);
+    snprintf(err, errlen, "%s", e2);
     busworker_free(w);
     return -1;
   }
@@ -183,18 +201,16 @@ int busworker_start(busworker **out, const cfg *c, size_t bus,
   return 0;
 }
 
-int busworker_submit(busworker *w, uint32_t meter, int64_t slot_ms) {
-  bus_result *r =
-      bus_result_new(meter, slot_ms, w->cfg->meters[meter].profile->nfields);
+int busworker_submit(busworker *w, uint32_t meter, int64_t slot_ms, const cfg_meter *m,
+                     const mb_plan *plan) {
+  bus_result *r = bus_result_new(meter, slot_ms, m->profile->nfields);
   if (!r) return -1; /* counted as a skipped slot */
   pthread_mutex_lock(&w->mu);
-  if (w->stopping || w->count == w->cap) {
+  if (w->stopping || bus_jobs_push(&w->jobs, (bus_job){meter, slot_ms, r, m, plan}) != 0) {
     pthread_mutex_unlock(&w->mu);
     free(r);
     return -1;
   }
-  w->jobs[(w->head + w->count) % w->cap] = (job){meter, slot_ms, r};
-  w->count++;
   pthread_cond_signal(&w->work);
   pthread_mutex_unlock(&w->mu);
   return 0;
@@ -206,8 +222,8 @@ void busworker_stop(busworker *w) {
   if (!w || !w->started) return;
   pthread_mutex_lock(&w->mu);
   w->stopping = true;
-  for (; w->count; w->count--, w->head = (w->head + 1) % w->cap)
-    free(w->jobs[w->head].res); /* abandoned */
+  bus_job j;
+  while (bus_jobs_pop(&w->jobs, &j)) bus_result_free(j.res); /* abandoned */
   pthread_cond_signal(&w->work);
   pthread_mutex_unlock(&w->mu);
 }
@@ -233,7 +249,7 @@ void busworker_free(busworker *w) {
   pthread_cond_destroy(&w->idle);
   pthread_mutex_destroy(&w->mu);
   transport_free(w->tr);
-  free(w->jobs);
+  bus_jobs_free(&w->jobs);
   free(w->buf);
   free(w);
 }

@@ -23,7 +23,7 @@
 
 typedef struct bus_result {
   struct bus_result *next;
-  uint32_t meter;    /* index in cfg->meters */
+  uint32_t meter;    /* the caller's number for the meter */
   int64_t slot_ms;   /* the slot the poll was for */
   int64_t start_ms;  /* wall time the first request went out */
   int64_t start_mono_ms; /* the same on the monotonic clock */
@@ -41,17 +41,48 @@ bus_result *bus_result_new(uint32_t meter, int64_t slot_ms, size_t nvalues);
 
 void bus_result_free(bus_result *r);
 
+/* A poll queued on a bus: the caller's number for the meter, the slot, the
+ * result it will fill (allocated when queued, so a poll that starts can
+ * always report back), and the settings and plan it runs with. */
+typedef struct bus_job {
+  uint32_t meter;
+  int64_t slot_ms;
+  bus_result *res;
+  const cfg_meter *m;
+  const mb_plan *plan;
+} bus_job;
+
+/* A bus's queue of polls, oldest first: a ring that doubles when full (the
+ * callers queue at most one poll per meter, so it is bounded by the meters
+ * ever on the bus). Zero-initialised, it is empty. */
+typedef struct {
+  bus_job *v;
+  size_t cap, head, count;
+} bus_jobs;
+
+/* Queue J; -1 when out of memory. */
+int bus_jobs_push(bus_jobs *q, bus_job j);
+
+/* Take the oldest job into *OUT; false when there is none. */
+bool bus_jobs_pop(bus_jobs *q, bus_job *out);
+
+/* Abandon every queued job (their results freed), and free the ring. */
+void bus_jobs_free(bus_jobs *q);
+
 typedef struct busworker busworker;
 
-/* Start the worker for bus BUS of C on a thread of its own. PLANS[i] is
- * meter i's plan (only the bus's meters are used). */
-int busworker_start(busworker **out, const cfg *c, size_t bus,
-                    mb_plan *const *plans, void (*notify)(void *), void *ctx,
-                    char *err, size_t errlen);
+/* Start the worker for the serial bus BUS (its settings are copied) on a
+ * thread of its own. */
+int busworker_start(busworker **out, const cfg_bus *bus, void (*notify)(void *),
+                    void *ctx, char *err, size_t errlen);
 
-/* Queue a poll of meter METER for SLOT_MS. -1 when stopping or the queue is
- * full (the caller counts a skipped slot). */
-int busworker_submit(busworker *w, uint32_t meter, int64_t slot_ms);
+/* Queue a poll of meter METER (the caller's number, returned in the result)
+ * for SLOT_MS, with M's unit and profile and PLAN's requests; the caller
+ * keeps M and PLAN alive until the result is taken or the worker joined. -1
+ * when stopping or out of memory (the caller counts a skipped slot). The
+ * caller queues at most one poll per meter. */
+int busworker_submit(busworker *w, uint32_t meter, int64_t slot_ms, const cfg_meter *m,
+                     const mb_plan *plan);
 
 /* Every result of W so far, oldest first, or NULL. */
 bus_result *busworker_take_results(busworker *w);

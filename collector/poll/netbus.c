@@ -25,12 +25,6 @@
  * awaited (a DTU's heartbeat, a late answer). */
 #define RX_CHUNK 1024
 
-typedef struct job {
-  uint32_t meter;
-  int64_t slot_ms;
-  bus_result *res; /* allocated when queued, so a poll that starts can always
-                      report back */
-} job;
 
 typedef enum { NB_CLOSED, NB_RESOLVING, NB_CONNECTING, NB_OPEN } nb_state;
 typedef enum { NB_T_NONE, NB_T_CONNECT, NB_T_REPLY, NB_T_GAP } nb_wait;
@@ -59,7 +53,9 @@ static void watch_for(conn *c, int events) {
 
 struct netbus {
   netbuses *set;
-  const cfg_bus *bus;
+  netbus *next;       /* the set's list */
+  cfg_bus conf;       /* the bus's settings, a copy */
+  const cfg_bus *bus; /* &conf */
   bool rtu; /* RTU frames over TCP; else Modbus TCP */
   uv_timer_t timer;
   nb_wait waiting;
@@ -73,11 +69,10 @@ struct netbus {
   int64_t reopen_at_ms, reopen_delay_ms;
   tr_error open_err;
   /* polls */
-  job *jobs; /* ring */
-  size_t cap, head, count;
+  bus_jobs jobs;
   bool busy;     /* a poll is in progress */
   bool pumping;  /* inside pump(): start the next poll from there */
-  job cur;
+  bus_job cur;
   size_t req;    /* the request of the poll being exchanged */
   bus_result *res;
   mb_xchg *x;    /* while a request awaits its answer (from the set's pool) */
@@ -85,6 +80,7 @@ struct netbus {
   uint8_t out[MB_XCHG_REQ_MAX];
   size_t outlen, outoff;
   uint16_t *words;
+  size_t nwords;
   uint64_t gap_ns, ready_ns, last_rx_ns;
   size_t rx_junk;     /* bytes since the last good answer (TR_NET_JUNK_MAX) */
   bool stopping;
@@ -92,13 +88,9 @@ struct netbus {
 
 struct netbuses {
   uv_loop_t *loop;
-  const cfg *cfg;
-  mb_plan *const *plans;
   netbus_deliver deliver;
   void *ctx;
-  netbus **by_bus; /* cfg bus index -> its netbus, NULL for serial ones */
-  netbus *buses;
-  size_t n;
+  netbus *buses; /* open ones, newest first */
   /* Exchanges not in use: a bus holds one only while a request is out, so
    * a thousand buses need a handful, not a thousand reassembly buffers. */
   struct xslot *free_x;
@@ -204,8 +196,8 @@ static void stop_waiting(netbus *nb) {
  * hand the result over, and go on with the queue. */
 static void finish(netbus *nb, int rc, const tr_error *e) {
   bus_result *r = nb->res;
-  const cfg_meter *m = &nb->set->cfg->meters[nb->cur.meter];
-  const mb_plan *plan = nb->set->plans[nb->cur.meter];
+  const cfg_meter *m = nb->cur.m;
+  const mb_plan *plan = nb->cur.plan;
   nb->res = NULL;
   nb->busy = false;
   x_put(nb);
@@ -230,12 +222,21 @@ static void finish(netbus *nb, int rc, const tr_error *e) {
 }
 
 static void start_poll(netbus *nb) {
-  nb->cur = nb->jobs[nb->head];
-  nb->head = (nb->head + 1) % nb->cap;
-  nb->count--;
+  (void)bus_jobs_pop(&nb->jobs, &nb->cur); /* pump saw one */
   nb->res = nb->cur.res;
   nb->busy = true;
   nb->req = 0;
+  if (nb->cur.plan->total_words > nb->nwords) {
+    /* A meter re-planned on a reload may read more than the bus did. */
+    uint16_t *w = realloc(nb->words, nb->cur.plan->total_words * sizeof *w);
+    if (!w) {
+      tr_error e;
+      finish(nb, tr_fail(&e, TR_EIO, "out of memory"), &e);
+      return;
+    }
+    nb->words = w;
+    nb->nwords = nb->cur.plan->total_words;
+  }
   switch (nb->state) {
   case NB_OPEN:
     send_request(nb);
@@ -256,7 +257,7 @@ static void start_poll(netbus *nb) {
 static void pump(netbus *nb) {
   if (nb->pumping) return;
   nb->pumping = true;
-  while (!nb->busy && nb->count && !nb->stopping) start_poll(nb);
+  while (!nb->busy && nb->jobs.count && !nb->stopping) start_poll(nb);
   nb->pumping = false;
 }
 
@@ -537,7 +538,7 @@ static void exchange_done(netbus *nb, int rc, const tr_error *e) {
     finish(nb, rc, e);
     return;
   }
-  const mb_plan *plan = nb->set->plans[nb->cur.meter];
+  const mb_plan *plan = nb->cur.plan;
   if (++nb->req < plan->nreqs)
     send_request(nb);
   else
@@ -619,8 +620,8 @@ static void send_request(netbus *nb) {
     try_connect(nb);
     return;
   }
-  const cfg_meter *m = &nb->set->cfg->meters[nb->cur.meter];
-  const mb_plan *plan = nb->set->plans[nb->cur.meter];
+  const cfg_meter *m = nb->cur.m;
+  const mb_plan *plan = nb->cur.plan;
   const plan_range *r = &plan->reqs[nb->req];
   uint8_t fc = r->table == MB_TABLE_INPUT ? MB_FC_READ_INPUT : MB_FC_READ_HOLDING;
   tr_error e;
@@ -727,94 +728,85 @@ static void on_io(uv_poll_t *h, int status, int events) {
 /* ------------------------------------------------------------------------ */
 /* Public                                                                   */
 
-int netbuses_new(netbuses **out, uv_loop_t *loop, const cfg *c,
-                 mb_plan *const *plans, netbus_deliver deliver, void *ctx,
+int netbuses_new(netbuses **out, uv_loop_t *loop, netbus_deliver deliver, void *ctx,
                  char *err, size_t errlen) {
   netbuses *s = calloc(1, sizeof *s);
-  size_t n = 0;
-  for (size_t b = 0; b < c->nbuses; b++)
-    if (c->buses[b].transport != CFG_TRANSPORT_RTU) n++;
-  if (!s || !(s->by_bus = calloc(c->nbuses ? c->nbuses : 1, sizeof *s->by_bus)) ||
-      !(s->buses = calloc(n ? n : 1, sizeof *s->buses))) {
-    if (s) free(s->by_bus);
-    free(s);
+  if (!s) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
   uv_async_init(loop, &s->lookup_async, on_lookups);
   s->lookup_async.data = s;
   s->loop = loop;
-  s->cfg = c;
-  s->plans = plans;
   s->deliver = deliver;
   s->ctx = ctx;
-  for (size_t b = 0; b < c->nbuses; b++) {
-    const cfg_bus *bus = &c->buses[b];
-    if (bus->transport == CFG_TRANSPORT_RTU) continue;
-    netbus *nb = &s->buses[s->n];
-    nb->set = s;
-    nb->bus = bus;
-    nb->rtu = bus->transport == CFG_TRANSPORT_RTU_OVER_TCP;
-    nb->gap_ns = (uint64_t)bus->turnaround_ms * 1000000u;
-    nb->tid = (uint16_t)(b * 7919u); /* different buses, different ids */
-    size_t meters = 0, words = 1;
-    for (size_t i = 0; i < c->nmeters; i++) {
-      if (c->meters[i].bus != b) continue;
-      meters++;
-      if (plans[i]->total_words > words) words = plans[i]->total_words;
-    }
-    nb->cap = meters ? meters : 1;
-    nb->jobs = calloc(nb->cap, sizeof *nb->jobs);
-    nb->words = calloc(words, sizeof *nb->words);
-    uv_timer_init(loop, &nb->timer);
-    nb->timer.data = nb;
-    s->by_bus[b] = nb;
-    s->n++;
-    if (!nb->jobs || !nb->words) {
-      netbuses_stop(s);
-      uv_run(loop, UV_RUN_NOWAIT); /* the timers' close callbacks */
-      netbuses_free(s);
-      snprintf(err, errlen, "out of memory");
-      return -1;
-    }
-  }
   *out = s;
   return 0;
 }
 
-int netbuses_submit(netbuses *s, size_t bus, uint32_t meter, int64_t slot_ms) {
-  netbus *nb = s && bus < s->cfg->nbuses ? s->by_bus[bus] : NULL;
-  if (!nb || nb->stopping || nb->count == nb->cap) return -1;
-  const cfg_meter *m = &s->cfg->meters[meter];
+netbus *netbus_open(netbuses *s, const cfg_bus *bus, uint16_t tid_seed) {
+  netbus *nb = calloc(1, sizeof *nb);
+  if (!nb) return NULL;
+  nb->set = s;
+  nb->conf = *bus;
+  nb->bus = &nb->conf;
+  nb->rtu = bus->transport == CFG_TRANSPORT_RTU_OVER_TCP;
+  nb->gap_ns = (uint64_t)bus->turnaround_ms * 1000000u;
+  nb->tid = (uint16_t)(tid_seed * 7919u); /* different buses, different ids */
+  uv_timer_init(s->loop, &nb->timer);
+  nb->timer.data = nb;
+  nb->next = s->buses;
+  s->buses = nb;
+  return nb;
+}
+
+int netbus_submit(netbus *nb, uint32_t meter, int64_t slot_ms, const cfg_meter *m,
+                  const mb_plan *plan) {
+  if (!nb || nb->stopping) return -1;
   bus_result *r = bus_result_new(meter, slot_ms, m->profile->nfields);
   if (!r) return -1; /* counted as a skipped slot */
-  nb->jobs[(nb->head + nb->count) % nb->cap] = (job){meter, slot_ms, r};
-  nb->count++;
+  if (bus_jobs_push(&nb->jobs, (bus_job){meter, slot_ms, r, m, plan}) != 0) {
+    bus_result_free(r);
+    return -1;
+  }
   pump(nb);
   return 0;
 }
 
+static void free_bus(uv_handle_t *h) {
+  netbus *nb = h->data;
+  bus_jobs_free(&nb->jobs);
+  free(nb->words);
+  free(nb);
+}
+
+void netbus_close(netbus *nb) {
+  if (!nb || nb->stopping) return;
+  netbuses *s = nb->set;
+  for (netbus **p = &s->buses; *p; p = &(*p)->next)
+    if (*p == nb) {
+      *p = nb->next;
+      break;
+    }
+  nb->stopping = true;
+  bus_jobs_free(&nb->jobs); /* abandoned: no result */
+  bus_result_free(nb->res);
+  nb->res = NULL;
+  nb->busy = false;
+  if (nb->lk) {
+    /* Not waited for: a lookup cannot be cancelled, and the process does
+     * not wait for its thread at exit. */
+    lookup_abandon(nb->lk);
+    nb->lk = NULL;
+  }
+  close_conn(nb);
+  stop_waiting(nb);
+  uv_close((uv_handle_t *)&nb->timer, free_bus);
+}
+
 void netbuses_stop(netbuses *s) {
   if (!s) return;
-  for (size_t i = 0; i < s->n; i++) {
-    netbus *nb = &s->buses[i];
-    if (nb->stopping) continue;
-    nb->stopping = true;
-    for (; nb->count; nb->count--, nb->head = (nb->head + 1) % nb->cap)
-      bus_result_free(nb->jobs[nb->head].res);
-    bus_result_free(nb->res); /* abandoned: no result */
-    nb->res = NULL;
-    nb->busy = false;
-    if (nb->lk) {
-      /* Not waited for: a lookup cannot be cancelled, and the process does
-       * not wait for its thread at exit. */
-      lookup_abandon(nb->lk);
-      nb->lk = NULL;
-    }
-    close_conn(nb);
-    stop_waiting(nb);
-    uv_close((uv_handle_t *)&nb->timer, NULL);
-  }
+  while (s->buses) netbus_close(s->buses);
   /* Every lookup is abandoned above: no thread wakes this any more. */
   if (!uv_is_closing((uv_handle_t *)&s->lookup_async))
     uv_close((uv_handle_t *)&s->lookup_async, NULL);
@@ -822,16 +814,10 @@ void netbuses_stop(netbuses *s) {
 
 void netbuses_free(netbuses *s) {
   if (!s) return;
-  for (size_t i = 0; i < s->n; i++) {
-    free(s->buses[i].jobs);
-    free(s->buses[i].words);
-  }
   while (s->free_x) {
     xslot *next = s->free_x->next;
     free(s->free_x);
     s->free_x = next;
   }
-  free(s->buses);
-  free(s->by_bus);
   free(s);
 }

@@ -33,28 +33,41 @@
 #include "profile/planner.h"
 
 typedef struct netbuses netbuses;
+typedef struct netbus netbus;
 
 /* Called on the loop with each poll's result, which is then the callee's
- * (bus_result_free). It may be called from within netbuses_submit, when a
+ * (bus_result_free). It may be called from within netbus_submit, when a
  * poll fails at once (the bus is backing off a refused connection). */
 typedef void (*netbus_deliver)(void *ctx, bus_result *r);
 
-/* Set up every TCP and RTU-over-TCP bus of C on LOOP (nothing connects
- * before the first poll). PLANS[i] is meter i's plan. */
-int netbuses_new(netbuses **out, uv_loop_t *loop, const cfg *c,
-                 mb_plan *const *plans, netbus_deliver deliver, void *ctx,
+/* The set of network buses on LOOP: the exchanges they share, their name
+ * lookups, and where their results go. */
+int netbuses_new(netbuses **out, uv_loop_t *loop, netbus_deliver deliver, void *ctx,
                  char *err, size_t errlen);
 
-/* Queue a poll of meter METER (on network bus BUS) for SLOT_MS. -1 when
- * stopping or the bus's queue is full (the caller counts a skipped slot). */
-int netbuses_submit(netbuses *s, size_t bus, uint32_t meter, int64_t slot_ms);
+/* A TCP or RTU-over-TCP bus with a copy of BUS's settings (nothing connects
+ * before the first poll); TID_SEED sets its first transaction id apart from
+ * other buses'. NULL when out of memory. */
+netbus *netbus_open(netbuses *s, const cfg_bus *bus, uint16_t tid_seed);
 
-/* Stop: polls queued or in progress are abandoned (no result), connections
- * closed, and the handles closed; let the loop run their close callbacks
- * before netbuses_free. NULL is a no-op. */
+/* Queue a poll of meter METER (the caller's number, returned in the result)
+ * for SLOT_MS, with M's unit and profile and PLAN's requests; the caller
+ * keeps M and PLAN alive until the result comes or the bus is closed. -1
+ * when the bus is stopping or out of memory (the caller counts a skipped
+ * slot). The caller queues at most one poll per meter. */
+int netbus_submit(netbus *nb, uint32_t meter, int64_t slot_ms, const cfg_meter *m,
+                  const mb_plan *plan);
+
+/* Close one bus: its queued polls and the one in progress are abandoned (no
+ * result), its connection closed; its memory goes with its handles' close
+ * callbacks. NULL is a no-op. */
+void netbus_close(netbus *nb);
+
+/* Stop: every bus is closed as by netbus_close; let the loop run the close
+ * callbacks before netbuses_free. NULL is a no-op. */
 void netbuses_stop(netbuses *s);
 
-/* Free everything (after netbuses_stop and a run of the loop). NULL is a
+/* Free the set (after netbuses_stop and a run of the loop). NULL is a
  * no-op. */
 void netbuses_free(netbuses *s);
 

@@ -22,7 +22,10 @@ typedef struct job {
 } job;
 
 struct reporter {
+  /* The configuration a report is built with: swapped by a reload under
+   * cfg_mu, which a build holds. */
   const cfg *cfg;
+  pthread_mutex_t cfg_mu;
   const rate_period *periods;
   size_t nperiods;
   int64_t run_start_ms;
@@ -117,8 +120,10 @@ static void run_job(reporter *rp, const job *j) {
     r->start_ms = s;
     r->end_ms = e;
     char err[180];
+    pthread_mutex_lock(&rp->cfg_mu);
     cJSON *rep = report_build(rp->cfg, rp->db, period, s, e, clock_wall_ms(),
                               rp->run_start_ms, err, sizeof err);
+    pthread_mutex_unlock(&rp->cfg_mu);
     if (!rep) {
       snprintf(r->error, sizeof r->error, "%.31s report for %lld: %s", period->name,
                (long long)s, err);
@@ -196,6 +201,7 @@ int reporter_start(reporter **out, const cfg *c, const rate_period *periods,
   rp->run_start_ms = run_start_ms;
   XQUEUE_INIT(&rp->results, reporter_result, next, notify, ctx);
   pthread_mutex_init(&rp->mu, NULL);
+  pthread_mutex_init(&rp->cfg_mu, NULL);
   pthread_cond_init(&rp->cv, NULL);
   if (sqlite3_open_v2(c->storage.path, &rp->db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
@@ -216,6 +222,12 @@ int reporter_start(reporter **out, const cfg *c, const rate_period *periods,
   rp->started = true;
   *out = rp;
   return 0;
+}
+
+void reporter_set_config(reporter *rp, const cfg *c) {
+  pthread_mutex_lock(&rp->cfg_mu);
+  rp->cfg = c;
+  pthread_mutex_unlock(&rp->cfg_mu);
 }
 
 int reporter_request(reporter *rp, int period, int64_t upto_ms) {
@@ -284,5 +296,6 @@ void reporter_free(reporter *rp) {
   sqlite3_close(rp->db);
   pthread_cond_destroy(&rp->cv);
   pthread_mutex_destroy(&rp->mu);
+  pthread_mutex_destroy(&rp->cfg_mu);
   free(rp);
 }

@@ -59,6 +59,11 @@ int reporter_mark_pushed(reporter *r, int64_t id);
 
 reporter_result *reporter_take(reporter *r);
 
+/* Build the next reports with C (a reload's configuration, with the same
+ * periods and database). Waits for a report being built to end; after it,
+ * the reporter no longer reads the configuration it had. */
+void reporter_set_config(reporter *r, const cfg *c);
+
 /* Stop after the job in progress; NULL is a no-op. */
 void reporter_free(reporter *r);
 

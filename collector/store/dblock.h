@@ -18,6 +18,10 @@
  * made. */
 int dblock_acquire(const char *db_path, char *err, size_t errlen);
 
+/* The process id of the writer holding DB_PATH's lock now, or -1 with
+ * ERR saying that none does (or why it cannot be told). Takes no lock. */
+long dblock_holder(const char *db_path, char *err, size_t errlen);
+
 /* Let go (a no-op for -1). */
 void dblock_release(int fd);
 
