@@ -2,9 +2,11 @@
 #include "metrics/http.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 typedef struct conn {
   struct conn *next, **prevp;
@@ -14,6 +16,7 @@ typedef struct conn {
   uv_write_t wr;
   int open_handles; /* freed when both are closed */
   bool answered, closing;
+  uint64_t accepted_ms; /* the loop's time at accept */
   size_t len;
   char head[HTTPD_MAX_HEAD + 1];
   mtext out;
@@ -26,12 +29,13 @@ struct httpd {
   void *ctx;
   conn *conns;
   size_t nconns;
-  unsigned long long refused;
+  unsigned long long refused, evicted;
   bool closing;
 };
 
 size_t httpd_connections(const httpd *h) { return h ? h->nconns : 0; }
 unsigned long long httpd_refused(const httpd *h) { return h ? h->refused : 0; }
+unsigned long long httpd_evicted(const httpd *h) { return h ? h->evicted : 0; }
 
 static void on_conn_closed(uv_handle_t *hd) {
   conn *c = hd->data;
@@ -150,6 +154,18 @@ static size_t head_end(const conn *c, size_t from) {
   return 0;
 }
 
+/* N more bytes of C's head arrived. */
+static void took(conn *c, size_t n) {
+  size_t from = c->len;
+  c->len += n;
+  size_t end = head_end(c, from);
+  if (end) {
+    handle_request(c, end);
+  } else if (c->len > HTTPD_MAX_HEAD) {
+    respond_text(c, 431, "request head too large");
+  }
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   (void)buf;
   conn *c = s->data;
@@ -158,15 +174,20 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     conn_close(c);
     return;
   }
-  if (n == 0) return;
-  size_t from = c->len;
-  c->len += (size_t)n;
-  size_t end = head_end(c, from);
-  if (end) {
-    handle_request(c, end);
-  } else if (c->len > HTTPD_MAX_HEAD) {
-    respond_text(c, 431, "request head too large");
-  }
+  if (n > 0) took(c, (size_t)n);
+}
+
+/* Every slot is taken: close the oldest connection that has had its grace
+ * to send a request and has not (the list runs newest first). */
+static bool make_room(httpd *h) {
+  conn *oldest = NULL;
+  uint64_t now = uv_now(h->loop);
+  for (conn *c = h->conns; c; c = c->next)
+    if (!c->answered && now - c->accepted_ms >= HTTPD_GRACE_MS) oldest = c;
+  if (!oldest) return false;
+  h->evicted++;
+  conn_close(oldest);
+  return true;
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -183,18 +204,29 @@ static void on_connection(uv_stream_t *server, int status) {
     conn_close(c);
     return;
   }
-  if (h->nconns >= HTTPD_MAX_CONNS) {
-    /* Over the limit: closed at once. */
-    h->refused++;
-    conn_close(c);
-    return;
-  }
+  c->accepted_ms = uv_now(h->loop);
   c->next = h->conns;
   if (h->conns) h->conns->prevp = &c->next;
   h->conns = c;
   c->prevp = &h->conns;
   h->nconns++;
   uv_timer_start(&c->timer, on_timeout, HTTPD_TIMEOUT_MS, 0);
+  /* A client that asked at once (a scraper) is answered now, over the
+   * limit if need be (its answer is written and it closes): its request is
+   * usually there already, and under a flood of connections it would
+   * otherwise wait behind them. */
+  uv_os_fd_t fd;
+  ssize_t n = -1;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+    n = recv(fd, c->head, HTTPD_MAX_HEAD + 1, MSG_DONTWAIT);
+  if (n > 0) took(c, (size_t)n);
+  if (c->answered || c->closing) return;
+  if (h->nconns > HTTPD_MAX_CONNS && !make_room(h)) {
+    /* Over the limit, and every other slot's client still within its grace. */
+    h->refused++;
+    conn_close(c);
+    return;
+  }
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) conn_close(c);
 }
 
@@ -222,7 +254,7 @@ int httpd_start(httpd **out, uv_loop_t *loop, const char *host, int port,
   uv_tcp_init(loop, &h->server);
   h->server.data = h;
   if ((rc = uv_tcp_bind(&h->server, (const struct sockaddr *)&sa, 0)) != 0 ||
-      (rc = uv_listen((uv_stream_t *)&h->server, 128, on_connection)) != 0) {
+      (rc = uv_listen((uv_stream_t *)&h->server, SOMAXCONN, on_connection)) != 0) {
     snprintf(err, errlen, "cannot listen on %s%s%s:%d: %s", v6 ? "[" : "", host,
              v6 ? "]" : "", port, uv_strerror(rc));
     h->closing = true;

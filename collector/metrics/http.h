@@ -1,9 +1,13 @@
 /* A small HTTP/1.1 responder on a libuv loop, for the metrics endpoint: GET
  * (and HEAD) requests answered from a handler, one request a connection
- * (Connection: close). Bounded: at most HTTPD_MAX_CONNS connections (more are
- * accepted and closed at once), a request head of at most HTTPD_MAX_HEAD
- * bytes (431 otherwise), HTTPD_TIMEOUT_MS for a connection from accept to
- * its answer. Runs on the loop's thread only. */
+ * (Connection: close). Bounded: at most HTTPD_MAX_CONNS connections, a
+ * request head of at most HTTPD_MAX_HEAD bytes (431 otherwise),
+ * HTTPD_TIMEOUT_MS for a connection from accept to its answer. When every
+ * slot is taken, a new connection takes the slot of the oldest one still
+ * without its request, if that one has had HTTPD_GRACE_MS to send it; else
+ * the new one is closed at once. So connections that hold slots without
+ * asking (slowloris, a flood) cannot lock out a scraper: a client that asks
+ * at once is answered. Runs on the loop's thread only. */
 #ifndef IC_HTTP_H
 #define IC_HTTP_H
 
@@ -15,6 +19,7 @@
 #define HTTPD_MAX_CONNS 64
 #define HTTPD_MAX_HEAD 8192
 #define HTTPD_TIMEOUT_MS 5000
+#define HTTPD_GRACE_MS 200
 
 /* The handler's answer for PATH (without its query): the status (200, 404),
  * the body into BODY and its content type into *CTYPE. */
@@ -26,9 +31,11 @@ typedef struct httpd httpd;
 int httpd_start(httpd **out, uv_loop_t *loop, const char *host, int port,
                 httpd_handler handler, void *ctx, char *err, size_t errlen);
 
-/* Connections open now, and those refused for the limit so far. */
+/* Connections open now, those refused for the limit so far, and those
+ * closed to make room for a newer one. */
 size_t httpd_connections(const httpd *h);
 unsigned long long httpd_refused(const httpd *h);
+unsigned long long httpd_evicted(const httpd *h);
 
 /* Close the listener and every connection; the memory goes when libuv has
  * closed them (the loop must run). NULL is a no-op. */
