@@ -94,6 +94,7 @@ wait_until 20 "three undelivered readings of GONE" gone_piled
 
 # --- Add NEW, remove GONE, move T-2 to unit 4 every 2 s --------------------
 site 2 >"$T/site.yaml"
+reload_ms=$(now_ms)
 rc=0
 "$IC_BIN/intake-collector" reload --config "$T/site.yaml" >"$T/reload.out" 2>&1 || rc=$?
 expect_eq "intake-collector reload exits 0" 0 "$rc"
@@ -141,6 +142,18 @@ for m in T-1 T-2 D-1 R-1; do
 done
 expect_eq "the tcp bus kept its connection" "$plc_before" "$(accepted plc)"
 expect_eq "the rtu-over-tcp bus kept its connection" "$dtu_before" "$(accepted dtu)"
+
+# Reports count NEW from its addition, T-1 from the start.
+expect_eq "NEW counts in the reports from the reload on" 1 \
+  "$(sql "$DB" "SELECT configured_since_ms >= $reload_ms FROM meters WHERE id = 'NEW'")"
+expect_eq "T-1 counts from before the reload" 1 \
+  "$(sql "$DB" "SELECT configured_since_ms < $reload_ms FROM meters WHERE id = 'T-1'")"
+day=$(TZ=Asia/Shanghai date +%F)
+"$IC_BIN/intake-collector" report --config "$T/site.yaml" --from "$day" \
+  --to "$(TZ=Asia/Shanghai date -d tomorrow +%F)" --period day --format json >"$T/report.json"
+check "today's report expects fewer readings of NEW than of T-1 (added later)" \
+  jq -e '[.[0].meters[] | select(.id == "NEW" or .id == "T-1") | {(.id): .expected_readings}] | add
+         | .NEW < ."T-1"' "$T/report.json"
 
 state=$(mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -t water/reloadtest/gateway/state -C 1 -W 5)
 expect_eq "the gateway state names the applied file's SHA-256" \
