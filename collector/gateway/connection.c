@@ -256,5 +256,15 @@ void gw__handle_pub_event(gw *d, pub_event *ev) {
     case PUB_EV_CONNECT_FAILED: on_connect_failed(d, ev); break;
     case PUB_EV_DELIVERED: on_delivered(d, ev); break;
     case PUB_EV_FAILED: on_failed(d, ev); break;
+    case PUB_EV_STRAY_ACK:
+      /* paho ignores it; a broker that does this may be confusing this
+       * client's session with another's. Said once, counted always. */
+      d->stray_acks++;
+      log_once(&d->told_stray_ack, LOGL_WARN,
+               "mqtt: the broker %s acknowledged packet id %d, which has no message in "
+               "flight (a PUBACK for an unknown packet id, a protocol error): ignored; "
+               "said once, counted in the gateway state (stray_acks)",
+               d->cfg->mqtt.url, ev->reason);
+      break;
   }
 }

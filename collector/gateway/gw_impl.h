@@ -238,7 +238,8 @@ struct gw {
   uv_timer_t reconnect_timer; /* after a lost connection or a failed attempt */
   int64_t reconnect_ms;
   pub_limits lim;             /* the current connection's, from its CONNACK */
-  bool told_fallback, told_no_retain, told_keepalive;
+  bool told_fallback, told_no_retain, told_keepalive, told_stray_ack;
+  uint64_t stray_acks; /* PUBACKs for packet ids with no message in flight */
   /* A message the broker closed the connection on (the oldest one then
    * unacknowledged), and how many losses in a row it was that one. At two
    * its topic is set aside, held back like a refused one. */

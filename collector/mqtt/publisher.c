@@ -56,6 +56,13 @@ struct publisher {
   /* Everything below the mutex is shared with paho's threads. */
   xqueue events;         /* to the loop, oldest first */
   msg_ctx pending;       /* list head, oldest first */
+  /* Every PUBACK is told by paho's deliveryComplete and, when it matches a
+   * message of ours, by that message's callback, one right after the
+   * other on paho's receiving thread (in either order): a PUBACK told
+   * only by the first is for a packet id we have not sent. */
+  bool ack_open;         /* ack_token was told by deliveryComplete alone */
+  int ack_token;
+  int settled_token;     /* the last message settled, not yet told */
   out_msg *q_head, *q_tail;
   size_t nqueued;        /* messages waiting in q */
   size_t outstanding;    /* QoS 1 messages with paho, unacknowledged */
@@ -253,9 +260,14 @@ static void pump(publisher *p) {
 }
 
 /* An acknowledgement or a failure for C: the window has room again. */
-static void settle(msg_ctx *c, pub_event_kind kind, int reason, const char *detail) {
+static void settle(msg_ctx *c, int token, pub_event_kind kind, int reason,
+                   const char *detail) {
   publisher *p = c->pub;
   pthread_mutex_lock(&p->mu);
+  if (p->ack_open && token == p->ack_token)
+    p->ack_open = false;
+  else
+    p->settled_token = token;
   occ_note(p);
   c->prev->next = c->next;
   c->next->prev = c->prev;
@@ -330,6 +342,11 @@ static int on_message(void *ctx, char *topic, int len, MQTTAsync_message *m) {
 static void on_connection_lost(void *ctx, char *cause) {
   publisher *p = ctx;
   pthread_mutex_lock(&p->mu);
+  if (p->ack_open)
+    push_event_locked(p, PUB_EV_STRAY_ACK, 0, p->ack_token,
+                      "a PUBACK for a packet id with no message in flight");
+  p->ack_open = false;
+  p->settled_token = 0;
   /* A broker closes the connection on a message it will not take after
    * acknowledging every one before it, so the oldest still unacknowledged
    * is the one it closed on. */
@@ -574,8 +591,7 @@ static void on_connect_failure5(void *ctx, MQTTAsync_failureData5 *resp) {
 }
 
 static void on_sent(void *ctx, MQTTAsync_successData *resp) {
-  (void)resp;
-  settle(ctx, PUB_EV_DELIVERED, 0, NULL);
+  settle(ctx, resp ? resp->token : 0, PUB_EV_DELIVERED, 0, NULL);
 }
 
 static void on_sent5(void *ctx, MQTTAsync_successData5 *resp) {
@@ -584,16 +600,16 @@ static void on_sent5(void *ctx, MQTTAsync_successData5 *resp) {
     char d[160];
     snprintf(d, sizeof d, "broker refused the message: %s (0x%02x)",
              MQTTReasonCode_toString((enum MQTTReasonCodes)rc), (unsigned)rc);
-    settle(ctx, PUB_EV_FAILED, rc, d);
+    settle(ctx, resp->token, PUB_EV_FAILED, rc, d);
   } else {
-    settle(ctx, PUB_EV_DELIVERED, rc, NULL);
+    settle(ctx, resp ? resp->token : 0, PUB_EV_DELIVERED, rc, NULL);
   }
 }
 
 static void on_send_failure(void *ctx, MQTTAsync_failureData *resp) {
   char d[160];
   snprintf(d, sizeof d, "%s", resp && resp->message ? resp->message : "not delivered");
-  settle(ctx, PUB_EV_FAILED, resp ? resp->code : 0, d);
+  settle(ctx, resp ? resp->token : 0, PUB_EV_FAILED, resp ? resp->code : 0, d);
 }
 
 static void on_send_failure5(void *ctx, MQTTAsync_failureData5 *resp) {
@@ -603,7 +619,20 @@ static void on_send_failure5(void *ctx, MQTTAsync_failureData5 *resp) {
              MQTTReasonCode_toString(resp->reasonCode), (unsigned)resp->reasonCode);
   else
     snprintf(d, sizeof d, "%s", resp && resp->message ? resp->message : "not delivered");
-  settle(ctx, PUB_EV_FAILED, resp ? (int)resp->reasonCode : 0, d);
+  settle(ctx, resp ? resp->token : 0, PUB_EV_FAILED, resp ? (int)resp->reasonCode : 0, d);
+}
+
+/* A PUBACK arrived for packet id TOKEN (paho's receiving thread). */
+static void on_delivery_complete(void *ctx, MQTTAsync_token token) {
+  publisher *p = ctx;
+  pthread_mutex_lock(&p->mu);
+  if (p->ack_open && p->ack_token != token)
+    push_event_locked(p, PUB_EV_STRAY_ACK, 0, p->ack_token,
+                      "a PUBACK for a packet id with no message in flight");
+  p->ack_open = token != 0 && token != p->settled_token;
+  p->ack_token = token;
+  p->settled_token = 0;
+  pthread_mutex_unlock(&p->mu);
 }
 
 /* --- API (loop thread) ---------------------------------------------------- */
@@ -657,7 +686,7 @@ static int create_client(publisher *p, int version, char *err, size_t errlen) {
   p->created = true;
   p->client_version = version;
   p->acked = false;
-  MQTTAsync_setCallbacks(p->client, p, on_connection_lost, on_message, NULL);
+  MQTTAsync_setCallbacks(p->client, p, on_connection_lost, on_message, on_delivery_complete);
   return 0;
 }
 

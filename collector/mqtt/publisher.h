@@ -41,6 +41,8 @@ typedef enum {
   PUB_EV_DELIVERED,     /* tag's PUBACK arrived */
   PUB_EV_FAILED,        /* tag was refused or could not be sent */
   PUB_EV_MESSAGE,       /* a message arrived on a subscription */
+  PUB_EV_STRAY_ACK,     /* the broker acknowledged a packet id with no message
+                           in flight (a protocol error): reason is the id */
 } pub_event_kind;
 
 typedef struct pub_event {

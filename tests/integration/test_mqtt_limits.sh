@@ -186,4 +186,28 @@ expect_eq "Receive Maximum 0 is logged once over three attempts" 1 \
 expect_eq "and no reading is marked delivered" 0 \
   "$(sql "$T/readings-e.db" 'SELECT count(*) FROM readings WHERE delivered = 1')"
 stop_pid "$rm0_PID"
+
+# --- PUBACKs for a packet id never sent ---------------------------------------
+# Another stand-in: it acknowledges everything, and three times sends one
+# more PUBACK, for packet id 65000.
+site 5 f
+read -r MPORT < <(free_ports 1)
+echo "metrics: {listen: \"127.0.0.1:$MPORT\"}" >>"$T/site-f.yaml"
+start stray stdbuf -oL node "$IC_SOURCE_DIR/tests/tools/stray-ack-broker.js" "$MQTT_PORT"
+wait_for "$T/stray.out" '^ready' 10 "$stray_PID"
+start col6 "$IC_BIN/intake-collector" --config "$T/site-f.yaml"
+three_strays() { [ "$(grep -c '^stray' "$T/stray.out")" -ge 3 ]; }
+wait_until 30 "three stray PUBACKs sent" three_strays
+said() { grep -q 'acknowledged packet id 65000, which has no message in flight' "$T/col6.log"; }
+wait_until 10 "the stray PUBACK logged" said
+more_acked() { [ "$(sql "$T/readings-f.db" 'SELECT count(*) FROM readings WHERE delivered = 1')" -ge 40 ]; }
+wait_until 30 "readings delivered on after the strays" more_acked
+expect_eq "the gateway counts all three strays, and nothing else as one" 3 \
+  "$(curl -s -m 5 "http://127.0.0.1:$MPORT/status" | jq .counters.stray_acks)"
+stop_pid "$col6_PID"
+expect_eq "the daemon exits 0" 0 "$STOP_RC"
+expect_eq "a PUBACK for an unknown packet id is logged once over three" 1 \
+  "$(grep -c 'acknowledged packet id' "$T/col6.log" || true)"
+check "it is a warning naming packet id 65000" grep -q '^warn .*acknowledged packet id 65000' "$T/col6.log"
+stop_pid "$stray_PID"
 finish
