@@ -2,8 +2,9 @@
 # Reloading the site file on a running gateway (`intake-collector reload`,
 # SIGHUP): a meter added starts polling; a removed one is said offline with
 # reason "removed" and its undelivered readings still go out; a changed one
-# (unit, interval) is re-planned and keeps its sequence numbers; the buses
-# left alone keep their connections (intake-sim's accept counts) and no
+# (unit, interval) is re-planned and keeps its sequence numbers; a changed
+# bus is reopened while the buses left alone keep their connections
+# (intake-sim's accept counts); no
 # meter skips a sequence number; a broken file and a new storage.path are
 # refused while the running configuration polls on; a change of mqtt.*
 # reconnects with the outbox kept; 100 reloads in a row under load lose no
@@ -13,12 +14,13 @@ source "$(dirname "$0")/lib.sh"
 read -r MQTT_PORT TCP_PORT ROT_PORT < <(free_ports 3)
 DB="$T/readings.db"
 
+# buses [DTU_TIMEOUT]
 buses() {
   cat <<YAML
 buses:
   - {id: line1, transport: rtu, device: ./ttySIM0, baud: 38400, timeout: 500ms}
   - {id: plc, transport: tcp, host: 127.0.0.1, port: $TCP_PORT, timeout: 1s}
-  - {id: dtu, transport: rtu-over-tcp, host: 127.0.0.1, port: $ROT_PORT, timeout: 1s}
+  - {id: dtu, transport: rtu-over-tcp, host: 127.0.0.1, port: $ROT_PORT, timeout: ${1:-1s}}
 YAML
 }
 
@@ -48,7 +50,7 @@ site() {
   echo "site: {id: reloadtest}"
   echo "mqtt: {url: \"mqtt://127.0.0.1:$MQTT_PORT\", client_id: reloadtest-gw, keepalive: $ka}"
   echo "storage: {path: ./readings.db}"
-  buses
+  if [ "$v" = 1 ]; then buses 1s; else buses 1500ms; fi
   echo "meters:"
   echo "  - {id: T-1, bus: plc, unit: 1, profile: mag-00h, interval: $t1}"
   if [ "$v" = 1 ]; then
@@ -92,7 +94,8 @@ wait_for "$T/collector.log" "broker connection lost" 20 "$collector_PID"
 gone_piled() { [ "$(sql "$DB" "SELECT count(*) FROM readings WHERE meter = 'GONE' AND delivered = 0")" -ge 3 ]; }
 wait_until 20 "three undelivered readings of GONE" gone_piled
 
-# --- Add NEW, remove GONE, move T-2 to unit 4 every 2 s --------------------
+# --- Add NEW, remove GONE, move T-2 to unit 4 every 2 s, the dtu bus's
+# timeout to 1.5 s -----------------------------------------------------------
 site 2 >"$T/site.yaml"
 reload_ms=$(now_ms)
 rc=0
@@ -104,6 +107,7 @@ check "the log says GONE was removed" grep -q "reload: meter GONE removed" "$T/c
 check "the log says NEW was added" grep -q "reload: meter NEW added on bus plc" "$T/collector.log"
 check "the log says what changed in T-2" \
   grep -q "reload: meter T-2 changed: unit 2 -> 4, interval 1000 ms -> 2000 ms" "$T/collector.log"
+check "the log says the dtu bus was reopened" grep -q "reload: bus dtu changed: reopened" "$T/collector.log"
 gone_last=$(sql "$DB" "SELECT max(seq) FROM readings WHERE meter = 'GONE'")
 gone_rows=$(sql "$DB" "SELECT count(*) FROM readings WHERE meter = 'GONE'")
 
@@ -140,8 +144,9 @@ for m in T-1 T-2 D-1 R-1; do
   expect_eq "$m: no sequence number skipped across the reload (1..$last)" 0 \
     "$(missing_seqs "$T/r2.json" "$m" "$last")"
 done
-expect_eq "the tcp bus kept its connection" "$plc_before" "$(accepted plc)"
-expect_eq "the rtu-over-tcp bus kept its connection" "$dtu_before" "$(accepted dtu)"
+expect_eq "the tcp bus, left alone, kept its connection" "$plc_before" "$(accepted plc)"
+expect_eq "the rtu-over-tcp bus, changed, was connected again once" $((dtu_before + 1)) \
+  "$(accepted dtu)"
 
 # Reports count NEW from its addition, T-1 from the start.
 expect_eq "NEW counts in the reports from the reload on" 1 \
