@@ -199,10 +199,13 @@ int sim_control(sim *s, const char *line, char *out, size_t outlen) {
              "  pin METER FIELD VAL  pin a field to a value\n"
              "  unpin METER FIELD    let the physics drive it again\n"
              "  status               one line per meter\n"
+             "  dtu BUS ACTION       status|drop|reconnect|off|on|garbage|heartbeat|inside on|off\n"
              "ok\n");
     return 0;
   }
   if (strcmp(cmd, "status") == 0) return control_status(s, out, outlen);
+  if (strcmp(cmd, "dtu") == 0 && (n == 3 || n == 4))
+    return sim__dtu_control(s, a, b, n == 4 ? c : "", out, outlen);
   sim_meter *m = n >= 2 ? find_meter(s, a) : NULL;
   if (strcmp(cmd, "fault") == 0 || strcmp(cmd, "pin") == 0 ||
       strcmp(cmd, "unpin") == 0) {
