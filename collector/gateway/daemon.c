@@ -394,7 +394,7 @@ static int start_delivery(gw *d) {
 
 static int (*const start_steps[])(gw *d) = {
     init_loop,      init_periods, init_plans,  init_store,  init_reporter, init_pusher,
-    init_publisher, init_buses,   init_timers, init_meters, gw__metrics_start,
+    init_publisher, init_buses,   gw__dtu_start, init_timers, init_meters, gw__metrics_start,
     start_delivery,
 };
 
@@ -412,6 +412,7 @@ static void stop_polling(gw *d) {
   uv_timer_stop(&d->maint_timer);
   uv_timer_stop(&d->reconnect_timer);
   for (size_t i = 0; i < d->nperiods; i++) uv_timer_stop(&d->period_rt[i].timer);
+  dtuservers_stop(d->dtus);
   netbuses_stop(d->net); /* network polls in progress are abandoned */
   for (size_t b = 0; b < c->nbuses; b++) busworker_stop(d->workers[b]);
   for (size_t b = 0; b < c->nbuses; b++) busworker_join(d->workers[b]);
@@ -454,6 +455,7 @@ static void close_publisher(gw *d, bool clean) {
 static void free_gw(gw *d) {
   const cfg *c = d->cfg;
   pusher_free(d->pusher);
+  dtuservers_free(d->dtus);
   netbuses_free(d->net);
   gw__pubq_free(d);
   store_event_free(d->replay_ev);
@@ -484,6 +486,7 @@ static void free_gw(gw *d) {
 static void finish(gw *d, bool clean) {
   if (d->workers)
     for (size_t b = 0; b < d->cfg->nbuses; b++) busworker_free(d->workers[b]);
+  dtuservers_stop(d->dtus);
   netbuses_stop(d->net);
   reporter_free(d->reporter);
   d->reporter = NULL;

@@ -14,6 +14,7 @@
  *   site.c       the site topics: meter and gateway state, online rate
  *   periods.c    report periods: timers, the reporter's results, pushing
  *   observe.c    the metrics endpoint: /metrics and /status
+ *   dtu.c        the DTU servers: start, their events logged, their state
  */
 #ifndef IC_GW_IMPL_H
 #define IC_GW_IMPL_H
@@ -36,6 +37,7 @@
 #include "poll/busload.h"
 #include "poll/busworker.h"
 #include "poll/netbus.h"
+#include "poll/dtuserver.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "meter/mstate.h"
@@ -175,7 +177,8 @@ struct gw {
   store *store;
   publisher *pub;
   busworker **workers; /* serial lines; NULL for network buses */
-  netbuses *net;       /* the TCP and RTU-over-TCP buses, on the loop */
+  netbuses *net;       /* the TCP, RTU-over-TCP and DTU buses, on the loop */
+  dtuservers *dtus;    /* the servers DTUs dial in to; NULL without */
   mb_plan **plans;
   meter_rt *meters;
   int64_t started_ms;
@@ -318,6 +321,9 @@ void gw__on_gateway_timer(uv_timer_t *t);
 
 /* observe.c */
 int gw__metrics_start(gw *d);
+/* dtu.c */
+int gw__dtu_start(gw *d);
+void gw__dtu_state_json(gw *d, cJSON *o);
 void gw__metrics_stop(gw *d);
 void gw__count_poll(gw *d, meter_rt *m, const bus_result *r);
 

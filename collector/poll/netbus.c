@@ -13,6 +13,7 @@
 
 #include "base/backoff.h"
 #include "base/clock.h"
+#include "proto/dtu_filter.h"
 #include "proto/mb_xchg.h"
 #include "transport/tr_net.h"
 
@@ -88,6 +89,10 @@ struct netbus {
   uint64_t gap_ns, ready_ns, last_rx_ns;
   size_t rx_junk;     /* bytes since the last good answer (TR_NET_JUNK_MAX) */
   bool stopping;
+  /* rtu-dtu: the DTU's connection comes from its server (netbuses_dtu_attach);
+   * its registration and heartbeat are taken out before the framer. */
+  dtu_filter *flt;
+  bool dtu_seen; /* a DTU has been attached once */
 };
 
 struct netbuses {
@@ -229,6 +234,18 @@ static void finish(netbus *nb, int rc, const tr_error *e) {
   pump(nb);
 }
 
+/* An rtu-dtu bus without its DTU: the poll fails at once. */
+static void not_connected(netbus *nb) {
+  tr_error e;
+  char reg[CFG_REG_TEXT_MAX];
+  cfg_bus_registration_text(nb->bus, reg, sizeof reg);
+  if (nb->dtu_seen)
+    tr_fail(&e, TR_ENOTCONN, "DTU %s has not connected again since its link closed", reg);
+  else
+    tr_fail(&e, TR_ENOTCONN, "DTU %s has not connected", reg);
+  finish(nb, e.code, &e);
+}
+
 static void start_poll(netbus *nb) {
   nb->cur = nb->jobs[nb->head];
   nb->head = (nb->head + 1) % nb->cap;
@@ -241,7 +258,9 @@ static void start_poll(netbus *nb) {
     send_request(nb);
     break;
   case NB_CLOSED:
-    if (nb->reopen_at_ms && clock_mono_ms() < nb->reopen_at_ms)
+    if (nb->flt)
+      not_connected(nb);
+    else if (nb->reopen_at_ms && clock_mono_ms() < nb->reopen_at_ms)
       finish(nb, nb->open_err.code, &nb->open_err);
     else
       try_connect(nb);
@@ -544,6 +563,48 @@ static void exchange_done(netbus *nb, int rc, const tr_error *e) {
     finish(nb, TR_OK, NULL);
 }
 
+/* Bytes that frame no answer came (N more of them): past the bound the
+ * connection is closed. False when it was. */
+static bool count_junk(netbus *nb, size_t n) {
+  nb->rx_junk += n;
+  if (nb->rx_junk <= TR_NET_JUNK_MAX) return true;
+  tr_error e;
+  where_buf wb;
+  tr_net_junk(&e, where(nb, &wb), nb->rx_junk);
+  close_conn(nb);
+  if (nb->busy) finish(nb, e.code, &e);
+  return false;
+}
+
+/* A DTU's bytes: its packets taken out, what is left framed and judged.
+ * Only what the filter hands on counts as junk, so a DTU whose meters are
+ * all dead is not closed for its heartbeats. */
+static bool dtu_receive(netbus *nb, const uint8_t *buf, size_t n) {
+  size_t off = 0;
+  while (off < n) {
+    off += dtu_filter_feed(nb->flt, buf + off, n - off);
+    uint8_t frame[MB_RTU_MAX];
+    size_t k;
+    while ((k = dtu_filter_next(nb->flt, frame, sizeof frame)) > 0) {
+      if (!nb->x) {
+        if (!count_junk(nb, k)) return false;
+        continue; /* not an answer to anything: dropped */
+      }
+      tr_error e;
+      int rc = mb_xchg_feed(nb->x, frame, k, &e);
+      if (rc == TR_OK) nb->rx_junk = 0;
+      else if (!count_junk(nb, k)) return false;
+      if (rc != MB_XCHG_MORE) {
+        exchange_done(nb, rc, &e);
+        /* What follows the answer is not part of it. */
+        if (nb->flt) dtu_filter_reset(nb->flt);
+        return nb->c != NULL;
+      }
+    }
+  }
+  return true;
+}
+
 /* Read what the socket has. Returns false when the connection is gone. */
 static bool receive(netbus *nb) {
   uint8_t buf[RX_CHUNK];
@@ -557,6 +618,7 @@ static bool receive(netbus *nb) {
     return false;
   }
   nb->last_rx_ns = now_ns();
+  if (nb->flt) return dtu_receive(nb, buf, (size_t)n);
   nb->rx_junk += (size_t)n;
   if (nb->rx_junk > TR_NET_JUNK_MAX) {
     tr_error e;
@@ -603,7 +665,10 @@ static void send_request(netbus *nb) {
   if (nb->state != NB_OPEN) {
     /* Not expected (a lost connection ends its poll), but never send on
      * no connection. */
-    if (nb->state == NB_CLOSED) try_connect(nb);
+    if (nb->state == NB_CLOSED && nb->flt)
+      not_connected(nb);
+    else if (nb->state == NB_CLOSED)
+      try_connect(nb);
     return;
   }
   uint64_t now = now_ns();
@@ -614,11 +679,17 @@ static void send_request(netbus *nb) {
   }
   if (nb->req == 0 && now - nb->last_rx_ns >= IDLE_CHECK_NS && !still_open(nb)) {
     /* Closed by the peer while idle (DTUs do): nothing was lost, connect
-     * again and send then. */
+     * again and send then; a DTU that dials in has to dial again. */
     close_conn(nb);
-    try_connect(nb);
+    if (nb->flt)
+      not_connected(nb);
+    else
+      try_connect(nb);
     return;
   }
+  /* Whatever a DTU's filter holds (part of a heartbeat, a late answer's
+   * start) is not the answer to the request about to go. */
+  if (nb->flt) dtu_filter_reset(nb->flt);
   const cfg_meter *m = &nb->set->cfg->meters[nb->cur.meter];
   const mb_plan *plan = nb->set->plans[nb->cur.meter];
   const plan_range *r = &plan->reqs[nb->req];
@@ -754,8 +825,21 @@ int netbuses_new(netbuses **out, uv_loop_t *loop, const cfg *c,
     netbus *nb = &s->buses[s->n];
     nb->set = s;
     nb->bus = bus;
-    nb->rtu = bus->transport == CFG_TRANSPORT_RTU_OVER_TCP;
+    nb->rtu = bus->transport != CFG_TRANSPORT_TCP;
     nb->gap_ns = (uint64_t)bus->turnaround_ms * 1000000u;
+    if (bus->transport == CFG_TRANSPORT_RTU_DTU) {
+      /* The DTU's serial side keeps the line's 3.5-character silence. */
+      int bits = mb_rtu_char_bits(bus->data_bits, bus->parity != 'N', bus->stop_bits);
+      nb->gap_ns += mb_rtu_silence_us(bus->baud, bits) * 1000u;
+      nb->flt = malloc(sizeof *nb->flt);
+      if (nb->flt && dtu_filter_init(nb->flt, bus->registration, bus->reglen,
+                                     bus->registration_every_packet, bus->heartbeat,
+                                     bus->hblen) != 0) {
+        free(nb->flt);
+        nb->flt = NULL;
+      }
+      if (!nb->flt) nb->jobs = NULL; /* refused below */
+    }
     nb->tid = (uint16_t)(b * 7919u); /* different buses, different ids */
     size_t meters = 0, words = 1;
     for (size_t i = 0; i < c->nmeters; i++) {
@@ -764,7 +848,8 @@ int netbuses_new(netbuses **out, uv_loop_t *loop, const cfg *c,
       if (plans[i]->total_words > words) words = plans[i]->total_words;
     }
     nb->cap = meters ? meters : 1;
-    nb->jobs = calloc(nb->cap, sizeof *nb->jobs);
+    if (bus->transport != CFG_TRANSPORT_RTU_DTU || nb->flt)
+      nb->jobs = calloc(nb->cap, sizeof *nb->jobs);
     nb->words = calloc(words, sizeof *nb->words);
     uv_timer_init(loop, &nb->timer);
     nb->timer.data = nb;
@@ -825,6 +910,7 @@ void netbuses_free(netbuses *s) {
   for (size_t i = 0; i < s->n; i++) {
     free(s->buses[i].jobs);
     free(s->buses[i].words);
+    free(s->buses[i].flt);
   }
   while (s->free_x) {
     xslot *next = s->free_x->next;
@@ -834,4 +920,62 @@ void netbuses_free(netbuses *s) {
   free(s->buses);
   free(s->by_bus);
   free(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* DTUs that dial in                                                        */
+
+static netbus *dtu_bus(const netbuses *s, size_t bus) {
+  netbus *nb = s && bus < s->cfg->nbuses ? s->by_bus[bus] : NULL;
+  return nb && nb->flt && !nb->stopping ? nb : NULL;
+}
+
+int netbuses_dtu_attach(netbuses *s, size_t bus, int fd, const uint8_t *left,
+                        size_t nleft) {
+  netbus *nb = dtu_bus(s, bus);
+  if (!nb) {
+    close(fd);
+    return -1;
+  }
+  if (nb->c) {
+    /* Taken over: the poll on the old link (half-open, most likely) ends
+     * now rather than at its timeout, and the next goes on the new one. */
+    close_conn(nb);
+    if (nb->busy) {
+      tr_error e;
+      tr_fail(&e, TR_ECONNRESET, "the DTU's link was taken over by a new connection");
+      finish(nb, e.code, &e);
+    }
+  }
+  if (watch(nb, fd, UV_READABLE) != 0) {
+    close(fd);
+    return -1;
+  }
+  tr_net_connected(fd);
+  nb->state = NB_OPEN;
+  nb->dtu_seen = true;
+  nb->rx_junk = 0;
+  nb->last_rx_ns = now_ns();
+  dtu_filter_reset(nb->flt);
+  /* What came behind the registration (a heartbeat) is dropped as any
+   * unasked bytes are. */
+  if (nleft) dtu_filter_feed(nb->flt, left, nleft);
+  return 0;
+}
+
+int64_t netbuses_dtu_quiet_ms(const netbuses *s, size_t bus) {
+  const netbus *nb = dtu_bus(s, bus);
+  if (!nb || nb->state != NB_OPEN) return -1;
+  return (int64_t)((now_ns() - nb->last_rx_ns) / 1000000u);
+}
+
+void netbuses_dtu_close(netbuses *s, size_t bus) {
+  netbus *nb = dtu_bus(s, bus);
+  if (!nb || !nb->c) return;
+  close_conn(nb);
+  if (nb->busy) {
+    tr_error e;
+    tr_fail(&e, TR_ECONNRESET, "the DTU's link went quiet and was closed");
+    finish(nb, e.code, &e);
+  }
 }

@@ -1,4 +1,5 @@
-/* netbus: the network buses (Modbus TCP and RTU over TCP) on the event loop.
+/* netbus: the network buses (Modbus TCP, RTU over TCP, DTUs that dial in)
+ * on the event loop.
  *
  * A network endpoint, a meter with an Ethernet port or the serial server or
  * 4G DTU in front of a line, spends nearly all its time waiting for an
@@ -21,6 +22,13 @@
  * 30 s, and meanwhile polls fail at once with the reason. Connecting never
  * blocks the loop: addresses are numeric or resolved on libuv's thread pool,
  * and connect(2) completes in the loop.
+ *
+ * An rtu-dtu bus does not connect: its DTU dials in to a DTU server
+ * (dtuserver.h), which hands the registered connection over
+ * (netbuses_dtu_attach). Until then, and after its link closes, its polls
+ * fail at once with TR_ENOTCONN. Its bytes go through a dtu_filter (the
+ * registration and heartbeat packets taken out) before the RTU framer, and
+ * only what the filter hands on counts towards TR_NET_JUNK_MAX.
  */
 #ifndef IC_NETBUS_H
 #define IC_NETBUS_H
@@ -48,6 +56,22 @@ int netbuses_new(netbuses **out, uv_loop_t *loop, const cfg *c,
 /* Queue a poll of meter METER (on network bus BUS) for SLOT_MS. -1 when
  * stopping or the bus's queue is full (the caller counts a skipped slot). */
 int netbuses_submit(netbuses *s, size_t bus, uint32_t meter, int64_t slot_ms);
+
+/* rtu-dtu bus BUS: FD, a DTU's connection that sent the bus's registration
+ * (LEFT, NLEFT: the bytes that came behind it), is the bus's from now on
+ * (and FD the netbus's to close). A connection the bus had is closed and
+ * the poll on it fails (connection_reset). -1 when BUS is not an rtu-dtu
+ * bus or memory ran out (FD closed). */
+int netbuses_dtu_attach(netbuses *s, size_t bus, int fd, const uint8_t *left,
+                        size_t nleft);
+
+/* Milliseconds since rtu-dtu bus BUS's DTU connection last brought a byte,
+ * or -1 when it has none. */
+int64_t netbuses_dtu_quiet_ms(const netbuses *s, size_t bus);
+
+/* Close rtu-dtu bus BUS's DTU connection (gone quiet); its poll in progress
+ * fails (connection_reset). */
+void netbuses_dtu_close(netbuses *s, size_t bus);
 
 /* Stop: polls queued or in progress are abandoned (no result), connections
  * closed, and the handles closed; let the loop run their close callbacks

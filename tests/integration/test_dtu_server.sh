@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# 4G DTUs that dial in (rtu-dtu buses on a DTU server). Three intake-sim DTUs
+# share one port of the collector: one with a one-byte heartbeat, one with
+# its registration in front of every packet, one plain; a fourth bus's DTU
+# never dials. Each meter is polled at its interval with the values pinned
+# in sim.fixed, also while heartbeats come between and inside answers; the
+# silent bus's meter fails with not_connected and goes offline. Then: a DTU
+# that reconnects leaving its old link half-open takes its line over; an
+# unknown registration and a silent connection are closed and logged once;
+# a thousand connections that never register stop nothing; a connection
+# from outside the allow list is closed before it is read; a takeover storm
+# from a second address is refused and counted while the real DTU keeps its
+# line; and a DTU that registers again from another address is marked in
+# the gateway state.
+source "$(dirname "$0")/lib.sh"
+
+read -r MQTT_PORT DTU_PORT METRICS_PORT < <(free_ports 3)
+CLIENT="$IC_SOURCE_DIR/tests/tools/dtuclient.py"
+head_yaml() {
+  cat <<YAML
+site: {id: canal}
+mqtt: {url: "mqtt://127.0.0.1:$MQTT_PORT"}
+storage: {path: ./readings.db}
+dtu_servers:
+  - id: dtu-in
+    listen: 127.0.0.1:$DTU_PORT
+    register_timeout: 1s
+    takeover_hold: 3s
+    max_pending: 200
+    allow: [127.0.0.1, 127.0.0.2/32]
+YAML
+}
+buses_yaml() {
+  cat <<YAML
+  - {id: canal-1, transport: rtu-dtu, server: dtu-in, registration: KKY-DTU-01,
+     heartbeat: "hex:FE", sim_heartbeat_interval: 150ms, baud: 9600, timeout: 500ms}
+  - {id: canal-2, transport: rtu-dtu, server: dtu-in, registration: "hex:AA0102",
+     registration_every_packet: true, heartbeat: PING, sim_heartbeat_interval: 200ms,
+     timeout: 500ms}
+  - {id: canal-3, transport: rtu-dtu, server: dtu-in, registration: KKY-DTU-03,
+     heartbeat: "hex:FEFE", timeout: 500ms}
+YAML
+}
+meters_yaml() {
+  cat <<YAML
+  - {id: M1, bus: canal-1, unit: 1, profile: tuf2000m, interval: 1s,
+     sim: {fixed: {flow_m3h: 36.625, total_m3: 1234.5, net_total_m3: 1000.25}}}
+  - {id: M2, bus: canal-1, unit: 2, profile: mag-00h, interval: 1s,
+     sim: {fixed: {flow_m3h: 250, total_m3: 98765.25, velocity_ms: 0.75}}}
+  - {id: M3, bus: canal-2, unit: 7, profile: tuf2000m, interval: 1s,
+     sim: {fixed: {flow_m3h: 12.5, total_m3: 7.75, net_total_m3: 7.75}}}
+  - {id: M4, bus: canal-3, unit: 1, profile: mag-00h, interval: 1s,
+     sim: {fixed: {flow_m3h: 80.5, total_m3: 4321, velocity_ms: 0.5}}}
+YAML
+}
+{ head_yaml; echo "metrics: {listen: 127.0.0.1:$METRICS_PORT}"; echo "buses:"; buses_yaml
+  echo "  - {id: canal-4, transport: rtu-dtu, server: dtu-in, registration: KKY-DTU-04}"
+  echo "meters:"; meters_yaml
+  echo "  - {id: M5, bus: canal-4, unit: 1, profile: mag-00h, interval: 1s}"
+} >"$T/site.yaml"
+{ head_yaml; echo "sim: {control: ./sim.sock}"; echo "buses:"; buses_yaml
+  echo "meters:"; meters_yaml; } >"$T/sim.yaml"
+DB="$T/readings.db"
+ctl() { "$IC_BIN/intake-sim" ctl --socket "$T/sim.sock" "$@"; }
+rows() { sql "$DB" "SELECT count(*) FROM readings WHERE meter = '$1'"; }
+failures() {
+  sql "$DB" "SELECT coalesce(sum(timeout + crc + exception + connection_refused + connection_reset
+    + malformed + io + decode + not_connected), 0) FROM poll_stats WHERE meter = '$1'"
+}
+status() { curl -s "http://127.0.0.1:$METRICS_PORT/status"; }
+dtu_state() { status | jq -c --arg b "$1" '.dtus[] | select(.bus == $b)'; }
+
+start_broker broker "$MQTT_PORT"
+start collector "$IC_BIN/intake-collector" --config "$T/site.yaml"
+wait_for "$T/collector.out" '^ready' 20 "$collector_PID"
+check "the server without DTUs yet says where it listens" \
+  grep -q "DTU server dtu-in: listening on 127.0.0.1:$DTU_PORT for 4 DTUs" "$T/collector.log"
+# Before any DTU dials in, the meters fail with a kind of their own.
+nc_polls() { [ "$(sql "$DB" "SELECT coalesce(sum(not_connected), 0) FROM poll_stats WHERE meter = 'M4'")" -ge 1 ]; }
+wait_until 10 "M4 polled without its DTU" nc_polls
+ok "a meter polled before its DTU registers fails with not_connected"
+
+(cd "$T" && exec "$IC_BIN/intake-sim" --config "$T/sim.yaml" >"$T/sim.out" 2>"$T/sim.log") &
+sim_PID=$!
+IC_PIDS+=("$sim_PID")
+IC_OURS+=("$sim_PID")
+wait_for "$T/sim.out" '^ready' 20 "$sim_PID"
+for r in KKY-DTU-01 hex:AA0102 KKY-DTU-03; do
+  wait_for "$T/collector.log" "DTU $r registered from 127\.0\.0\.1:" 10 "$collector_PID"
+done
+ok "three DTUs registered on one port"
+
+# Each meter read at its interval, with the pinned values.
+c0=$(for m in M1 M2 M3 M4; do rows $m; done | paste -sd' ')
+f0=$(for m in M1 M2 M3 M4; do failures $m; done | paste -sd' ')
+t0=$(now_ms)
+each3() { for m in M1 M2 M3 M4; do [ "$(rows $m)" -ge 3 ] || return 1; done; }
+wait_until 20 "three readings of every meter" each3
+value() { sql "$DB" "SELECT json_extract(fields, '\$.$2') FROM readings WHERE meter = '$1' ORDER BY id DESC LIMIT 1"; }
+expect_eq "M1 flow as pinned (heartbeat 0xFE)" 36.625 "$(value M1 flow_m3h)"
+expect_eq "M1 total as pinned" 1234.5 "$(value M1 total_m3)"
+expect_eq "M2 flow as pinned" 250 "$(value M2 flow_m3h)"
+expect_eq "M2 velocity as pinned" 0.75 "$(value M2 velocity_ms)"
+expect_eq "M3 flow as pinned (registration on every packet)" 12.5 "$(value M3 flow_m3h)"
+expect_eq "M3 total as pinned" 7.75 "$(value M3 total_m3)"
+expect_eq "M4 flow as pinned" 80.5 "$(value M4 flow_m3h)"
+expect_eq "M4 total as pinned" 4321 "$(value M4 total_m3)"
+
+# Heartbeats inside answers: every answer cut in two packets with the
+# heartbeat (or, on canal-2, the heartbeat and the registration) between.
+ctl dtu canal-1 inside on >/dev/null
+ctl dtu canal-2 inside on >/dev/null
+fb1=$(failures M1); fb3=$(failures M3); n1=$(rows M1); n3=$(rows M3)
+more() { [ "$(rows M1)" -ge $((n1 + 4)) ] && [ "$(rows M3)" -ge $((n3 + 4)) ]; }
+wait_until 15 "four readings each with heartbeats inside the answers" more
+expect_eq "no failed poll on canal-1 with heartbeats inside its answers" "$fb1" "$(failures M1)"
+expect_eq "no failed poll on canal-2 with heartbeats and registrations inside" "$fb3" "$(failures M3)"
+expect_eq "M1's values still as pinned" 36.625 "$(value M1 flow_m3h)"
+expect_eq "M3's values still as pinned" 7.75 "$(value M3 total_m3)"
+ctl dtu canal-1 inside off >/dev/null
+ctl dtu canal-2 inside off >/dev/null
+
+finish
