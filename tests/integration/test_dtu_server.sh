@@ -120,4 +120,103 @@ expect_eq "M3's values still as pinned" 7.75 "$(value M3 total_m3)"
 ctl dtu canal-1 inside off >/dev/null
 ctl dtu canal-2 inside off >/dev/null
 
+
+# A DTU that lost its radio link dials again before the server sees the old
+# link die: the new connection takes the line over, and the meter misses no
+# slot beyond the reconnect.
+n4=$(rows M4); f4=$(failures M4)
+ctl dtu canal-3 reconnect >/dev/null
+wait_for "$T/collector.log" 'bus canal-3: DTU KKY-DTU-03: a new connection from 127\.0\.0\.1:[0-9]+ took the line over' 10 "$collector_PID"
+ok "a reconnect with the old link left half-open takes the line over"
+after4() { [ "$(rows M4)" -ge $((n4 + 5)) ]; }
+wait_until 15 "five readings of M4 after the reconnect" after4
+lost=$(( $(failures M4) - f4 ))
+check "M4 missed at most the slot of the reconnect ($lost failed polls)" test "$lost" -le 1
+expect_eq "canal-3's takeover is counted" 1 "$(dtu_state canal-3 | jq .takeovers)"
+
+# An unknown registration and a silent connection: closed, logged once per
+# address however often they come.
+for i in 1 2 3; do
+  r=$(python3 "$CLIENT" send "$DTU_PORT" 127.0.0.1 BOGUS-DTU-99 5)
+  check "an unknown registration is closed ($r)" test "${r%% *}" = closed
+  r=$(python3 "$CLIENT" silent "$DTU_PORT" 5)
+  check "a connection without a registration is closed after register_timeout ($r)" \
+    test "${r%% *}" = closed -a "${r#* }" -ge 900
+done
+expect_eq "the unknown registration is logged once" 1 \
+  "$(grep -c 'closed a connection from 127\.0\.0\.1:[0-9]*: its registration names no bus' "$T/collector.log")"
+expect_eq "the silent connection is logged once" 1 \
+  "$(grep -c 'closed a connection from 127\.0\.0\.1:[0-9]*: no registration within 1s' "$T/collector.log")"
+
+# A thousand connections that never register: the server takes max_pending
+# (200) of them and closes the rest at once; the DTUs' meters go on.
+n=$(for m in M1 M2 M3 M4; do rows $m; done | paste -sd+ | bc)
+f=$(for m in M1 M2 M3 M4; do failures $m; done | paste -sd+ | bc)
+python3 "$CLIENT" idle "$DTU_PORT" 1000 4 >"$T/idle.out" &
+idle_PID=$!
+IC_PIDS+=("$idle_PID")
+wait_for "$T/idle.out" '^opened' 10 "$idle_PID"
+expect_eq "the client held a thousand connections" "opened 1000" "$(head -1 "$T/idle.out")"
+during() { [ "$(for m in M1 M2 M3 M4; do rows $m; done | paste -sd+ | bc)" -ge $((n + 12)) ]; }
+wait_until 10 "three more readings of every meter with 1000 idle connections" during
+reap "$idle_PID"
+closed=$(sed -n 's/^closed-by-server //p' "$T/idle.out")
+check "the server closed every one of them ($closed of 1000)" test "${closed:-0}" -eq 1000
+expect_eq "no failed poll meanwhile" "$f" "$(for m in M1 M2 M3 M4; do failures $m; done | paste -sd+ | bc)"
+check "the full pending list is logged" grep -q '200 connections wait for their registration' "$T/collector.log"
+
+# Outside the allow list: closed before its registration is read.
+r=$(python3 "$CLIENT" send "$DTU_PORT" 127.0.0.3 KKY-DTU-01 5)
+check "a connection from 127.0.0.3 is closed ($r)" test "${r%% *}" = closed
+check "... and logged as outside the allow list" \
+  grep -q 'closed a connection from 127\.0\.0\.3:[0-9]*, outside its allow list' "$T/collector.log"
+expect_eq "... without taking canal-1 over" 0 "$(dtu_state canal-1 | jq '.takeovers + .takeovers_refused')"
+
+# A takeover storm: another intake-sim dials canal-1's registration from
+# 127.0.0.2 again and again. Every attempt is refused and counted; the real
+# DTU keeps its line and its meters their readings.
+{ head_yaml; echo "buses:"; buses_yaml | head -2; echo "meters:"; meters_yaml | head -2; } >"$T/storm.yaml"
+n1=$(rows M1); f1=$(failures M1)
+start storm "$IC_BIN/intake-sim" --config "$T/storm.yaml" --dtu-source 127.0.0.2
+wait_for "$T/storm.out" '^ready' 20 "$storm_PID"
+refused() { [ "$(dtu_state canal-1 | jq .takeovers_refused)" -ge 8 ]; }
+wait_until 20 "eight takeovers refused" refused
+stop_pid "$storm_PID"
+st=$(dtu_state canal-1)
+check "takeovers from 127.0.0.2 are refused and counted ($st)" \
+  test "$(jq '.foreign_address >= 8 and .takeovers == 0 and .connected' <<<"$st")" = true
+check "canal-1 is not marked as moved" test "$(jq .address_changed <<<"$st")" = false
+check "the real DTU kept its line" grep -q 'link=up links=1$' <(ctl dtu canal-1 status)
+expect_eq "the refusal is logged at warn once for the address" 1 \
+  "$(grep -c 'refused a takeover by 127\.0\.0\.2' "$T/collector.log")"
+check "M1 went on being read during the storm" test "$(rows M1)" -gt "$n1"
+expect_eq "no failed poll of M1 during the storm" "$f1" "$(failures M1)"
+
+# A DTU that registers from another address (its SIM got a new one) takes
+# its line when the bus has none; its readings are marked in the gateway
+# state.
+ctl dtu canal-3 off >/dev/null
+{ head_yaml; echo "buses:"; buses_yaml | tail -2; echo "meters:"; meters_yaml | tail -2; } >"$T/moved.yaml"
+n4=$(rows M4)
+start moved "$IC_BIN/intake-sim" --config "$T/moved.yaml" --dtu-source 127.0.0.2
+wait_for "$T/collector.log" 'DTU KKY-DTU-03 registered from 127\.0\.0\.2:[0-9]+, another address than before' 10 "$collector_PID"
+moved4() { [ "$(rows M4)" -ge $((n4 + 2)) ]; }
+wait_until 10 "M4 read through its DTU on its new address" moved4
+st=$(dtu_state canal-3)
+check "the gateway state marks canal-3's DTU as moved ($st)" \
+  test "$(jq '.address_changed and (.address | startswith("127.0.0.2:"))' <<<"$st")" = true
+stop_pid "$moved_PID"
+
+# The bus whose DTU never dialled: its meter went offline with the reason.
+expect_eq "M5 offline, not_connected: DTU KKY-DTU-04 has not connected" \
+  "not_connected|DTU KKY-DTU-04 has not connected" \
+  "$(sql "$DB" "SELECT error || '|' || detail FROM state_changes WHERE meter = 'M5' AND online = 0 LIMIT 1")"
+expect_eq "M5 has no reading" 0 "$(rows M5)"
+check "the gateway state counts not_connected polls" \
+  test "$(status | jq '.counters.failures.not_connected > 0')" = true
+
+stop_pid "$collector_PID"
+expect_eq "the daemon exits 0" 0 "$STOP_RC"
+stop_pid "$sim_PID"
+
 finish
