@@ -217,6 +217,19 @@ check "the gateway state counts not_connected polls" \
 
 stop_pid "$collector_PID"
 expect_eq "the daemon exits 0" 0 "$STOP_RC"
+
+# intake-collector read on rtu-dtu buses: it listens until the DTU dials in
+# and registers, and reads through its heartbeats and prefixes.
+rc=0
+"$IC_BIN/intake-collector" read --config "$T/site.yaml" --meter M1 --meter M3 --json \
+  --wait 20s >"$T/read.json" 2>"$T/read.err" || rc=$?
+expect_eq "read exits 0 for meters behind DTUs that dial in" 0 "$rc"
+expect_eq "read: M1's flow as pinned" 36.625 "$(jq -r 'select(.meter == "M1") | .fields.flow_m3h' "$T/read.json")"
+expect_eq "read: M3's total as pinned" 7.75 "$(jq -r 'select(.meter == "M3") | .fields.total_m3' "$T/read.json")"
+rc=0
+"$IC_BIN/intake-collector" read --config "$T/site.yaml" --meter M5 --wait 1s >"$T/read5.out" 2>&1 || rc=$?
+expect_eq "read exits 1 when the DTU does not dial in" 1 "$rc"
+check "... saying so" grep -q 'FAILED, not_connected: DTU did not register' "$T/read5.out"
 stop_pid "$sim_PID"
 
 finish
