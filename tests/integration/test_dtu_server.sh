@@ -14,7 +14,7 @@
 # the gateway state.
 source "$(dirname "$0")/lib.sh"
 
-read -r MQTT_PORT DTU_PORT METRICS_PORT < <(free_ports 3)
+read -r MQTT_PORT DTU_PORT METRICS_PORT DTU6_PORT < <(free_ports 4)
 CLIENT="$IC_SOURCE_DIR/tests/tools/dtuclient.py"
 head_yaml() {
   cat <<YAML
@@ -28,7 +28,15 @@ dtu_servers:
     takeover_hold: 3s
     max_pending: 200
     allow: [127.0.0.1, 127.0.0.2/32]
+  - {id: dtu-v6, listen: "[::]:$DTU6_PORT"}
 YAML
+}
+# A DTU on the second server, over IPv6.
+v6_bus() {
+  echo "  - {id: canal-6, transport: rtu-dtu, server: dtu-v6, registration: KKY-DTU-06, timeout: 500ms}"
+}
+v6_meter() {
+  echo "  - {id: M6, bus: canal-6, unit: 3, profile: tuf2000m, interval: 1s, sim: {fixed: {flow_m3h: 6.5}}}"
 }
 buses_yaml() {
   cat <<YAML
@@ -55,11 +63,12 @@ YAML
 }
 { head_yaml; echo "metrics: {listen: 127.0.0.1:$METRICS_PORT}"; echo "buses:"; buses_yaml
   echo "  - {id: canal-4, transport: rtu-dtu, server: dtu-in, registration: KKY-DTU-04}"
-  echo "meters:"; meters_yaml
+  v6_bus; echo "meters:"; meters_yaml
   echo "  - {id: M5, bus: canal-4, unit: 1, profile: mag-00h, interval: 1s}"
+  v6_meter
 } >"$T/site.yaml"
-{ head_yaml; echo "sim: {control: ./sim.sock}"; echo "buses:"; buses_yaml
-  echo "meters:"; meters_yaml; } >"$T/sim.yaml"
+{ head_yaml; echo "sim: {control: ./sim.sock}"; echo "buses:"; buses_yaml; v6_bus
+  echo "meters:"; meters_yaml; v6_meter; } >"$T/sim.yaml"
 DB="$T/readings.db"
 ctl() { "$IC_BIN/intake-sim" ctl --socket "$T/sim.sock" "$@"; }
 rows() { sql "$DB" "SELECT count(*) FROM readings WHERE meter = '$1'"; }
@@ -75,6 +84,10 @@ start collector "$IC_BIN/intake-collector" --config "$T/site.yaml"
 wait_for "$T/collector.out" '^ready' 20 "$collector_PID"
 check "the server without DTUs yet says where it listens" \
   grep -q "DTU server dtu-in: listening on 127.0.0.1:$DTU_PORT for 4 DTUs" "$T/collector.log"
+check "a server without an allow list is warned about" \
+  grep -q "DTU server dtu-v6: no allow list" "$T/collector.log"
+check "... and the one with one is not" \
+  test "$(grep -c "DTU server dtu-in: no allow list" "$T/collector.log")" = 0
 # Before any DTU dials in, the meters fail with a kind of their own.
 nc_polls() { [ "$(sql "$DB" "SELECT coalesce(sum(not_connected), 0) FROM poll_stats WHERE meter = 'M4'")" -ge 1 ]; }
 wait_until 10 "M4 polled without its DTU" nc_polls
@@ -89,6 +102,8 @@ for r in KKY-DTU-01 hex:AA0102 KKY-DTU-03; do
   wait_for "$T/collector.log" "DTU $r registered from 127\.0\.0\.1:" 10 "$collector_PID"
 done
 ok "three DTUs registered on one port"
+wait_for "$T/collector.log" 'DTU KKY-DTU-06 registered from \[::1\]:' 10 "$collector_PID"
+ok "a DTU registered over IPv6 on a server listening on [::]"
 
 # Each meter read at its interval, with the pinned values.
 c0=$(for m in M1 M2 M3 M4; do rows $m; done | paste -sd' ')
@@ -105,6 +120,9 @@ expect_eq "M3 flow as pinned (registration on every packet)" 12.5 "$(value M3 fl
 expect_eq "M3 total as pinned" 7.75 "$(value M3 total_m3)"
 expect_eq "M4 flow as pinned" 80.5 "$(value M4 flow_m3h)"
 expect_eq "M4 total as pinned" 4321 "$(value M4 total_m3)"
+m6() { [ "$(rows M6)" -ge 2 ]; }
+wait_until 10 "two readings of M6 over IPv6" m6
+expect_eq "M6 flow as pinned (over IPv6)" 6.5 "$(value M6 flow_m3h)"
 
 # Heartbeats inside answers: every answer cut in two packets with the
 # heartbeat (or, on canal-2, the heartbeat and the registration) between.
