@@ -280,7 +280,7 @@ bool cfg_period_valid(const char *s);
 /* Meter I's offset within its interval, in ms: the k-th meter of a bus (in
  * file order) polls k * min(interval / meters on the bus, 100 ms) after each
  * wall-clock slot, so the meters of one line do not all queue at once; a
- * network bus (tcp, rtu-over-tcp) adds (r mod g) * min(interval / 10, 10 ms)
+ * network bus (tcp, rtu-over-tcp, rtu-dtu) adds (r mod g) * min(interval / 10, 10 ms)
  * for its rank r among them, as they share the bus threads, where g is the
  * number of network buses / 100, at most 10 (no offset below 200 of them).
  * All modulo the interval. The daemon schedules by it and reports count

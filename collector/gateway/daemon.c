@@ -30,11 +30,14 @@ static int read_secret(const cfg *c, char *out, size_t len) {
  * serve thousands of DTUs, while the usual soft limit is 1,024 (systemd,
  * login shells). Raise it to what the buses need, up to the hard limit, and
  * say so plainly when even that is short: the buses past it would fail
- * with "too many open files". */
+ * with "too many open files". A DTU server holds its listening socket and
+ * up to max_pending connections that have not registered yet. */
 static void ensure_fd_room(const cfg *c) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
   rlim_t need = (rlim_t)c->nbuses + FD_BASE;
+  for (size_t i = 0; i < c->ndtu_servers; i++)
+    need += (rlim_t)c->dtu_servers[i].max_pending + 1;
   if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) return;
   rlim_t want = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ? rl.rlim_max : need;
   if (want > rl.rlim_cur) {

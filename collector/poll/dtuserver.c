@@ -19,6 +19,10 @@
 #define SEEN_MAX 4096
 /* How often bound connections are looked at for idle_timeout. */
 #define SWEEP_MS 1000
+/* Out of descriptors: the listening socket is left alone this long (its
+ * connections wait in the backlog) rather than reported ready again and
+ * again. */
+#define ACCEPT_PAUSE_MS 100
 
 typedef struct server server;
 
@@ -51,7 +55,8 @@ struct server {
   uv_poll_t listen;
   bool listen_open;
   uv_timer_t timer; /* the oldest pending connection's deadline */
-  uv_timer_t sweep; /* idle_timeout */
+  uv_timer_t sweep;  /* idle_timeout */
+  uv_timer_t resume; /* accepting again after running out of descriptors */
   bool timers_open;
   pending *head, *tail;
   size_t npending;
@@ -359,6 +364,13 @@ static void take(server *sv, int fd, const struct sockaddr_storage *sa) {
   if (sv->head == p) arm_timer(sv);
 }
 
+static void on_listen(uv_poll_t *h, int status, int events);
+
+static void on_resume(uv_timer_t *t) {
+  server *sv = t->data;
+  if (sv->listen_open) uv_poll_start(&sv->listen, UV_READABLE, on_listen);
+}
+
 static void on_listen(uv_poll_t *h, int status, int events) {
   (void)status;
   (void)events;
@@ -367,12 +379,17 @@ static void on_listen(uv_poll_t *h, int status, int events) {
     struct sockaddr_storage sa;
     socklen_t sl = sizeof sa;
     int fd = accept4(sv->fd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      /* EAGAIN: the backlog is empty; EMFILE and the like: the next turn
-       * tries again, and the connection waits in the backlog meanwhile. */
-      return;
+    if (fd >= 0) {
+      take(sv, fd, &sa);
+      continue;
     }
-    take(sv, fd, &sa);
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      /* The connection waits in the backlog; the socket would be ready
+       * again at once, and the loop would spin on it. */
+      uv_poll_stop(&sv->listen);
+      uv_timer_start(&sv->resume, on_resume, ACCEPT_PAUSE_MS, 0);
+    }
+    return; /* EAGAIN: the backlog is empty */
   }
 }
 
@@ -458,7 +475,8 @@ int dtuservers_new(dtuservers **out, uv_loop_t *loop, const cfg *c, netbuses *ne
       }
     uv_timer_init(loop, &sv->timer);
     uv_timer_init(loop, &sv->sweep);
-    sv->timer.data = sv->sweep.data = sv;
+    uv_timer_init(loop, &sv->resume);
+    sv->timer.data = sv->sweep.data = sv->resume.data = sv;
     sv->timers_open = true;
     s->n = i + 1;
     if (listen_on(sv, err, errlen) != 0) {
@@ -501,6 +519,7 @@ void dtuservers_stop(dtuservers *s) {
     if (sv->timers_open) {
       uv_close((uv_handle_t *)&sv->timer, NULL);
       uv_close((uv_handle_t *)&sv->sweep, NULL);
+      uv_close((uv_handle_t *)&sv->resume, NULL);
       sv->timers_open = false;
     }
   }
