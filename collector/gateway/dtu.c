@@ -123,3 +123,35 @@ void gw__dtu_state_json(gw *d, cJSON *o) {
     cJSON_AddItemToArray(a, e);
   }
 }
+
+/* Each rtu-dtu bus's DTU in the metrics, when there are DTU servers. */
+void gw__dtu_metrics(gw *d, mtext *t) {
+  const cfg *c = d->cfg;
+  if (!d->dtus) return;
+  static const struct {
+    const char *name, *type, *help;
+  } fam[] = {
+      {"intake_dtu_connected", "gauge", "1 while the bus's DTU is connected, else 0."},
+      {"intake_dtu_registrations_total", "counter", "Connections bound to the bus by its registration."},
+      {"intake_dtu_takeovers_total", "counter", "Connections that took the bus over from another."},
+      {"intake_dtu_takeovers_refused_total", "counter", "Takeovers of the bus refused."},
+      {"intake_dtu_foreign_address_total", "counter",
+       "Registrations and takeover attempts from another address than the DTU's before."},
+      {"intake_dtu_address_changed", "gauge", "1 once the bus's DTU is on another address than before."},
+  };
+  for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+    mtext_family(t, fam[f].name, fam[f].type, fam[f].help);
+    for (size_t b = 0; b < c->nbuses; b++) {
+      dtu_bus_info in;
+      if (!dtuservers_bus_info(d->dtus, b, &in)) continue;
+      double v[] = {in.connected, (double)in.registrations, (double)in.takeovers,
+                    (double)in.refused, (double)in.foreign, in.address_changed};
+      const char *l[] = {"site", c->site.id, "bus", c->buses[b].id};
+      mtext_sample(t, fam[f].name, l, 2, v[f]);
+    }
+  }
+  mtext_family(t, "intake_dtu_pending_connections", "gauge",
+               "Connections to the DTU servers waiting for their registration.");
+  const char *l[] = {"site", c->site.id};
+  mtext_sample(t, "intake_dtu_pending_connections", l, 1, (double)dtuservers_pending(d->dtus));
+}

@@ -324,6 +324,7 @@ int gw__metrics_start(gw *d);
 /* dtu.c */
 int gw__dtu_start(gw *d);
 void gw__dtu_state_json(gw *d, cJSON *o);
+void gw__dtu_metrics(gw *d, mtext *t);
 void gw__metrics_stop(gw *d);
 void gw__count_poll(gw *d, meter_rt *m, const bus_result *r);
 

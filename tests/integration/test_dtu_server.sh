@@ -28,7 +28,7 @@ dtu_servers:
     takeover_hold: 3s
     max_pending: 200
     allow: [127.0.0.1, 127.0.0.2/32]
-  - {id: dtu-v6, listen: "[::]:$DTU6_PORT"}
+  - {id: dtu-v6, listen: "[::]:$DTU6_PORT", idle_timeout: 2s}
 YAML
 }
 # A DTU on the second server, over IPv6.
@@ -152,6 +152,17 @@ lost=$(( $(failures M4) - f4 ))
 check "M4 missed at most the slot of the reconnect ($lost failed polls)" test "$lost" -le 1
 expect_eq "canal-3's takeover is counted" 1 "$(dtu_state canal-3 | jq .takeovers)"
 
+# A DTU whose link brings nothing (its meter silent, no heartbeat) for
+# idle_timeout is closed; it dials again and its meter is read once it
+# answers.
+ctl fault M6 offline >/dev/null
+wait_for "$T/collector.log" 'bus canal-6: DTU KKY-DTU-06 brought nothing for 2s: its link is closed' 15 "$collector_PID"
+ok "a link quiet for idle_timeout is closed"
+ctl fault M6 none >/dev/null
+n6=$(rows M6)
+back6() { [ "$(rows M6)" -gt "$n6" ]; }
+wait_until 15 "M6 read again after its DTU dialled again" back6
+
 # An unknown registration and a silent connection: closed, logged once per
 # address however often they come.
 for i in 1 2 3; do
@@ -208,6 +219,10 @@ check "the real DTU kept its line" grep -q 'link=up links=1$' <(ctl dtu canal-1 
 expect_eq "the refusal is logged at warn once for the address" 1 \
   "$(grep -c 'refused a takeover by 127\.0\.0\.2' "$T/collector.log")"
 check "M1 went on being read during the storm" test "$(rows M1)" -gt "$n1"
+metric() { curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | sed -n "s/^$1{site=\"canal\",bus=\"$2\"} //p"; }
+check "the metrics count the refused takeovers ($(metric intake_dtu_takeovers_refused_total canal-1))" \
+  test "$(metric intake_dtu_takeovers_refused_total canal-1)" -ge 8
+expect_eq "the metrics have canal-1's DTU connected" 1 "$(metric intake_dtu_connected canal-1)"
 expect_eq "no failed poll of M1 during the storm" "$f1" "$(failures M1)"
 
 # A DTU that registers from another address (its SIM got a new one) takes
