@@ -29,6 +29,10 @@ int cli_check_config(const char *path, const char *profile_dir) {
     char w[512];
     if (busload_warning(c, b, w, sizeof w)) printf("%s: warning: %s\n", path, w);
   }
+  for (size_t i = 0; i < c->ndtu_servers; i++)
+    if (c->dtu_servers[i].nallow == 0)
+      printf("%s: warning: DTU server %s has no allow list: DTUs are taken from any "
+             "address\n", path, c->dtu_servers[i].id);
   cfg_free(c);
   return 0;
 }

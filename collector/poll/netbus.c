@@ -937,30 +937,31 @@ int netbuses_dtu_attach(netbuses *s, size_t bus, int fd, const uint8_t *left,
     close(fd);
     return -1;
   }
-  if (nb->c) {
-    /* Taken over: the poll on the old link (half-open, most likely) ends
-     * now rather than at its timeout, and the next goes on the new one. */
-    close_conn(nb);
-    if (nb->busy) {
-      tr_error e;
-      tr_fail(&e, TR_ECONNRESET, "the DTU's link was taken over by a new connection");
-      finish(nb, e.code, &e);
-    }
-  }
-  if (watch(nb, fd, UV_READABLE) != 0) {
+  /* Taken over: the poll on the old link (half-open, most likely) ends now
+   * rather than at its timeout, once the new link is in place, so that the
+   * polls queued behind it go out on the new one. */
+  bool cut = nb->c && nb->busy;
+  if (nb->c) close_conn(nb);
+  int rc = watch(nb, fd, UV_READABLE);
+  if (rc != 0) {
     close(fd);
-    return -1;
+  } else {
+    tr_net_connected(fd);
+    nb->state = NB_OPEN;
+    nb->dtu_seen = true;
+    nb->rx_junk = 0;
+    nb->last_rx_ns = now_ns();
+    dtu_filter_reset(nb->flt);
+    /* What came behind the registration (a heartbeat) is dropped as any
+     * unasked bytes are. */
+    if (nleft) dtu_filter_feed(nb->flt, left, nleft);
   }
-  tr_net_connected(fd);
-  nb->state = NB_OPEN;
-  nb->dtu_seen = true;
-  nb->rx_junk = 0;
-  nb->last_rx_ns = now_ns();
-  dtu_filter_reset(nb->flt);
-  /* What came behind the registration (a heartbeat) is dropped as any
-   * unasked bytes are. */
-  if (nleft) dtu_filter_feed(nb->flt, left, nleft);
-  return 0;
+  if (cut) {
+    tr_error e;
+    tr_fail(&e, TR_ECONNRESET, "the DTU's link was taken over by a new connection");
+    finish(nb, e.code, &e);
+  }
+  return rc == 0 ? 0 : -1;
 }
 
 int64_t netbuses_dtu_quiet_ms(const netbuses *s, size_t bus) {

@@ -268,6 +268,10 @@ for bin in intake-collector intake-sim; do
   "$IC_BIN/$bin" --check-config "$T/dtu-good.yaml" >/dev/null 2>"$T/dtu-good.err" || rc=$?
   expect_eq "$bin accepts an rtu-dtu bus on a DTU server" 0 "$rc"
 done
+sed -i '/allow:/d' "$T/dtu-good.yaml"
+out=$("$IC_BIN/intake-collector" --check-config "$T/dtu-good.yaml" 2>&1)
+check "a DTU server without allow is accepted with a warning" \
+  grep -q 'warning: DTU server dtu-in has no allow list' <<<"$out"
 dtu_site "0.0.0.0:9000" "10.64.0.0/16" nowhere KKY >"$T/dtu-server.yaml"
 case_ dtu-server 14 13 'unknown DTU server "nowhere"'
 dtu_site "0.0.0.0:9000" "10.64.0.0/99" dtu-in KKY >"$T/dtu-allow.yaml"
