@@ -152,6 +152,18 @@ lost=$(( $(failures M4) - f4 ))
 check "M4 missed at most the slot of the reconnect ($lost failed polls)" test "$lost" -le 1
 expect_eq "canal-3's takeover is counted" 1 "$(dtu_state canal-3 | jq .takeovers)"
 
+# A slow DTU (its meter answers after the bus timeout) delays no other bus.
+ctl fault M4 slow >/dev/null
+slow4() { [ "$(sql "$DB" "SELECT coalesce(sum(timeout), 0) FROM poll_stats WHERE meter = 'M4'")" -ge 2 ]; }
+f=$(for m in M1 M2 M3; do failures $m; done | paste -sd+ | bc)
+n=$(for m in M1 M2 M3; do rows $m; done | paste -sd+ | bc)
+wait_until 15 "two polls of the slow M4 timed out" slow4
+others() { [ "$(for m in M1 M2 M3; do rows $m; done | paste -sd+ | bc)" -ge $((n + 6)) ]; }
+wait_until 10 "the other DTUs' meters read meanwhile" others
+expect_eq "no failed poll on the other DTUs while canal-3 is slow" "$f" \
+  "$(for m in M1 M2 M3; do failures $m; done | paste -sd+ | bc)"
+ctl fault M4 none >/dev/null
+
 # A DTU whose link brings nothing (its meter silent, no heartbeat) for
 # idle_timeout is closed; it dials again and its meter is read once it
 # answers.
