@@ -27,8 +27,8 @@ static void on_event(void *ctx, const dtu_ev *ev) {
     break;
   case DTU_EV_FULL:
     if (ev->first)
-      log_warn("DTU server %s: %d connections wait for their registration; closed a "
-               "new one from %s", sv->id, sv->max_pending, ev->peer);
+      log_warn("DTU server %s: %d connections wait for their registration; closed the "
+               "oldest, from %s", sv->id, sv->max_pending, ev->peer);
     break;
   case DTU_EV_UNKNOWN:
     if (ev->first)

@@ -340,9 +340,12 @@ static void take(server *sv, int fd, const struct sockaddr_storage *sa) {
     return;
   }
   if (sv->npending >= (size_t)sv->cfg->max_pending) {
-    close(fd);
-    tell(sv, DTU_EV_FULL, SIZE_MAX, sa, NULL);
-    return;
+    /* The oldest goes: a DTU sends its registration as soon as it is
+     * connected, so the one that has waited longest is the least likely
+     * to be one, and a flood of idle connections cannot keep a DTU that
+     * dials in now off its line. */
+    tell(sv, DTU_EV_FULL, SIZE_MAX, &sv->head->peer, NULL);
+    drop_pending(sv->head);
   }
   pending *p = calloc(1, sizeof *p);
   if (!p || uv_poll_init_socket(sv->set->loop, &p->poll, fd) != 0) {

@@ -3,8 +3,8 @@
  * Each listens on its address and accepts any number of DTUs, with no
  * thread per connection: a connection from outside the server's `allow`
  * ranges is closed before a byte of it is read; at most `max_pending`
- * connections wait for their registration, each for at most
- * `register_timeout`, read with a bound of the longest registration among
+ * connections wait for their registration (a new one beyond closes the
+ * oldest), each for at most `register_timeout`, read with a bound of the longest registration among
  * the server's buses; the registration binds the connection to its rtu-dtu
  * bus (exact match of the first bytes), which netbus then polls
  * (netbuses_dtu_attach); an unknown registration, or none in time, closes
@@ -38,7 +38,7 @@ typedef struct dtuservers dtuservers;
 
 typedef enum {
   DTU_EV_OUTSIDE,    /* a connection from outside allow, closed unread */
-  DTU_EV_FULL,       /* max_pending reached: a new connection closed */
+  DTU_EV_FULL,       /* max_pending reached: the oldest pending one closed */
   DTU_EV_UNKNOWN,    /* a registration no bus has: closed */
   DTU_EV_SILENT,     /* no registration within register_timeout: closed */
   DTU_EV_HUNG_UP,    /* closed by the peer before registering */
