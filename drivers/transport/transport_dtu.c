@@ -73,7 +73,7 @@ int tr_dtu_accept(transport *t, int *out, dtu_filter *flt, tr_error *e) {
   uint64_t deadline = tr_now_ns() + (uint64_t)t->opt.wait_ms * 1000000u;
   uint64_t reg_ns = (uint64_t)(t->opt.register_timeout_ms > 0 ? t->opt.register_timeout_ms
                                                               : 5000) * 1000000u;
-  int rc = TR_ENOTCONN;
+  int perr = 0;
   while (*out < 0) {
     uint64_t now = tr_now_ns();
     if (now >= deadline) break;
@@ -90,7 +90,10 @@ int tr_dtu_accept(transport *t, int *out, dtu_filter *flt, tr_error *e) {
     for (size_t i = 0; i < n; i++) p[i + 1] = (struct pollfd){.fd = ws[i].fd, .events = POLLIN};
     uint64_t ms = (until - now + 999999u) / 1000000u;
     int r = poll(p, n + 1, ms > 60000 ? 60000 : (int)ms);
-    if (r < 0 && errno != EINTR) break;
+    if (r < 0 && errno != EINTR) {
+      perr = errno;
+      break;
+    }
     if (r <= 0) continue;
     /* Pending connections first: the array changes as they go. */
     for (size_t i = n; i-- > 0;) {
@@ -123,8 +126,12 @@ int tr_dtu_accept(transport *t, int *out, dtu_filter *flt, tr_error *e) {
   }
   while (n) drop(ws, &n, n - 1);
   close(lfd);
+  if (*out < 0 && perr) {
+    char buf[128];
+    return tr_fail(e, TR_EIO, "wait on %s: %s", t->where, tr_strerror(perr, buf, sizeof buf));
+  }
   if (*out < 0)
-    return tr_fail(e, rc, "DTU did not register on %s within %lld ms", t->where,
+    return tr_fail(e, TR_ENOTCONN, "DTU did not register on %s within %lld ms", t->where,
                    (long long)t->opt.wait_ms);
   tr_net_connected(*out);
   dtu_filter_reset(flt);
