@@ -76,6 +76,9 @@ failures() {
   sql "$DB" "SELECT coalesce(sum(timeout + crc + exception + connection_refused + connection_reset
     + malformed + io + decode + not_connected), 0) FROM poll_stats WHERE meter = '$1'"
 }
+# The sums of rows and failures over meters.
+sum_rows() { local n=0 m; for m in "$@"; do n=$((n + $(rows "$m"))); done; echo "$n"; }
+sum_failures() { local n=0 m; for m in "$@"; do n=$((n + $(failures "$m"))); done; echo "$n"; }
 status() { curl -s "http://127.0.0.1:$METRICS_PORT/status"; }
 dtu_state() { status | jq -c --arg b "$1" '.dtus[] | select(.bus == $b)'; }
 
@@ -106,9 +109,6 @@ wait_for "$T/collector.log" 'DTU KKY-DTU-06 registered from \[::1\]:' 10 "$colle
 ok "a DTU registered over IPv6 on a server listening on [::]"
 
 # Each meter read at its interval, with the pinned values.
-c0=$(for m in M1 M2 M3 M4; do rows $m; done | paste -sd' ')
-f0=$(for m in M1 M2 M3 M4; do failures $m; done | paste -sd' ')
-t0=$(now_ms)
 each3() { for m in M1 M2 M3 M4; do [ "$(rows $m)" -ge 3 ] || return 1; done; }
 wait_until 20 "three readings of every meter" each3
 value() { sql "$DB" "SELECT json_extract(fields, '\$.$2') FROM readings WHERE meter = '$1' ORDER BY id DESC LIMIT 1"; }
@@ -155,13 +155,13 @@ expect_eq "canal-3's takeover is counted" 1 "$(dtu_state canal-3 | jq .takeovers
 # A slow DTU (its meter answers after the bus timeout) delays no other bus.
 ctl fault M4 slow >/dev/null
 slow4() { [ "$(sql "$DB" "SELECT coalesce(sum(timeout), 0) FROM poll_stats WHERE meter = 'M4'")" -ge 2 ]; }
-f=$(for m in M1 M2 M3; do failures $m; done | paste -sd+ | bc)
-n=$(for m in M1 M2 M3; do rows $m; done | paste -sd+ | bc)
+f=$(sum_failures M1 M2 M3)
+n=$(sum_rows M1 M2 M3)
 wait_until 15 "two polls of the slow M4 timed out" slow4
-others() { [ "$(for m in M1 M2 M3; do rows $m; done | paste -sd+ | bc)" -ge $((n + 6)) ]; }
+others() { [ "$(sum_rows M1 M2 M3)" -ge $((n + 6)) ]; }
 wait_until 10 "the other DTUs' meters read meanwhile" others
 expect_eq "no failed poll on the other DTUs while canal-3 is slow" "$f" \
-  "$(for m in M1 M2 M3; do failures $m; done | paste -sd+ | bc)"
+  "$(sum_failures M1 M2 M3)"
 ctl fault M4 none >/dev/null
 
 # A DTU whose link brings nothing (its meter silent, no heartbeat) for
@@ -192,8 +192,8 @@ expect_eq "the silent connection is logged once" 1 \
 # A thousand connections that never register: the server keeps max_pending
 # (200) of them, the newest, and the rest are closed; the DTUs' meters go
 # on, and a DTU that dials in meanwhile gets its line at once.
-n=$(for m in M1 M2 M3 M4; do rows $m; done | paste -sd+ | bc)
-f=$(for m in M1 M2 M3 M4; do failures $m; done | paste -sd+ | bc)
+n=$(sum_rows M1 M2 M3 M4)
+f=$(sum_failures M1 M2 M3 M4)
 python3 "$CLIENT" idle "$DTU_PORT" 1000 4 >"$T/idle.out" &
 idle_PID=$!
 IC_PIDS+=("$idle_PID")
@@ -209,12 +209,12 @@ took=$(( $(now_ms) - t0 ))
 check "a DTU dialling in while the pending list is full registers at once ($took ms)" \
   test "$took" -lt 600
 expect_eq "the client held a thousand connections" "opened 1000" "$(head -1 "$T/idle.out")"
-during() { [ "$(for m in M1 M2 M3 M4; do rows $m; done | paste -sd+ | bc)" -ge $((n + 12)) ]; }
+during() { [ "$(sum_rows M1 M2 M3 M4)" -ge $((n + 12)) ]; }
 wait_until 10 "three more readings of every meter with 1000 idle connections" during
 reap "$idle_PID"
 closed=$(sed -n 's/^closed-by-server //p' "$T/idle.out")
 check "the server closed every one of them ($closed of 1000)" test "${closed:-0}" -eq 1000
-fails=$(( $(for m in M1 M2 M3 M4; do failures $m; done | paste -sd+ | bc) - f ))
+fails=$(( $(sum_failures M1 M2 M3 M4) - f ))
 check "at most the dropped link's slot failed meanwhile ($fails)" test "$fails" -le 1
 check "the full pending list is logged" grep -q '200 connections wait for their registration' "$T/collector.log"
 
