@@ -32,13 +32,13 @@
 #define MS_DAY (24 * MS_HOUR)
 
 static const char *const transport_names[] = {"rtu", "tcp", "rtu-over-tcp",
-                                              NULL};
+                                              "rtu-dtu", NULL};
 static const char *const fault_names[] = {
     "none", "offline", "flaky", "slow", "crc", "exception", "garbage", "reset",
     NULL};
 
 const char *cfg_transport_name(cfg_transport t) {
-  if ((unsigned)t <= (unsigned)CFG_TRANSPORT_RTU_OVER_TCP)
+  if ((unsigned)t <= (unsigned)CFG_TRANSPORT_RTU_DTU)
     return transport_names[t];
   return "unknown";
 }
@@ -65,6 +65,11 @@ const cfg_bus *cfg_meter_bus(const cfg *c, const cfg_meter *m) {
 }
 
 /* A bus's strings and kinds go to its transport unchanged. */
+_Static_assert(sizeof ((cfg_bus *)0)->registration ==
+                   sizeof ((transport_options *)0)->registration &&
+                   sizeof ((cfg_bus *)0)->heartbeat ==
+                       sizeof ((transport_options *)0)->heartbeat,
+               "a DTU's packets fit its transport's");
 _Static_assert(sizeof ((cfg_bus *)0)->id == sizeof ((transport_options *)0)->id,
                "a bus id fits its transport's");
 _Static_assert(sizeof ((cfg_bus *)0)->device ==
@@ -76,7 +81,8 @@ _Static_assert(sizeof ((cfg_bus *)0)->host ==
 _Static_assert((int)CFG_TRANSPORT_RTU == (int)TR_KIND_RTU &&
                    (int)CFG_TRANSPORT_TCP == (int)TR_KIND_TCP &&
                    (int)CFG_TRANSPORT_RTU_OVER_TCP ==
-                       (int)TR_KIND_RTU_OVER_TCP,
+                       (int)TR_KIND_RTU_OVER_TCP &&
+                   (int)CFG_TRANSPORT_RTU_DTU == (int)TR_KIND_RTU_DTU,
                "transport kinds match");
 
 void cfg_bus_transport_options(const cfg_bus *b, transport_options *out) {
@@ -95,6 +101,69 @@ void cfg_bus_transport_options(const cfg_bus *b, transport_options *out) {
   out->port = b->port;
   out->timeout_ms = b->timeout_ms;
   out->turnaround_ms = b->turnaround_ms;
+  if (b->transport == CFG_TRANSPORT_RTU_DTU) {
+    memcpy(out->registration, b->registration, b->reglen);
+    out->reglen = b->reglen;
+    memcpy(out->heartbeat, b->heartbeat, b->hblen);
+    out->hblen = b->hblen;
+    out->registration_every_packet = b->registration_every_packet;
+  }
+}
+
+const char *cfg_bus_registration_text(const cfg_bus *b, char *buf, size_t cap) {
+  bool text = b->reglen > 0;
+  for (size_t i = 0; i < b->reglen; i++)
+    if (b->registration[i] < 0x20 || b->registration[i] > 0x7E ||
+        (i == 0 && b->reglen >= 4 && memcmp(b->registration, "hex:", 4) == 0))
+      text = false;
+  if (text) {
+    snprintf(buf, cap, "%.*s", (int)b->reglen, (const char *)b->registration);
+    return buf;
+  }
+  size_t o = (size_t)snprintf(buf, cap, "hex:");
+  for (size_t i = 0; i < b->reglen && o + 3 <= cap; i++)
+    o += (size_t)snprintf(buf + o, cap - o, "%02X", b->registration[i]);
+  return buf;
+}
+
+int cfg_cidr_parse(const char *s, cfg_cidr *out) {
+  char a[64];
+  const char *slash = strchr(s, '/');
+  size_t al = slash ? (size_t)(slash - s) : strlen(s);
+  if (al == 0 || al >= sizeof a) return -1;
+  memcpy(a, s, al);
+  a[al] = '\0';
+  memset(out, 0, sizeof *out);
+  out->family = strchr(a, ':') ? AF_INET6 : AF_INET;
+  if (inet_pton(out->family, a, out->addr) != 1) return -1;
+  int max = out->family == AF_INET ? 32 : 128;
+  out->prefix = max;
+  if (slash) {
+    const char *p = slash + 1;
+    if (!*p || strlen(p) > 3) return -1;
+    int v = 0;
+    for (; *p; p++) {
+      if (*p < '0' || *p > '9') return -1;
+      v = v * 10 + (*p - '0');
+    }
+    if (v > max) return -1;
+    out->prefix = v;
+  }
+  return 0;
+}
+
+bool cfg_cidr_contains(const cfg_cidr *c, int family, const uint8_t *addr) {
+  static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+  if (family == AF_INET6 && c->family == AF_INET && memcmp(addr, mapped, 12) == 0) {
+    family = AF_INET;
+    addr += 12;
+  }
+  if (family != c->family) return false;
+  int full = c->prefix / 8, rest = c->prefix % 8;
+  if (memcmp(addr, c->addr, (size_t)full) != 0) return false;
+  if (!rest) return true;
+  uint8_t mask = (uint8_t)(0xFF << (8 - rest));
+  return (addr[full] & mask) == (c->addr[full] & mask);
 }
 
 int cfg_meter_index(const cfg *c, const char *id) {
@@ -143,6 +212,7 @@ void cfg_free(cfg *c) {
   }
   free(c->meters);
   free(c->meter_order);
+  free(c->dtu_servers);
   free(c);
 }
 
@@ -452,7 +522,10 @@ static bool valid_host(const char *h) {
 
 static const char *const root_keys[] = {"site",   "mqtt",   "storage", "buses",
                                         "meters", "online", "sim",     "reports",
-                                        "metrics", NULL};
+                                        "metrics", "dtu_servers", NULL};
+static const char *const dtu_server_keys[] = {
+    "id", "listen", "idle_timeout", "register_timeout", "max_pending",
+    "takeover_hold", "allow", NULL};
 static const char *const reports_keys[] = {"periods",  "push_url",     "ca_file",
                                            "token_file", "push_timeout", NULL};
 static const char *const site_keys[] = {"id", "name", "timezone", NULL};
@@ -467,7 +540,8 @@ static const char *const bus_keys[] = {
     "id",         "transport", "device",        "baud",
     "parity",     "data_bits", "stop_bits",     "host",
     "port",       "timeout",   "turnaround",    "max_gap",
-    "max_registers", "sim_wire_time", NULL};
+    "max_registers", "sim_wire_time", "server",    "registration",
+    "registration_every_packet", "heartbeat", "sim_heartbeat_interval", NULL};
 static const char *const meter_keys[] = {"id",      "name",     "bus", "unit",
                                          "profile", "interval", "sim", NULL};
 static const char *const sim_keys[] = {
@@ -778,19 +852,29 @@ static bool standard_baud(int64_t b) {
 static int check_applies(ctx *x, const ydoc_node *m, cfg_transport t) {
   static const struct {
     const char *key;
-    bool rtu, tcp, rot;
+    bool rtu, tcp, rot, dtu;
   } rules[] = {
-      {"device", true, false, false},       {"baud", true, false, true},
-      {"parity", true, false, true},        {"data_bits", true, false, true},
-      {"stop_bits", true, false, true},     {"sim_wire_time", true, false, true},
-      {"host", false, true, true},          {"port", false, true, true},
+      {"device", true, false, false, false},
+      {"baud", true, false, true, true},
+      {"parity", true, false, true, true},
+      {"data_bits", true, false, true, true},
+      {"stop_bits", true, false, true, true},
+      {"sim_wire_time", true, false, true, true},
+      {"host", false, true, true, false},
+      {"port", false, true, true, false},
+      {"server", false, false, false, true},
+      {"registration", false, false, false, true},
+      {"registration_every_packet", false, false, false, true},
+      {"heartbeat", false, false, false, true},
+      {"sim_heartbeat_interval", false, false, false, true},
   };
   for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
     const ydoc_node *k = key_node(m, rules[i].key);
     if (!k) continue;
     bool ok = t == CFG_TRANSPORT_RTU   ? rules[i].rtu
               : t == CFG_TRANSPORT_TCP ? rules[i].tcp
-                                       : rules[i].rot;
+              : t == CFG_TRANSPORT_RTU_OVER_TCP ? rules[i].rot
+                                                : rules[i].dtu;
     if (!ok)
       return ERR(x, k, "key \"%s\" does not apply to %s %s bus", rules[i].key,
                  t == CFG_TRANSPORT_TCP ? "a" : "an", cfg_transport_name(t));
@@ -823,6 +907,53 @@ static int same_port(ctx *x, const ydoc_node *s) {
   for (size_t i = 0; i < c->nbuses; i++) free(real[i]);
   free(real);
   return rc;
+}
+
+/* A packet as configured (text, or "hex:..."), into DST. */
+static int dtu_packet(ctx *x, const ydoc_node *v, uint8_t *dst, uint8_t *len) {
+  const char *s;
+  shown sh;
+  if (ydoc_str(x->d, v, &s, x->err, x->errlen)) return -1;
+  int n = dtu_packet_parse(s, dst, DTU_PKT_MAX);
+  if (n < 0)
+    return ERR(x, v, "expected 1..%d bytes as text or as \"hex:\" and pairs of hex "
+                     "digits (such as \"hex:7B01\"), got %s",
+               DTU_PKT_MAX, show(s, &sh));
+  *len = (uint8_t)n;
+  return 0;
+}
+
+/* An rtu-dtu bus: its server (one of dtu_servers, parsed before the buses),
+ * registration (unique on its server) and heartbeat. */
+static int parse_dtu_bus(ctx *x, const ydoc_node *m, cfg_bus *b) {
+  const char *where = "in bus (an rtu-dtu bus needs server and registration)";
+  const ydoc_node *v = need(x, m, "server", where);
+  const char *s;
+  shown sh;
+  if (!v || ydoc_str(x->d, v, &s, x->err, x->errlen)) return -1;
+  cfg *c = x->c;
+  size_t i = 0;
+  while (i < c->ndtu_servers && strcmp(c->dtu_servers[i].id, s) != 0) i++;
+  if (i == c->ndtu_servers)
+    return ERR(x, v, "unknown DTU server %s (dtu_servers lists %zu)", show(s, &sh),
+               c->ndtu_servers);
+  b->server = i;
+  if (!(v = need(x, m, "registration", where)) ||
+      dtu_packet(x, v, b->registration, &b->reglen))
+    return -1;
+  for (size_t j = 0; j < c->nbuses; j++) {
+    const cfg_bus *o = &c->buses[j];
+    if (o->transport == CFG_TRANSPORT_RTU_DTU && o->server == b->server &&
+        o->reglen == b->reglen && memcmp(o->registration, b->registration, b->reglen) == 0)
+      return ERR(x, v, "bus \"%s\" has the same registration on server \"%s\": a "
+                       "registration names one bus",
+                 o->id, c->dtu_servers[i].id);
+  }
+  if ((v = ydoc_get(m, "heartbeat")) != NULL && dtu_packet(x, v, b->heartbeat, &b->hblen))
+    return -1;
+  b->sim_heartbeat_ms = 10 * MS_SECOND;
+  return opt_bool(x, m, "registration_every_packet", &b->registration_every_packet) ||
+         opt_dur(x, m, "sim_heartbeat_interval", 10, MS_HOUR, &b->sim_heartbeat_ms);
 }
 
 static int parse_bus(ctx *x, const ydoc_node *m, cfg_bus *b, htab *ids,
@@ -865,6 +996,8 @@ static int parse_bus(ctx *x, const ydoc_node *m, cfg_bus *b, htab *ids,
                  "device %s is already used by bus \"%s\"",
                  b->device, x->c->buses[ds->v].id);
     ht_put(ds, b->device, 0, index);
+  } else if (b->transport == CFG_TRANSPORT_RTU_DTU) {
+    if (parse_dtu_bus(x, m, b)) return -1;
   } else {
     const char *where = b->transport == CFG_TRANSPORT_TCP
                             ? "in bus (a tcp bus needs host and port)"
@@ -1196,19 +1329,14 @@ static int parse_simtop(ctx *x, const ydoc_node *root) {
                   sizeof x->c->sim.control);
 }
 
-/* metrics.listen: ADDRESS:PORT, the address an IPv4 literal or an IPv6 one
- * in brackets ([::1]:9464); no names, so that starting never waits on DNS. */
-static int parse_metrics(ctx *x, const ydoc_node *root) {
-  const ydoc_node *m = opt_section(root, "metrics");
-  if (!m) return 0;
-  if (ydoc_check_map(x->d, m, "metrics", metrics_keys, x->err, x->errlen))
-    return -1;
-  const ydoc_node *v = ydoc_get(m, "listen");
-  if (!v) return 0;
+/* ADDRESS:PORT, the address an IPv4 literal or an IPv6 one in brackets
+ * ([::1]:9464); no names, so that starting never waits on DNS. */
+static int parse_listen(ctx *x, const ydoc_node *v, char *host_out, size_t cap,
+                        int *port_out, const char *example) {
+  shown sh;
   if (v->kind != YDOC_SCALAR)
-    return ERR(x, v, "expected ADDRESS:PORT such as 127.0.0.1:9464");
+    return ERR(x, v, "expected ADDRESS:PORT such as %s", example);
   const char *s = v->value;
-  if (!s[0]) return 0; /* written empty: off */
   char host[64];
   const char *port;
   size_t hl;
@@ -1217,14 +1345,14 @@ static int parse_metrics(ctx *x, const ydoc_node *root) {
     const char *e = strchr(s, ']');
     if (!e || e[1] != ':') goto bad;
     hl = (size_t)(e - s - 1);
-    if (hl == 0 || hl >= sizeof host) goto bad;
+    if (hl == 0 || hl >= sizeof host || hl >= cap) goto bad;
     memcpy(host, s + 1, hl);
     port = e + 2;
   } else {
     const char *e = strrchr(s, ':');
     if (!e) goto bad;
     hl = (size_t)(e - s);
-    if (hl == 0 || hl >= sizeof host) goto bad;
+    if (hl == 0 || hl >= sizeof host || hl >= cap) goto bad;
     memcpy(host, s, hl);
     port = e + 1;
   }
@@ -1238,14 +1366,86 @@ static int parse_metrics(ctx *x, const ydoc_node *root) {
     p = p * 10 + (*q - '0');
   }
   if (p < 1 || p > 65535) goto bad;
-  memcpy(x->c->metrics.host, host, hl + 1);
-  x->c->metrics.port = (int)p;
+  memcpy(host_out, host, hl + 1);
+  *port_out = (int)p;
   return 0;
-bad:;
-  shown sh;
+bad:
   return ERR(x, v, "expected ADDRESS:PORT with an IPv4 address or an IPv6 one in "
-                   "brackets and a port 1..65535, such as 127.0.0.1:9464 or [::1]:9464, "
-                   "got %s", show(s, &sh));
+                   "brackets and a port 1..65535, such as %s or [::1]:%s, "
+                   "got %s", example, strrchr(example, ':') + 1, show(s, &sh));
+}
+
+/* metrics.listen (empty: off). */
+static int parse_metrics(ctx *x, const ydoc_node *root) {
+  const ydoc_node *m = opt_section(root, "metrics");
+  if (!m) return 0;
+  if (ydoc_check_map(x->d, m, "metrics", metrics_keys, x->err, x->errlen))
+    return -1;
+  const ydoc_node *v = ydoc_get(m, "listen");
+  if (!v) return 0;
+  if (v->kind == YDOC_SCALAR && !v->value[0]) return 0; /* written empty: off */
+  return parse_listen(x, v, x->c->metrics.host, sizeof x->c->metrics.host,
+                      &x->c->metrics.port, "127.0.0.1:9464");
+}
+
+static int parse_dtu_server(ctx *x, const ydoc_node *m, cfg_dtu_server *sv) {
+  if (ydoc_check_map(x->d, m, "DTU server", dtu_server_keys, x->err, x->errlen))
+    return -1;
+  sv->line = m->line;
+  sv->col = m->col;
+  const ydoc_node *idn, *v;
+  if (req_id(x, m, "id", "in DTU server", sv->id, sizeof sv->id, &idn)) return -1;
+  for (size_t i = 0; i < x->c->ndtu_servers; i++)
+    if (strcmp(x->c->dtu_servers[i].id, sv->id) == 0)
+      return ERR(x, idn, "duplicate DTU server id \"%s\"", sv->id);
+  if (!(v = need(x, m, "listen", "in DTU server")) ||
+      parse_listen(x, v, sv->host, sizeof sv->host, &sv->port, "0.0.0.0:9000"))
+    return -1;
+  for (size_t i = 0; i < x->c->ndtu_servers; i++)
+    if (x->c->dtu_servers[i].port == sv->port &&
+        strcmp(x->c->dtu_servers[i].host, sv->host) == 0)
+      return ERR(x, v, "DTU server \"%s\" listens on the same address",
+                 x->c->dtu_servers[i].id);
+  sv->idle_timeout_ms = 5 * MS_MINUTE;
+  sv->register_timeout_ms = 5 * MS_SECOND;
+  sv->max_pending = 256;
+  sv->takeover_hold_ms = 30 * MS_SECOND;
+  if (opt_dur(x, m, "idle_timeout", MS_SECOND, MS_DAY, &sv->idle_timeout_ms) ||
+      opt_dur(x, m, "register_timeout", 100, MS_MINUTE, &sv->register_timeout_ms) ||
+      opt_int(x, m, "max_pending", 1, 100000, &sv->max_pending) ||
+      opt_dur(x, m, "takeover_hold", 0, MS_DAY, &sv->takeover_hold_ms))
+    return -1;
+  const ydoc_node *a = ydoc_get(m, "allow");
+  if (!a) return 0;
+  if (ydoc_check_seq(x->d, a, "allow", x->err, x->errlen)) return -1;
+  if (a->n > CFG_ALLOW_MAX)
+    return ERR(x, a, "at most %d address ranges", CFG_ALLOW_MAX);
+  if (a->n == 0)
+    return ERR(x, a, "allow lists no address range (leave it out to allow any)");
+  for (size_t i = 0; i < a->n; i++) {
+    const char *s;
+    shown sh;
+    if (ydoc_str(x->d, a->items[i], &s, x->err, x->errlen)) return -1;
+    if (cfg_cidr_parse(s, &sv->allow[i]) != 0)
+      return ERR(x, a->items[i], "expected an address range such as 10.64.0.0/16 or "
+                                 "2001:db8::/32, got %s", show(s, &sh));
+    sv->nallow = i + 1;
+  }
+  return 0;
+}
+
+static int parse_dtu_servers(ctx *x, const ydoc_node *root) {
+  const ydoc_node *s = opt_section(root, "dtu_servers");
+  if (!s) return 0;
+  if (ydoc_check_seq(x->d, s, "dtu_servers", x->err, x->errlen)) return -1;
+  if (s->n > 64) return ERR(x, s, "too many DTU servers: %zu (at most 64)", s->n);
+  if (!(x->c->dtu_servers = calloc(s->n ? s->n : 1, sizeof *x->c->dtu_servers)))
+    return ERR(x, s, "out of memory");
+  for (size_t i = 0; i < s->n; i++) {
+    if (parse_dtu_server(x, s->items[i], &x->c->dtu_servers[i])) return -1;
+    x->c->ndtu_servers = i + 1;
+  }
+  return 0;
 }
 
 int64_t cfg_meter_phase_ms(const cfg *c, size_t i) {
@@ -1401,7 +1601,7 @@ int cfg_load(const char *path, const char *profile_dir, cfg **out, char *err,
   }
   if (ydoc_check_map(d, root, "the top level", root_keys, err, errlen) ||
       parse_site(&x, root) || parse_mqtt(&x, root) ||
-      parse_storage(&x, root) || parse_buses(&x, root) ||
+      parse_storage(&x, root) || parse_dtu_servers(&x, root) || parse_buses(&x, root) ||
       parse_meters(&x, root) || parse_online(&x, root) ||
       parse_simtop(&x, root) || parse_reports(&x, root) ||
       parse_metrics(&x, root))

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "profile/profile.h"
+#include "proto/dtu_filter.h"
 #include "transport/transport.h"
 
 #define CFG_ID_MAX 64
@@ -34,7 +35,44 @@ typedef enum {
   CFG_TRANSPORT_RTU = 0,
   CFG_TRANSPORT_TCP,
   CFG_TRANSPORT_RTU_OVER_TCP,
+  CFG_TRANSPORT_RTU_DTU, /* RTU over a DTU's connection that dials in */
 } cfg_transport;
+
+/* An address range of dtu_servers[].allow: FAMILY AF_INET or AF_INET6,
+ * ADDR its first 4 or 16 bytes (network order), PREFIX its length. */
+typedef struct {
+  int family;
+  uint8_t addr[16];
+  int prefix;
+} cfg_cidr;
+
+/* At most this many ranges a server. */
+#define CFG_ALLOW_MAX 64
+
+/* A server DTUs dial in to ("dtu_servers:"). */
+typedef struct {
+  char id[CFG_ID_MAX];
+  int line, col;
+  /* listen: an IPv4 or IPv6 literal (without brackets) and a port. */
+  char host[64];
+  int port;
+  int64_t idle_timeout_ms;     /* no byte this long: the link is dead; 5m */
+  int64_t register_timeout_ms; /* the registration must come within; 5s */
+  int max_pending;             /* connections not registered yet; 256 */
+  int64_t takeover_hold_ms;    /* a second takeover of a bus within this
+                                  is refused; 30s */
+  size_t nallow;               /* 0: any address */
+  cfg_cidr allow[CFG_ALLOW_MAX];
+} cfg_dtu_server;
+
+/* Parse "ADDR/PREFIX" (or an address alone, a range of one) into *OUT.
+ * -1 when it is not one. */
+int cfg_cidr_parse(const char *s, cfg_cidr *out);
+
+/* Is the address ADDR of FAMILY (AF_INET: 4 bytes, AF_INET6: 16) in C? An
+ * IPv4 address mapped into IPv6 (::ffff:a.b.c.d, as a dual-stack socket
+ * sees an IPv4 peer) is taken as the IPv4 address. */
+bool cfg_cidr_contains(const cfg_cidr *c, int family, const uint8_t *addr);
 
 /* The online rate a city reported for its first-level intakes' meters: the
  * baseline a site or a fleet is measured against unless it names one. */
@@ -81,6 +119,14 @@ typedef struct {
   int stop_bits; /* 1 or 2; default 1 */
   /* tcp, rtu-over-tcp */
   int port;
+  /* rtu-dtu: the server it dials in to (index into cfg.dtu_servers), its
+   * registration and heartbeat packets */
+  size_t server;
+  uint8_t registration[DTU_PKT_MAX];
+  uint8_t heartbeat[DTU_PKT_MAX];
+  uint8_t reglen, hblen; /* hblen 0: no heartbeat */
+  bool registration_every_packet;
+  int64_t sim_heartbeat_ms; /* intake-sim: heartbeat interval; default 10s */
   /* all */
   int64_t timeout_ms;    /* response timeout; default 1s */
   int64_t turnaround_ms; /* extra silence between frames; default 0 */
@@ -193,6 +239,9 @@ typedef struct {
     int64_t push_timeout_ms;        /* per request; default 30s */
   } reports;
 
+  size_t ndtu_servers;
+  cfg_dtu_server *dtu_servers;
+
   size_t nbuses;
   cfg_bus *buses;
   size_t nmeters;
@@ -212,6 +261,11 @@ int cfg_load(const char *path, const char *profile_dir, cfg **out, char *err,
 
 void cfg_free(cfg *c);
 
+/* The registration of rtu-dtu bus B as text for messages ("KKY-DTU-03",
+ * or "hex:7B01..." when it is not printable) into BUF; returns BUF. */
+const char *cfg_bus_registration_text(const cfg_bus *b, char *buf, size_t cap);
+#define CFG_REG_TEXT_MAX (4 + 2 * DTU_PKT_MAX + 1)
+
 /* The bus of meter M. */
 const cfg_bus *cfg_meter_bus(const cfg *c, const cfg_meter *m);
 
@@ -226,7 +280,7 @@ bool cfg_period_valid(const char *s);
 /* Meter I's offset within its interval, in ms: the k-th meter of a bus (in
  * file order) polls k * min(interval / meters on the bus, 100 ms) after each
  * wall-clock slot, so the meters of one line do not all queue at once; a
- * network bus (tcp, rtu-over-tcp) adds (r mod g) * min(interval / 10, 10 ms)
+ * network bus (tcp, rtu-over-tcp, rtu-dtu) adds (r mod g) * min(interval / 10, 10 ms)
  * for its rank r among them, as they share the bus threads, where g is the
  * number of network buses / 100, at most 10 (no offset below 200 of them).
  * All modulo the interval. The daemon schedules by it and reports count

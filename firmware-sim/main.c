@@ -23,8 +23,8 @@ static void usage(FILE *f) {
           "\n"
           "Serves every meter of a site file: Modbus TCP for tcp buses, a\n"
           "pseudo-terminal linked at the device path for rtu buses, RTU framing\n"
-          "over TCP for rtu-over-tcp buses. Prints one \"ready\" line when all\n"
-          "of them listen.\n"
+          "over TCP for rtu-over-tcp buses; for rtu-dtu buses a DTU that dials\n"
+          "its DTU server. Prints one \"ready\" line when all of them listen.\n"
           "\n"
           "options:\n"
           "  -c, --config FILE       the site file (its meters and buses)\n"
@@ -32,13 +32,19 @@ static void usage(FILE *f) {
           "      --profile-dir DIR   built-in profiles folder\n"
           "      --control PATH      control socket (default: sim.control)\n"
           "      --no-wire-time      never emulate serial wire time\n"
+          "      --dtu-source ADDR   rtu-dtu buses' DTUs dial from this address\n"
           "  -v, --verbose           log every bad frame\n"
           "  -V, --version           print the version\n"
           "\n"
           "control commands (intake-sim ctl ... COMMAND):\n"
           "  fault METER none|offline|flaky|slow|crc|exception|garbage|reset\n"
           "  pin METER FIELD VALUE   pin a field; unpin METER FIELD\n"
-          "  status                  one line per meter\n");
+          "  status                  one line per meter\n"
+          "  dtu BUS status|drop|reconnect|off|on|garbage|heartbeat|inside on|off\n"
+          "                          an rtu-dtu bus's DTU: its link, dropped, a new\n"
+          "                          one with the old left half-open, kept off or\n"
+          "                          let dial, noise or a heartbeat sent, answers cut\n"
+          "                          by a heartbeat\n");
 }
 
 static void close_signal(uv_handle_t *h, void *arg) {
@@ -151,6 +157,7 @@ int main(int argc, char **argv) {
       {"control", required_argument, 0, 'C'},
       {"socket", required_argument, 0, 's'},
       {"no-wire-time", no_argument, 0, 'w'},
+      {"dtu-source", required_argument, 0, 'D'},
       {"verbose", no_argument, 0, 'v'},
       {"version", no_argument, 0, 'V'},
       {"help", no_argument, 0, 'h'},
@@ -165,6 +172,7 @@ int main(int argc, char **argv) {
       case 'C': opt.control_path = optarg; break;
       case 's': socket_path = optarg; break;
       case 'w': opt.no_wire_time = true; break;
+      case 'D': opt.dtu_source = optarg; break;
       case 'v': log_set_level(LOGL_DEBUG); break;
       case 'V': printf("intake-sim %s\n", IC_VERSION); return 0;
       case 'h': usage(stdout); return 0;

@@ -133,6 +133,8 @@ int sim_start(sim **out, const cfg *c, uv_loop_t *loop, const sim_options *opt,
     return -1;
   }
   s->loop = loop;
+  if (opt && opt->dtu_source)
+    snprintf(s->dtu_source, sizeof s->dtu_source, "%s", opt->dtu_source);
   s->cfg = c;
   s->ino_fd = -1;
   s->meters = calloc(c->nmeters ? c->nmeters : 1, sizeof *s->meters);
@@ -176,9 +178,9 @@ int sim_start(sim **out, const cfg *c, uv_loop_t *loop, const sim_options *opt,
   }
   for (size_t i = 0; i < s->nbuses; i++) {
     sim_bus *b = &s->buses[i];
-    rc = b->cfg->transport == CFG_TRANSPORT_RTU
-             ? sim__rtu_open(b, err, errlen)
-             : sim__tcp_listen(b, err, errlen);
+    rc = b->cfg->transport == CFG_TRANSPORT_RTU       ? sim__rtu_open(b, err, errlen)
+         : b->cfg->transport == CFG_TRANSPORT_RTU_DTU ? sim__dtu_start(b, err, errlen)
+                                                      : sim__tcp_listen(b, err, errlen);
     if (rc != 0) goto fail;
   }
   const char *ctl = opt && opt->control_path ? opt->control_path : c->sim.control;
@@ -202,9 +204,15 @@ void sim_describe(const sim *s, char *buf, size_t len) {
   for (size_t i = 0; i < s->nbuses && used < len; i++) {
     const cfg_bus *b = s->buses[i].cfg;
     const char *wire = s->buses[i].wire_time ? " (wire time)" : "";
+    char reg[CFG_REG_TEXT_MAX];
     if (b->transport == CFG_TRANSPORT_RTU)
       used += (size_t)snprintf(buf + used, len - used, "; %s rtu %s -> %s%s",
                                b->id, b->device, s->buses[i].slave_name, wire);
+    else if (b->transport == CFG_TRANSPORT_RTU_DTU)
+      used += (size_t)snprintf(buf + used, len - used, "; %s rtu-dtu dials %s:%d as %s%s",
+                               b->id, s->cfg->dtu_servers[b->server].host,
+                               s->cfg->dtu_servers[b->server].port,
+                               cfg_bus_registration_text(b, reg, sizeof reg), wire);
     else
       used += (size_t)snprintf(buf + used, len - used, "; %s %s %s:%d%s", b->id,
                                cfg_transport_name(b->transport), b->host,
@@ -218,6 +226,7 @@ void sim_stop(sim *s) {
   if (!s) return;
   for (size_t i = 0; i < s->nbuses; i++) {
     sim_bus *b = &s->buses[i];
+    sim__dtu_stop(b);
     while (b->conns) sim__conn_close(b->conns);
     if (b->server_open) {
       uv_close((uv_handle_t *)&b->server, noop_close);

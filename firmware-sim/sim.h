@@ -3,7 +3,8 @@
  * Serves every meter of a site file on a libuv loop: a Modbus TCP server per
  * `tcp` bus (answering each meter's unit id), a pseudo-terminal per `rtu` bus
  * (its peer end linked at the bus's device path, speaking Modbus RTU), and an
- * RTU-framed TCP server per `rtu-over-tcp` bus; both serial kinds optionally
+ * RTU-framed TCP server per `rtu-over-tcp` bus, and for an `rtu-dtu` bus a
+ * DTU that dials the collector's DTU server; the serial kinds optionally
  * emulate the line's wire time. A control socket switches faults and pins
  * values while running. Bad requests are logged and never bring the simulator
  * down, and every client costs a bounded amount of memory.
@@ -22,6 +23,7 @@ typedef struct sim sim;
 typedef struct {
   const char *control_path; /* overrides cfg.sim.control; NULL: the config's */
   bool no_wire_time;        /* ignore sim_wire_time on every bus */
+  const char *dtu_source;   /* rtu-dtu buses dial from this address; NULL any */
 } sim_options;
 
 /* Open every server of config C on LOOP. Returns 0, or -1 with a message in

@@ -175,7 +175,8 @@ static int control_status(sim *s, char *out, size_t outlen) {
   }
   for (size_t i = 0; i < s->nbuses; i++) {
     const sim_bus *b = &s->buses[i];
-    if (b->cfg->transport == CFG_TRANSPORT_RTU) continue;
+    if (b->cfg->transport == CFG_TRANSPORT_RTU || b->cfg->transport == CFG_TRANSPORT_RTU_DTU)
+      continue;
     w = snprintf(out + used, outlen - used, "bus %s accepted=%llu open=%zu\n", b->cfg->id,
                  (unsigned long long)b->accepted, b->nconns);
     if (w < 0 || (size_t)w >= outlen - used) goto too_long;
@@ -206,11 +207,14 @@ int sim_control(sim *s, const char *line, char *out, size_t outlen) {
              "  fault METER MODE     none|offline|flaky|slow|crc|exception|garbage|reset\n"
              "  pin METER FIELD VAL  pin a field to a value\n"
              "  unpin METER FIELD    let the physics drive it again\n"
-             "  status               one line per meter, then per network bus\n"
+             "  status               one line per meter, then per tcp or rtu-over-tcp bus\n"
+             "  dtu BUS ACTION       status|drop|reconnect|off|on|garbage|heartbeat|inside on|off\n"
              "ok\n");
     return 0;
   }
   if (strcmp(cmd, "status") == 0) return control_status(s, out, outlen);
+  if (strcmp(cmd, "dtu") == 0 && (n == 3 || n == 4))
+    return sim__dtu_control(s, a, b, n == 4 ? c : "", out, outlen);
   sim_meter *m = n >= 2 ? find_meter(s, a) : NULL;
   if (strcmp(cmd, "fault") == 0 || strcmp(cmd, "pin") == 0 ||
       strcmp(cmd, "unpin") == 0) {

@@ -5,6 +5,7 @@
  * sim.c      the meters and buses, start and stop, answer timing and framing
  * sim_tcp.c  tcp and rtu-over-tcp buses: their servers and connections
  * sim_rtu.c  rtu buses: Modbus RTU on pseudo-terminals
+ * sim_dtu.c  rtu-dtu buses: a DTU that dials the collector
  * sim_ctl.c  the control socket (intake-sim ctl)
  */
 #ifndef IC_SIM_IMPL_H
@@ -61,6 +62,8 @@ struct sim_conn {
   uint64_t free_ns;     /* when the emulated line was last free again */
   bool reading;
   bool closing;
+  bool mute;            /* rtu-dtu: a link left half-open, neither read nor
+                           written again */
   bool throttle_logged;
   int handles_open;
   uint8_t pending[MB_TCP_MAX + 64]; /* sent when the wire time is up */
@@ -84,6 +87,15 @@ struct sim_bus {
   sim_conn *conns;
   size_t nconns;
   uint64_t accepted; /* connections taken so far (status: a client's reconnects) */
+  /* rtu-dtu */
+  sim_conn *dtu_conn;      /* the link in use (registered), or NULL */
+  uv_connect_t dtu_connect;
+  bool dtu_dialling;
+  uv_timer_t dtu_hb_timer, dtu_dial_timer;
+  bool dtu_timers_open;
+  bool dtu_hold;           /* told to stay off the line */
+  bool dtu_inside;         /* cut each answer with a heartbeat inside it */
+  uint64_t dtu_links;      /* links made */
   /* rtu */
   int master_fd;
   int slave_fd;
@@ -111,6 +123,7 @@ struct sim_bus {
 struct sim {
   uv_loop_t *loop;
   const cfg *cfg;
+  char dtu_source[64]; /* rtu-dtu: the address DTUs dial from; "" any */
   sim_meter *meters;
   size_t nmeters;
   sim_bus *buses;
@@ -169,8 +182,15 @@ size_t sim__encode_action(const sim_bus *b, const sim_action *act,
 int sim__tcp_listen(sim_bus *b, char *err, size_t errlen);
 /* Close client connection C (sim_stop closes them all). */
 void sim__conn_close(sim_conn *c);
-/* Queue LEN bytes of answer for C's client. */
+/* Queue LEN bytes of answer for C's client (on an rtu-dtu bus, as the DTU
+ * sends them: sim__dtu_write). */
 void sim__conn_write(sim_conn *c, const uint8_t *data, size_t len);
+/* Queue LEN bytes for C's peer as they are. */
+void sim__conn_write_raw(sim_conn *c, const uint8_t *data, size_t len);
+/* A new connection of bus B, in its list (its handle initialised, not yet
+ * connected or accepted); *ROOM false when its timers could not be had.
+ * NULL when out of memory. */
+sim_conn *sim__conn_new(sim_bus *b, bool *room);
 /* Read C's requests while there is room and its client takes the answers. */
 void sim__conn_update_reading(sim_conn *c);
 
@@ -181,6 +201,23 @@ void sim__conn_update_reading(sim_conn *c);
 int sim__rtu_open(sim_bus *b, char *err, size_t errlen);
 /* Send an answer on B's line (dropped when no client has the port open). */
 void sim__rtu_send(sim_bus *b, const uint8_t *data, size_t len);
+
+/* sim_dtu.c */
+
+/* Start rtu-dtu bus B: dial its server (and keep dialling). 0, or -1 with a
+ * message in err. */
+int sim__dtu_start(sim_bus *b, char *err, size_t errlen);
+/* Stop B's timers (sim_stop). */
+void sim__dtu_stop(sim_bus *b);
+/* B's link in use is closing: dial again after a pause. */
+void sim__dtu_lost(sim_bus *b);
+/* An answer as the DTU sends it: with the registration in front when
+ * registration_every_packet, cut by a heartbeat when told to. */
+void sim__dtu_write(sim_conn *c, const uint8_t *data, size_t len);
+/* A control command for an rtu-dtu bus (ARGS after "dtu"): the reply in
+ * OUT. 0 on ok. */
+int sim__dtu_control(sim *s, const char *bus, const char *what, const char *arg,
+                     char *out, size_t outlen);
 
 /* sim_ctl.c */
 

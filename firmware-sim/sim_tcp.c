@@ -26,6 +26,7 @@ void sim__conn_close(sim_conn *c) {
   if (c->closing) return;
   c->closing = true;
   sim_bus *b = c->bus;
+  if (b->dtu_conn == c) sim__dtu_lost(b);
   for (sim_conn **pp = &b->conns; *pp; pp = &(*pp)->next) {
     if (*pp == c) {
       *pp = c->next;
@@ -48,7 +49,7 @@ static bool conn_throttled(const sim_conn *c) {
 
 /* Read while there is room for requests and the client takes its answers. */
 void sim__conn_update_reading(sim_conn *c) {
-  if (c->closing) return;
+  if (c->closing || c->mute) return;
   bool throttled = conn_throttled(c);
   if (throttled && !c->throttle_logged) {
     c->throttle_logged = true;
@@ -78,7 +79,15 @@ static void conn_on_written(uv_write_t *req, int status) {
 }
 
 void sim__conn_write(sim_conn *c, const uint8_t *data, size_t len) {
-  if (c->closing || len == 0) return;
+  if (c->bus->cfg->transport == CFG_TRANSPORT_RTU_DTU) {
+    sim__dtu_write(c, data, len);
+    return;
+  }
+  sim__conn_write_raw(c, data, len);
+}
+
+void sim__conn_write_raw(sim_conn *c, const uint8_t *data, size_t len) {
+  if (c->closing || c->mute || len == 0) return;
   write_req *w = malloc(sizeof *w + len);
   if (!w) return;
   memcpy(w->data, data, len);
@@ -232,25 +241,32 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   sim__conn_update_reading(c);
 }
 
-static void on_connection(uv_stream_t *server, int status) {
-  sim_bus *b = server->data;
-  if (status < 0) return;
+sim_conn *sim__conn_new(sim_bus *b, bool *room) {
   sim_conn *c = calloc(1, sizeof *c);
-  if (!c) return;
+  if (!c) return NULL;
   c->bus = b;
   uv_loop_t *loop = b->owner->loop;
   uv_tcp_init(loop, &c->tcp);
   c->tcp.data = c;
   c->handles_open = 1;
   sim_clock *clock = b->owner->clock;
-  bool room = sim_deadline_init(clock, &c->line_free, conn_on_line_free, c) == 0 &&
-              sim_deadline_init(clock, &c->stale, conn_on_stale, c) == 0;
-  for (size_t i = 0; i < LATE_MAX && room; i++)
-    room = sim__late_init(&c->late[i], clock, b, c) == 0;
+  *room = sim_deadline_init(clock, &c->line_free, conn_on_line_free, c) == 0 &&
+          sim_deadline_init(clock, &c->stale, conn_on_stale, c) == 0;
+  for (size_t i = 0; i < LATE_MAX && *room; i++)
+    *room = sim__late_init(&c->late[i], clock, b, c) == 0;
   mb_rtu_framer_init(&c->framer, true);
   c->next = b->conns;
   b->conns = c;
   b->nconns++;
+  return c;
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  sim_bus *b = server->data;
+  if (status < 0) return;
+  bool room;
+  sim_conn *c = sim__conn_new(b, &room);
+  if (!c) return;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
     sim__conn_close(c);
     return;

@@ -5,8 +5,12 @@
 
 #include <cjson/cJSON.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "poll/busload.h"
 #include "cfg.h"
+#include "ydoc.h"
 #include "cli/cli.h"
 #include "transport/mb_poll.h"
 #include "profile/planner.h"
@@ -25,6 +29,10 @@ int cli_check_config(const char *path, const char *profile_dir) {
     char w[512];
     if (busload_warning(c, b, w, sizeof w)) printf("%s: warning: %s\n", path, w);
   }
+  for (size_t i = 0; i < c->ndtu_servers; i++)
+    if (c->dtu_servers[i].nallow == 0)
+      printf("%s: warning: DTU server %s has no allow list: DTUs are taken from any "
+             "address\n", path, c->dtu_servers[i].id);
   cfg_free(c);
   return 0;
 }
@@ -32,10 +40,39 @@ int cli_check_config(const char *path, const char *profile_dir) {
 static void read_usage(FILE *f) {
   fprintf(f,
           "usage: intake-collector read --config FILE [--meter ID]... [--json]\n"
+          "                             [--wait DURATION]\n"
           "\n"
           "Polls each meter once (or only the ones named) over its bus and\n"
           "prints the decoded fields, or why the poll failed. For commissioning:\n"
-          "it exits 0 only when every meter answered.\n");
+          "it exits 0 only when every meter answered. On an rtu-dtu bus it\n"
+          "listens on the bus's DTU server address until the DTU registers, for\n"
+          "at most --wait (default 2m); the daemon must not be listening there.\n");
+}
+
+/* dtu_servers[].allow for the blocking transport: CTX is the server. */
+static bool dtu_allow(const void *ctx, const void *sa) {
+  const cfg_dtu_server *sv = ctx;
+  if (sv->nallow == 0) return true;
+  const struct sockaddr_storage *ss = sa;
+  int family = ss->ss_family;
+  const uint8_t *ip = family == AF_INET
+                          ? (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr
+                          : (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+  for (size_t i = 0; i < sv->nallow; i++)
+    if (cfg_cidr_contains(&sv->allow[i], family, ip)) return true;
+  return false;
+}
+
+/* An rtu-dtu bus's transport listens where its server does. */
+static void dtu_options(const cfg *c, const cfg_bus *b, int64_t wait_ms,
+                        transport_options *o) {
+  const cfg_dtu_server *sv = &c->dtu_servers[b->server];
+  snprintf(o->host, sizeof o->host, "%s", sv->host);
+  o->port = sv->port;
+  o->wait_ms = wait_ms;
+  o->register_timeout_ms = sv->register_timeout_ms;
+  o->allow = dtu_allow;
+  o->allow_ctx = sv;
 }
 
 /* Print one meter's outcome. */
@@ -82,6 +119,7 @@ static void print_result(const cfg_meter *m, const cfg_bus *b, int rc,
 int cli_read(int argc, char **argv) {
   const char *config = NULL, *profile_dir = NULL;
   bool json = false;
+  int64_t wait_ms = 2 * 60 * 1000;
   const char *only[256];
   size_t nonly = 0;
   static const struct option longopts[] = {
@@ -89,11 +127,12 @@ int cli_read(int argc, char **argv) {
       {"meter", required_argument, 0, 'm'},
       {"json", no_argument, 0, 'j'},
       {"profile-dir", required_argument, 0, 'p'},
+      {"wait", required_argument, 0, 'w'},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int ch;
   optind = 1;
-  while ((ch = getopt_long(argc, argv, "c:m:jh", longopts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "c:m:jw:h", longopts, NULL)) != -1) {
     switch (ch) {
       case 'c': config = optarg; break;
       case 'm':
@@ -105,6 +144,14 @@ int cli_read(int argc, char **argv) {
         break;
       case 'j': json = true; break;
       case 'p': profile_dir = optarg; break;
+      case 'w':
+        if (ydoc_parse_duration(optarg, &wait_ms) != 0 || wait_ms < 1 ||
+            wait_ms > 24 * 3600 * 1000) {
+          fprintf(stderr, "read: --wait takes a duration such as 30s or 5m, got \"%s\"\n",
+                  optarg);
+          return 2;
+        }
+        break;
       case 'h': read_usage(stdout); return 0;
       default: read_usage(stderr); return 2;
     }
@@ -143,6 +190,7 @@ int cli_read(int argc, char **argv) {
     if (!tr[m->bus]) {
       transport_options topt;
       cfg_bus_transport_options(b, &topt);
+      if (b->transport == CFG_TRANSPORT_RTU_DTU) dtu_options(c, b, wait_ms, &topt);
       tr[m->bus] = transport_new(&topt, err, sizeof err);
       if (!tr[m->bus]) {
         fprintf(stderr, "read: bus %s: %s\n", b->id, err);

@@ -30,11 +30,14 @@ static int read_secret(const cfg *c, char *out, size_t len) {
  * serve thousands of DTUs, while the usual soft limit is 1,024 (systemd,
  * login shells). Raise it to what the buses need, up to the hard limit, and
  * say so plainly when even that is short: the buses past it would fail
- * with "too many open files". */
+ * with "too many open files". A DTU server holds its listening socket and
+ * up to max_pending connections that have not registered yet. */
 static void ensure_fd_room(const cfg *c) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
   rlim_t need = (rlim_t)c->nbuses + FD_BASE;
+  for (size_t i = 0; i < c->ndtu_servers; i++)
+    need += (rlim_t)c->dtu_servers[i].max_pending + 1;
   if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) return;
   rlim_t want = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ? rl.rlim_max : need;
   if (want > rl.rlim_cur) {
@@ -395,7 +398,7 @@ static int start_delivery(gw *d) {
 
 static int (*const start_steps[])(gw *d) = {
     init_loop,      init_periods, init_plans,  init_store,  init_reporter, init_pusher,
-    init_publisher, init_buses,   init_timers, init_meters, gw__metrics_start,
+    init_publisher, init_buses,   gw__dtu_start, init_timers, init_meters, gw__metrics_start,
     start_delivery,
 };
 
@@ -413,6 +416,7 @@ static void stop_polling(gw *d) {
   uv_timer_stop(&d->maint_timer);
   uv_timer_stop(&d->reconnect_timer);
   for (size_t i = 0; i < d->nperiods; i++) uv_timer_stop(&d->period_rt[i].timer);
+  dtuservers_stop(d->dtus);
   netbuses_stop(d->net); /* network polls in progress are abandoned */
   for (size_t b = 0; b < c->nbuses; b++)
     if (d->buses[b]) busworker_stop(d->buses[b]->w);
@@ -463,6 +467,7 @@ static void free_meter(gw *d, meter_rt *m) {
 
 static void free_gw(gw *d) {
   pusher_free(d->pusher);
+  dtuservers_free(d->dtus);
   netbuses_free(d->net);
   gw__pubq_free(d);
   store_event_free(d->replay_ev);
@@ -502,6 +507,7 @@ static void finish(gw *d, bool clean) {
       busworker_free(d->buses[b]->w);
       d->buses[b]->w = NULL;
     }
+  dtuservers_stop(d->dtus);
   netbuses_stop(d->net);
   reporter_free(d->reporter);
   d->reporter = NULL;

@@ -16,6 +16,7 @@
  *   observe.c    the metrics endpoint: /metrics and /status
  *   reload.c     a new configuration read and applied as a difference
  *   buses.c      the buses: opened, closed, polls handed to them
+ *   dtu.c        the DTU servers: start, their events logged, their state
  */
 #ifndef IC_GW_IMPL_H
 #define IC_GW_IMPL_H
@@ -38,6 +39,7 @@
 #include "poll/busload.h"
 #include "poll/busworker.h"
 #include "poll/netbus.h"
+#include "poll/dtuserver.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "meter/mstate.h"
@@ -222,7 +224,8 @@ struct gw {
   uv_timer_t site_timer; /* coalesces the site topics after state changes */
   store *store;
   publisher *pub;
-  netbuses *net;     /* the set the network buses belong to */
+  netbuses *net;     /* the set the network buses (TCP, RTU over TCP, DTU) belong to */
+  dtuservers *dtus;  /* the servers DTUs dial in to; NULL without */
   bus_rt **buses;    /* as the configuration orders them */
   meter_rt **meters; /* as the configuration orders them */
   meter_rt **by_key; /* by key: live, retired (while its poll is out), or NULL */
@@ -404,6 +407,11 @@ int gw__file_digest(const char *path, char out[65]);
 void gw__add_config_state(gw *d, cJSON *o);
 void gw__publish_removed(gw *d);
 void gw__removed_free(gw *d);
+
+/* dtu.c */
+int gw__dtu_start(gw *d);
+void gw__dtu_state_json(gw *d, cJSON *o);
+void gw__dtu_metrics(gw *d, mtext *t);
 
 /* observe.c */
 int gw__metrics_start(gw *d);

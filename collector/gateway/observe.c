@@ -163,6 +163,7 @@ static int handle(void *ctx, const char *path, mtext *body, const char **ctype) 
   gw *d = ctx;
   if (strcmp(path, "/metrics") == 0) {
     build_metrics(d, body);
+    gw__dtu_metrics(d, body);
     *ctype = METRICS_CONTENT_TYPE;
     return 200;
   }

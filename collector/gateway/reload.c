@@ -191,6 +191,20 @@ void gw__add_config_state(gw *d, cJSON *o) {
 /* ------------------------------------------------------------------------ */
 /* What changed                                                             */
 
+static bool dtu_servers_same(const cfg *a, const cfg *b) {
+  if (a->ndtu_servers != b->ndtu_servers) return false;
+  for (size_t i = 0; i < a->ndtu_servers; i++) {
+    const cfg_dtu_server *x = &a->dtu_servers[i], *y = &b->dtu_servers[i];
+    if (strcmp(x->id, y->id) != 0 || strcmp(x->host, y->host) != 0 || x->port != y->port ||
+        x->idle_timeout_ms != y->idle_timeout_ms ||
+        x->register_timeout_ms != y->register_timeout_ms ||
+        x->max_pending != y->max_pending || x->takeover_hold_ms != y->takeover_hold_ms ||
+        x->nallow != y->nallow || memcmp(x->allow, y->allow, x->nallow * sizeof *x->allow))
+      return false;
+  }
+  return true;
+}
+
 /* The first setting of B that differs from A's and that a reload cannot
  * change, or NULL. */
 static const char *unchangeable(const cfg *a, const cfg *b) {
@@ -214,6 +228,7 @@ static const char *unchangeable(const cfg *a, const cfg *b) {
     return "reports";
   if (strcmp(a->metrics.host, b->metrics.host) != 0 || a->metrics.port != b->metrics.port)
     return "metrics.listen";
+  if (!dtu_servers_same(a, b)) return "dtu_servers";
   return NULL;
 }
 
@@ -237,7 +252,12 @@ static bool bus_same(const cfg_bus *a, const cfg_bus *b) {
          a->data_bits == b->data_bits && a->stop_bits == b->stop_bits &&
          a->port == b->port && a->timeout_ms == b->timeout_ms &&
          a->turnaround_ms == b->turnaround_ms && a->max_gap == b->max_gap &&
-         a->max_registers == b->max_registers && a->sim_wire_time == b->sim_wire_time;
+         a->max_registers == b->max_registers && a->sim_wire_time == b->sim_wire_time &&
+         a->server == b->server && a->reglen == b->reglen && a->hblen == b->hblen &&
+         memcmp(a->registration, b->registration, a->reglen) == 0 &&
+         memcmp(a->heartbeat, b->heartbeat, a->hblen) == 0 &&
+         a->registration_every_packet == b->registration_every_packet &&
+         a->sim_heartbeat_ms == b->sim_heartbeat_ms;
 }
 
 /* What changed in a meter kept by a reload, for its log line ("" for
@@ -532,6 +552,12 @@ void gw__reload_start(gw *d) {
     if (p.g) gw__gen_free(p.g);
     else cfg_free(nc);
     refuse(d, err);
+    return;
+  }
+  if (dtuservers_rebind(d->dtus, nc, p.bus_was) != 0) {
+    reload_plan_free(&p);
+    gw__gen_free(p.g);
+    refuse(d, "out of memory");
     return;
   }
   gw_gen *old = d->gen;

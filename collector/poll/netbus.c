@@ -13,6 +13,7 @@
 
 #include "base/backoff.h"
 #include "base/clock.h"
+#include "proto/dtu_filter.h"
 #include "proto/mb_xchg.h"
 #include "transport/tr_net.h"
 
@@ -84,6 +85,10 @@ struct netbus {
   uint64_t gap_ns, ready_ns, last_rx_ns;
   size_t rx_junk;     /* bytes since the last good answer (TR_NET_JUNK_MAX) */
   bool stopping;
+  /* rtu-dtu: the DTU's connection comes from its server (netbus_dtu_attach);
+   * its registration and heartbeat are taken out before the framer. */
+  dtu_filter *flt;
+  bool dtu_seen; /* a DTU has been attached once */
 };
 
 struct netbuses {
@@ -221,6 +226,18 @@ static void finish(netbus *nb, int rc, const tr_error *e) {
   pump(nb);
 }
 
+/* An rtu-dtu bus without its DTU: the poll fails at once. */
+static void not_connected(netbus *nb) {
+  tr_error e;
+  char reg[CFG_REG_TEXT_MAX];
+  cfg_bus_registration_text(nb->bus, reg, sizeof reg);
+  if (nb->dtu_seen)
+    tr_fail(&e, TR_ENOTCONN, "DTU %s has not connected again since its link closed", reg);
+  else
+    tr_fail(&e, TR_ENOTCONN, "DTU %s has not connected", reg);
+  finish(nb, e.code, &e);
+}
+
 static void start_poll(netbus *nb) {
   (void)bus_jobs_pop(&nb->jobs, &nb->cur); /* pump saw one */
   nb->res = nb->cur.res;
@@ -242,7 +259,9 @@ static void start_poll(netbus *nb) {
     send_request(nb);
     break;
   case NB_CLOSED:
-    if (nb->reopen_at_ms && clock_mono_ms() < nb->reopen_at_ms)
+    if (nb->flt)
+      not_connected(nb);
+    else if (nb->reopen_at_ms && clock_mono_ms() < nb->reopen_at_ms)
       finish(nb, nb->open_err.code, &nb->open_err);
     else
       try_connect(nb);
@@ -545,6 +564,48 @@ static void exchange_done(netbus *nb, int rc, const tr_error *e) {
     finish(nb, TR_OK, NULL);
 }
 
+/* Bytes that frame no answer came (N more of them): past the bound the
+ * connection is closed. False when it was. */
+static bool count_junk(netbus *nb, size_t n) {
+  nb->rx_junk += n;
+  if (nb->rx_junk <= TR_NET_JUNK_MAX) return true;
+  tr_error e;
+  where_buf wb;
+  tr_net_junk(&e, where(nb, &wb), nb->rx_junk);
+  close_conn(nb);
+  if (nb->busy) finish(nb, e.code, &e);
+  return false;
+}
+
+/* A DTU's bytes: its packets taken out, what is left framed and judged.
+ * Only what the filter hands on counts as junk, so a DTU whose meters are
+ * all dead is not closed for its heartbeats. */
+static bool dtu_receive(netbus *nb, const uint8_t *buf, size_t n) {
+  size_t off = 0;
+  while (off < n) {
+    off += dtu_filter_feed(nb->flt, buf + off, n - off);
+    uint8_t frame[MB_RTU_MAX];
+    size_t k;
+    while ((k = dtu_filter_next(nb->flt, frame, sizeof frame)) > 0) {
+      if (!nb->x) {
+        if (!count_junk(nb, k)) return false;
+        continue; /* not an answer to anything: dropped */
+      }
+      tr_error e;
+      int rc = mb_xchg_feed(nb->x, frame, k, &e);
+      if (rc == TR_OK) nb->rx_junk = 0;
+      else if (!count_junk(nb, k)) return false;
+      if (rc != MB_XCHG_MORE) {
+        exchange_done(nb, rc, &e);
+        /* What follows the answer is not part of it. */
+        if (nb->flt) dtu_filter_reset(nb->flt);
+        return nb->c != NULL;
+      }
+    }
+  }
+  return true;
+}
+
 /* Read what the socket has. Returns false when the connection is gone. */
 static bool receive(netbus *nb) {
   uint8_t buf[RX_CHUNK];
@@ -558,6 +619,7 @@ static bool receive(netbus *nb) {
     return false;
   }
   nb->last_rx_ns = now_ns();
+  if (nb->flt) return dtu_receive(nb, buf, (size_t)n);
   nb->rx_junk += (size_t)n;
   if (nb->rx_junk > TR_NET_JUNK_MAX) {
     tr_error e;
@@ -604,7 +666,10 @@ static void send_request(netbus *nb) {
   if (nb->state != NB_OPEN) {
     /* Not expected (a lost connection ends its poll), but never send on
      * no connection. */
-    if (nb->state == NB_CLOSED) try_connect(nb);
+    if (nb->state == NB_CLOSED && nb->flt)
+      not_connected(nb);
+    else if (nb->state == NB_CLOSED)
+      try_connect(nb);
     return;
   }
   uint64_t now = now_ns();
@@ -615,11 +680,17 @@ static void send_request(netbus *nb) {
   }
   if (nb->req == 0 && now - nb->last_rx_ns >= IDLE_CHECK_NS && !still_open(nb)) {
     /* Closed by the peer while idle (DTUs do): nothing was lost, connect
-     * again and send then. */
+     * again and send then; a DTU that dials in has to dial again. */
     close_conn(nb);
-    try_connect(nb);
+    if (nb->flt)
+      not_connected(nb);
+    else
+      try_connect(nb);
     return;
   }
+  /* Whatever a DTU's filter holds (part of a heartbeat, a late answer's
+   * start) is not the answer to the request about to go. */
+  if (nb->flt) dtu_filter_reset(nb->flt);
   const cfg_meter *m = nb->cur.m;
   const mb_plan *plan = nb->cur.plan;
   const plan_range *r = &plan->reqs[nb->req];
@@ -750,8 +821,21 @@ netbus *netbus_open(netbuses *s, const cfg_bus *bus, uint16_t tid_seed) {
   nb->set = s;
   nb->conf = *bus;
   nb->bus = &nb->conf;
-  nb->rtu = bus->transport == CFG_TRANSPORT_RTU_OVER_TCP;
+  nb->rtu = bus->transport != CFG_TRANSPORT_TCP;
   nb->gap_ns = (uint64_t)bus->turnaround_ms * 1000000u;
+  if (bus->transport == CFG_TRANSPORT_RTU_DTU) {
+    /* The DTU's serial side keeps the line's 3.5-character silence. */
+    int bits = mb_rtu_char_bits(bus->data_bits, bus->parity != 'N', bus->stop_bits);
+    nb->gap_ns += mb_rtu_silence_us(bus->baud, bits) * 1000u;
+    nb->flt = malloc(sizeof *nb->flt);
+    if (!nb->flt || dtu_filter_init(nb->flt, bus->registration, bus->reglen,
+                                    bus->registration_every_packet, bus->heartbeat,
+                                    bus->hblen) != 0) {
+      free(nb->flt);
+      free(nb);
+      return NULL;
+    }
+  }
   nb->tid = (uint16_t)(tid_seed * 7919u); /* different buses, different ids */
   uv_timer_init(s->loop, &nb->timer);
   nb->timer.data = nb;
@@ -777,6 +861,7 @@ static void free_bus(uv_handle_t *h) {
   netbus *nb = h->data;
   bus_jobs_free(&nb->jobs);
   free(nb->words);
+  free(nb->flt);
   free(nb);
 }
 
@@ -820,4 +905,59 @@ void netbuses_free(netbuses *s) {
     s->free_x = next;
   }
   free(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* DTUs that dial in                                                        */
+
+static netbus *dtu_bus(netbus *nb) { return nb && nb->flt && !nb->stopping ? nb : NULL; }
+
+int netbus_dtu_attach(netbus *bus, int fd, const uint8_t *left, size_t nleft) {
+  netbus *nb = dtu_bus(bus);
+  if (!nb) {
+    close(fd);
+    return -1;
+  }
+  /* Taken over: the poll on the old link (half-open, most likely) ends now
+   * rather than at its timeout, once the new link is in place, so that the
+   * polls queued behind it go out on the new one. */
+  bool cut = nb->c && nb->busy;
+  if (nb->c) close_conn(nb);
+  int rc = watch(nb, fd, UV_READABLE);
+  if (rc != 0) {
+    close(fd);
+  } else {
+    tr_net_connected(fd);
+    nb->state = NB_OPEN;
+    nb->dtu_seen = true;
+    nb->rx_junk = 0;
+    nb->last_rx_ns = now_ns();
+    dtu_filter_reset(nb->flt);
+    /* What came behind the registration (a heartbeat) is dropped as any
+     * unasked bytes are. */
+    if (nleft) dtu_filter_feed(nb->flt, left, nleft);
+  }
+  if (cut) {
+    tr_error e;
+    tr_fail(&e, TR_ECONNRESET, "the DTU's link was taken over by a new connection");
+    finish(nb, e.code, &e);
+  }
+  return rc == 0 ? 0 : -1;
+}
+
+int64_t netbus_dtu_quiet_ms(const netbus *bus) {
+  const netbus *nb = dtu_bus((netbus *)bus);
+  if (!nb || nb->state != NB_OPEN) return -1;
+  return (int64_t)((now_ns() - nb->last_rx_ns) / 1000000u);
+}
+
+void netbus_dtu_close(netbus *bus) {
+  netbus *nb = dtu_bus(bus);
+  if (!nb || !nb->c) return;
+  close_conn(nb);
+  if (nb->busy) {
+    tr_error e;
+    tr_fail(&e, TR_ECONNRESET, "the DTU's link went quiet and was closed");
+    finish(nb, e.code, &e);
+  }
 }

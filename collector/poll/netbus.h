@@ -1,4 +1,5 @@
-/* netbus: the network buses (Modbus TCP and RTU over TCP) on the event loop.
+/* netbus: the network buses (Modbus TCP, RTU over TCP, DTUs that dial in)
+ * on the event loop.
  *
  * A network endpoint, a meter with an Ethernet port or the serial server or
  * 4G DTU in front of a line, spends nearly all its time waiting for an
@@ -21,6 +22,13 @@
  * 30 s, and meanwhile polls fail at once with the reason. Connecting never
  * blocks the loop: addresses are numeric or resolved on libuv's thread pool,
  * and connect(2) completes in the loop.
+ *
+ * An rtu-dtu bus does not connect: its DTU dials in to a DTU server
+ * (dtuserver.h), which hands the registered connection over
+ * (netbus_dtu_attach). Until then, and after its link closes, its polls
+ * fail at once with TR_ENOTCONN. Its bytes go through a dtu_filter (the
+ * registration and heartbeat packets taken out) before the RTU framer, and
+ * only what the filter hands on counts towards TR_NET_JUNK_MAX.
  */
 #ifndef IC_NETBUS_H
 #define IC_NETBUS_H
@@ -62,6 +70,21 @@ int netbus_submit(netbus *nb, uint32_t meter, int64_t slot_ms, const cfg_meter *
  * result), its connection closed; its memory goes with its handles' close
  * callbacks. NULL is a no-op. */
 void netbus_close(netbus *nb);
+
+/* rtu-dtu bus NB: FD, a DTU's connection that sent the bus's registration
+ * (LEFT, NLEFT: the bytes that came behind it), is the bus's from now on
+ * (and FD the netbus's to close). A connection the bus had is closed and
+ * the poll on it fails (connection_reset). -1 when NB is not an rtu-dtu
+ * bus or memory ran out (FD closed). */
+int netbus_dtu_attach(netbus *nb, int fd, const uint8_t *left, size_t nleft);
+
+/* Milliseconds since rtu-dtu bus NB's DTU connection last brought a byte,
+ * or -1 when it has none. */
+int64_t netbus_dtu_quiet_ms(const netbus *nb);
+
+/* Close rtu-dtu bus NB's DTU connection (gone quiet); its poll in progress
+ * fails (connection_reset). */
+void netbus_dtu_close(netbus *nb);
 
 /* Stop: every bus is closed as by netbus_close; let the loop run the close
  * callbacks before netbuses_free. NULL is a no-op. */

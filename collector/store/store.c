@@ -111,6 +111,8 @@ static const char *const migrations[] = {
     "CREATE INDEX state_changes_ts ON state_changes(ts_ms);",
     /* 8: each meter's reserved sequence numbers (see store_seq_check) */
     "ALTER TABLE meters ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0;",
+    /* 9: polls of a bus whose DTU has not dialled in (rtu-dtu) */
+    "ALTER TABLE poll_stats ADD COLUMN not_connected INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

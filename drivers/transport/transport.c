@@ -38,6 +38,7 @@ const char *tr_code_name(int code) {
   case TR_EMALFORMED: return "malformed";
   case TR_EIO: return "io";
   case TR_EDECODE: return "decode";
+  case TR_ENOTCONN: return "not_connected";
   default: return "unknown";
   }
 }
@@ -207,6 +208,15 @@ static int check_options(const transport_options *b, char *err,
       return -1;
     }
     return 0;
+  case TR_KIND_RTU_DTU:
+    if (b->reglen < 1 || b->reglen > sizeof b->registration ||
+        b->hblen > sizeof b->heartbeat) {
+      snprintf(err, errlen, "bus %s: registration of %zu bytes or heartbeat of %zu "
+               "outside 1..40 and 0..40", id, b->reglen, b->hblen);
+      return -1;
+    }
+    /* The address to listen on, as for the others: */
+    __attribute__((fallthrough));
   case TR_KIND_TCP:
   case TR_KIND_RTU_OVER_TCP:
     if (!str_set(b->host, sizeof b->host)) {
@@ -258,6 +268,13 @@ transport *transport_new(const transport_options *opt, char *err,
     rc = tr_modbus_create(t, err, errlen);
   } else {
     tr_net_where(t->where, sizeof t->where, t->opt.host, t->opt.port);
+    /* A DTU's serial side keeps the line's silence too. */
+    if (t->opt.kind == TR_KIND_RTU_DTU && t->opt.baud > 0) {
+      int bits = mb_rtu_char_bits(t->opt.data_bits ? t->opt.data_bits : 8,
+                                  t->opt.parity != 'N' && t->opt.parity,
+                                  t->opt.stop_bits ? t->opt.stop_bits : 1);
+      gap_ns += mb_rtu_silence_us(t->opt.baud, bits) * 1000u;
+    }
     rc = tr_net_create(t, err, errlen);
   }
   if (rc != 0) {

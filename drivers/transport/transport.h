@@ -13,6 +13,7 @@
 #ifndef IC_TRANSPORT_H
 #define IC_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,9 +30,10 @@ typedef enum {
   TR_EMALFORMED = -6,   /* an answer that is not a valid reply to the request */
   TR_EIO = -7,          /* another system error (open, termios, resolve) */
   TR_EDECODE = -8,      /* answered, but values are unusable (NaN, bad unit) */
+  TR_ENOTCONN = -9,     /* the bus's DTU has not dialled in (rtu-dtu) */
 } tr_code;
 /* How many failure kinds there are: codes -1 .. -TR_NKINDS. */
-#define TR_NKINDS 8
+#define TR_NKINDS 9
 
 typedef struct {
   int code;          /* tr_code */
@@ -40,7 +42,8 @@ typedef struct {
 } tr_error;
 
 /* Short stable name of a failure kind: "timeout", "crc", "exception",
- * "connection_refused", "connection_reset", "malformed", "io", "decode". */
+ * "connection_refused", "connection_reset", "malformed", "io", "decode",
+ * "not_connected". */
 const char *tr_code_name(int code);
 
 /* Fill E with CODE and a formatted detail; returns CODE. E may be NULL. */
@@ -64,6 +67,7 @@ typedef enum {
   TR_KIND_RTU = 0,
   TR_KIND_TCP,
   TR_KIND_RTU_OVER_TCP,
+  TR_KIND_RTU_DTU, /* RTU over a DTU's connection that dials in: listen */
 } tr_kind;
 
 #define TR_ID_MAX 64
@@ -85,8 +89,17 @@ typedef struct transport_options {
   char parity;   /* 'N', 'E' or 'O' */
   int data_bits; /* 5..8 */
   int stop_bits; /* 1 or 2 */
-  /* tcp, rtu-over-tcp */
+  /* tcp, rtu-over-tcp; rtu-dtu: the address to listen on */
   int port;      /* 1..65535 */
+  /* rtu-dtu */
+  uint8_t registration[40], heartbeat[40];
+  size_t reglen, hblen;            /* reglen 1..40, hblen 0..40 */
+  bool registration_every_packet;
+  int64_t wait_ms;                 /* how long opening waits for the DTU */
+  int64_t register_timeout_ms;     /* a connection's registration, within */
+  /* Is a peer at SA (a struct sockaddr) let in? NULL: any. */
+  bool (*allow)(const void *ctx, const void *sa);
+  const void *allow_ctx;
   /* all */
   int64_t timeout_ms;    /* response timeout, 1 ms..1 h */
   int64_t turnaround_ms; /* extra silence between frames, 0..60 s */

@@ -15,6 +15,7 @@
 #include "transport/transport.h"
 
 #include "transport/tr_net.h"
+#include "proto/dtu_filter.h"
 
 _Static_assert(TR_WHERE_MAX > TR_DEVICE_MAX, "a device path fits in where");
 
@@ -59,5 +60,14 @@ int tr_wait_fd(int fd, short events, uint64_t deadline);
  * non-blocking, close-on-exec, with TCP_NODELAY. 0 with *FD set, or a
  * tr_code with E filled ("connect HOST:PORT: ..."). */
 int tr_tcp_connect(transport *t, int *fd, tr_error *e);
+
+/* rtu-dtu: listen on the bus's address until a DTU dials in and sends the
+ * bus's registration (within opt.register_timeout_ms of connecting), for at
+ * most opt.wait_ms; a peer opt.allow refuses is closed unread, one with
+ * another registration closed. The connection comes back in *FD (non-
+ * blocking, close-on-exec, TCP_NODELAY), what followed the registration fed
+ * to FLT. 0, or TR_ENOTCONN ("DTU REG did not connect within ...") or
+ * TR_EIO with E filled. */
+int tr_dtu_accept(transport *t, int *fd, dtu_filter *flt, tr_error *e);
 
 #endif

@@ -1,4 +1,5 @@
-/* transport_net: the `tcp` and `rtu-over-tcp` transports, blocking.
+/* transport_net: the `tcp`, `rtu-over-tcp` and `rtu-dtu` transports,
+ * blocking.
  *
  * Modbus TCP (MBAP frames) and RTU frames with CRC carried over a plain TCP
  * connection, as serial device servers and 4G DTUs carry them. The requests
@@ -18,6 +19,10 @@
  * the exchange counted malformed; a connection the peer closed while idle is
  * opened again before the request, and one that breaks fails the exchange
  * and is opened again by the next.
+ *
+ * `rtu-dtu` does not connect: opening listens for the DTU to dial in and
+ * register (tr_dtu_accept, transport_dtu.c), and its bytes go through a
+ * dtu_filter before the exchange judges them.
  */
 #include <errno.h>
 #include <poll.h>
@@ -25,9 +30,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proto/dtu_filter.h"
 #include "proto/mb_proto.h"
 #include "proto/mb_xchg.h"
 #include "transport/tr_net.h"
@@ -38,12 +45,13 @@ typedef struct {
   uint16_t tid;  /* MBAP transaction id of the last request */
   size_t junk;   /* bytes since the last good answer (TR_NET_JUNK_MAX) */
   mb_xchg x;     /* the exchange in progress */
+  dtu_filter *flt; /* rtu-dtu: the DTU's packets taken out */
 } netx;
 
 static netx *impl_of(transport *t) { return (netx *)t->impl; }
 
 static bool is_rtu(const transport *t) {
-  return t->opt.kind == TR_KIND_RTU_OVER_TCP;
+  return t->opt.kind != TR_KIND_TCP;
 }
 
 static void net_close(transport *t) {
@@ -54,6 +62,7 @@ static void net_close(transport *t) {
 }
 
 static void net_destroy(transport *t) {
+  free(impl_of(t)->flt);
   free(t->impl);
   t->impl = NULL;
 }
@@ -61,7 +70,7 @@ static void net_destroy(transport *t) {
 static int net_open(transport *t, tr_error *e) {
   netx *n = impl_of(t);
   int fd;
-  int rc = tr_tcp_connect(t, &fd, e);
+  int rc = n->flt ? tr_dtu_accept(t, &fd, n->flt, e) : tr_tcp_connect(t, &fd, e);
   if (rc != TR_OK) return rc;
   n->fd = fd;
   n->junk = 0;
@@ -100,6 +109,30 @@ static int send_all(transport *t, const uint8_t *buf, size_t len,
   return TR_OK;
 }
 
+/* A DTU's bytes: its packets taken out, what is left judged. Only what the
+ * filter hands on counts towards TR_NET_JUNK_MAX. */
+static int dtu_feed(transport *t, const uint8_t *data, size_t len, tr_error *e) {
+  netx *n = impl_of(t);
+  size_t off = 0;
+  while (off < len) {
+    off += dtu_filter_feed(n->flt, data + off, len - off);
+    uint8_t frame[MB_RTU_MAX];
+    size_t k;
+    while ((k = dtu_filter_next(n->flt, frame, sizeof frame)) > 0) {
+      n->junk += k;
+      if (n->junk > TR_NET_JUNK_MAX) {
+        size_t junk = n->junk;
+        net_close(t);
+        return tr_net_junk(e, t->where, junk);
+      }
+      int rc = mb_xchg_feed(&n->x, frame, k, e);
+      if (rc == TR_OK) n->junk = 0;
+      if (rc != MB_XCHG_MORE) return rc;
+    }
+  }
+  return MB_XCHG_MORE;
+}
+
 static int net_read(transport *t, uint8_t unit, uint8_t fc, uint16_t addr,
                     uint16_t count, uint16_t *out, tr_error *e) {
   netx *n = impl_of(t);
@@ -114,6 +147,7 @@ static int net_read(transport *t, uint8_t unit, uint8_t fc, uint16_t addr,
     if (rc != TR_OK) return rc;
   }
 
+  if (n->flt) dtu_filter_reset(n->flt);
   uint8_t frame[MB_XCHG_REQ_MAX];
   int flen = mb_xchg_begin(&n->x, is_rtu(t), ++n->tid, unit, fc, addr, count,
                            out, frame, sizeof frame, e);
@@ -137,6 +171,11 @@ static int net_read(transport *t, uint8_t unit, uint8_t fc, uint16_t addr,
     if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
       continue;
     if (got <= 0) return net_lost(t, got == 0 ? 0 : errno, e);
+    if (n->flt) {
+      rc = dtu_feed(t, tmp, (size_t)got, e);
+      if (rc == MB_XCHG_MORE) continue;
+      return rc;
+    }
     n->junk += (size_t)got;
     if (n->junk > TR_NET_JUNK_MAX) {
       size_t junk = n->junk;
@@ -167,6 +206,17 @@ int tr_net_create(transport *t, char *err, size_t errlen) {
     return -1;
   }
   n->fd = -1;
+  if (t->opt.kind == TR_KIND_RTU_DTU) {
+    n->flt = malloc(sizeof *n->flt);
+    if (!n->flt || dtu_filter_init(n->flt, t->opt.registration, t->opt.reglen,
+                                   t->opt.registration_every_packet, t->opt.heartbeat,
+                                   t->opt.hblen) != 0) {
+      snprintf(err, errlen, "bus %s: out of memory", t->opt.id);
+      free(n->flt);
+      free(n);
+      return -1;
+    }
+  }
   t->ops = &net_ops;
   t->impl = n;
   return 0;

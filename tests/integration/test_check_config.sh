@@ -244,4 +244,41 @@ YAML
   expect_eq "metrics.listen $good is accepted" 0 "$rc"
 done
 
+# DTUs that dial in: a server, and rtu-dtu buses bound to it by registration.
+dtu_site() {
+  good_head
+  cat <<YAML
+dtu_servers:
+  - id: dtu-in
+    listen: "$1"
+    allow: [$2]
+buses:
+  - id: canal-3
+    transport: rtu-dtu
+    server: $3
+    registration: "$4"
+    heartbeat: "hex:FE"
+meters:
+  - {id: M1, bus: canal-3, unit: 1, profile: tuf2000m}
+YAML
+}
+dtu_site "[::]:9000" "10.64.0.0/16, 127.0.0.1" dtu-in KKY-DTU-03 >"$T/dtu-good.yaml"
+for bin in intake-collector intake-sim; do
+  rc=0
+  "$IC_BIN/$bin" --check-config "$T/dtu-good.yaml" >/dev/null 2>"$T/dtu-good.err" || rc=$?
+  expect_eq "$bin accepts an rtu-dtu bus on a DTU server" 0 "$rc"
+done
+sed -i '/allow:/d' "$T/dtu-good.yaml"
+out=$("$IC_BIN/intake-collector" --check-config "$T/dtu-good.yaml" 2>&1)
+check "a DTU server without allow is accepted with a warning" \
+  grep -q 'warning: DTU server dtu-in has no allow list' <<<"$out"
+dtu_site "0.0.0.0:9000" "10.64.0.0/16" nowhere KKY >"$T/dtu-server.yaml"
+case_ dtu-server 14 13 'unknown DTU server "nowhere"'
+dtu_site "0.0.0.0:9000" "10.64.0.0/99" dtu-in KKY >"$T/dtu-allow.yaml"
+case_ dtu-allow 10 13 'expected an address range'
+dtu_site "0.0.0.0:9000" "10.64.0.0/16" dtu-in "hex:GG" >"$T/dtu-registration.yaml"
+case_ dtu-registration 15 19 'expected 1..40 bytes as text or as "hex:"'
+dtu_site "dtu.example:9000" "10.64.0.0/16" dtu-in KKY >"$T/dtu-listen.yaml"
+case_ dtu-listen 9 13 'expected ADDRESS:PORT'
+
 finish

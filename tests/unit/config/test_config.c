@@ -773,7 +773,7 @@ static void test_transport_keys(void **state) {
                   METER,
                   12, 5, "key \"device\" does not apply to an rtu-over-tcp bus");
   expect_error_at(HEAD "buses:\n  - id: plc\n    transport: modbus\n" METER, 9,
-                  16, "expected rtu, tcp or rtu-over-tcp, got \"modbus\"");
+                  16, "expected rtu, tcp, rtu-over-tcp or rtu-dtu, got \"modbus\"");
   expect_error_at(HEAD "buses:\n  - id: plc\n    transport: tcp\n"
                   "    host: 'a b'\n    port: 502\n" METER,
                   10, 11, "expected a host name or IP address");
