@@ -387,8 +387,8 @@ static int plan_reload(gw *d, reload_plan *p, char *refused, size_t len) {
   const char *what = unchangeable(p->oc, p->nc);
   if (what && strcmp(what, "storage.path") == 0) {
     snprintf(refused, len,
-             "storage.path cannot change on reload (it is %s): restart the gateway to "
-             "use another database",
+             "storage.path cannot change on reload (it is %.700s): restart the gateway "
+             "to use another database",
              p->oc->storage.path);
     return -1;
   }
