@@ -22,6 +22,7 @@ static void usage(FILE *f) {
           "       intake-collector report --config FILE --from DATE --to DATE\n"
           "                        [--period day|hour|month|DURATION] [--format json|csv|html]\n"
           "       intake-collector fleet --config FLEET.yaml [--check-config]\n"
+          "       intake-collector uplink-decode HEX...\n"
           "       intake-collector --version\n"
           "\n"
           "  --config FILE        run the daemon: poll, store, publish, until\n"
@@ -32,7 +33,8 @@ static void usage(FILE *f) {
           "                       1 with FILE:LINE:COL: message when not\n"
           "  read                 poll meters once and print their values\n"
           "  report               online-rate reports from the database\n"
-          "  fleet                the bureau's online rate across gateways\n");
+          "  fleet                the bureau's online rate across gateways\n"
+          "  uplink-decode        decode frames of the bureau's monitoring protocol\n");
 }
 
 int main(int argc, char **argv) {
@@ -40,6 +42,8 @@ int main(int argc, char **argv) {
   log_detect_journal(); /* under systemd: priorities for journalctl -p */
   if (argc > 1 && strcmp(argv[1], "read") == 0) return cli_read(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "report") == 0) return cli_report(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "uplink-decode") == 0)
+    return cli_uplink_decode(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "fleet") == 0) {
     const char *fpath = NULL;
     bool check_only = false;
