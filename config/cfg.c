@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 
 #include "profile_load.h"
+#include "uplink.h"
 #include "ydoc.h"
 
 /* The loader is fuzzed and a gateway serves at most a few thousand meters:
@@ -143,6 +144,7 @@ void cfg_free(cfg *c) {
   }
   free(c->meters);
   free(c->meter_order);
+  cfg_uplink_free(&c->uplink);
   free(c);
 }
 
@@ -452,7 +454,7 @@ static bool valid_host(const char *h) {
 
 static const char *const root_keys[] = {"site",   "mqtt",   "storage", "buses",
                                         "meters", "online", "sim",     "reports",
-                                        "metrics", NULL};
+                                        "metrics", "uplink", NULL};
 static const char *const reports_keys[] = {"periods",  "push_url",     "ca_file",
                                            "token_file", "push_timeout", NULL};
 static const char *const site_keys[] = {"id", "name", "timezone", NULL};
@@ -1404,7 +1406,7 @@ int cfg_load(const char *path, const char *profile_dir, cfg **out, char *err,
       parse_storage(&x, root) || parse_buses(&x, root) ||
       parse_meters(&x, root) || parse_online(&x, root) ||
       parse_simtop(&x, root) || parse_reports(&x, root) ||
-      parse_metrics(&x, root))
+      parse_metrics(&x, root) || cfg_uplink_parse(d, root, c, err, errlen))
     goto fail;
   ydoc_free(d);
   *out = c;
