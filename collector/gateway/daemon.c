@@ -394,8 +394,8 @@ static int start_delivery(gw *d) {
 
 static int (*const start_steps[])(gw *d) = {
     init_loop,      init_periods, init_plans,  init_store,  init_reporter, init_pusher,
-    init_publisher, init_buses,   init_timers, init_meters, gw__metrics_start,
-    start_delivery,
+    init_publisher, init_buses,   init_timers, init_meters, gw__uplink_start,
+    gw__metrics_start, start_delivery,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -454,6 +454,8 @@ static void close_publisher(gw *d, bool clean) {
 static void free_gw(gw *d) {
   const cfg *c = d->cfg;
   pusher_free(d->pusher);
+  uplink_free(d->uplink);
+  free(d->upvals);
   netbuses_free(d->net);
   gw__pubq_free(d);
   store_event_free(d->replay_ev);
@@ -490,6 +492,7 @@ static void finish(gw *d, bool clean) {
   if (d->store) close_store(d, clean);
   if (d->pub) close_publisher(d, clean);
   pusher_close(d->pusher);
+  uplink_close(d->uplink);
   gw__metrics_stop(d);
   if (d->loop_ready) service_close_all(&d->loop);
   free_gw(d);

@@ -14,6 +14,7 @@
  *   site.c       the site topics: meter and gateway state, online rate
  *   periods.c    report periods: timers, the reporter's results, pushing
  *   observe.c    the metrics endpoint: /metrics and /status
+ *   centre.c     the bureau's monitoring centre: the uplink client
  */
 #ifndef IC_GW_IMPL_H
 #define IC_GW_IMPL_H
@@ -51,6 +52,8 @@
 #include "reports/reporter.h"
 #include "store/store.h"
 #include "metrics/http.h"
+#include "metrics/metrics.h"
+#include "uplink/uplink.h"
 
 /* In-flight QoS 1 numbered readings we allow; replay only uses the lower
  * half so live readings always find room. paho's window is larger by
@@ -239,6 +242,10 @@ struct gw {
   httpd *metrics;
   poll_hist *bus_hist;
   int64_t storage_bytes;
+  /* The bureau's monitoring centre (NULL when not configured), and each
+   * meter's latest valid reading as it reports them. */
+  uplink *uplink;
+  uplink_values *upvals;
 };
 
 static inline const char *fail_name(int code) { return tr_code_name(code); }
@@ -320,6 +327,12 @@ void gw__on_gateway_timer(uv_timer_t *t);
 int gw__metrics_start(gw *d);
 void gw__metrics_stop(gw *d);
 void gw__count_poll(gw *d, meter_rt *m, const bus_result *r);
+
+/* centre.c */
+int gw__uplink_start(gw *d);
+void gw__uplink_reading(gw *d, uint32_t i, const double *values, int64_t ts_ms);
+void gw__uplink_state_json(gw *d, cJSON *o);
+void gw__uplink_metrics(gw *d, mtext *t);
 
 /* periods.c */
 void gw__arm_period(period_rt *p);

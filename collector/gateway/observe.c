@@ -85,6 +85,7 @@ static void build_metrics(gw *d, mtext *t) {
   site_family(d, t, "intake_process_start_time_seconds", "gauge",
               "Start time of the gateway since the Unix epoch in seconds.",
               (double)(d->started_ms / 1000));
+  gw__uplink_metrics(d, t);
 
   mtext_family(t, "intake_poll_duration_seconds", "histogram",
                "Duration of a meter's poll on its bus, first request to last answer.");

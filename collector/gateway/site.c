@@ -171,6 +171,7 @@ cJSON *gw__gateway_state_json(gw *d, bool online) {
   cJSON_AddNumberToObject(c, "clock_steps", (double)d->clock_steps);
   cJSON_AddNumberToObject(c, "too_large", (double)d->too_large);
   cJSON_AddNumberToObject(c, "set_aside", (double)d->set_aside);
+  gw__uplink_state_json(d, o);
   if (d->connected) {
     /* What this connection to the broker is, from its CONNACK. */
     cJSON *m = cJSON_AddObjectToObject(o, "mqtt");

@@ -1478,7 +1478,8 @@ static void do_maintain(store *s, int64_t now_ms) {
       (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     } else {
       /* Reports the centre never confirmed within the retention go too,
-       * counted; the loop drops its copies at its own check of their age. */
+       * counted (a copy the uplink holds may still go out; its confirm
+       * then removes nothing). */
       if (u > 0) atomic_fetch_add(&s->uplink_dropped, (uint64_t)u);
       if (n > 0) {
         ev->aged = n;

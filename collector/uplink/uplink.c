@@ -1,0 +1,585 @@
+/* uplink: the gateway as the intake's telemetry terminal towards the
+ * bureau's monitoring centre. See uplink.h and docs/uplink.md. */
+#include "uplink/uplink.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/backoff.h"
+#include "base/clock.h"
+#include "proto/szy206.h"
+
+/* A slot's report is built this long after the slot, so that the poll of
+ * the slot itself has answered (as the online-rate reports wait). */
+#define UPLINK_GRACE_MS 1500
+/* Connecting (the name resolved and the TCP handshake) may take this long. */
+#define UPLINK_CONNECT_MS 10000
+/* Reconnecting: 1 s after the first failure, doubling up to a minute. */
+#define UPLINK_RETRY_MIN_MS 1000
+#define UPLINK_RETRY_MAX_MS 60000
+/* Resends of a report not confirmed (FCB 3 -> 0). */
+#define UPLINK_RESENDS 3
+/* Bytes written and not yet taken by the centre: past this it is not
+ * reading, and the connection is closed. */
+#define UPLINK_WRITE_MAX 65536
+#define UPLINK_RBUF 1024
+
+typedef enum { LINK_NONE, LINK_RESOLVING, LINK_CONNECTING, LINK_UP, LINK_CLOSING } link_state;
+
+struct uplink {
+  uplink_options o;
+  const cfg_uplink *uc;
+  int tp_len;
+  link_state state;
+  bool closing_all;
+  uv_getaddrinfo_t gai;
+  uv_connect_t creq;
+  uv_tcp_t tcp;
+  uv_timer_t slot_timer, confirm_timer, heartbeat_timer, retry_timer, connect_timer;
+  int64_t backoff_ms;
+  int64_t next_slot_ms;
+  uint8_t rbuf[UPLINK_RBUF];
+  size_t rlen;
+  /* Stored reports not yet confirmed, oldest first; the head is in flight
+   * while INFLIGHT, on its TRIES-th resend. */
+  store_uplink *head, *tail;
+  size_t qlen;
+  bool inflight;
+  int tries;
+  uplink_stats st;
+  char text[512];
+};
+
+/* --- Pure parts ------------------------------------------------------------ */
+
+void uplink_values_from(const mb_profile *p, const double *values, int64_t ts_ms,
+                        uplink_values *out) {
+  memset(out, 0, sizeof *out);
+  out->ts_ms = ts_ms;
+  int fi = profile_role_index(p, PROF_ROLE_FLOW);
+  if (fi >= 0) {
+    const char *unit = p->fields[fi].unit;
+    double v = values[fi], k = 0;
+    if (strcmp(unit, "m3/s") == 0) k = 1;
+    else if (strcmp(unit, "m3/h") == 0) k = 1.0 / 3600.0;
+    else if (strcmp(unit, "l/s") == 0 || strcmp(unit, "L/s") == 0) k = 0.001;
+    if (k != 0 && isfinite(v)) {
+      out->has_flow = true;
+      out->flow_m3s = v * k;
+    }
+  }
+  int ti = profile_role_index(p, PROF_ROLE_TOTAL);
+  if (ti >= 0 && strcmp(p->fields[ti].unit, "m3") == 0 && isfinite(values[ti])) {
+    out->has_total = true;
+    out->total_m3 = values[ti];
+  }
+}
+
+/* The local time of MS as a time label. */
+static void local_tp(int64_t ms, int delay, szy_tp *tp) {
+  time_t t = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+  struct tm tm;
+  localtime_r(&t, &tm);
+  tp->sec = (uint8_t)(tm.tm_sec > 59 ? 59 : tm.tm_sec); /* a leap second */
+  tp->min = (uint8_t)tm.tm_min;
+  tp->hour = (uint8_t)tm.tm_hour;
+  tp->day = (uint8_t)tm.tm_mday;
+  tp->month = (uint8_t)(tm.tm_mon + 1);
+  tp->year = (uint8_t)(tm.tm_year % 100);
+  tp->delay = (uint8_t)delay;
+}
+
+int uplink_build_report(const cfg *c, const cfg_uplink_station *station,
+                        const uplink_values *values, int64_t fresh_from_ms,
+                        int64_t tp_ms, uint8_t ctl, uint8_t afn, uint8_t *out) {
+  static szy_report r; /* the loop's alone */
+  memset(&r, 0, sizeof r);
+  r.n = station->nmeters;
+  for (size_t i = 0; i < station->nmeters; i++) {
+    const uplink_values *v = &values[station->meters[i]];
+    bool fresh = v->ts_ms > 0 && v->ts_ms >= fresh_from_ms;
+    /* Flow rounded to the thousandth; volume truncated to the cubic metre. */
+    bool flow_ok = fresh && v->has_flow &&
+                   szy_flow_encode(r.flow[i], llround(v->flow_m3s * 1000.0)) == SZY_OK;
+    bool vol_ok = fresh && v->has_total && v->total_m3 >= 0 &&
+                  v->total_m3 < (double)SZY_VOLUME_MAX + 1 &&
+                  szy_volume_encode(r.volume[i], (uint64_t)v->total_m3) == SZY_OK;
+    if (!flow_ok) szy_value_none(r.flow[i]);
+    if (!vol_ok) szy_value_none(r.volume[i]);
+    if (!fresh) {
+      szy_value_none(r.flow[i]);
+      szy_value_none(r.volume[i]);
+      r.alarm |= SZY_ALARM_METER_FAULT;
+    }
+  }
+  r.tp_len = cfg_uplink_tp_len(c->uplink.protocol);
+  local_tp(tp_ms, c->uplink.delay_minutes, &r.tp);
+  uint8_t data[SZY_FRAME_MAX];
+  int n = szy_report_encode(data, sizeof data, &r);
+  if (n < 0) return n;
+  return szy_build(out, STORE_UPLINK_FRAME_MAX, ctl, station->address, afn, data, (size_t)n);
+}
+
+int64_t uplink_next_slot(int64_t wall_ms, int64_t interval_ms) {
+  time_t t = (time_t)(wall_ms / 1000);
+  struct tm tm;
+  localtime_r(&t, &tm);
+  int64_t off = (int64_t)tm.tm_gmtoff * 1000;
+  int64_t local = wall_ms + off;
+  int64_t k = local / interval_ms + 1;
+  return k * interval_ms - off;
+}
+
+/* --- Telling the owner -------------------------------------------------------- */
+
+static void say(uplink *u, uplink_say_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void say(uplink *u, uplink_say_level lvl, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(u->text, sizeof u->text, fmt, ap);
+  va_end(ap);
+  if (u->o.say) u->o.say(u->o.ctx, lvl, u->text);
+}
+
+static void changed(uplink *u) {
+  if (u->o.changed) u->o.changed(u->o.ctx);
+}
+
+/* "530381/13" or the raw address. */
+static const char *station_name(const uint8_t a[5], char *buf, size_t len) {
+  snprintf(buf, len, "%02X%02X%02X/%u", a[0], a[1], a[2], (unsigned)(a[3] | a[4] << 8));
+  return buf;
+}
+
+/* --- The connection ------------------------------------------------------------ */
+
+static void start_connect(uplink *u);
+static void send_head(uplink *u);
+
+static void on_retry(uv_timer_t *t) { start_connect(t->data); }
+
+static void schedule_retry(uplink *u) {
+  if (u->closing_all) return;
+  int64_t ms = backoff_next(&u->backoff_ms, UPLINK_RETRY_MIN_MS, UPLINK_RETRY_MAX_MS);
+  uv_timer_start(&u->retry_timer, on_retry, (uint64_t)ms, 0);
+}
+
+static void on_closed(uv_handle_t *h) {
+  uplink *u = h->data;
+  u->state = LINK_NONE;
+  schedule_retry(u);
+}
+
+/* The connection is gone (or never came): close it, keep the queue. */
+static void drop_link(uplink *u, const char *why) {
+  if (u->state == LINK_NONE || u->state == LINK_CLOSING) return;
+  bool was_up = u->state == LINK_UP;
+  uv_timer_stop(&u->connect_timer);
+  uv_timer_stop(&u->confirm_timer);
+  uv_timer_stop(&u->heartbeat_timer);
+  u->inflight = false;
+  u->tries = 0;
+  u->rlen = 0;
+  if (u->state == LINK_RESOLVING) {
+    u->state = LINK_CLOSING;
+    uv_cancel((uv_req_t *)&u->gai); /* on_resolved sees UV_ECANCELED */
+  } else {
+    u->state = LINK_CLOSING;
+    uv_close((uv_handle_t *)&u->tcp, on_closed);
+  }
+  if (was_up) {
+    u->st.connected = false;
+    say(u, UPLINK_SAY_WARN, "uplink: connection to %s:%d lost: %s; %zu reports kept",
+        u->uc->host, u->uc->port, why, u->qlen);
+    changed(u);
+  } else {
+    say(u, UPLINK_SAY_DEBUG, "uplink: cannot connect to %s:%d: %s", u->uc->host,
+        u->uc->port, why);
+  }
+}
+
+typedef struct {
+  uv_write_t req;
+  uv_buf_t buf;
+  uint8_t data[STORE_UPLINK_FRAME_MAX];
+} wreq;
+
+static void on_written(uv_write_t *req, int status) {
+  wreq *w = (wreq *)req;
+  uplink *u = req->data;
+  free(w);
+  if (status < 0 && status != UV_ECANCELED && u->state == LINK_UP)
+    drop_link(u, uv_strerror(status));
+}
+
+static void on_heartbeat(uv_timer_t *t);
+
+/* Write one frame; any write restarts the heartbeat's wait. */
+static int send_frame(uplink *u, const uint8_t *p, size_t n) {
+  if (u->state != LINK_UP) return -1;
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&u->tcp) > UPLINK_WRITE_MAX) {
+    drop_link(u, "the centre takes nothing we send");
+    return -1;
+  }
+  wreq *w = malloc(sizeof *w);
+  if (!w) return -1;
+  memcpy(w->data, p, n);
+  w->buf = uv_buf_init((char *)w->data, (unsigned)n);
+  w->req.data = u;
+  int rc = uv_write(&w->req, (uv_stream_t *)&u->tcp, &w->buf, 1, on_written);
+  if (rc < 0) {
+    free(w);
+    drop_link(u, uv_strerror(rc));
+    return -1;
+  }
+  uv_timer_start(&u->heartbeat_timer, on_heartbeat, (uint64_t)u->uc->heartbeat_ms, 0);
+  return 0;
+}
+
+/* A link check (login or heartbeat) for every station. */
+static void send_link(uplink *u, uint8_t what) {
+  uint8_t data[8], out[SZY_FRAME_MAX];
+  szy_tp tp;
+  local_tp(clock_wall_ms(), u->uc->delay_minutes, &tp);
+  data[0] = what;
+  int tn = szy_tp_encode(data + 1, sizeof data - 1, u->tp_len, &tp);
+  for (size_t i = 0; tn > 0 && i < u->uc->nstations && u->state == LINK_UP; i++) {
+    int n = szy_build(out, sizeof out, SZY_C_LINK, u->uc->stations[i].address,
+                      SZY_AFN_LINK, data, 1 + (size_t)tn);
+    if (n > 0) (void)send_frame(u, out, (size_t)n);
+  }
+}
+
+static void on_heartbeat(uv_timer_t *t) {
+  uplink *u = t->data;
+  if (u->state == LINK_UP) send_link(u, SZY_LINK_HEARTBEAT);
+}
+
+/* --- The queue of reports ---------------------------------------------------- */
+
+static void on_confirm_timeout(uv_timer_t *t) {
+  uplink *u = t->data;
+  if (!u->inflight) return;
+  u->inflight = false;
+  if (++u->tries <= UPLINK_RESENDS) {
+    send_head(u);
+    return;
+  }
+  char name[32];
+  say(u, UPLINK_SAY_WARN,
+      "uplink: report %lld of station %s not confirmed after %d tries; kept, "
+      "reconnecting",
+      (long long)u->head->id, station_name(u->head->frame + 4, name, sizeof name),
+      UPLINK_RESENDS + 1);
+  drop_link(u, "reports not confirmed");
+}
+
+/* Send the oldest report (again, with its FCB one lower, on a resend). */
+static void send_head(uplink *u) {
+  if (u->state != LINK_UP || u->inflight || !u->head) return;
+  uint8_t f[STORE_UPLINK_FRAME_MAX];
+  size_t n = u->head->len;
+  if (n < SZY_FRAME_MIN) return;
+  memcpy(f, u->head->frame, n);
+  if (u->tries > 0) {
+    f[3] = (uint8_t)((f[3] & ~0x30u) | (unsigned)(UPLINK_RESENDS - u->tries) << SZY_C_FCB_SHIFT);
+    f[n - 2] = szy_crc8(f + 3, f[1]);
+  }
+  if (send_frame(u, f, n) != 0) return;
+  u->st.sent++;
+  if (u->tries > 0) u->st.resent++;
+  u->inflight = true;
+  uv_timer_start(&u->confirm_timer, on_confirm_timeout, (uint64_t)u->uc->confirm_timeout_ms, 0);
+}
+
+/* Append a stored report; past STORE_UPLINK_MAX the oldest goes, as the
+ * store's own bound removes it. */
+static void enqueue(uplink *u, store_uplink *r) {
+  r->next = NULL;
+  if (u->tail) u->tail->next = r;
+  else u->head = r;
+  u->tail = r;
+  u->qlen++;
+  while (u->qlen > STORE_UPLINK_MAX) {
+    store_uplink *old = u->head;
+    if (u->inflight) {
+      uv_timer_stop(&u->confirm_timer);
+      u->inflight = false;
+      u->tries = 0;
+    }
+    u->head = old->next;
+    u->qlen--;
+    u->st.dropped++;
+    free(old);
+  }
+  u->st.pending = u->qlen;
+}
+
+void uplink_store_event(uplink *u, const store_event *e) {
+  if (!u || e->kind != STORE_EV_UPLINK) return;
+  size_t n = 0;
+  for (const store_uplink *r = e->uplinks; r; r = r->next) {
+    store_uplink *c = malloc(sizeof *c);
+    if (!c) break;
+    *c = *r;
+    enqueue(u, c);
+    n++;
+  }
+  if (e->uplink_loaded && n)
+    say(u, UPLINK_SAY_INFO, "uplink: %zu reports kept from before are sent first", n);
+  send_head(u);
+}
+
+/* A confirm for the report in flight: it is done. */
+static void confirmed(uplink *u) {
+  store_uplink *r = u->head;
+  uv_timer_stop(&u->confirm_timer);
+  (void)store_uplink_done(u->o.store, r->id); /* only stopping refuses it */
+  u->head = r->next;
+  if (!u->head) u->tail = NULL;
+  u->qlen--;
+  free(r);
+  u->inflight = false;
+  u->tries = 0;
+  u->st.confirmed++;
+  u->st.pending = u->qlen;
+  u->st.last_confirm_ms = clock_wall_ms();
+  backoff_reset(&u->backoff_ms);
+  send_head(u);
+}
+
+/* The centre's B0H query: the report of now, at once. */
+static void answer_query(uplink *u, const cfg_uplink_station *st) {
+  uint8_t out[STORE_UPLINK_FRAME_MAX];
+  int64_t now = clock_wall_ms();
+  int n = uplink_build_report(u->o.cfg, st, u->o.values, now - u->uc->report_interval_ms,
+                              now, SZY_C_REPORT, SZY_AFN_QUERY, out);
+  if (n > 0 && send_frame(u, out, (size_t)n) == 0) u->st.queries++;
+}
+
+static void handle_frame(uplink *u, const uint8_t *p, size_t n) {
+  szy_frame f;
+  char name[32];
+  if (szy_parse(p, n, &f) != SZY_OK || (f.c & SZY_C_DIR)) {
+    say(u, UPLINK_SAY_DEBUG, "uplink: a frame from the centre that is not for us ignored");
+    return;
+  }
+  if (f.afn == SZY_AFN_QUERY) {
+    for (size_t i = 0; i < u->uc->nstations; i++)
+      if (memcmp(u->uc->stations[i].address, f.addr, SZY_ADDR_LEN) == 0) {
+        answer_query(u, &u->uc->stations[i]);
+        return;
+      }
+    say(u, UPLINK_SAY_DEBUG, "uplink: a query for station %s, not one of ours",
+        station_name(f.addr, name, sizeof name));
+    return;
+  }
+  if (u->inflight && memcmp(u->head->frame + 4, f.addr, SZY_ADDR_LEN) == 0 &&
+      u->head->frame[9] == f.afn)
+    confirmed(u);
+}
+
+/* Frames out of what the centre sent; bytes that start none are skipped to
+ * the next 0x68. */
+static void take_frames(uplink *u) {
+  size_t at = 0;
+  while (at < u->rlen && u->state == LINK_UP) {
+    int len = szy_frame_len(u->rbuf + at, u->rlen - at);
+    if (len == SZY_ENEEDMORE || (len > 0 && (size_t)len > u->rlen - at)) break;
+    if (len < 0) {
+      at++;
+      while (at < u->rlen && u->rbuf[at] != SZY_START) at++;
+      continue;
+    }
+    handle_frame(u, u->rbuf + at, (size_t)len);
+    at += (size_t)len;
+  }
+  if (u->state != LINK_UP) return;
+  memmove(u->rbuf, u->rbuf + at, u->rlen - at);
+  u->rlen -= at;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  uplink *u = h->data;
+  (void)suggested;
+  *buf = uv_buf_init((char *)u->rbuf + u->rlen, (unsigned)(UPLINK_RBUF - u->rlen));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  uplink *u = s->data;
+  (void)buf;
+  if (n < 0) {
+    drop_link(u, n == UV_EOF ? "closed by the centre" : uv_strerror((int)n));
+    return;
+  }
+  u->rlen += (size_t)n;
+  take_frames(u);
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  uplink *u = req->data;
+  if (u->state != LINK_CONNECTING) return; /* dropped meanwhile */
+  if (status < 0) {
+    drop_link(u, uv_strerror(status));
+    return;
+  }
+  uv_timer_stop(&u->connect_timer);
+  u->state = LINK_UP;
+  u->st.connected = true;
+  u->st.connects++;
+  u->rlen = 0;
+  uv_tcp_nodelay(&u->tcp, 1);
+  uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_read);
+  say(u, UPLINK_SAY_INFO, "uplink: connected to %s:%d; %zu reports to send", u->uc->host,
+      u->uc->port, u->qlen);
+  changed(u);
+  send_link(u, SZY_LINK_LOGIN);
+  send_head(u);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai) {
+  uplink *u = req->data;
+  if (u->state != LINK_RESOLVING || status < 0 || !ai) {
+    if (ai) uv_freeaddrinfo(ai);
+    if (u->state == LINK_RESOLVING) {
+      u->state = LINK_NONE;
+      uv_timer_stop(&u->connect_timer);
+      say(u, UPLINK_SAY_DEBUG, "uplink: cannot resolve %s: %s", u->uc->host,
+          uv_strerror(status));
+      schedule_retry(u);
+    } else if (u->state == LINK_CLOSING) {
+      u->state = LINK_NONE; /* cancelled by drop_link */
+      schedule_retry(u);
+    }
+    return;
+  }
+  uv_tcp_init(u->o.loop, &u->tcp);
+  u->tcp.data = u;
+  u->state = LINK_CONNECTING;
+  u->creq.data = u;
+  int rc = uv_tcp_connect(&u->creq, &u->tcp, ai->ai_addr, on_connect);
+  uv_freeaddrinfo(ai);
+  if (rc < 0) drop_link(u, uv_strerror(rc));
+}
+
+static void on_connect_timeout(uv_timer_t *t) { drop_link(t->data, "timed out"); }
+
+static void start_connect(uplink *u) {
+  if (u->closing_all || u->state != LINK_NONE) return;
+  char port[8];
+  snprintf(port, sizeof port, "%d", u->uc->port);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+  u->gai.data = u;
+  u->state = LINK_RESOLVING;
+  uv_timer_start(&u->connect_timer, on_connect_timeout, UPLINK_CONNECT_MS, 0);
+  int rc = uv_getaddrinfo(u->o.loop, &u->gai, on_resolved, u->uc->host, port, &hints);
+  if (rc < 0) {
+    u->state = LINK_NONE;
+    uv_timer_stop(&u->connect_timer);
+    schedule_retry(u);
+  }
+}
+
+/* --- Report slots ------------------------------------------------------------ */
+
+static void on_slot(uv_timer_t *t);
+
+/* The next slot after now (a wall-clock step moves it with the clock). */
+static void arm_next_slot(uplink *u) {
+  int64_t now = clock_wall_ms();
+  u->next_slot_ms = uplink_next_slot(now, u->uc->report_interval_ms);
+  int64_t wait = u->next_slot_ms + UPLINK_GRACE_MS - now;
+  uv_timer_start(&u->slot_timer, on_slot, (uint64_t)(wait > 0 ? wait : 0), 0);
+}
+
+/* Each station's report of the slot, stored before anything is sent. */
+static void on_slot(uv_timer_t *t) {
+  uplink *u = t->data;
+  int64_t slot = u->next_slot_ms;
+  for (size_t i = 0; i < u->uc->nstations; i++) {
+    store_uplink *r = calloc(1, sizeof *r);
+    if (!r) break;
+    int n = uplink_build_report(u->o.cfg, &u->uc->stations[i], u->o.values,
+                                slot + UPLINK_GRACE_MS - u->uc->report_interval_ms, slot,
+                                SZY_C_REPORT, SZY_AFN_REPORT, r->frame);
+    if (n < 0) {
+      free(r);
+      continue;
+    }
+    r->len = (size_t)n;
+    r->slot_ms = slot;
+    if (store_uplink_add(u->o.store, r) != 0)
+      say(u, UPLINK_SAY_ERROR, "uplink: the store refused a report");
+  }
+  arm_next_slot(u);
+}
+
+/* --- Start and stop -------------------------------------------------------------- */
+
+int uplink_start(uplink **out, const uplink_options *o, char *err, size_t errlen) {
+  *out = NULL;
+  if (!o->cfg->uplink.enabled) return 0;
+  uplink *u = calloc(1, sizeof *u);
+  if (!u) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  u->o = *o;
+  u->uc = &o->cfg->uplink;
+  u->tp_len = cfg_uplink_tp_len(u->uc->protocol);
+  uv_timer_t *timers[] = {&u->slot_timer, &u->confirm_timer, &u->heartbeat_timer,
+                          &u->retry_timer, &u->connect_timer};
+  for (size_t i = 0; i < sizeof timers / sizeof *timers; i++) {
+    uv_timer_init(o->loop, timers[i]);
+    timers[i]->data = u;
+  }
+  if (store_uplink_load(o->store) != 0) {
+    snprintf(err, errlen, "the store refused to load the kept reports");
+    uplink_close(u);
+    *out = u; /* freed by the caller after the loop closes the timers */
+    return -1;
+  }
+  arm_next_slot(u);
+  start_connect(u);
+  *out = u;
+  return 0;
+}
+
+void uplink_get_stats(const uplink *u, uplink_stats *out) {
+  if (!u) {
+    memset(out, 0, sizeof *out);
+    return;
+  }
+  *out = u->st;
+}
+
+void uplink_close(uplink *u) {
+  if (!u || u->closing_all) return;
+  u->closing_all = true;
+  uv_timer_t *timers[] = {&u->slot_timer, &u->confirm_timer, &u->heartbeat_timer,
+                          &u->retry_timer, &u->connect_timer};
+  for (size_t i = 0; i < sizeof timers / sizeof *timers; i++)
+    if (!uv_is_closing((uv_handle_t *)timers[i])) uv_close((uv_handle_t *)timers[i], NULL);
+  if (u->state == LINK_RESOLVING) {
+    u->state = LINK_CLOSING;
+    uv_cancel((uv_req_t *)&u->gai);
+  } else if (u->state == LINK_CONNECTING || u->state == LINK_UP) {
+    u->state = LINK_CLOSING;
+    uv_close((uv_handle_t *)&u->tcp, on_closed);
+  }
+}
+
+void uplink_free(uplink *u) {
+  if (!u) return;
+  while (u->head) {
+    store_uplink *next = u->head->next;
+    free(u->head);
+    u->head = next;
+  }
+  free(u);
+}
