@@ -27,6 +27,9 @@
  * reading, and the connection is closed. */
 #define UPLINK_WRITE_MAX 65536
 #define UPLINK_RBUF 1024
+/* A station answers one query in this long: a centre that confirms our
+ * answer (AFN B0 back, as a query is) must not start a ping-pong. */
+#define UPLINK_QUERY_GAP_MS 1000
 
 typedef enum { LINK_NONE, LINK_RESOLVING, LINK_CONNECTING, LINK_UP, LINK_CLOSING } link_state;
 
@@ -51,6 +54,7 @@ struct uplink {
   bool inflight;
   int tries;
   uplink_stats st;
+  int64_t *answered_ms; /* each station's last answer to a query (monotonic) */
   char text[512];
 };
 
@@ -354,7 +358,11 @@ static void confirmed(uplink *u) {
 }
 
 /* The centre's B0H query: the report of now, at once. */
-static void answer_query(uplink *u, const cfg_uplink_station *st) {
+static void answer_query(uplink *u, size_t i) {
+  const cfg_uplink_station *st = &u->uc->stations[i];
+  int64_t mono = clock_mono_ms();
+  if (u->answered_ms[i] && mono - u->answered_ms[i] < UPLINK_QUERY_GAP_MS) return;
+  u->answered_ms[i] = mono;
   uint8_t out[STORE_UPLINK_FRAME_MAX];
   int64_t now = clock_wall_ms();
   int n = uplink_build_report(u->o.cfg, st, u->o.values, now - u->uc->report_interval_ms,
@@ -372,7 +380,7 @@ static void handle_frame(uplink *u, const uint8_t *p, size_t n) {
   if (f.afn == SZY_AFN_QUERY) {
     for (size_t i = 0; i < u->uc->nstations; i++)
       if (memcmp(u->uc->stations[i].address, f.addr, SZY_ADDR_LEN) == 0) {
-        answer_query(u, &u->uc->stations[i]);
+        answer_query(u, i);
         return;
       }
     say(u, UPLINK_SAY_DEBUG, "uplink: a query for station %s, not one of ours",
@@ -532,6 +540,12 @@ int uplink_start(uplink **out, const uplink_options *o, char *err, size_t errlen
   u->o = *o;
   u->uc = &o->cfg->uplink;
   u->tp_len = cfg_uplink_tp_len(u->uc->protocol);
+  u->answered_ms = calloc(u->uc->nstations ? u->uc->nstations : 1, sizeof *u->answered_ms);
+  if (!u->answered_ms) {
+    free(u);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
   uv_timer_t *timers[] = {&u->slot_timer, &u->confirm_timer, &u->heartbeat_timer,
                           &u->retry_timer, &u->connect_timer};
   for (size_t i = 0; i < sizeof timers / sizeof *timers; i++) {
@@ -581,5 +595,6 @@ void uplink_free(uplink *u) {
     free(u->head);
     u->head = next;
   }
+  free(u->answered_ms);
   free(u);
 }

@@ -125,4 +125,102 @@ for i in 1 2 3 4; do
 done
 check "every report so far confirmed" test "$(reports | jq -r .answer | sort -u)" = confirmed
 check "heartbeats (02H F2) between the slots" test "$(frames '.frame.link == "heartbeat"' | wc -l)" -ge 2
+
+# (2) A meter offline: its pair is AA, and alarm D5 is set.
+"$IC_BIN/intake-sim" ctl --socket "$T/sim.sock" fault M3 offline >/dev/null
+s2_alarm() { [ "$(reports | jq -r "select(.frame.address == \"$S2\" and .frame.alarm == \"$1\") | .ms" | wc -l)" -ge 1 ]; }
+wait_until 40 "a report of station $S2 with alarm D5" s2_alarm 0020
+check_report "$(reports | jq -c "select(.frame.address == \"$S2\" and .frame.alarm == \"0020\")" | head -1)" "$S2" -/-
+expect_eq "the offline meter's flow and volume are null (AA) when decoded" "null null" \
+  "$(reports | jq -r "select(.frame.address == \"$S2\" and .frame.alarm == \"0020\") | .frame.meters[0] | [.flow_m3s, .volume_m3] | map(tostring) | join(\" \")" | head -1)"
+n_before=$(reports | jq -r "select(.frame.address == \"$S2\" and .frame.alarm == \"0000\") | .ms" | wc -l)
+"$IC_BIN/intake-sim" ctl --socket "$T/sim.sock" fault M3 none >/dev/null
+s2_back() { [ "$(reports | jq -r "select(.frame.address == \"$S2\" and .frame.alarm == \"0000\") | .ms" | wc -l)" -gt "$n_before" ]; }
+wait_until 30 "station $S2 reported without the alarm once M3 answers again" s2_back
+check_report "$(reports | jq -c "select(.frame.address == \"$S2\" and .frame.alarm == \"0000\")" | tail -1)" "$S2" "${S2_PAIRS[@]}"
+
+# (3) The centre's B0H query is answered at once with the current values.
+mode() { echo "$1" >"$T/mode.tmp" && mv "$T/mode.tmp" "$T/mode"; wait_for "$T/centre.out" "\"mode\":\"$1\"" 10 "$centre_PID"; }
+mode query
+answered() { [ "$(frames '.frame.function == "query" and .frame.dir == "up"' | wc -l)" -ge 2 ]; }
+wait_until 5 "both stations answer the query" answered
+expect_eq "the answers carry the current values" \
+  "$S2 0.584/0 0000|$S1 5.9/8 0.501/106182 0000" \
+  "$(frames '.frame.function == "query" and .frame.dir == "up"' | jq -r '[.frame.address, (.frame.meters | map("\(.flow_m3s)/\(.volume_m3)") | join(" ")), .frame.alarm] | join(" ")' | sort | paste -sd'|')"
+mode confirm
+
+# (4) The centre silent for three slots, then back.
+status() { curl -s -m 5 "$URL/status"; }
+pending() { status | jq -r '.uplink.pending'; }
+confirmed_before=$(status | jq -r '.uplink.confirmed')
+mode silent
+three_slots() { [ "$(pending)" -ge 6 ]; }
+wait_until 45 "three slots of reports pending while the centre is silent" three_slots
+check "the centre saw resends with the FCB counting down (A3, 93, 83)" \
+  test "$(reports | jq -r '.frame.c' | sort -u | paste -sd' ')" = "83 93 A3 B3"
+mode confirm
+drained() { [ "$(pending)" = 0 ]; }
+wait_until 90 "every pending report confirmed once the centre is back" drained
+# key: a report without its FCB and CS, so that its resends count as one.
+keyed() { reports | jq -c '{key: (.hex[8:] | .[:-4]), slot: "\(.frame.tp.day) \(.frame.tp.time)", addr: .frame.address, answer, conn}'; }
+keyed >"$T/keyed.jsonl"
+expect_eq "every report was confirmed exactly once" "" \
+  "$(jq -s -r 'group_by(.key) | map(select(map(select(.answer == "confirmed")) | length != 1)) | map(.[0].slot) | join(",")' "$T/keyed.jsonl")"
+expect_eq "no report was sent again after its confirm" "" \
+  "$(jq -s -r '[to_entries[] | .value + {i: .key}] | group_by(.key) | map(select((map(select(.answer == "confirmed")) | .[0].i) < (map(.i) | max))) | map(.[0].slot) | join(",")' "$T/keyed.jsonl")"
+expect_eq "confirmed in slot order, station 1 before station 2 in each slot" "" \
+  "$(jq -s -r --arg s1 "$S1" '[.[] | select(.answer == "confirmed") | .rank = (if .addr == $s1 then 0 else 1 end)] as $c | [range(1; $c | length) | select([$c[. - 1].slot, $c[. - 1].rank] > [$c[.].slot, $c[.].rank])] | map($c[.].slot) | join(",")' "$T/keyed.jsonl")"
+confirmed_after=$(status | jq -r '.uplink.confirmed')
+check "at least six reports confirmed after the silence ($confirmed_before -> $confirmed_after)" \
+  test "$confirmed_after" -ge $((confirmed_before + 6))
+expect_eq "no slot is missing: two reports a slot, slots 10 s apart" "" \
+  "$(jq -s -r '[.[] | select(.answer == "confirmed")] | group_by(.slot) | map(select(length != 2)) | map(.[0].slot) | join(",")' "$T/keyed.jsonl")"
+slots=$(jq -s -r '[.[] | select(.answer == "confirmed") | .slot] | unique | .[]' "$T/keyed.jsonl")
+gaps=$(python3 -c '
+import sys
+ts = [int(d) * 86400 + int(h) * 3600 + int(m) * 60 + int(s) for d, t in (l.split() for l in sys.stdin if l.strip()) for h, m, s in [t.split(":")]]
+print(",".join(str(b - a) for a, b in zip(ts, ts[1:]) if b - a != 10))' <<<"$slots")
+expect_eq "the confirmed slots are 10 s apart without a gap" "" "$gaps"
+
+# (5) Killed (-9) with reports stored and unconfirmed: delivered after the restart.
+mode refuse
+DB="$T/readings.db"
+stored() { [ "$(sql "$DB" 'SELECT count(*) FROM uplink_reports')" -ge 4 ]; }
+wait_until 40 "four reports stored while the centre refuses connections" stored
+sql "$DB" 'SELECT hex(frame) FROM uplink_reports ORDER BY id' >"$T/kept.txt"
+kill -KILL "$collector_PID"
+reap "$collector_PID"
+expect_eq "the gateway was killed" 137 "$REAP_RC"
+kept=$(wc -l <"$T/kept.txt")
+mode confirm
+lines_before=$(grep -c '"event":"frame"' "$T/centre.out")
+start collector2 "$IC_BIN/intake-collector" --config "$T/site.yaml"
+wait_for "$T/collector2.out" '^ready' 20 "$collector2_PID"
+wait_for "$T/collector2.log" "uplink: [0-9]+ reports kept from before are sent first" 10 "$collector2_PID"
+after() { grep '"event":"frame"' "$T/centre.out" | tail -n +$((lines_before + 1)) | jq -c 'select(.frame.function == "report")'; }
+all_kept() { [ "$(after | jq -r 'select(.answer == "confirmed") | .hex' | head -n "$kept" | wc -l)" -ge "$kept" ]; }
+wait_until 30 "the $kept kept reports confirmed after the restart" all_kept
+expect_eq "the kept reports arrive first, oldest first, byte for byte with their time labels" \
+  "$(cat "$T/kept.txt")" "$(after | jq -r 'select(.answer == "confirmed") | .hex' | head -n "$kept")"
+wait_until 30 "nothing left in uplink_reports" bash -c "[ \"\$(sqlite3 '$DB' 'SELECT count(*) FROM uplink_reports')\" = 0 ]"
+
+# (6) The counters: /status, /metrics and the gateway state topic.
+st=$(status)
+expect_eq "/status: connected, nothing pending, confirms counted, the last one's time" \
+  "true 0 true true" \
+  "$(jq -r '.uplink | [.connected, .pending, (.confirmed > 0), (.last_confirm | test("^20..-..-..T"))] | map(tostring) | join(" ")' <<<"$st")"
+curl -s -m 5 "$URL/metrics" >"$T/metrics.txt"
+for f in intake_uplink_connected intake_uplink_reports_pending intake_uplink_reports_sent_total \
+  intake_uplink_reports_confirmed_total intake_uplink_reports_dropped_total \
+  intake_uplink_last_confirm_time_seconds; do
+  check "/metrics has $f" grep -q "^$f{site=\"uptest\"} " "$T/metrics.txt"
+done
+expect_eq "/metrics: connected" 1 "$(awk '$1 == "intake_uplink_connected{site=\"uptest\"}" {print $2}' "$T/metrics.txt")"
+states() { messages sub state | jq -e -s "map(select($1)) | length > 0" >/dev/null; }
+check "the gateway state topic carries the uplink's counters" \
+  states '.uplink.connected == true and .uplink.confirmed > 0 and .uplink.sent >= .uplink.confirmed'
+check "the gateway state topic said when the centre was away, with reports pending" \
+  states '.uplink.connected == false and .uplink.pending > 0 and .uplink.resent > 0'
+stop_pid "$collector2_PID"
+expect_eq "the gateway stops cleanly" 0 "$STOP_RC"
 finish

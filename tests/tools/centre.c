@@ -21,8 +21,11 @@
  *   refuse   stop listening (connections are refused) and close the
  *            connections it has
  *   drop     close the connections it has, and each new one at its first frame
- *   query    confirm, and send one B0H query (real-time data) to each
- *            terminal that has sent a frame, once on entering the mode
+ *   query    confirm, and send one B0H query (real-time data) for each
+ *            address a connection has sent frames from, once on entering
+ *            the mode
+ *
+ * An answer to a query (an uplink B0H frame) is logged and never confirmed.
  *
  * A mode change is logged ({"event":"mode",...}) once it is in force, so a
  * test can wait for it. SIGTERM ends it with status 0. */
@@ -56,6 +59,10 @@ typedef struct {
   size_t len;
   bool have_addr; /* the address of its last good frame */
   uint8_t addr[SZY_ADDR_LEN];
+  /* The addresses it has sent from (a gateway reports several stations on
+   * one connection), for the queries. */
+  uint8_t seen[8][SZY_ADDR_LEN];
+  int nseen;
 } conn;
 
 static volatile sig_atomic_t stop;
@@ -139,8 +146,13 @@ static void on_frame(conn *c, const uint8_t *p, size_t n, enum mode mode) {
   if (rc == SZY_OK && addr_ok && up) {
     memcpy(c->addr, f.addr, SZY_ADDR_LEN);
     c->have_addr = true;
+    bool known = false;
+    for (int i = 0; i < c->nseen; i++) known |= memcmp(c->seen[i], f.addr, SZY_ADDR_LEN) == 0;
+    if (!known && c->nseen < 8) memcpy(c->seen[c->nseen++], f.addr, SZY_ADDR_LEN);
     if (mode == M_DROP) {
       answer = "dropped";
+    } else if (f.afn == SZY_AFN_QUERY) {
+      answer = "none"; /* an answer to a query is not confirmed */
     } else if (mode == M_CONFIRM || mode == M_QUERY) {
       /* DIR 0, the frame's FCB and data type echoed. */
       uint8_t ctl = (uint8_t)(f.c & 0x3F);
@@ -185,9 +197,13 @@ static void take_frames(conn *c, enum mode mode) {
 static void send_queries(void) {
   for (int i = 0; i < CONNS_MAX; i++) {
     conn *c = &conns[i];
-    if (c->fd < 0 || !c->have_addr) continue;
-    send_frame(c, 0x30, SZY_AFN_QUERY, NULL, 0);
-    printf("{\"ms\":%lld,\"conn\":%u,\"event\":\"query\"}\n", now_ms(), c->id);
+    for (int k = 0; c->fd >= 0 && k < c->nseen; k++) {
+      memcpy(c->addr, c->seen[k], SZY_ADDR_LEN);
+      send_frame(c, 0x30, SZY_AFN_QUERY, NULL, 0);
+      printf("{\"ms\":%lld,\"conn\":%u,\"event\":\"query\",\"address\":\"%02X%02X%02X%02X%02X\"}\n",
+             now_ms(), c->id, c->seen[k][0], c->seen[k][1], c->seen[k][2], c->seen[k][3],
+             c->seen[k][4]);
+    }
   }
 }
 
@@ -223,6 +239,7 @@ static void accept_one(enum mode mode) {
     conns[i].id = next_id++;
     conns[i].len = 0;
     conns[i].have_addr = false;
+    conns[i].nseen = 0;
     printf("{\"ms\":%lld,\"conn\":%u,\"event\":\"accept\"}\n", now_ms(), conns[i].id);
     return;
   }
