@@ -128,14 +128,23 @@ int uplink_build_report(const cfg *c, const cfg_uplink_station *station,
   return szy_build(out, STORE_UPLINK_FRAME_MAX, ctl, station->address, afn, data, (size_t)n);
 }
 
-int64_t uplink_next_slot(int64_t wall_ms, int64_t interval_ms) {
-  time_t t = (time_t)(wall_ms / 1000);
+/* Local midnight of the day holding T (seconds), DAYS days on. */
+static int64_t local_midnight_ms(time_t t, int days) {
   struct tm tm;
   localtime_r(&t, &tm);
-  int64_t off = (int64_t)tm.tm_gmtoff * 1000;
-  int64_t local = wall_ms + off;
-  int64_t k = local / interval_ms + 1;
-  return k * interval_ms - off;
+  tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+  tm.tm_mday += days;
+  tm.tm_isdst = -1;
+  return (int64_t)mktime(&tm) * 1000;
+}
+
+int64_t uplink_next_slot(int64_t wall_ms, int64_t interval_ms) {
+  time_t t = (time_t)(wall_ms >= 0 ? wall_ms / 1000 : (wall_ms - 999) / 1000);
+  int64_t day = local_midnight_ms(t, 0), next_day = local_midnight_ms(t, 1);
+  int64_t next = day + ((wall_ms - day) / interval_ms + 1) * interval_ms;
+  /* Each day starts over at midnight: an interval that does not divide the
+   * day leaves its last slot closer to midnight's. */
+  return next < next_day ? next : next_day;
 }
 
 /* --- Telling the owner -------------------------------------------------------- */

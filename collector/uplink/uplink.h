@@ -57,8 +57,8 @@ int uplink_build_report(const cfg *c, const cfg_uplink_station *station,
                         const uplink_values *values, int64_t fresh_from_ms,
                         int64_t tp_ms, uint8_t ctl, uint8_t afn, uint8_t *out);
 
-/* The first report slot strictly after WALL_MS: multiples of INTERVAL_MS
- * from local midnight (TZ). */
+/* The first report slot strictly after WALL_MS: each day's local midnight
+ * (TZ) and multiples of INTERVAL_MS after it within the day. */
 int64_t uplink_next_slot(int64_t wall_ms, int64_t interval_ms);
 
 typedef struct uplink uplink;
