@@ -401,14 +401,36 @@ static void handle_frame(uplink *u, const uint8_t *p, size_t n) {
     confirmed(u);
 }
 
-/* Frames out of what the centre sent; bytes that start none are skipped to
- * the next 0x68. */
+/* The first whole, good frame starting after AT in what was read, or
+ * RLEN when there is none. */
+static size_t next_good(const uplink *u, size_t at) {
+  for (size_t j = at + 1; j < u->rlen; j++) {
+    if (u->rbuf[j] != SZY_START) continue;
+    int len = szy_frame_len(u->rbuf + j, u->rlen - j);
+    if (len > 0 && (size_t)len <= u->rlen - j &&
+        szy_parse(u->rbuf + j, (size_t)len, NULL) == SZY_OK)
+      return j;
+  }
+  return u->rlen;
+}
+
+/* Frames out of what the centre sent. Bytes that start no frame, and a
+ * frame that does not parse (a bad CS, a wrong end byte), are skipped to
+ * the next 0x68 after their first byte, so that a good frame behind noise
+ * is still found; so are the bytes before a good frame when they start a
+ * frame that has not come whole (noise that looks like a header must not
+ * swallow the confirm behind it). */
 static void take_frames(uplink *u) {
   size_t at = 0;
   while (at < u->rlen && u->state == LINK_UP) {
     int len = szy_frame_len(u->rbuf + at, u->rlen - at);
-    if (len == SZY_ENEEDMORE || (len > 0 && (size_t)len > u->rlen - at)) break;
-    if (len < 0) {
+    if (len == SZY_ENEEDMORE || (len > 0 && (size_t)len > u->rlen - at)) {
+      size_t j = next_good(u, at);
+      if (j == u->rlen) break;
+      at = j;
+      continue;
+    }
+    if (len < 0 || szy_parse(u->rbuf + at, (size_t)len, NULL) != SZY_OK) {
       at++;
       while (at < u->rlen && u->rbuf[at] != SZY_START) at++;
       continue;

@@ -147,10 +147,24 @@ wait_until 5 "both stations answer the query" answered
 expect_eq "the answers carry the current values" \
   "$S2 0.584/0 0000|$S1 5.9/8 0.501/106182 0000" \
   "$(frames '.frame.function == "query" and .frame.dir == "up"' | jq -r '[.frame.address, (.frame.meters | map("\(.flow_m3s)/\(.volume_m3)") | join(" ")), .frame.alarm] | join(" ")' | sort | paste -sd'|')"
+# Noise, a confirm with a bad CS and a bad header before each confirm: the
+# good confirm behind them still counts, the bad one does not.
+status() { curl -s -m 5 "$URL/status"; }
+mode garbage
+n_garbage=$(nreports)
+garbage_slot() { [ "$(nreports)" -ge $((n_garbage + 2)) ] && [ "$(status | jq -r '.uplink.pending')" = 0 ]; }
+wait_until 25 "a slot's reports confirmed through the noise" garbage_slot
+centre_confirmed() { reports | jq -r 'select(.answer == "confirmed") | .hex' | wc -l; }
+expect_eq "the gateway counts exactly the confirms the centre sent" \
+  "$(centre_confirmed)" "$(status | jq -r '.uplink.confirmed')"
+g_from=$(grep '"mode":"garbage"' "$T/centre.out" | jq -r .ms)
+expect_eq "each report confirmed through the noise at its first try (no resend)" "B3" \
+  "$(reports | jq -r --argjson t "$g_from" 'select(.ms > $t) | .frame.c' | sort -u | paste -sd' ')"
+check "the gateway never lost its connection to the noise" \
+  test "$(grep -c 'uplink: connection to' "$T/collector.log" || true)" = 0
 mode confirm
 
 # (4) The centre silent for three slots, then back.
-status() { curl -s -m 5 "$URL/status"; }
 pending() { status | jq -r '.uplink.pending'; }
 confirmed_before=$(status | jq -r '.uplink.confirmed')
 mode silent

@@ -21,6 +21,8 @@
  *   refuse   stop listening (connections are refused) and close the
  *            connections it has
  *   drop     close the connections it has, and each new one at its first frame
+ *   garbage  confirm, each confirm preceded by noise, the same confirm with
+ *            a bad CS and a header too short to be a frame
  *   query    confirm, and send one B0H query (real-time data) for each
  *            address a connection has sent frames from, once on entering
  *            the mode
@@ -49,8 +51,9 @@
 #define BUF_MAX 4096
 #define STATIONS_MAX 64
 
-enum mode { M_CONFIRM, M_SILENT, M_REFUSE, M_DROP, M_QUERY };
-static const char *const MODE_NAMES[] = {"confirm", "silent", "refuse", "drop", "query"};
+enum mode { M_CONFIRM, M_SILENT, M_REFUSE, M_DROP, M_QUERY, M_GARBAGE, M_NMODES };
+static const char *const MODE_NAMES[] = {"confirm", "silent", "refuse", "drop", "query",
+                                         "garbage"};
 
 typedef struct {
   int fd;
@@ -91,7 +94,7 @@ static enum mode read_mode(const char *path) {
   char word[32] = "";
   if (fscanf(f, "%31s", word) != 1) word[0] = '\0';
   fclose(f);
-  for (int m = 0; m < 5; m++)
+  for (int m = 0; m < M_NMODES; m++)
     if (strcmp(word, MODE_NAMES[m]) == 0) return (enum mode)m;
   return M_CONFIRM;
 }
@@ -133,6 +136,25 @@ static void send_frame(conn *c, uint8_t ctl, uint8_t afn, const uint8_t *data, s
     close_conn(c, "write failed");
 }
 
+/* Before a confirm in garbage mode: noise, the same confirm with a bad CS,
+ * and a header too short to be a frame. None of it may count as a confirm. */
+static void send_garbage(conn *c, uint8_t ctl, uint8_t afn) {
+  uint8_t g[64], zero = 0;
+  size_t n = 0;
+  static const uint8_t noise[] = {0x00, 0xFF, 0x16, 0x16, 0xAA, 0x55};
+  memcpy(g, noise, sizeof noise);
+  n += sizeof noise;
+  int fl = szy_build(g + n, sizeof g - n, ctl, c->addr, afn, &zero, 1);
+  if (fl > 0) {
+    g[n + (size_t)fl - 2] ^= 0x5A; /* CS */
+    n += (size_t)fl;
+  }
+  static const uint8_t shorthdr[] = {0x68, 0x03, 0x68, 0x33};
+  memcpy(g + n, shorthdr, sizeof shorthdr);
+  n += sizeof shorthdr;
+  if (write(c->fd, g, n) != (ssize_t)n) close_conn(c, "write failed");
+}
+
 /* One whole frame (or the bytes that claim to be one) from C. */
 static void on_frame(conn *c, const uint8_t *p, size_t n, enum mode mode) {
   static char hx[2 * SZY_FRAME_MAX + 1], desc[8192];
@@ -153,11 +175,12 @@ static void on_frame(conn *c, const uint8_t *p, size_t n, enum mode mode) {
       answer = "dropped";
     } else if (f.afn == SZY_AFN_QUERY) {
       answer = "none"; /* an answer to a query is not confirmed */
-    } else if (mode == M_CONFIRM || mode == M_QUERY) {
+    } else if (mode == M_CONFIRM || mode == M_QUERY || mode == M_GARBAGE) {
       /* DIR 0, the frame's FCB and data type echoed. */
       uint8_t ctl = (uint8_t)(f.c & 0x3F);
       uint8_t zero = 0;
-      send_frame(c, ctl, f.afn, &zero, 1);
+      if (mode == M_GARBAGE) send_garbage(c, ctl, f.afn);
+      if (c->fd >= 0) send_frame(c, ctl, f.afn, &zero, 1);
       answer = "confirmed";
     }
   }
