@@ -3,6 +3,8 @@
 #include "uplink/uplink.h"
 
 #include <math.h>
+#include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include "base/backoff.h"
 #include "base/clock.h"
 #include "proto/szy206.h"
+#include "transport/tr_net.h"
 
 /* A slot's report is built this long after the slot, so that the poll of
  * the slot itself has answered (as the online-rate reports wait). */
@@ -33,13 +36,31 @@
 
 typedef enum { LINK_NONE, LINK_RESOLVING, LINK_CONNECTING, LINK_UP, LINK_CLOSING } link_state;
 
+/* The centre's host name looked up on a detached thread of its own, as the
+ * network buses do (collector/poll/netbus.c): libuv's getaddrinfo runs on
+ * its thread pool, which the process waits for at exit, so a DNS server
+ * that does not answer would hold SIGTERM. A lookup given up is marked
+ * abandoned and its thread frees it. An address literal needs none. */
+typedef struct {
+  uv_async_t *wake;
+  bool abandoned, done;
+  int rc;
+  struct addrinfo *res;
+  int port;
+  char host[];
+} lookup;
+
+static pthread_mutex_t lookup_mu = PTHREAD_MUTEX_INITIALIZER;
+
 struct uplink {
   uplink_options o;
   const cfg_uplink *uc;
   int tp_len;
   link_state state;
   bool closing_all;
-  uv_getaddrinfo_t gai;
+  lookup *lk;            /* the lookup in flight while LINK_RESOLVING */
+  struct addrinfo *addrs, *next_ai; /* the centre's addresses, tried in turn */
+  uv_async_t lookup_async;
   uv_connect_t creq;
   uv_tcp_t tcp;
   uv_timer_t slot_timer, confirm_timer, heartbeat_timer, retry_timer, connect_timer;
@@ -182,10 +203,32 @@ static void schedule_retry(uplink *u) {
   uv_timer_start(&u->retry_timer, on_retry, (uint64_t)ms, 0);
 }
 
+static void free_addrs(uplink *u) {
+  if (u->addrs) freeaddrinfo(u->addrs);
+  u->addrs = u->next_ai = NULL;
+}
+
 static void on_closed(uv_handle_t *h) {
   uplink *u = h->data;
   u->state = LINK_NONE;
+  free_addrs(u);
   schedule_retry(u);
+}
+
+/* Give up on the lookup in flight: its thread frees it when getaddrinfo
+ * returns, or it is freed here when it has already. */
+static void lookup_abandon(uplink *u) {
+  lookup *l = u->lk;
+  if (!l) return;
+  u->lk = NULL;
+  pthread_mutex_lock(&lookup_mu);
+  bool done = l->done;
+  l->abandoned = true;
+  pthread_mutex_unlock(&lookup_mu);
+  if (done) {
+    if (l->res) freeaddrinfo(l->res);
+    free(l);
+  }
 }
 
 /* The connection is gone (or never came): close it, keep the queue. */
@@ -199,8 +242,9 @@ static void drop_link(uplink *u, const char *why) {
   u->tries = 0;
   u->rlen = 0;
   if (u->state == LINK_RESOLVING) {
-    u->state = LINK_CLOSING;
-    uv_cancel((uv_req_t *)&u->gai); /* on_resolved sees UV_ECANCELED */
+    lookup_abandon(u);
+    u->state = LINK_NONE;
+    schedule_retry(u);
   } else {
     u->state = LINK_CLOSING;
     uv_close((uv_handle_t *)&u->tcp, on_closed);
@@ -460,13 +504,21 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   take_frames(u);
 }
 
+static void on_closed_next(uv_handle_t *h);
+
 static void on_connect(uv_connect_t *req, int status) {
   uplink *u = req->data;
   if (u->state != LINK_CONNECTING) return; /* dropped meanwhile */
+  if (status < 0 && u->next_ai) {
+    u->state = LINK_CLOSING;
+    uv_close((uv_handle_t *)&u->tcp, on_closed_next);
+    return;
+  }
   if (status < 0) {
     drop_link(u, uv_strerror(status));
     return;
   }
+  free_addrs(u);
   uv_timer_stop(&u->connect_timer);
   u->state = LINK_UP;
   u->st.connected = true;
@@ -481,43 +533,108 @@ static void on_connect(uv_connect_t *req, int status) {
   send_head(u);
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai) {
-  uplink *u = req->data;
-  if (u->state != LINK_RESOLVING || status < 0 || !ai) {
-    if (ai) uv_freeaddrinfo(ai);
-    if (u->state == LINK_RESOLVING) {
-      u->state = LINK_NONE;
-      uv_timer_stop(&u->connect_timer);
-      say(u, UPLINK_SAY_DEBUG, "uplink: cannot resolve %s: %s", u->uc->host,
-          uv_strerror(status));
-      schedule_retry(u);
-    } else if (u->state == LINK_CLOSING) {
-      u->state = LINK_NONE; /* cancelled by drop_link */
-      schedule_retry(u);
-    }
-    return;
-  }
+/* Connect to the next of the centre's addresses. */
+static void try_addr(uplink *u) {
+  struct addrinfo *ai = u->next_ai;
+  u->next_ai = ai->ai_next;
   uv_tcp_init(u->o.loop, &u->tcp);
   u->tcp.data = u;
   u->state = LINK_CONNECTING;
   u->creq.data = u;
   int rc = uv_tcp_connect(&u->creq, &u->tcp, ai->ai_addr, on_connect);
-  uv_freeaddrinfo(ai);
   if (rc < 0) drop_link(u, uv_strerror(rc));
+}
+
+/* An address refused: the next one, if any, within the same deadline. */
+static void on_closed_next(uv_handle_t *h) {
+  uplink *u = h->data;
+  u->state = LINK_NONE;
+  if (u->closing_all || !u->next_ai) {
+    free_addrs(u);
+    schedule_retry(u);
+    return;
+  }
+  try_addr(u);
+}
+
+/* Connect to the addresses of LIST in turn (kept until connected). */
+static void connect_to(uplink *u, struct addrinfo *list) {
+  free_addrs(u);
+  u->addrs = u->next_ai = list;
+  try_addr(u);
+}
+
+static void *lookup_main(void *arg) {
+  lookup *l = arg;
+  struct addrinfo *res = NULL;
+  int rc = tr_net_resolve(l->host, l->port, false, &res);
+  pthread_mutex_lock(&lookup_mu);
+  if (l->abandoned) {
+    pthread_mutex_unlock(&lookup_mu);
+    if (res) freeaddrinfo(res);
+    free(l);
+    return NULL;
+  }
+  l->rc = rc;
+  l->res = res;
+  l->done = true;
+  uv_async_send(l->wake);
+  pthread_mutex_unlock(&lookup_mu);
+  return NULL;
+}
+
+static void on_lookup(uv_async_t *a) {
+  uplink *u = a->data;
+  lookup *l = u->lk;
+  if (!l || u->state != LINK_RESOLVING) return;
+  pthread_mutex_lock(&lookup_mu);
+  bool done = l->done;
+  pthread_mutex_unlock(&lookup_mu);
+  if (!done) return;
+  u->lk = NULL;
+  struct addrinfo *res = l->res;
+  int rc = l->rc;
+  free(l);
+  if (rc != 0 || !res) {
+    if (res) freeaddrinfo(res);
+    drop_link(u, gai_strerror(rc));
+    return;
+  }
+  connect_to(u, res);
 }
 
 static void on_connect_timeout(uv_timer_t *t) { drop_link(t->data, "timed out"); }
 
 static void start_connect(uplink *u) {
   if (u->closing_all || u->state != LINK_NONE) return;
-  char port[8];
-  snprintf(port, sizeof port, "%d", u->uc->port);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-  u->gai.data = u;
-  u->state = LINK_RESOLVING;
   uv_timer_start(&u->connect_timer, on_connect_timeout, UPLINK_CONNECT_MS, 0);
-  int rc = uv_getaddrinfo(u->o.loop, &u->gai, on_resolved, u->uc->host, port, &hints);
-  if (rc < 0) {
+  struct addrinfo *res = NULL;
+  if (tr_net_resolve(u->uc->host, u->uc->port, true, &res) == 0 && res) {
+    connect_to(u, res);
+    return;
+  }
+  size_t hl = strlen(u->uc->host);
+  lookup *l = calloc(1, sizeof *l + hl + 1);
+  if (!l) {
+    uv_timer_stop(&u->connect_timer);
+    schedule_retry(u);
+    return;
+  }
+  memcpy(l->host, u->uc->host, hl + 1);
+  l->port = u->uc->port;
+  l->wake = &u->lookup_async;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  pthread_t t;
+  u->lk = l;
+  u->state = LINK_RESOLVING;
+  int rc = pthread_create(&t, &attr, lookup_main, l);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    u->lk = NULL;
+    free(l);
     u->state = LINK_NONE;
     uv_timer_stop(&u->connect_timer);
     schedule_retry(u);
@@ -583,6 +700,8 @@ int uplink_start(uplink **out, const uplink_options *o, char *err, size_t errlen
     uv_timer_init(o->loop, timers[i]);
     timers[i]->data = u;
   }
+  uv_async_init(o->loop, &u->lookup_async, on_lookup);
+  u->lookup_async.data = u;
   if (store_uplink_load(o->store) != 0) {
     snprintf(err, errlen, "the store refused to load the kept reports");
     uplink_close(u);
@@ -610,9 +729,11 @@ void uplink_close(uplink *u) {
                           &u->retry_timer, &u->connect_timer};
   for (size_t i = 0; i < sizeof timers / sizeof *timers; i++)
     if (!uv_is_closing((uv_handle_t *)timers[i])) uv_close((uv_handle_t *)timers[i], NULL);
+  lookup_abandon(u); /* before its wake-up closes */
+  if (!uv_is_closing((uv_handle_t *)&u->lookup_async))
+    uv_close((uv_handle_t *)&u->lookup_async, NULL);
   if (u->state == LINK_RESOLVING) {
-    u->state = LINK_CLOSING;
-    uv_cancel((uv_req_t *)&u->gai);
+    u->state = LINK_NONE;
   } else if (u->state == LINK_CONNECTING || u->state == LINK_UP) {
     u->state = LINK_CLOSING;
     uv_close((uv_handle_t *)&u->tcp, on_closed);
@@ -626,6 +747,7 @@ void uplink_free(uplink *u) {
     free(u->head);
     u->head = next;
   }
+  free_addrs(u);
   free(u->answered_ms);
   free(u);
 }

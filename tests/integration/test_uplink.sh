@@ -32,7 +32,7 @@ meters:
      sim: {fixed: {flow_m3h: 2102.4, total_m3: 0}}}
 uplink:
   protocol: szy206
-  host: 127.0.0.1
+  host: localhost             # a name: looked up off the loop, each address tried
   port: $CENTRE_PORT
   report_interval: 10s
   heartbeat: 3s
@@ -93,7 +93,7 @@ start sim "$IC_BIN/intake-sim" --config "$T/site.yaml"
 wait_for "$T/sim.out" '^ready' 20 "$sim_PID"
 start collector "$IC_BIN/intake-collector" --config "$T/site.yaml"
 wait_for "$T/collector.out" '^ready' 20 "$collector_PID"
-wait_for "$T/collector.log" 'uplink: connected to 127.0.0.1' 20 "$collector_PID"
+wait_for "$T/collector.log" 'uplink: connected to localhost:' 20 "$collector_PID"
 
 # frames FILTER: the centre's frame lines (jq -c) that FILTER selects.
 frames() { grep '"event":"frame"' "$T/centre.out" | jq -c "select($1)"; }
