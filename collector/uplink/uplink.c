@@ -657,6 +657,16 @@ static void arm_next_slot(uplink *u) {
 static void on_slot(uv_timer_t *t) {
   uplink *u = t->data;
   int64_t slot = u->next_slot_ms;
+  /* The wall clock stepped while the timer ran (it runs on the monotonic
+   * clock): no report with a time label the clock no longer agrees with;
+   * the slots start again from the clock as it is. */
+  int64_t late = clock_wall_ms() - (slot + UPLINK_GRACE_MS);
+  if (late < -2000 || late > 2000) {
+    say(u, UPLINK_SAY_WARN, "uplink: the wall clock stepped by about %lld s; report slots "
+        "follow it", (long long)(late / 1000));
+    arm_next_slot(u);
+    return;
+  }
   for (size_t i = 0; i < u->uc->nstations; i++) {
     store_uplink *r = calloc(1, sizeof *r);
     if (!r) break;

@@ -167,11 +167,17 @@ mode confirm
 # (4) The centre silent for three slots, then back.
 pending() { status | jq -r '.uplink.pending'; }
 confirmed_before=$(status | jq -r '.uplink.confirmed')
+readings_before=$(status | jq -r '.counters.readings')
+silent_from=$SECONDS
 mode silent
 three_slots() { [ "$(pending)" -ge 6 ]; }
 wait_until 45 "three slots of reports pending while the centre is silent" three_slots
 check "the centre saw resends with the FCB counting down (A3, 93, 83)" \
   test "$(reports | jq -r '.frame.c' | sort -u | paste -sd' ')" = "83 93 A3 B3"
+readings_during=$(( $(status | jq -r '.counters.readings') - readings_before ))
+silent_s=$((SECONDS - silent_from))
+check "a silent centre delays no poll: $readings_during readings of 3 meters in ${silent_s}s" \
+  test "$readings_during" -ge $(( 3 * (silent_s - 2) ))
 mode confirm
 drained() { [ "$(pending)" = 0 ]; }
 wait_until 90 "every pending report confirmed once the centre is back" drained
