@@ -381,6 +381,14 @@ void uplink_store_event(uplink *u, const store_event *e) {
   if (!u || e->kind != STORE_EV_UPLINK) return;
   size_t n = 0;
   for (const store_uplink *r = e->uplinks; r; r = r->next) {
+    if (r->len < SZY_FRAME_MIN || szy_parse(r->frame, r->len, NULL) != SZY_OK) {
+      /* A row that is no frame (a damaged database) would stop the queue. */
+      say(u, UPLINK_SAY_ERROR, "uplink: kept report %lld is not a frame; removed",
+          (long long)r->id);
+      (void)store_uplink_done(u->o.store, r->id);
+      u->st.dropped++;
+      continue;
+    }
     store_uplink *c = malloc(sizeof *c);
     if (!c) break;
     *c = *r;
@@ -603,7 +611,12 @@ static void on_lookup(uv_async_t *a) {
   connect_to(u, res);
 }
 
-static void on_connect_timeout(uv_timer_t *t) { drop_link(t->data, "timed out"); }
+static void on_connect_timeout(uv_timer_t *t) {
+  uplink *u = t->data;
+  /* Between two of the centre's addresses: the deadline covers them all. */
+  if (u->state == LINK_CLOSING) u->next_ai = NULL;
+  drop_link(u, "timed out");
+}
 
 static void start_connect(uplink *u) {
   if (u->closing_all || u->state != LINK_NONE) return;

@@ -44,38 +44,13 @@ uplink:
 YAML
 URL="http://127.0.0.1:$METRICS_PORT"
 
-# The reference: the report frame of a slot (epoch seconds) for a station
-# whose meters have these (flow m3/s as a decimal string or "-", volume m3 or
-# "-") pairs, in Asia/Shanghai time; written from the protocol notes, not
-# with the code under test.
+# The reference encoder (tests/integration/szy206_ref.py): the report frame
+# of a slot (epoch seconds) for a station's (flow, volume) pairs, in the
+# site's time zone with the 5-byte time label and a delay of 10 minutes.
 expect_frame() {
-  python3 - "$@" <<'PY'
-import sys, datetime, zoneinfo
-addr = bytes.fromhex(sys.argv[1]); slot = int(sys.argv[2]); pairs = sys.argv[3:]
-def bcd(n, nbytes):
-    out = bytearray()
-    for _ in range(nbytes):
-        lo = n % 10; n //= 10; hi = n % 10; n //= 10
-        out.append(hi << 4 | lo)
-    return bytes(out)
-data = bytearray(); alarm = 0
-for p in pairs:
-    flow, vol = p.split("/")
-    if flow == "-":
-        data += b"\xAA" * 10; alarm |= 1 << 5
-    else:
-        data += bcd(int(flow.replace(".", "")), 5) + bcd(int(vol), 5)
-data += alarm.to_bytes(2, "little") + (0).to_bytes(2, "little")
-t = datetime.datetime.fromtimestamp(slot, zoneinfo.ZoneInfo("Asia/Shanghai"))
-data += bcd(t.second, 1) + bcd(t.minute, 1) + bcd(t.hour, 1) + bcd(t.day, 1) + bytes([10])
-user = bytes([0xB3]) + addr + bytes([0xC0]) + bytes(data)
-crc = 0
-for b in user:
-    crc ^= b
-    for _ in range(8):
-        crc = ((crc << 1) ^ 0xE5) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-print((bytes([0x68, len(user), 0x68]) + user + bytes([crc, 0x16])).hex().upper())
-PY
+  local addr=$1 slot=$2
+  shift 2
+  python3 "$IC_SOURCE_DIR/tests/integration/szy206_ref.py" "$addr" "$slot" Asia/Shanghai 5 10 "$@"
 }
 S1=5303810D00
 S2=140431591B
@@ -212,11 +187,15 @@ kill -KILL "$collector_PID"
 reap "$collector_PID"
 expect_eq "the gateway was killed" 137 "$REAP_RC"
 kept=$(wc -l <"$T/kept.txt")
+# And a row that is no frame, first in line (a damaged database): it is
+# removed and said, and does not stop the queue behind it.
+sql "$DB" "INSERT INTO uplink_reports (id, slot_ms, frame) VALUES (0, 0, X'6803')"
 mode confirm
 lines_before=$(grep -c '"event":"frame"' "$T/centre.out")
 start collector2 "$IC_BIN/intake-collector" --config "$T/site.yaml"
 wait_for "$T/collector2.out" '^ready' 20 "$collector2_PID"
 wait_for "$T/collector2.log" "uplink: [0-9]+ reports kept from before are sent first" 10 "$collector2_PID"
+check "the damaged row is said and removed" grep -q "uplink: kept report 0 is not a frame; removed" "$T/collector2.log"
 after() { grep '"event":"frame"' "$T/centre.out" | tail -n +$((lines_before + 1)) | jq -c 'select(.frame.function == "report")'; }
 all_kept() { [ "$(after | jq -r 'select(.answer == "confirmed") | .hex' | head -n "$kept" | wc -l)" -ge "$kept" ]; }
 wait_until 30 "the $kept kept reports confirmed after the restart" all_kept
