@@ -97,6 +97,9 @@ void uplink_values_from(const mb_profile *p, const double *values, int64_t ts_ms
       out->flow_m3s = v * k;
     }
   }
+  for (size_t i = 0; i < p->nfields; i++)
+    if (p->fields[i].role == PROF_ROLE_STATUS && isfinite(values[i]) && values[i] != 0)
+      out->fault = true;
   int ti = profile_role_index(p, PROF_ROLE_TOTAL);
   if (ti >= 0 && strcmp(p->fields[ti].unit, "m3") == 0 && isfinite(values[ti])) {
     out->has_total = true;
@@ -138,8 +141,8 @@ int uplink_build_report(const cfg *c, const cfg_uplink_station *station,
     if (!fresh) {
       szy_value_none(r.flow[i]);
       szy_value_none(r.volume[i]);
-      r.alarm |= SZY_ALARM_METER_FAULT;
     }
+    if (!fresh || v->fault) r.alarm |= SZY_ALARM_METER_FAULT;
   }
   r.tp_len = cfg_uplink_tp_len(c->uplink.protocol);
   local_tp(tp_ms, c->uplink.delay_minutes, &r.tp);

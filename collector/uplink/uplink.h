@@ -37,18 +37,20 @@ typedef struct {
   bool has_total;   /* ...and a totalizer in m3 */
   double flow_m3s;
   double total_m3;
+  bool fault;       /* a status field (the meter's own alarm bits) is not 0 */
 } uplink_values;
 
-/* The flow (converted to m3/s from m3/h, m3/s or l/s) and the forward
- * totalizer (m3) of a reading of profile P (VALUES, one a field), taken at
- * TS_MS. Pure. */
+/* The flow (converted to m3/s from m3/h, m3/s or l/s), the forward
+ * totalizer (m3) and whether any status field is not 0, of a reading of
+ * profile P (VALUES, one a field), taken at TS_MS. Pure. */
 void uplink_values_from(const mb_profile *p, const double *values, int64_t ts_ms,
                         uplink_values *out);
 
 /* The data of a report (C0H, or the answer to B0H) for STATION of C: each
  * meter's pair from VALUES (indexed by meter; a meter whose reading is older
  * than FRESH_FROM_MS, or missing, is AA AA AA AA AA for both and sets alarm
- * D5), then the alarm and status words, then the time label of TP_MS in
+ * D5; a meter that reports a fault of its own sends its values and sets D5
+ * too), then the alarm and status words, then the time label of TP_MS in
  * local time (TZ). Flow in m3/s, three decimals, rounded; volume in whole m3,
  * truncated. Returns the frame's length in OUT (at least
  * STORE_UPLINK_FRAME_MAX bytes), with C, AFN as given, or a negative

@@ -8,7 +8,9 @@ under test.
 ADDRESS: the five address bytes in hex; SLOT: epoch seconds; TZ: the site's
 time zone; TP_LEN: 5 (SZY206) or 7 (SL/T 427); each pair a flow in m3/s with
 three decimals and a volume in m3, or "-/-" for a meter without a reading
-(AA AA AA AA AA for both, alarm D5). Prints the frame in upper-case hex."""
+(AA AA AA AA AA for both, alarm D5); a pair ending in "!" is a meter that
+reports a fault of its own (its values, alarm D5). Prints the frame in
+upper-case hex."""
 import datetime
 import sys
 import zoneinfo
@@ -40,6 +42,9 @@ def main():
     data = bytearray()
     alarm = 0
     for p in sys.argv[6:]:
+        if p.endswith("!"):
+            p = p[:-1]
+            alarm |= 1 << 5
         flow, vol = p.split("/")
         if flow == "-":
             data += b"\xAA" * 10

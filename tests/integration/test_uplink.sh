@@ -101,13 +101,21 @@ done
 check "every report so far confirmed" test "$(reports | jq -r .answer | sort -u)" = confirmed
 check "heartbeats (02H F2) between the slots" test "$(frames '.frame.link == "heartbeat"' | wc -l)" -ge 2
 
-# (2) A meter offline: its pair is AA, and alarm D5 is set.
+# (2) A meter offline: its pair is AA, and alarm D5 is set. A meter that
+# reports a fault of its own (TUF-2000M error bits, its status field): its
+# values, and alarm D5.
 "$IC_BIN/intake-sim" ctl --socket "$T/sim.sock" fault M3 offline >/dev/null
+"$IC_BIN/intake-sim" ctl --socket "$T/sim.sock" pin M1 error_bits 4 >/dev/null
 s2_alarm() { [ "$(reports | jq -r "select(.frame.address == \"$S2\" and .frame.alarm == \"$1\") | .ms" | wc -l)" -ge 1 ]; }
 wait_until 40 "a report of station $S2 with alarm D5" s2_alarm 0020
 check_report "$(reports | jq -c "select(.frame.address == \"$S2\" and .frame.alarm == \"0020\")" | head -1)" "$S2" -/-
 expect_eq "the offline meter's flow and volume are null (AA) when decoded" "null null" \
   "$(reports | jq -r "select(.frame.address == \"$S2\" and .frame.alarm == \"0020\") | .frame.meters[0] | [.flow_m3s, .volume_m3] | map(tostring) | join(\" \")" | head -1)"
+s1_fault() { reports | jq -c "select(.frame.address == \"$S1\" and .frame.alarm == \"0020\")" | head -1; }
+has_s1_fault() { [ -n "$(s1_fault)" ]; }
+wait_until 30 "a report of station $S1 with alarm D5 for M1's error bits" has_s1_fault
+check_report "$(s1_fault)" "$S1" "${S1_PAIRS[0]}" "${S1_PAIRS[1]}!"
+"$IC_BIN/intake-sim" ctl --socket "$T/sim.sock" unpin M1 error_bits >/dev/null
 n_before=$(reports | jq -r "select(.frame.address == \"$S2\" and .frame.alarm == \"0000\") | .ms" | wc -l)
 "$IC_BIN/intake-sim" ctl --socket "$T/sim.sock" fault M3 none >/dev/null
 s2_back() { [ "$(reports | jq -r "select(.frame.address == \"$S2\" and .frame.alarm == \"0000\") | .ms" | wc -l)" -gt "$n_before" ]; }

@@ -60,7 +60,7 @@ static void test_vector_one(void **state) {
   cfg *c = site(CFG_UPLINK_SZY206);
   c->uplink.stations[0].nmeters = 1;
   c->uplink.stations[0].meters[0] = 0;
-  uplink_values v[2] = {{SLOT_MS, true, true, 5.9, 106182.99}, {0}};
+  uplink_values v[2] = {{SLOT_MS, true, true, 5.9, 106182.99, false}, {0, false, false, 0, 0, false}};
   uint8_t out[STORE_UPLINK_FRAME_MAX];
   int n = uplink_build_report(c, &c->uplink.stations[0], v, SLOT_MS - 300000, SLOT_MS,
                               SZY_C_REPORT, SZY_AFN_REPORT, out);
@@ -82,8 +82,8 @@ static void test_rounding_order_and_aa(void **state) {
   cfg *c = site(CFG_UPLINK_SL427);
   /* Meter 1 first: 0.5005 m3/s rounds up, 8.999 m3 truncates down. Meter 0
    * has no reading since before the window: AA and D5. */
-  uplink_values v[2] = {{SLOT_MS - 300001, true, true, 1.0, 1.0},
-                        {SLOT_MS - 1000, true, true, 0.50051, 8.999}};
+  uplink_values v[2] = {{SLOT_MS - 300001, true, true, 1.0, 1.0, false},
+                        {SLOT_MS - 1000, true, true, 0.50051, 8.999, false}};
   uint8_t out[STORE_UPLINK_FRAME_MAX];
   int n = uplink_build_report(c, &c->uplink.stations[0], v, SLOT_MS - 300000, SLOT_MS,
                               SZY_C_REPORT, SZY_AFN_REPORT, out);
@@ -109,8 +109,8 @@ static void test_rounding_order_and_aa(void **state) {
 
   /* A negative flow keeps its sign; a negative volume, or one past the
    * field, is AA alone (no alarm: the meter answers). */
-  v[0] = (uplink_values){SLOT_MS, true, true, -0.25, -3};
-  v[1] = (uplink_values){SLOT_MS, true, true, 0, 800000000.0};
+  v[0] = (uplink_values){SLOT_MS, true, true, -0.25, -3, false};
+  v[1] = (uplink_values){SLOT_MS, true, true, 0, 800000000.0, false};
   n = uplink_build_report(c, &c->uplink.stations[0], v, SLOT_MS - 300000, SLOT_MS,
                           SZY_C_REPORT, SZY_AFN_QUERY, out);
   assert_int_equal(szy_parse(out, (size_t)n, &f), SZY_OK);
@@ -121,6 +121,19 @@ static void test_rounding_order_and_aa(void **state) {
   assert_int_equal(szy_volume_decode(r.volume[1], &vol), SZY_ENONE);
   assert_int_equal(szy_volume_decode(r.volume[0], &vol), SZY_ENONE);
   assert_int_equal(r.alarm, 0);
+
+  /* A meter reporting a fault of its own: its values, and alarm D5. */
+  v[0] = (uplink_values){SLOT_MS, true, true, 1.5, 42, true};
+  v[1] = (uplink_values){SLOT_MS, true, true, 0, 0, false};
+  n = uplink_build_report(c, &c->uplink.stations[0], v, SLOT_MS - 300000, SLOT_MS,
+                          SZY_C_REPORT, SZY_AFN_REPORT, out);
+  assert_int_equal(szy_parse(out, (size_t)n, &f), SZY_OK);
+  assert_int_equal(szy_report_decode(f.data, f.data_len, 7, &r), SZY_OK);
+  assert_int_equal(szy_flow_decode(r.flow[1], &flow), SZY_OK);
+  assert_int_equal(flow, 1500);
+  assert_int_equal(szy_volume_decode(r.volume[1], &vol), SZY_OK);
+  assert_int_equal(vol, 42);
+  assert_int_equal(r.alarm, SZY_ALARM_METER_FAULT);
   free_site(c);
 }
 
@@ -138,6 +151,15 @@ static void test_values_from_profile(void **state) {
   uplink_values_from(p, vals, 42, &v);
   assert_int_equal(v.ts_ms, 42);
   assert_true(v.has_flow && v.has_total);
+  assert_false(v.fault);
+  /* A status field (the meter's alarm bits) not 0 is a fault. */
+  p->fields[1].role = PROF_ROLE_STATUS;
+  uplink_values_from(p, vals, 42, &v);
+  assert_true(v.fault);
+  const double healthy[] = {21240, 0, 8.25};
+  uplink_values_from(p, healthy, 42, &v);
+  assert_false(v.fault);
+  p->fields[1].role = PROF_ROLE_VELOCITY;
   assert_true(v.flow_m3s > 5.8999 && v.flow_m3s < 5.9001);
   assert_true(v.total_m3 == 8.25);
   snprintf(p->fields[0].unit, sizeof p->fields[0].unit, "l/s");
