@@ -222,6 +222,10 @@ for f in intake_uplink_connected intake_uplink_reports_pending intake_uplink_rep
   intake_uplink_last_confirm_time_seconds; do
   check "/metrics has $f" grep -q "^$f{site=\"uptest\"} " "$T/metrics.txt"
 done
+if command -v promtool >/dev/null; then
+  check "promtool check metrics accepts the text with the uplink's families" \
+    bash -c "promtool check metrics <'$T/metrics.txt' >'$T/promtool.out' 2>&1"
+fi
 expect_eq "/metrics: connected" 1 "$(awk '$1 == "intake_uplink_connected{site=\"uptest\"}" {print $2}' "$T/metrics.txt")"
 states() { messages sub state | jq -e -s "map(select($1)) | length > 0" >/dev/null; }
 check "the gateway state topic carries the uplink's counters" \
