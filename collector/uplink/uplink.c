@@ -128,8 +128,14 @@ int uplink_build_report(const cfg *c, const cfg_uplink_station *station,
   memset(&r, 0, sizeof r);
   r.n = station->nmeters;
   for (size_t i = 0; i < station->nmeters; i++) {
-    const uplink_values *v = &values[station->meters[i]];
-    bool fresh = v->ts_ms > 0 && v->ts_ms >= fresh_from_ms;
+    uint32_t m = station->meters[i];
+    const uplink_values *v = &values[m];
+    /* A meter polled less often than the reports go has its own interval
+     * to answer in: not having been polled since is no fault. */
+    int64_t from = fresh_from_ms;
+    if (c->meters && c->meters[m].interval_ms > c->uplink.report_interval_ms)
+      from -= c->meters[m].interval_ms - c->uplink.report_interval_ms;
+    bool fresh = v->ts_ms > 0 && v->ts_ms >= from;
     /* Flow rounded to the thousandth; volume truncated to the cubic metre. */
     bool flow_ok = fresh && v->has_flow &&
                    szy_flow_encode(r.flow[i], llround(v->flow_m3s * 1000.0)) == SZY_OK;

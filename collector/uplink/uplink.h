@@ -48,8 +48,9 @@ void uplink_values_from(const mb_profile *p, const double *values, int64_t ts_ms
 
 /* The data of a report (C0H, or the answer to B0H) for STATION of C: each
  * meter's pair from VALUES (indexed by meter; a meter whose reading is older
- * than FRESH_FROM_MS, or missing, is AA AA AA AA AA for both and sets alarm
- * D5; a meter that reports a fault of its own sends its values and sets D5
+ * than FRESH_FROM_MS, moved back by how much longer its own interval is
+ * than the report interval, or missing, is AA AA AA AA AA for both and sets
+ * alarm D5; a meter that reports a fault of its own sends its values and sets D5
  * too), then the alarm and status words, then the time label of TP_MS in
  * local time (TZ). Flow in m3/s, three decimals, rounded; volume in whole m3,
  * truncated. Returns the frame's length in OUT (at least

@@ -137,6 +137,46 @@ static void test_rounding_order_and_aa(void **state) {
   free_site(c);
 }
 
+/* A meter polled every minute, reports every 5 minutes... and every 10 s:
+ * the window is the longer of the two intervals. */
+static void test_window_follows_slow_meters(void **state) {
+  (void)state;
+  setenv("TZ", "Asia/Shanghai", 1);
+  tzset();
+  cfg *c = site(CFG_UPLINK_SZY206);
+  cfg_meter meters[2];
+  memset(meters, 0, sizeof meters);
+  meters[0].interval_ms = 60000;
+  meters[1].interval_ms = 1000;
+  c->meters = meters;
+  c->uplink.report_interval_ms = 10000;
+  /* Both read 30 s before the slot: meter 0 (every minute) is fresh, meter 1
+   * (every second) has missed its polls. */
+  uplink_values v[2] = {{SLOT_MS - 30000, true, true, 1.0, 1.0, false},
+                        {SLOT_MS - 30000, true, true, 2.0, 2.0, false}};
+  uint8_t out[STORE_UPLINK_FRAME_MAX];
+  int n = uplink_build_report(c, &c->uplink.stations[0], v, SLOT_MS - 10000, SLOT_MS,
+                              SZY_C_REPORT, SZY_AFN_REPORT, out);
+  szy_frame f;
+  szy_report r;
+  assert_int_equal(szy_parse(out, (size_t)n, &f), SZY_OK);
+  assert_int_equal(szy_report_decode(f.data, f.data_len, 5, &r), SZY_OK);
+  int64_t flow;
+  assert_int_equal(szy_flow_decode(r.flow[0], &flow), SZY_ENONE); /* meter 1 */
+  assert_int_equal(szy_flow_decode(r.flow[1], &flow), SZY_OK);    /* meter 0 */
+  assert_int_equal(flow, 1000);
+  assert_int_equal(r.alarm, SZY_ALARM_METER_FAULT);
+  /* 61 s old: the minute meter has missed its poll too. */
+  v[0].ts_ms = SLOT_MS - 61000;
+  n = uplink_build_report(c, &c->uplink.stations[0], v, SLOT_MS - 10000, SLOT_MS,
+                          SZY_C_REPORT, SZY_AFN_REPORT, out);
+  assert_int_equal(szy_parse(out, (size_t)n, &f), SZY_OK);
+  assert_int_equal(szy_report_decode(f.data, f.data_len, 5, &r), SZY_OK);
+  assert_int_equal(szy_flow_decode(r.flow[1], &flow), SZY_ENONE);
+  c->meters = NULL;
+  free_site(c);
+}
+
 static void test_values_from_profile(void **state) {
   (void)state;
   mb_profile *p = profile(3);
@@ -205,6 +245,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vector_one),
       cmocka_unit_test(test_rounding_order_and_aa),
+      cmocka_unit_test(test_window_follows_slow_meters),
       cmocka_unit_test(test_values_from_profile),
       cmocka_unit_test(test_slots_local_midnight),
   };
