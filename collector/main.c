@@ -23,6 +23,7 @@ static void usage(FILE *f) {
           "                        [--period day|hour|month|DURATION] [--format json|csv|html]\n"
           "       intake-collector reload --config FILE\n"
           "       intake-collector fleet --config FLEET.yaml [--check-config]\n"
+          "       intake-collector uplink-decode HEX...\n"
           "       intake-collector --version\n"
           "\n"
           "  --config FILE        run the daemon: poll, store, publish, until\n"
@@ -34,7 +35,8 @@ static void usage(FILE *f) {
           "  read                 poll meters once and print their values\n"
           "  report               online-rate reports from the database\n"
           "  reload               check FILE and have the running gateway apply it\n"
-          "  fleet                the bureau's online rate across gateways\n");
+          "  fleet                the bureau's online rate across gateways\n"
+          "  uplink-decode        decode frames of the bureau's monitoring protocol\n");
 }
 
 int main(int argc, char **argv) {
@@ -43,6 +45,8 @@ int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "read") == 0) return cli_read(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "report") == 0) return cli_report(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "reload") == 0) return cli_reload(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "uplink-decode") == 0)
+    return cli_uplink_decode(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "fleet") == 0) {
     const char *fpath = NULL;
     bool check_only = false;

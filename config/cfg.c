@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 
 #include "profile_load.h"
+#include "uplink.h"
 #include "ydoc.h"
 
 /* The loader is fuzzed and a gateway serves at most a few thousand meters:
@@ -213,6 +214,7 @@ void cfg_free(cfg *c) {
   free(c->meters);
   free(c->meter_order);
   free(c->dtu_servers);
+  cfg_uplink_free(&c->uplink);
   free(c);
 }
 
@@ -522,7 +524,7 @@ static bool valid_host(const char *h) {
 
 static const char *const root_keys[] = {"site",   "mqtt",   "storage", "buses",
                                         "meters", "online", "sim",     "reports",
-                                        "metrics", "dtu_servers", NULL};
+                                        "metrics", "dtu_servers", "uplink", NULL};
 static const char *const dtu_server_keys[] = {
     "id", "listen", "idle_timeout", "register_timeout", "max_pending",
     "takeover_hold", "allow", NULL};
@@ -1604,7 +1606,7 @@ int cfg_load(const char *path, const char *profile_dir, cfg **out, char *err,
       parse_storage(&x, root) || parse_dtu_servers(&x, root) || parse_buses(&x, root) ||
       parse_meters(&x, root) || parse_online(&x, root) ||
       parse_simtop(&x, root) || parse_reports(&x, root) ||
-      parse_metrics(&x, root))
+      parse_metrics(&x, root) || cfg_uplink_parse(d, root, c, err, errlen))
     goto fail;
   ydoc_free(d);
   *out = c;

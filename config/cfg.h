@@ -173,6 +173,42 @@ typedef struct {
   cfg_sim sim;
 } cfg_meter;
 
+/* The bureau uplink (docs/uplink.md): the time label's length names the
+ * edition of the protocol. */
+typedef enum {
+  CFG_UPLINK_SZY206 = 0, /* 5-byte time label */
+  CFG_UPLINK_SL427,      /* 7-byte time label (SL/T 427-2021) */
+} cfg_uplink_protocol;
+
+/* Meters one station reports: the frame's length byte holds 23 of them. */
+#define CFG_UPLINK_STATION_METERS_MAX 23
+#define CFG_UPLINK_STATIONS_MAX 1000
+
+typedef struct {
+  uint8_t address[5]; /* A1 + A2 as sent, from admin + station or raw_address */
+  char admin[7];      /* "" when given as raw_address */
+  unsigned station;   /* 0 when given as raw_address */
+  int line, col;
+  size_t nmeters;
+  uint32_t meters[CFG_UPLINK_STATION_METERS_MAX]; /* meter indexes, report order */
+} cfg_uplink_station;
+
+typedef struct {
+  bool enabled; /* an uplink section is present */
+  cfg_uplink_protocol protocol; /* default szy206 */
+  char host[CFG_HOST_MAX];
+  int port;
+  int64_t report_interval_ms;  /* default 5m, at least 10s, aligned to local time */
+  int64_t heartbeat_ms;        /* default 60s */
+  int64_t confirm_timeout_ms;  /* per try; default 10s */
+  int delay_minutes;           /* the time label's allowed delay; default 10 */
+  size_t nstations;
+  cfg_uplink_station *stations;
+} cfg_uplink;
+
+/* The time label's length for protocol P: 5 or 7 bytes. */
+int cfg_uplink_tp_len(cfg_uplink_protocol p);
+
 typedef struct {
   char path[CFG_PATH_MAX]; /* the file as given */
   char dir[CFG_PATH_MAX];  /* its folder, for relative paths */
@@ -241,6 +277,7 @@ typedef struct {
 
   size_t ndtu_servers;
   cfg_dtu_server *dtu_servers;
+  cfg_uplink uplink;
 
   size_t nbuses;
   cfg_bus *buses;

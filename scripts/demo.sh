@@ -3,17 +3,19 @@
 # end on this machine: a mosquitto broker on a free loopback port, intake-sim
 # playing the seven meters, and intake-collector polling them. It shows the
 # live readings as an operator sees them with mosquitto_sub, takes one meter
-# offline and brings it back, and stops everything it started.
+# offline and brings it back, shows the reports the bureau's monitoring
+# centre (ic-centre, SZY206) received, and stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh
 cmake -S . -B build >/dev/null
-cmake --build build -j"$(nproc)" --target intake-collector intake-sim ic-freeport >/dev/null
+cmake --build build -j"$(nproc)" --target intake-collector intake-sim ic-freeport ic-centre >/dev/null
 
 work=$(mktemp -d /tmp/intake-demo.XXXXXX)
-mapfile -t ports < <(build/tests/ic-freeport 3)
+mapfile -t ports < <(build/tests/ic-freeport 4)
 export IC_MQTT_PORT=${ports[0]} IC_TCP_PORT=${ports[1]} IC_ROT_PORT=${ports[2]}
+export IC_CENTRE_PORT=${ports[3]}
 export IC_RTU_DEVICE="$work/ttyDEMO0" IC_SIM_CONTROL="$work/sim.sock" IC_DB="$work/demo.db"
 site=config/examples/demo.yaml
 
@@ -56,6 +58,11 @@ mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.out" 2>"$work/mosquitto.lo
 pids+=($!)
 wait_line "$work/mosquitto.log" " running" "${pids[-1]}"
 
+echo "== starting the bureau's monitoring centre (ic-centre) on 127.0.0.1:$IC_CENTRE_PORT"
+build/tests/ic-centre "$IC_CENTRE_PORT" "$work/centre.mode" >"$work/centre.out" 2>"$work/centre.log" &
+pids+=($!)
+wait_line "$work/centre.out" "^ready" "${pids[-1]}"
+
 echo "== starting intake-sim (seven meters; KKY-02 is configured to never answer)"
 build/bin/intake-sim --config "$site" >"$work/sim.out" 2>"$work/sim.log" &
 pids+=($!)
@@ -84,6 +91,12 @@ build/bin/intake-sim ctl --socket "$IC_SIM_CONTROL" fault KKY-01 none
 wait_line "$work/collector.log" "meter KKY-01 online" "$collector"
 show 'water/kekeya/KKY-01/state' 1
 show 'water/kekeya/KKY-01/reading' 3
+
+echo "== the bureau's centre: each station's report, decoded (KKY-02 is AA, alarm D5)"
+wait_line "$work/centre.out" '"function":"report"' "$collector"
+grep '"function":"report"' "$work/centre.out" | tail -n 2 |
+  jq -c '.frame | {station, meters: [.meters[] | {flow_m3s, volume_m3}], alarm, tp}'
+echo "   (decode any frame the centre logged: intake-collector uplink-decode HEX...)"
 
 echo "== stored readings per meter (sqlite3 $IC_DB)"
 sqlite3 -header -column "$IC_DB" \

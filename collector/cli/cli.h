@@ -18,4 +18,9 @@ int cli_report(int argc, char **argv);
  * gateway running on its database. */
 int cli_reload(int argc, char **argv);
 
+/* intake-collector uplink-decode HEX...: frames of the bureau's monitoring
+ * protocol decoded, one JSON object a line. 0 when every frame is whole, 1
+ * when one is not, 2 for text that is not hexadecimal. */
+int cli_uplink_decode(int argc, char **argv);
+
 #endif

@@ -398,8 +398,8 @@ static int start_delivery(gw *d) {
 
 static int (*const start_steps[])(gw *d) = {
     init_loop,      init_periods, init_plans,  init_store,  init_reporter, init_pusher,
-    init_publisher, init_buses,   gw__dtu_start, init_timers, init_meters, gw__metrics_start,
-    start_delivery,
+    init_publisher, init_buses,   gw__dtu_start, init_timers, init_meters, gw__uplink_start,
+    gw__metrics_start, start_delivery,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -468,6 +468,8 @@ static void free_meter(gw *d, meter_rt *m) {
 static void free_gw(gw *d) {
   pusher_free(d->pusher);
   dtuservers_free(d->dtus);
+  uplink_free(d->uplink);
+  free(d->upvals);
   netbuses_free(d->net);
   gw__pubq_free(d);
   store_event_free(d->replay_ev);
@@ -514,6 +516,7 @@ static void finish(gw *d, bool clean) {
   if (d->store) close_store(d, clean);
   if (d->pub) gw__publisher_close(d, clean);
   pusher_close(d->pusher);
+  uplink_close(d->uplink);
   gw__metrics_stop(d);
   if (d->loop_ready) service_close_all(&d->loop);
   for (size_t b = 0; d->buses && b < d->cfg->nbuses; b++) free(d->buses[b]);

@@ -17,6 +17,7 @@
  *   reload.c     a new configuration read and applied as a difference
  *   buses.c      the buses: opened, closed, polls handed to them
  *   dtu.c        the DTU servers: start, their events logged, their state
+ *   centre.c     the bureau's monitoring centre: the uplink client
  */
 #ifndef IC_GW_IMPL_H
 #define IC_GW_IMPL_H
@@ -55,6 +56,8 @@
 #include "reports/reporter.h"
 #include "store/store.h"
 #include "metrics/http.h"
+#include "metrics/metrics.h"
+#include "uplink/uplink.h"
 
 /* In-flight QoS 1 numbered readings we allow; replay only uses the lower
  * half so live readings always find room. paho's window is larger by
@@ -292,6 +295,10 @@ struct gw {
   httpd *metrics;
   int64_t storage_bytes;
   uint64_t rows_aged; /* delivered readings removed by the retention */
+  /* The bureau's monitoring centre (NULL when not configured), and each
+   * meter's latest valid reading as it reports them. */
+  uplink *uplink;
+  uplink_values *upvals;
 };
 
 static inline const char *fail_name(int code) { return tr_code_name(code); }
@@ -417,6 +424,13 @@ void gw__dtu_metrics(gw *d, mtext *t);
 int gw__metrics_start(gw *d);
 void gw__metrics_stop(gw *d);
 void gw__count_poll(gw *d, meter_rt *m, const bus_result *r);
+
+/* centre.c */
+int gw__uplink_start(gw *d);
+void gw__uplink_reading(gw *d, uint32_t i, const mb_profile *p, const double *values,
+                        int64_t ts_ms);
+void gw__uplink_state_json(gw *d, cJSON *o);
+void gw__uplink_metrics(gw *d, mtext *t);
 
 /* periods.c */
 void gw__arm_period(period_rt *p);

@@ -155,6 +155,7 @@ static void build_metrics(gw *d, mtext *t) {
   site_family(d, t, "intake_process_start_time_seconds", "gauge",
               "Start time of the gateway since the Unix epoch in seconds.",
               (double)(d->started_ms / 1000));
+  gw__uplink_metrics(d, t);
 
   bus_metrics(d, t);
 }

@@ -52,6 +52,7 @@ static void handle_result(gw *d, meter_rt *m, const cfg_meter *mc, bus_result *r
                                q == QUALITY_SUSPECT ? STORE_POLL_SUSPECT : STORE_POLL_OK);
       }
       m->retry_at_ms = 0;
+      gw__uplink_reading(d, m->index, mc->profile, r->values, r->start_ms);
       gw__meter_changed(d, m, mstate_success(&m->st, r->start_ms));
       return;
     }
@@ -175,6 +176,8 @@ static void take_store_events(gw *d) {
       on_maintained(d, e);
     else if (e->kind == STORE_EV_TROUBLE)
       handle_trouble(d, e);
+    else if (e->kind == STORE_EV_UPLINK)
+      uplink_store_event(d->uplink, e);
   }
   store_event_free(done);
 }

@@ -205,6 +205,26 @@ static bool dtu_servers_same(const cfg *a, const cfg *b) {
   return true;
 }
 
+/* The uplink sections of A and B say the same (their stations' meters by
+ * id: their indexes may differ). */
+static bool uplink_same(const cfg *a, const cfg *b) {
+  const cfg_uplink *x = &a->uplink, *y = &b->uplink;
+  if (x->enabled != y->enabled || x->protocol != y->protocol ||
+      strcmp(x->host, y->host) != 0 || x->port != y->port ||
+      x->report_interval_ms != y->report_interval_ms || x->heartbeat_ms != y->heartbeat_ms ||
+      x->confirm_timeout_ms != y->confirm_timeout_ms ||
+      x->delay_minutes != y->delay_minutes || x->nstations != y->nstations)
+    return false;
+  for (size_t i = 0; i < x->nstations; i++) {
+    const cfg_uplink_station *s = &x->stations[i], *t = &y->stations[i];
+    if (memcmp(s->address, t->address, sizeof s->address) != 0 || s->nmeters != t->nmeters)
+      return false;
+    for (size_t k = 0; k < s->nmeters; k++)
+      if (strcmp(a->meters[s->meters[k]].id, b->meters[t->meters[k]].id) != 0) return false;
+  }
+  return true;
+}
+
 /* The first setting of B that differs from A's and that a reload cannot
  * change, or NULL. */
 static const char *unchangeable(const cfg *a, const cfg *b) {
@@ -229,6 +249,7 @@ static const char *unchangeable(const cfg *a, const cfg *b) {
   if (strcmp(a->metrics.host, b->metrics.host) != 0 || a->metrics.port != b->metrics.port)
     return "metrics.listen";
   if (!dtu_servers_same(a, b)) return "dtu_servers";
+  if (!uplink_same(a, b)) return "uplink";
   return NULL;
 }
 
@@ -298,6 +319,7 @@ typedef struct {
   bool *meter_kept;  /* by old meter */
   bool *added;       /* by new meter */
   publisher *pub;    /* a new broker client when mqtt.* changed */
+  uplink_values *upvals; /* the uplink's latest values, in the new order */
   size_t nadded, nremoved, nchanged;
 } reload_plan;
 
@@ -313,6 +335,7 @@ static void reload_plan_free(reload_plan *p) {
   free(p->meters);
   free(p->meter_kept);
   free(p->added);
+  free(p->upvals);
   if (p->pub) publisher_free(p->pub);
 }
 
@@ -379,6 +402,8 @@ static int plan_meters(gw *d, reload_plan *p) {
     }
   }
   p->nremoved = oc->nmeters + p->nadded - nc->nmeters;
+  if (d->upvals && !(p->upvals = calloc(nc->nmeters ? nc->nmeters : 1, sizeof *p->upvals)))
+    return -1;
   return gw__keys_reserve(d, p->nadded);
 }
 
@@ -491,6 +516,7 @@ static void apply_meters(gw *d, reload_plan *p, int64_t now) {
     }
     char ch[256];
     meter_changes(oc, m->cfg, nc, &nc->meters[j], ch, sizeof ch);
+    if (p->upvals) p->upvals[j] = d->upvals[m->index];
     m->cfg = &nc->meters[j];
     m->index = (uint32_t)j;
     if (!ch[0]) continue;
@@ -504,6 +530,12 @@ static void apply_meters(gw *d, reload_plan *p, int64_t now) {
   free(d->meters);
   d->meters = p->meters;
   p->meters = NULL;
+  if (p->upvals) {
+    uplink_rebind(d->uplink, nc, p->upvals);
+    free(d->upvals);
+    d->upvals = p->upvals;
+    p->upvals = NULL;
+  }
 }
 
 /* mqtt.* changed: the old connection says the gateway is offline and

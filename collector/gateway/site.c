@@ -175,6 +175,7 @@ cJSON *gw__gateway_state_json(gw *d, bool online) {
   cJSON_AddNumberToObject(c, "set_aside", (double)d->set_aside);
   cJSON_AddNumberToObject(c, "stray_acks", (double)d->stray_acks);
   gw__dtu_state_json(d, o);
+  gw__uplink_state_json(d, o);
   if (d->connected) {
     /* What this connection to the broker is, from its CONNACK. */
     cJSON *m = cJSON_AddObjectToObject(o, "mqtt");

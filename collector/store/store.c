@@ -113,6 +113,12 @@ static const char *const migrations[] = {
     "ALTER TABLE meters ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0;",
     /* 9: polls of a bus whose DTU has not dialled in (rtu-dtu) */
     "ALTER TABLE poll_stats ADD COLUMN not_connected INTEGER NOT NULL DEFAULT 0;",
+    /* 10: reports for the bureau's monitoring centre, each kept until the
+     * centre confirms it (docs/uplink.md) */
+    "CREATE TABLE uplink_reports ("
+    "  id INTEGER PRIMARY KEY,"
+    "  slot_ms INTEGER NOT NULL,"
+    "  frame BLOB NOT NULL);",
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -144,6 +150,9 @@ typedef enum {
   OP_MAINTAIN,
   OP_CLOCK_STEP,
   OP_SEQ_CHECK,
+  OP_UPLINK_ADD,
+  OP_UPLINK_DONE,
+  OP_UPLINK_LOAD,
 } op_kind;
 
 typedef struct op {
@@ -159,6 +168,9 @@ typedef struct op {
   int64_t *ids;    /* OP_DELIVERED: the rows (id unused), owned */
   size_t nids;
   store_seq_item *items; /* OP_SEQ_CHECK: the meters, owned */
+  store_uplink *uplink;  /* OP_UPLINK_ADD: the report; OP_UPLINK_LOAD: the
+                            kept ones read in its transaction; owned */
+  int64_t uplink_dropped; /* OP_UPLINK_ADD: the oldest removed for the bound */
   bool online;
   /* A meter's id and a state's reason: only the operations that name them
    * (a state change, a poll count, a configured meter) have room for them,
@@ -205,9 +217,11 @@ struct store {
   sqlite3_stmt *st_run_stop;
   sqlite3_stmt *st_replay;
   sqlite3_stmt *st_configured;
+  sqlite3_stmt *st_uplink_add, *st_uplink_trim, *st_uplink_done, *st_uplink_load;
   int64_t run_id;
 
   _Atomic uint64_t committed, dropped, errors, transactions, undelivered, removed;
+  _Atomic uint64_t uplink_dropped;
   char path[4096];
   int64_t max_size;
   int64_t retention_ms;
@@ -257,10 +271,19 @@ void store_reading_free(store_reading *r) {
   }
 }
 
+void store_uplink_free(store_uplink *u) {
+  while (u) {
+    store_uplink *next = u->next;
+    free(u);
+    u = next;
+  }
+}
+
 void store_event_free(store_event *ev) {
   while (ev) {
     store_event *next = ev->next;
     store_reading_free(ev->readings);
+    store_uplink_free(ev->uplinks);
     free(ev->items);
     free(ev);
     ev = next;
@@ -322,7 +345,17 @@ static int prepare_all(store *s, char *err, size_t errlen) {
       prepare(s, &s->st_replay,
               "SELECT id, meter, seq, ts_ms, fields, quality, clock_step_ms FROM readings "
               "WHERE delivered = 0 AND id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
-              err, errlen))
+              err, errlen) ||
+      prepare(s, &s->st_uplink_add,
+              "INSERT INTO uplink_reports (slot_ms, frame) VALUES (?1, ?2)", err, errlen) ||
+      prepare(s, &s->st_uplink_trim,
+              "DELETE FROM uplink_reports WHERE id IN (SELECT id FROM uplink_reports "
+              "ORDER BY id DESC LIMIT -1 OFFSET ?1)", err, errlen) ||
+      prepare(s, &s->st_uplink_done, "DELETE FROM uplink_reports WHERE id = ?1", err,
+              errlen) ||
+      prepare(s, &s->st_uplink_load,
+              "SELECT id, slot_ms, frame FROM uplink_reports ORDER BY id LIMIT ?1", err,
+              errlen))
     return -1;
   for (size_t i = 0; i < NKINDS; i++) {
     char sql[256];
@@ -343,7 +376,8 @@ static void finalize_all(store *s) {
   sqlite3_stmt *all[] = {s->st_insert, s->st_seq_get, s->st_seq_set,
                          s->st_delivered, s->st_state, s->st_run_start,
                          s->st_run_alive, s->st_run_stop, s->st_replay,
-                         s->st_configured};
+                         s->st_configured, s->st_uplink_add, s->st_uplink_trim,
+                         s->st_uplink_done, s->st_uplink_load};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   for (size_t i = 0; i < NKINDS; i++) sqlite3_finalize(s->st_poll[i]);
 }
@@ -372,6 +406,7 @@ static void free_ops(op *o) {
     store_reading_free(o->reading);
     free(o->ids);
     free(o->items);
+    store_uplink_free(o->uplink);
     free(o);
     o = next;
   }
@@ -771,6 +806,30 @@ int store_request_replay(store *s, int64_t after_id, int64_t upto_id,
   return enqueue(s, o);
 }
 
+int store_uplink_add(store *s, store_uplink *u) {
+  op *o = new_op(OP_UPLINK_ADD);
+  if (!o) {
+    store_uplink_free(u);
+    return -1;
+  }
+  u->next = NULL;
+  u->id = 0;
+  o->uplink = u;
+  return enqueue(s, o);
+}
+
+int store_uplink_done(store *s, int64_t id) {
+  op *o = new_op(OP_UPLINK_DONE);
+  if (!o) return -1;
+  o->id = id;
+  return enqueue(s, o);
+}
+
+int store_uplink_load(store *s) {
+  op *o = new_op(OP_UPLINK_LOAD);
+  return o ? enqueue(s, o) : -1;
+}
+
 store_event *store_take_events(store *s) { return xqueue_take(&s->events); }
 
 void store_get_stats(store *s, store_stats *out) {
@@ -783,6 +842,7 @@ void store_get_stats(store *s, store_stats *out) {
   out->max_id = atomic_load(&s->max_id);
   out->held = atomic_load(&s->held_readings);
   out->failing = atomic_load(&s->failing_flag);
+  out->uplink_dropped = atomic_load(&s->uplink_dropped);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -969,6 +1029,66 @@ static int count_poll(store *s, int kind_index, const char *meter, int64_t ts_ms
   return step_done(st);
 }
 
+/* The uplink's operations, in the write transaction. A load reads the kept
+ * reports into the operation; the event goes out once committed. */
+static int apply_uplink(store *s, op *o) {
+  int rc;
+  switch (o->kind) {
+    case OP_UPLINK_ADD: {
+      store_uplink *u = o->uplink;
+      sqlite3_bind_int64(s->st_uplink_add, 1, u->slot_ms);
+      sqlite3_bind_blob(s->st_uplink_add, 2, u->frame, (int)u->len, SQLITE_STATIC);
+      if ((rc = step_done(s->st_uplink_add))) return rc;
+      u->id = sqlite3_last_insert_rowid(s->db);
+      sqlite3_bind_int64(s->st_uplink_trim, 1, STORE_UPLINK_MAX);
+      if ((rc = step_done(s->st_uplink_trim))) return rc;
+      o->uplink_dropped = sqlite3_changes(s->db);
+      return 0;
+    }
+    case OP_UPLINK_DONE:
+      sqlite3_bind_int64(s->st_uplink_done, 1, o->id);
+      return step_done(s->st_uplink_done);
+    default: {
+      sqlite3_stmt *st = s->st_uplink_load;
+      store_uplink_free(o->uplink); /* read anew on a retry */
+      o->uplink = NULL;
+      store_uplink **tail = &o->uplink;
+      sqlite3_bind_int64(st, 1, STORE_UPLINK_MAX);
+      while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int len = sqlite3_column_bytes(st, 2);
+        store_uplink *u = calloc(1, sizeof *u);
+        if (!u) break;
+        u->id = sqlite3_column_int64(st, 0);
+        u->slot_ms = sqlite3_column_int64(st, 1);
+        u->len = len > 0 && len <= STORE_UPLINK_FRAME_MAX ? (size_t)len : 0;
+        if (u->len) memcpy(u->frame, sqlite3_column_blob(st, 2), u->len);
+        *tail = u;
+        tail = &u->next;
+      }
+      sqlite3_reset(st);
+      sqlite3_clear_bindings(st);
+      return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : rc;
+    }
+  }
+}
+
+/* After a commit: each uplink operation's answer, in order. */
+static void post_uplinks(store *s, op *ops) {
+  for (op *o = ops; o; o = o->next) {
+    if (o->kind != OP_UPLINK_ADD && o->kind != OP_UPLINK_LOAD) continue;
+    store_event *ev = calloc(1, sizeof *ev);
+    if (!ev) continue; /* the report is kept: the next start loads it */
+    ev->kind = STORE_EV_UPLINK;
+    ev->uplink_loaded = o->kind == OP_UPLINK_LOAD;
+    ev->uplinks = o->uplink;
+    ev->uplink_dropped = o->uplink_dropped;
+    for (store_uplink *u = o->uplink; u; u = u->next) ev->n++;
+    if (o->uplink_dropped) atomic_fetch_add(&s->uplink_dropped, (uint64_t)o->uplink_dropped);
+    o->uplink = NULL;
+    post_event(s, ev);
+  }
+}
+
 static int apply(store *s, op *o, size_t *nread, int64_t *delivered) {
   int rc = 0;
   switch (o->kind) {
@@ -1042,6 +1162,10 @@ static int apply(store *s, op *o, size_t *nread, int64_t *delivered) {
     case OP_SEQ_CHECK:
       for (size_t i = 0; i < o->nids && !rc; i++) rc = seq_check(s, &o->items[i]);
       return rc;
+    case OP_UPLINK_ADD:
+    case OP_UPLINK_DONE:
+    case OP_UPLINK_LOAD:
+      return apply_uplink(s, o);
     case OP_REPLAY:
     case OP_MAINTAIN:
       return 0; /* handled outside the write transaction */
@@ -1126,10 +1250,13 @@ static int commit_ops(store *s, op *ops, char *err, size_t errlen) {
     /* If the transaction is already gone, there is nothing to undo. */
     (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     atomic_fetch_add(&s->errors, 1);
-    for (op *o = ops; o; o = o->next)
+    for (op *o = ops; o; o = o->next) {
       if (o->reading) o->reading->seq = 0, o->reading->id = 0;
+      if (o->kind == OP_UPLINK_ADD) o->uplink->id = 0, o->uplink_dropped = 0;
+    }
     return -1;
   }
+  post_uplinks(s, ops);
   store_reading *committed = NULL, **tail = &committed;
   for (op *o = ops; o; o = o->next) {
     if (o->kind != OP_READING || !o->reading) continue;
@@ -1336,7 +1463,7 @@ static void do_maintain(store *s, int64_t now_ms) {
      * wall-clock step of this run is judged by the corrected time (its ts
      * plus the step), so that NTP stepping a gateway's clock forward by
      * months cannot make a reading of a minute ago look old. */
-    int64_t n = -1;
+    int64_t n = -1, u = 0;
     bool ok = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK &&
               (n = changes_of(s,
                               "DELETE FROM readings WHERE ts_ms < ?1 AND delivered = 1 "
@@ -1345,14 +1472,21 @@ static void do_maintain(store *s, int64_t now_ms) {
               changes_of(s, "DELETE FROM poll_stats WHERE hour_ms < ?1", cutoff) >= 0 &&
               changes_of(s, "DELETE FROM state_changes WHERE ts_ms < ?1", cutoff) >= 0 &&
               changes_of(s, "DELETE FROM reports WHERE end_ms < ?1", cutoff) >= 0 &&
+              (u = changes_of(s, "DELETE FROM uplink_reports WHERE slot_ms < ?1", cutoff)) >= 0 &&
               sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
     if (!ok) {
       /* All or nothing, said once; nothing to undo if the BEGIN failed. */
       maintain_failed(s, ev, "removing readings older than the retention");
       (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-    } else if (n > 0) {
-      ev->aged = n;
-      give_back_space(s);
+    } else {
+      /* Reports the centre never confirmed within the retention go too,
+       * counted (a copy the uplink holds may still go out; its confirm
+       * then removes nothing). */
+      if (u > 0) atomic_fetch_add(&s->uplink_dropped, (uint64_t)u);
+      if (n > 0) {
+        ev->aged = n;
+        give_back_space(s);
+      }
     }
   }
   /* Over the size: delivered readings go first, oldest first; then the

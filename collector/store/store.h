@@ -59,12 +59,29 @@ store_reading *store_reading_new(const char *fields, size_t len);
 
 void store_reading_free(store_reading *r);
 
+/* A report to the bureau's monitoring centre (the uplink, docs/uplink.md):
+ * the frame as it goes on the wire, kept until the centre confirms it. */
+#define STORE_UPLINK_FRAME_MAX 260
+/* Reports kept at most: past this the oldest go, counted (at 5-minute
+ * reports, about 35 days of one station). */
+#define STORE_UPLINK_MAX 10000
+typedef struct store_uplink {
+  struct store_uplink *next;
+  int64_t id;      /* row id, assigned at commit */
+  int64_t slot_ms; /* the report slot (wall clock) */
+  size_t len;
+  uint8_t frame[STORE_UPLINK_FRAME_MAX];
+} store_uplink;
+
+void store_uplink_free(store_uplink *u);
+
 typedef enum {
   STORE_EV_COMMITTED = 1, /* readings: a committed batch, in commit order */
   STORE_EV_REPLAY,        /* readings: undelivered rows, oldest first */
   STORE_EV_TROUBLE,       /* the database cannot be written, or can again */
   STORE_EV_MAINTAINED,    /* the bounds were enforced: see the counts */
   STORE_EV_SEQ_CHECKED,   /* items: store_seq_check's answer */
+  STORE_EV_UPLINK,        /* uplinks: a stored report, or the kept ones */
 } store_event_kind;
 
 /* Sequence numbers are reserved per meter, a block at a time (the reading's
@@ -100,6 +117,11 @@ typedef struct store_event {
   store_reading *readings; /* list, owned by the event */
   size_t n;               /* readings, or items */
   store_seq_item *items;   /* STORE_EV_SEQ_CHECKED, owned by the event */
+  store_uplink *uplinks;   /* STORE_EV_UPLINK, owned by the event, oldest first */
+  bool uplink_loaded;      /* STORE_EV_UPLINK: store_uplink_load's answer (else
+                              one report store_uplink_add stored) */
+  int64_t uplink_dropped;  /* STORE_EV_UPLINK: the oldest kept reports removed
+                              to stay within STORE_UPLINK_MAX */
   int64_t replay_last_id;  /* STORE_EV_REPLAY: the last id scanned */
   bool replay_done;        /* STORE_EV_REPLAY: nothing more up to the bound */
   /* STORE_EV_MAINTAINED */
@@ -230,6 +252,19 @@ const char *store_open_note(const store *s);
  * 1 NORMAL; -1 when it could not be read. */
 int store_synchronous(const store *s);
 
+/* Store a report for the centre (takes U). Once committed it comes back
+ * with its row id in a STORE_EV_UPLINK event; past STORE_UPLINK_MAX kept
+ * reports the oldest are removed in the same transaction, counted. */
+int store_uplink_add(store *s, store_uplink *u);
+
+/* The centre confirmed report ID: remove it. */
+int store_uplink_done(store *s, int64_t id);
+
+/* Ask for every kept report, oldest first (at most STORE_UPLINK_MAX): one
+ * STORE_EV_UPLINK event with uplink_loaded set, in order with the reports
+ * stored before and after the request. */
+int store_uplink_load(store *s);
+
 /* Take every event produced so far (a list, oldest first), or NULL. */
 store_event *store_take_events(store *s);
 
@@ -246,6 +281,8 @@ typedef struct {
   int64_t max_id;           /* the highest reading row id committed so far */
   uint64_t held;            /* readings held in memory, not yet stored */
   bool failing;             /* the database cannot be written now */
+  uint64_t uplink_dropped;  /* reports for the centre removed unconfirmed
+                               (STORE_UPLINK_MAX, retention) */
 } store_stats;
 void store_get_stats(store *s, store_stats *out);
 

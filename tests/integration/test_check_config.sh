@@ -281,4 +281,65 @@ case_ dtu-registration 15 19 'expected 1..40 bytes as text or as "hex:"'
 dtu_site "dtu.example:9000" "10.64.0.0/16" dtu-in KKY >"$T/dtu-listen.yaml"
 case_ dtu-listen 9 13 'expected ADDRESS:PORT'
 
+# The uplink section (the bureau's monitoring centre).
+uplink_site() {
+  good_head
+  cat <<'YAML'
+buses:
+  - {id: line1, transport: rtu, device: /dev/ttyUSB0}
+meters:
+  - {id: M1, bus: line1, unit: 1, profile: tuf2000m}
+  - {id: M2, bus: line1, unit: 2, profile: tuf2000m}
+uplink:
+  host: 127.0.0.1
+  port: 6000
+YAML
+}
+{ uplink_site; cat <<'YAML'; } >"$T/uplink-good.yaml"
+  protocol: sl427
+  stations:
+    - {admin: "530381", station: 13, meters: [M2, M1]}
+YAML
+rc=0
+"$IC_BIN/intake-collector" --check-config "$T/uplink-good.yaml" >/dev/null 2>"$T/uplink-good.err" || rc=$?
+expect_eq "an uplink section is accepted" 0 "$rc"
+{ uplink_site; cat <<'YAML'; } >"$T/uplink-no-meter.yaml"
+  stations:
+    - {admin: "530381", station: 13, meters: [M1, M3]}
+YAML
+case_ uplink-no-meter 16 51 'no meter "M3" in meters'
+{ uplink_site; cat <<'YAML'; } >"$T/uplink-two-stations.yaml"
+  stations:
+    - {admin: "530381", station: 13, meters: [M1]}
+    - {admin: "530381", station: 14, meters: [M2, M1]}
+YAML
+case_ uplink-two-stations 17 51 'meter "M1" is already reported by the station at line 16'
+{ uplink_site; cat <<'YAML'; } >"$T/uplink-admin.yaml"
+  stations:
+    - {admin: "5303810", station: 13, meters: [M1]}
+YAML
+case_ uplink-admin 16 15 'six-digit administrative division code'
+{ uplink_site; cat <<'YAML'; } >"$T/uplink-station.yaml"
+  stations:
+    - {admin: "530381", station: 60001, meters: [M1]}
+YAML
+case_ uplink-station 16 34 'between 1 and 60000'
+{ uplink_site; cat <<'YAML'; } >"$T/uplink-raw.yaml"
+  stations:
+    - {raw_address: "5303810D", meters: [M1]}
+YAML
+case_ uplink-raw 16 21 'ten hexadecimal digits'
+{ uplink_site; cat <<'YAML'; } >"$T/uplink-interval.yaml"
+  report_interval: 5s
+  stations:
+    - {admin: "530381", station: 13, meters: [M1]}
+YAML
+case_ uplink-interval 15 20 'expected a duration between 10s and 1d'
+{ uplink_site; cat <<'YAML'; } >"$T/uplink-protocol.yaml"
+  protocol: szy651
+  stations:
+    - {admin: "530381", station: 13, meters: [M1]}
+YAML
+case_ uplink-protocol 15 13 'expected szy206 or sl427'
+
 finish
