@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 
 #include "base/backoff.h"
 #include "base/clock.h"
+#include "base/lookup.h"
 #include "proto/dtu_filter.h"
 #include "proto/mb_xchg.h"
 #include "transport/tr_net.h"
@@ -63,7 +63,7 @@ struct netbus {
   nb_state state;
   conn *c;
   /* connecting */
-  struct lookup *lk;     /* while resolving a name */
+  lookup *lk;            /* while resolving a name (base/lookup.h) */
   struct addrinfo *addrs, *next_ai;
   int last_err;
   uint64_t connect_deadline_ns;
@@ -100,29 +100,10 @@ struct netbuses {
    * a thousand buses need a handful, not a thousand reassembly buffers. */
   struct xslot *free_x;
   size_t nfree_x;
-  /* Name lookups in flight (under lookup_mu), and the wake-up their threads
-   * send when one ends. */
-  struct lookup *lookups;
+  /* The wake-up of the buses' name lookups when one ends. */
   uv_async_t lookup_async;
 };
 
-/* A host name looked up on a thread of its own, detached. libuv's
- * getaddrinfo runs on its thread pool, which the process waits for at exit:
- * a DNS server that does not answer held SIGTERM for 8 to 10 s. A detached
- * thread is simply ended with the process; a lookup given up (the bus timed
- * out, or the daemon stops) is marked abandoned and its thread frees it. */
-typedef struct lookup {
-  struct lookup *next;
-  netbuses *set;
-  netbus *nb;
-  bool abandoned, done;
-  int rc;
-  struct addrinfo *res;
-  int port;
-  char host[];
-} lookup;
-
-static pthread_mutex_t lookup_mu = PTHREAD_MUTEX_INITIALIZER;
 
 typedef struct xslot {
   mb_xchg x; /* first: a slot is its exchange */
@@ -416,73 +397,21 @@ static void start_addrs(netbus *nb, struct addrinfo *list) {
   connect_next(nb);
 }
 
-static void *lookup_main(void *arg) {
-  lookup *l = arg;
-  struct addrinfo *res = NULL;
-  int rc = tr_net_resolve(l->host, l->port, false, &res);
-  pthread_mutex_lock(&lookup_mu);
-  if (l->abandoned) {
-    pthread_mutex_unlock(&lookup_mu);
-    if (res) freeaddrinfo(res);
-    free(l);
-    return NULL;
-  }
-  l->rc = rc;
-  l->res = res;
-  l->done = true;
-  uv_async_send(&l->set->lookup_async);
-  pthread_mutex_unlock(&lookup_mu);
-  return NULL;
-}
-
-/* Give up on a lookup: its thread frees it when getaddrinfo returns. */
-static void lookup_abandon(lookup *l) {
-  pthread_mutex_lock(&lookup_mu);
-  netbuses *set = l->set;
-  for (lookup **p = &set->lookups; *p; p = &(*p)->next)
-    if (*p == l) {
-      *p = l->next;
-      break;
-    }
-  bool done = l->done;
-  l->abandoned = true;
-  pthread_mutex_unlock(&lookup_mu);
-  if (done) { /* its thread is gone already */
-    if (l->res) freeaddrinfo(l->res);
-    free(l);
-  }
-}
-
+/* A name lookup ended: the buses whose lookup is done go on. */
 static void on_lookups(uv_async_t *a) {
   netbuses *set = a->data;
-  lookup *ended = NULL;
-  pthread_mutex_lock(&lookup_mu);
-  for (lookup **p = &set->lookups; *p;) {
-    lookup *l = *p;
-    if (l->done) {
-      *p = l->next;
-      l->next = ended;
-      ended = l;
-    } else {
-      p = &l->next;
-    }
-  }
-  pthread_mutex_unlock(&lookup_mu);
-  while (ended) {
-    lookup *l = ended;
-    ended = l->next;
-    netbus *nb = l->nb;
+  for (netbus *nb = set->buses; nb; nb = nb->next) {
+    int rc;
+    struct addrinfo *res;
+    if (!nb->lk || !lookup_take(nb->lk, &rc, &res)) continue;
     nb->lk = NULL;
     stop_waiting(nb);
-    if (l->rc != 0) {
+    if (rc != 0) {
       tr_error e;
-      tr_net_resolve_failed(&e, nb->bus->host, l->rc, 0);
-      free(l);
+      tr_net_resolve_failed(&e, nb->bus->host, rc, 0);
       back_off(nb, &e);
       continue;
     }
-    struct addrinfo *res = l->res;
-    free(l);
     start_addrs(nb, res);
   }
 }
@@ -491,42 +420,18 @@ static void try_connect(netbus *nb) {
   struct addrinfo *list = NULL;
   nb->state = NB_RESOLVING;
   /* An address literal needs no resolver; a name is looked up on a thread
-   * of its own (see lookup), so a slow DNS server never holds up the loop,
+   * of its own (base/lookup.h), so a slow DNS server never holds up the loop,
    * nor the exit. */
   if (tr_net_resolve(nb->bus->host, nb->bus->port, true, &list) == 0) {
     start_addrs(nb, list);
     return;
   }
-  size_t hl = strlen(nb->bus->host);
-  lookup *l = calloc(1, sizeof *l + hl + 1);
-  if (!l) {
+  int err;
+  if (!(nb->lk = lookup_start(nb->bus->host, nb->bus->port, &nb->set->lookup_async, &err))) {
     nb->state = NB_CLOSED;
-    open_failed(nb, ENOMEM);
+    open_failed(nb, err);
     return;
   }
-  l->set = nb->set;
-  l->nb = nb;
-  memcpy(l->host, nb->bus->host, hl + 1);
-  l->port = nb->bus->port;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 256 * 1024);
-  pthread_mutex_lock(&lookup_mu);
-  l->next = nb->set->lookups;
-  nb->set->lookups = l;
-  pthread_t t;
-  int rc = pthread_create(&t, &attr, lookup_main, l);
-  if (rc != 0) nb->set->lookups = l->next;
-  pthread_mutex_unlock(&lookup_mu);
-  pthread_attr_destroy(&attr);
-  if (rc != 0) {
-    free(l);
-    nb->state = NB_CLOSED;
-    open_failed(nb, rc);
-    return;
-  }
-  nb->lk = l;
   /* A DNS server that does not answer costs the bus timeout, not the
    * resolver's own retries. */
   wait_for(nb, NB_T_CONNECT, (uint64_t)nb->bus->timeout_ms);

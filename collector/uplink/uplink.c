@@ -4,7 +4,6 @@
 
 #include <math.h>
 #include <netdb.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 
 #include "base/backoff.h"
 #include "base/clock.h"
+#include "base/lookup.h"
 #include "proto/szy206.h"
 #include "transport/tr_net.h"
 
@@ -36,21 +36,6 @@
 
 typedef enum { LINK_NONE, LINK_RESOLVING, LINK_CONNECTING, LINK_UP, LINK_CLOSING } link_state;
 
-/* The centre's host name looked up on a detached thread of its own, as the
- * network buses do (collector/poll/netbus.c): libuv's getaddrinfo runs on
- * its thread pool, which the process waits for at exit, so a DNS server
- * that does not answer would hold SIGTERM. A lookup given up is marked
- * abandoned and its thread frees it. An address literal needs none. */
-typedef struct {
-  uv_async_t *wake;
-  bool abandoned, done;
-  int rc;
-  struct addrinfo *res;
-  int port;
-  char host[];
-} lookup;
-
-static pthread_mutex_t lookup_mu = PTHREAD_MUTEX_INITIALIZER;
 
 struct uplink {
   uplink_options o;
@@ -58,7 +43,8 @@ struct uplink {
   int tp_len;
   link_state state;
   bool closing_all;
-  lookup *lk;            /* the lookup in flight while LINK_RESOLVING */
+  lookup *lk;            /* the centre's host name looked up, while
+                            LINK_RESOLVING (base/lookup.h) */
   struct addrinfo *addrs, *next_ai; /* the centre's addresses, tried in turn */
   uv_async_t lookup_async;
   uv_connect_t creq;
@@ -224,20 +210,10 @@ static void on_closed(uv_handle_t *h) {
   schedule_retry(u);
 }
 
-/* Give up on the lookup in flight: its thread frees it when getaddrinfo
- * returns, or it is freed here when it has already. */
-static void lookup_abandon(uplink *u) {
-  lookup *l = u->lk;
-  if (!l) return;
+/* Give up on the lookup in flight (base/lookup.h). */
+static void give_up_lookup(uplink *u) {
+  lookup_abandon(u->lk);
   u->lk = NULL;
-  pthread_mutex_lock(&lookup_mu);
-  bool done = l->done;
-  l->abandoned = true;
-  pthread_mutex_unlock(&lookup_mu);
-  if (done) {
-    if (l->res) freeaddrinfo(l->res);
-    free(l);
-  }
 }
 
 /* The connection is gone (or never came): close it, keep the queue. */
@@ -251,7 +227,7 @@ static void drop_link(uplink *u, const char *why) {
   u->tries = 0;
   u->rlen = 0;
   if (u->state == LINK_RESOLVING) {
-    lookup_abandon(u);
+    give_up_lookup(u);
     u->state = LINK_NONE;
     schedule_retry(u);
   } else {
@@ -581,37 +557,12 @@ static void connect_to(uplink *u, struct addrinfo *list) {
   try_addr(u);
 }
 
-static void *lookup_main(void *arg) {
-  lookup *l = arg;
-  struct addrinfo *res = NULL;
-  int rc = tr_net_resolve(l->host, l->port, false, &res);
-  pthread_mutex_lock(&lookup_mu);
-  if (l->abandoned) {
-    pthread_mutex_unlock(&lookup_mu);
-    if (res) freeaddrinfo(res);
-    free(l);
-    return NULL;
-  }
-  l->rc = rc;
-  l->res = res;
-  l->done = true;
-  uv_async_send(l->wake);
-  pthread_mutex_unlock(&lookup_mu);
-  return NULL;
-}
-
 static void on_lookup(uv_async_t *a) {
   uplink *u = a->data;
-  lookup *l = u->lk;
-  if (!l || u->state != LINK_RESOLVING) return;
-  pthread_mutex_lock(&lookup_mu);
-  bool done = l->done;
-  pthread_mutex_unlock(&lookup_mu);
-  if (!done) return;
+  int rc;
+  struct addrinfo *res;
+  if (!u->lk || u->state != LINK_RESOLVING || !lookup_take(u->lk, &rc, &res)) return;
   u->lk = NULL;
-  struct addrinfo *res = l->res;
-  int rc = l->rc;
-  free(l);
   if (rc != 0 || !res) {
     if (res) freeaddrinfo(res);
     drop_link(u, gai_strerror(rc));
@@ -635,32 +586,13 @@ static void start_connect(uplink *u) {
     connect_to(u, res);
     return;
   }
-  size_t hl = strlen(u->uc->host);
-  lookup *l = calloc(1, sizeof *l + hl + 1);
-  if (!l) {
+  int err;
+  if (!(u->lk = lookup_start(u->uc->host, u->uc->port, &u->lookup_async, &err))) {
     uv_timer_stop(&u->connect_timer);
     schedule_retry(u);
     return;
   }
-  memcpy(l->host, u->uc->host, hl + 1);
-  l->port = u->uc->port;
-  l->wake = &u->lookup_async;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 256 * 1024);
-  pthread_t t;
-  u->lk = l;
   u->state = LINK_RESOLVING;
-  int rc = pthread_create(&t, &attr, lookup_main, l);
-  pthread_attr_destroy(&attr);
-  if (rc != 0) {
-    u->lk = NULL;
-    free(l);
-    u->state = LINK_NONE;
-    uv_timer_stop(&u->connect_timer);
-    schedule_retry(u);
-  }
 }
 
 /* --- Report slots ------------------------------------------------------------ */
@@ -768,7 +700,7 @@ void uplink_close(uplink *u) {
                           &u->retry_timer, &u->connect_timer};
   for (size_t i = 0; i < sizeof timers / sizeof *timers; i++)
     if (!uv_is_closing((uv_handle_t *)timers[i])) uv_close((uv_handle_t *)timers[i], NULL);
-  lookup_abandon(u); /* before its wake-up closes */
+  give_up_lookup(u); /* before its wake-up closes */
   if (!uv_is_closing((uv_handle_t *)&u->lookup_async))
     uv_close((uv_handle_t *)&u->lookup_async, NULL);
   if (u->state == LINK_RESOLVING) {
