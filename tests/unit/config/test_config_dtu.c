@@ -14,10 +14,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
-
-static char tmpdir[PATH_MAX];
-static char site_path[PATH_MAX + 32];
-static char err[CFG_ERR_MAX];
+#include "site_fixture.h"
 
 /* Line numbers in the comments: every test builds on these. */
 #define HEAD                                                                   \
@@ -40,10 +37,7 @@ static char err[CFG_ERR_MAX];
 
 static int setup(void **state) {
   (void)state;
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/ic-cfgdtu-test-XXXXXX");
-  if (!mkdtemp(tmpdir)) return -1;
-  snprintf(site_path, sizeof site_path, "%s/site.yaml", tmpdir);
-  return 0;
+  return site_dir_make("/tmp/ic-cfgdtu-test-XXXXXX");
 }
 
 static int teardown(void **state) {
@@ -53,34 +47,6 @@ static int teardown(void **state) {
   return 0;
 }
 
-static void write_site(const char *text) {
-  FILE *f = fopen(site_path, "w");
-  assert_non_null(f);
-  fputs(text, f);
-  fclose(f);
-}
-
-static cfg *load_ok(const char *text) {
-  write_site(text);
-  cfg *c = NULL;
-  if (cfg_load(site_path, NULL, &c, err, sizeof err) != 0)
-    fail_msg("load failed: %s", err);
-  return c;
-}
-
-static void expect_error_at(const char *text, int line, int col, const char *part) {
-  write_site(text);
-  cfg *c = NULL;
-  err[0] = '\0';
-  if (cfg_load(site_path, NULL, &c, err, sizeof err) == 0) {
-    cfg_free(c);
-    fail_msg("loaded, expected an error at %d:%d: %s", line, col, part);
-  }
-  char prefix[PATH_MAX + 64];
-  snprintf(prefix, sizeof prefix, "%s:%d:%d: ", site_path, line, col);
-  if (strncmp(err, prefix, strlen(prefix)) != 0 || !strstr(err, part))
-    fail_msg("error \"%s\"\nexpected \"%s...%s...\"", err, prefix, part);
-}
 
 static void test_defaults(void **state) {
   (void)state;
