@@ -66,30 +66,67 @@ static void handle_and_free(gw *d, bus_result *r) {
   }
 }
 
-/* Close bus B and free it. A serial line's request in progress finishes
- * first (within the bus timeout) and its result is handled; polls queued or
- * (on a network bus) in progress are abandoned. */
+/* Meters whose poll went to bus B and will not come back (abandoned),
+ * but for the one with key RUNNING (-1: none). */
+static void abandoned(gw *d, bus_rt *b, int64_t running) {
+  for (size_t k = 0; k < d->nkeys; k++) {
+    meter_rt *m = d->by_key[k];
+    if (m && m->pending && m->pending_bus == b && (int64_t)m->key != running)
+      gw__poll_ended(d, m);
+  }
+}
+
+/* Close bus B (a reload changed its kind or removed it). A network bus's
+ * polls are abandoned and it goes now. A serial line's queued polls are
+ * abandoned; the request in progress ends on its thread, within the bus
+ * timeout, without the loop waiting: the line waits in d->closing, its
+ * result is handled as any, and it is freed then. */
 void gw__bus_close(gw *d, bus_rt *b) {
   if (!b) return;
   if (b->w) {
     busworker_stop(b->w);
-    busworker_join(b->w);
-    handle_and_free(d, busworker_take_results(b->w));
-    busworker_free(b->w);
+    uint32_t key;
+    abandoned(d, b, busworker_running(b->w, &key) ? (int64_t)key : -1);
+    b->next = d->closing;
+    d->closing = b;
+    return;
   }
   netbus_close(b->nb);
-  for (size_t k = 0; k < d->nkeys; k++) {
-    meter_rt *m = d->by_key[k];
-    if (m && m->pending && m->pending_bus == b) gw__poll_ended(d, m);
-  }
+  abandoned(d, b, -1);
   free(b);
 }
 
-void gw__buses_close(gw *d) {
-  if (!d->buses) return;
-  for (size_t i = 0; i < d->cfg->nbuses; i++) gw__bus_close(d, d->buses[i]);
-  free(d->buses);
-  d->buses = NULL;
+/* The closing serial lines: their results handled, and those whose last
+ * request has ended freed. */
+static void reap_closing(gw *d) {
+  for (bus_rt **p = &d->closing; *p;) {
+    bus_rt *b = *p;
+    handle_and_free(d, busworker_take_results(b->w));
+    uint32_t key;
+    if (busworker_running(b->w, &key)) {
+      p = &b->next;
+      continue;
+    }
+    handle_and_free(d, busworker_take_results(b->w)); /* one that just ended */
+    busworker_free(b->w);
+    abandoned(d, b, -1);
+    *p = b->next;
+    free(b);
+  }
+}
+
+/* At the stop: the closing lines' last requests end, as the others'. */
+void gw__closing_stop(gw *d) {
+  for (bus_rt *b = d->closing; b; b = b->next) busworker_join(b->w);
+}
+
+void gw__closing_free(gw *d) {
+  while (d->closing) {
+    bus_rt *b = d->closing;
+    d->closing = b->next;
+    busworker_free(b->w);
+    free(b);
+  }
 }
 
 /* The serial lines' results. */
@@ -97,6 +134,7 @@ void gw__take_worker_results(gw *d) {
   for (size_t b = 0; d->buses && b < d->cfg->nbuses; b++)
     if (d->buses[b] && d->buses[b]->w)
       handle_and_free(d, busworker_take_results(d->buses[b]->w));
+  reap_closing(d);
 }
 
 /* Hand meter M's poll of SLOT to its bus. Pinned first: a network bus

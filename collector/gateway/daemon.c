@@ -422,6 +422,7 @@ static void stop_polling(gw *d) {
     if (d->buses[b]) busworker_stop(d->buses[b]->w);
   for (size_t b = 0; b < c->nbuses; b++)
     if (d->buses[b]) busworker_join(d->buses[b]->w);
+  gw__closing_stop(d);
   gw__on_wake(&d->wake);
 }
 
@@ -509,6 +510,7 @@ static void finish(gw *d, bool clean) {
       busworker_free(d->buses[b]->w);
       d->buses[b]->w = NULL;
     }
+  gw__closing_free(d);
   dtuservers_stop(d->dtus);
   netbuses_stop(d->net);
   reporter_free(d->reporter);

@@ -131,6 +131,7 @@ typedef struct bus_rt {
   netbus *nb;    /* network buses */
   poll_hist hist;
   double load;   /* share of a serial line's time its polls need (planned) */
+  struct bus_rt *next; /* closing: the list of serial lines being closed */
 } bus_rt;
 
 typedef struct {
@@ -230,6 +231,8 @@ struct gw {
   netbuses *net;     /* the set the network buses (TCP, RTU over TCP, DTU) belong to */
   dtuservers *dtus;  /* the servers DTUs dial in to; NULL without */
   bus_rt **buses;    /* as the configuration orders them */
+  bus_rt *closing;   /* serial lines a reload closed, until their last
+                        request ends */
   meter_rt **meters; /* as the configuration orders them */
   meter_rt **by_key; /* by key: live, retired (while its poll is out), or NULL */
   size_t nkeys, keys_cap;
@@ -397,7 +400,8 @@ void gw__on_gateway_timer(uv_timer_t *t);
 int gw__buses_open(gw *d);
 int gw__bus_open(gw *d, bus_rt *b, const cfg *c, size_t index);
 void gw__bus_close(gw *d, bus_rt *b);
-void gw__buses_close(gw *d);
+void gw__closing_stop(gw *d);
+void gw__closing_free(gw *d);
 void gw__take_worker_results(gw *d);
 void gw__poll_ended(gw *d, meter_rt *m);
 

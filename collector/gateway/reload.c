@@ -314,6 +314,7 @@ typedef struct {
   const cfg *oc, *nc;
   bus_rt **buses;    /* in the new order: kept ones, or NULL (to open) */
   long *bus_was;     /* by new bus: its old index, or -1 */
+  bool *bus_reconf;  /* by new bus: a serial line kept, with new settings */
   bool *bus_kept;    /* by old bus */
   meter_rt **meters; /* in the new order: kept ones, or allocated (added) */
   bool *meter_kept;  /* by old meter */
@@ -331,6 +332,7 @@ static void reload_plan_free(reload_plan *p) {
     }
   free(p->buses);
   free(p->bus_was);
+  free(p->bus_reconf);
   free(p->bus_kept);
   free(p->meters);
   free(p->meter_kept);
@@ -351,7 +353,8 @@ static int plan_buses(gw *d, reload_plan *p) {
   p->buses = calloc(nc->nbuses ? nc->nbuses : 1, sizeof *p->buses);
   p->bus_was = calloc(nc->nbuses ? nc->nbuses : 1, sizeof *p->bus_was);
   p->bus_kept = calloc(oc->nbuses ? oc->nbuses : 1, sizeof *p->bus_kept);
-  if (!order || !p->buses || !p->bus_was || !p->bus_kept) {
+  p->bus_reconf = calloc(nc->nbuses ? nc->nbuses : 1, sizeof *p->bus_reconf);
+  if (!order || !p->buses || !p->bus_was || !p->bus_kept || !p->bus_reconf) {
     free(order);
     return -1;
   }
@@ -371,9 +374,14 @@ static int plan_buses(gw *d, reload_plan *p) {
       else hi = mid;
     }
     long i = p->bus_was[j];
-    if (i >= 0 && bus_same(&d->buses[i]->conf, &nc->buses[j])) {
+    if (i < 0 || !d->buses[i]) continue;
+    bool same = bus_same(&d->buses[i]->conf, &nc->buses[j]);
+    /* A serial line that stays one is set anew on its own thread. */
+    bool reconf = !same && d->buses[i]->w && nc->buses[j].transport == CFG_TRANSPORT_RTU;
+    if (same || reconf) {
       p->buses[j] = d->buses[i];
       p->bus_kept[i] = true;
+      p->bus_reconf[j] = reconf;
     }
   }
   free(order);
@@ -447,6 +455,17 @@ static void apply_buses(gw *d, reload_plan *p) {
     d->buses[i] = NULL;
   }
   for (size_t j = 0; j < nc->nbuses; j++) {
+    if (p->bus_reconf[j]) {
+      bus_rt *b = p->buses[j];
+      b->conf = nc->buses[j];
+      busworker_reconfigure(b->w, &b->conf);
+      char e[256];
+      int64_t us = busload_us_per_s(nc, j, e, sizeof e);
+      b->load = us > 0 ? (double)us / 1e6 : 0;
+      log_info("reload: bus %s changed: its line is opened again with the new settings "
+               "before its next poll", b->conf.id);
+      continue;
+    }
     if (p->buses[j]) continue;
     bus_rt *b = calloc(1, sizeof *b);
     if (!b) {

@@ -57,6 +57,11 @@ struct busworker {
   bus_jobs jobs;
   bool stopping;
   bool running;   /* the thread is running one of the jobs */
+  uint32_t running_meter; /* ...and its meter */
+  /* New settings for the line (busworker_reconfigure): taken by the thread
+   * between two jobs. */
+  bool reconf;
+  cfg_bus next_conf;
   xqueue results; /* to the loop, oldest first */
   uint16_t *buf;
   size_t buf_words;
@@ -135,6 +140,22 @@ static void run_job(busworker *w, const bus_job *j) {
   xqueue_post(&w->results, r);
 }
 
+/* New settings (the worker's thread, between two jobs): the line is
+ * closed and opened again with them at the next poll. */
+static void apply_conf(busworker *w, const cfg_bus *conf) {
+  transport_options topt;
+  cfg_bus_transport_options(conf, &topt);
+  char err[256];
+  transport *tr = transport_new(&topt, err, sizeof err);
+  if (!tr) return; /* out of memory: the line goes on as it was */
+  transport_close(w->tr);
+  transport_free(w->tr);
+  w->tr = tr;
+  w->conf = *conf;
+  w->reopen_at_ms = 0;
+  backoff_reset(&w->reopen_delay_ms);
+}
+
 /* The bus's thread runs its jobs one after another, in order. */
 static void *worker_main(void *arg) {
   busworker *w = arg;
@@ -145,7 +166,12 @@ static void *worker_main(void *arg) {
     bus_job j;
     (void)bus_jobs_pop(&w->jobs, &j); /* there is one */
     w->running = true;
+    w->running_meter = j.meter;
+    bool reconf = w->reconf;
+    w->reconf = false;
+    cfg_bus conf = w->next_conf;
     pthread_mutex_unlock(&w->mu);
+    if (reconf) apply_conf(w, &conf);
     run_job(w, &j);
     pthread_mutex_lock(&w->mu);
     w->running = false;
@@ -217,6 +243,21 @@ int busworker_submit(busworker *w, uint32_t meter, int64_t slot_ms, const cfg_me
 }
 
 bus_result *busworker_take_results(busworker *w) { return xqueue_take(&w->results); }
+
+void busworker_reconfigure(busworker *w, const cfg_bus *bus) {
+  pthread_mutex_lock(&w->mu);
+  w->next_conf = *bus;
+  w->reconf = true;
+  pthread_mutex_unlock(&w->mu);
+}
+
+bool busworker_running(busworker *w, uint32_t *meter) {
+  pthread_mutex_lock(&w->mu);
+  bool r = w->running;
+  if (r) *meter = w->running_meter;
+  pthread_mutex_unlock(&w->mu);
+  return r;
+}
 
 void busworker_stop(busworker *w) {
   if (!w || !w->started) return;

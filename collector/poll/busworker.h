@@ -87,6 +87,15 @@ int busworker_submit(busworker *w, uint32_t meter, int64_t slot_ms, const cfg_me
 /* Every result of W so far, oldest first, or NULL. */
 bus_result *busworker_take_results(busworker *w);
 
+/* New settings BUS (a serial line's, the same id): the worker closes its
+ * line and opens it with them before its next poll, on its own thread, so
+ * that no other handle ever holds the line meanwhile; queued polls stay.
+ * Does not wait. */
+void busworker_reconfigure(busworker *w, const cfg_bus *bus);
+
+/* Whether a poll runs now, and then its meter into *METER. */
+bool busworker_running(busworker *w, uint32_t *meter);
+
 /* Ask the worker to stop: queued jobs are abandoned, the request in progress
  * finishes (within the bus timeout). Does not wait. */
 void busworker_stop(busworker *w);

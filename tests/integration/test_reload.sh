@@ -14,14 +14,17 @@ source "$(dirname "$0")/lib.sh"
 read -r MQTT_PORT TCP_PORT ROT_PORT < <(free_ports 3)
 DB="$T/readings.db"
 
-# buses [DTU_TIMEOUT]
+# buses [DTU_TIMEOUT] [LINE1_TIMEOUT] [LINE2]
 buses() {
   cat <<YAML
 buses:
-  - {id: line1, transport: rtu, device: ./ttySIM0, baud: 38400, timeout: 500ms}
+  - {id: line1, transport: rtu, device: ./ttySIM0, baud: 38400, timeout: ${2:-500ms}}
   - {id: plc, transport: tcp, host: 127.0.0.1, port: $TCP_PORT, timeout: 1s}
   - {id: dtu, transport: rtu-over-tcp, host: 127.0.0.1, port: $ROT_PORT, timeout: ${1:-1s}}
 YAML
+  if [ "${3:-line2}" = line2 ]; then
+    echo "  - {id: line2, transport: rtu, device: ./ttySIM1, baud: 38400, timeout: 500ms}"
+  fi
 }
 
 # intake-sim serves every meter any version of the site file names; T-2B is
@@ -41,6 +44,7 @@ meters:
   - {id: D-1, bus: dtu, unit: 5, profile: mag-00h, sim: {fixed: {flow_m3h: 50, total_m3: 500, velocity_ms: 0.5}}}
   - {id: GONE, bus: dtu, unit: 6, profile: mag-00h, sim: {fixed: {flow_m3h: 60, total_m3: 600, velocity_ms: 0.6}}}
   - {id: R-1, bus: line1, unit: 1, profile: mag-00h, sim: {fixed: {flow_m3h: 70, total_m3: 700, velocity_ms: 0.7}}}
+  - {id: R-2, bus: line2, unit: 1, profile: mag-00h, sim: {fixed: {flow_m3h: 80, total_m3: 800, velocity_ms: 0.8}}}
 YAML
 } >"$T/sim.yaml"
 
@@ -50,7 +54,7 @@ site() {
   echo "site: {id: reloadtest}"
   echo "mqtt: {url: \"mqtt://127.0.0.1:$MQTT_PORT\", client_id: reloadtest-gw, keepalive: $ka}"
   echo "storage: {path: ./readings.db}"
-  if [ "$v" = 1 ]; then buses 1s; else buses 1500ms; fi
+  if [ "$v" = 1 ]; then buses 1s 500ms line2; else buses 1500ms 600ms none; fi
   echo "meters:"
   echo "  - {id: T-1, bus: plc, unit: 1, profile: mag-00h, interval: $t1}"
   if [ "$v" = 1 ]; then
@@ -62,6 +66,8 @@ site() {
   fi
   echo "  - {id: D-1, bus: dtu, unit: 5, profile: mag-00h, interval: 1s}"
   echo "  - {id: R-1, bus: line1, unit: 1, profile: mag-00h, interval: 1s}"
+  [ "$v" = 1 ] && echo "  - {id: R-2, bus: line2, unit: 1, profile: mag-00h, interval: 1s}"
+  return 0
 }
 
 applied() { grep -c "reload: applied" "$T/collector.log" || true; }
@@ -80,9 +86,9 @@ start collector "$IC_BIN/intake-collector" --config "$T/site.yaml"
 wait_for "$T/collector.out" '^ready' 20 "$collector_PID"
 
 three_each() {
-  [ "$(messages sub reading | jq -s 'group_by(.meter) | map(select(length >= 3)) | length')" -ge 5 ]
+  [ "$(messages sub reading | jq -s 'group_by(.meter) | map(select(length >= 3)) | length')" -ge 6 ]
 }
-wait_until 30 "three readings from each of the five meters" three_each
+wait_until 30 "three readings from each of the six meters" three_each
 plc_before=$(accepted plc)
 dtu_before=$(accepted dtu)
 expect_eq "the tcp bus was connected once" 1 "$plc_before"
@@ -108,6 +114,9 @@ check "the log says NEW was added" grep -q "reload: meter NEW added on bus plc" 
 check "the log says what changed in T-2" \
   grep -q "reload: meter T-2 changed: unit 2 -> 4, interval 1000 ms -> 2000 ms" "$T/collector.log"
 check "the log says the dtu bus was reopened" grep -q "reload: bus dtu changed: reopened" "$T/collector.log"
+check "the log says serial line1 is set anew on its own thread" \
+  grep -q "reload: bus line1 changed: its line is opened again with the new settings" "$T/collector.log"
+check "the log says R-2 (on the removed line2) was removed" grep -q "reload: meter R-2 removed" "$T/collector.log"
 gone_last=$(sql "$DB" "SELECT max(seq) FROM readings WHERE meter = 'GONE'")
 gone_rows=$(sql "$DB" "SELECT count(*) FROM readings WHERE meter = 'GONE'")
 
@@ -212,7 +221,7 @@ wait_until 20 "the subscriber has every delivered reading" sub_has_all
 messages sub reading >"$T/r3.json"
 # A reading taken after the last check may wait in the outbox for the next
 # start: in the database, never missing.
-for m in T-1 T-2 NEW D-1 R-1 GONE; do
+for m in T-1 T-2 NEW D-1 R-1 R-2 GONE; do
   expect_eq "$m: its sequence numbers in the database run 1..max without a hole" \
     "$(sql "$DB" "SELECT max(seq) FROM readings WHERE meter = '$m'")" \
     "$(sql "$DB" "SELECT count(DISTINCT seq) FROM readings WHERE meter = '$m'")"
