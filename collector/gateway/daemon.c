@@ -304,9 +304,7 @@ static void gw_describe(void *ctx, char *buf, size_t len) {
 static void on_signal(uv_signal_t *h, int signum) {
   gw *d = h->data;
   if (signum == SIGHUP) {
-    sdnotify_reloading(&d->sd, true);
     gw__reload_start(d);
-    sdnotify_reloading(&d->sd, false);
   } else {
     log_info("%s ignored: SIGHUP reloads the configuration, SIGTERM stops",
              signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");

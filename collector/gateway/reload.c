@@ -581,34 +581,55 @@ static void refuse(gw *d, const char *why) {
   gw__publish_gateway_state(d, true);
 }
 
-/* SIGHUP: read the file again and apply what changed. */
-void gw__reload_start(gw *d) {
-  if (d->stopping) return;
-  char err[CFG_ERR_MAX], digest[65] = "";
-  cfg *nc = NULL;
-  log_info("reload: reading %s", d->cfg->path);
-  if (cfg_load(d->cfg->path, d->profile_dir, &nc, err, sizeof err) != 0) {
-    refuse(d, err);
+/* A reload's reading of the file, on libuv's thread pool: the file read,
+ * parsed and validated, its profiles loaded, its SHA-256 taken and the
+ * meters' requests planned, none of it on the loop. */
+typedef struct {
+  uv_work_t w;
+  gw *d;
+  char path[CFG_PATH_MAX];
+  const char *profile_dir;
+  cfg *nc;       /* with G, or NULL when it failed */
+  gw_gen *g;
+  char err[CFG_ERR_MAX];
+  char digest[65];
+} reload_job;
+
+static void reload_read(uv_work_t *w) {
+  reload_job *j = w->data;
+  if (cfg_load(j->path, j->profile_dir, &j->nc, j->err, sizeof j->err) != 0) {
+    j->nc = NULL;
     return;
   }
-  if (gw__file_digest(nc->path, digest) == 0 && strcmp(digest, d->config_digest) == 0) {
+  if (gw__file_digest(j->nc->path, j->digest) != 0) j->digest[0] = '\0';
+  if (!(j->g = gw__gen_new(j->nc, j->err, sizeof j->err))) {
+    cfg_free(j->nc);
+    j->nc = NULL;
+  }
+}
+
+/* The file J read: applied as a difference, or refused. */
+static void reload_apply(gw *d, reload_job *j) {
+  cfg *nc = j->nc;
+  const char *digest = j->digest;
+  if (!nc) {
+    refuse(d, j->err);
+    return;
+  }
+  if (digest[0] && strcmp(digest, d->config_digest) == 0) {
     d->reloads_unchanged++;
     log_info("reload: %s is unchanged (sha256 %.12s…): nothing to apply", nc->path, digest);
-    cfg_free(nc);
+    gw__gen_free(j->g);
     return;
   }
-  reload_plan p = {.oc = d->cfg, .nc = nc};
-  if (!(p.g = gw__gen_new(nc, err, sizeof err)) || plan_reload(d, &p, err, sizeof err) != 0) {
-    reload_plan_free(&p);
-    if (p.g) gw__gen_free(p.g);
-    else cfg_free(nc);
-    refuse(d, err);
-    return;
-  }
-  if (dtuservers_rebind(d->dtus, nc, p.bus_was) != 0) {
+  char err[CFG_ERR_MAX] = "";
+  reload_plan p = {.oc = d->cfg, .nc = nc, .g = j->g};
+  if (plan_reload(d, &p, err, sizeof err) != 0 ||
+      dtuservers_rebind(d->dtus, nc, p.bus_was) != 0) {
+    if (!err[0]) snprintf(err, sizeof err, "out of memory");
     reload_plan_free(&p);
     gw__gen_free(p.g);
-    refuse(d, "out of memory");
+    refuse(d, err);
     return;
   }
   gw_gen *old = d->gen;
@@ -634,4 +655,49 @@ void gw__reload_start(gw *d) {
   reload_plan_free(&p);
   gw__publish_gateway_state(d, true);
   gw__publish_online_rate(d);
+}
+
+static void reload_done(uv_work_t *w, int status) {
+  reload_job *j = w->data;
+  gw *d = j->d;
+  d->reloading = false;
+  if (d->stopping || status != 0) {
+    gw__gen_free(j->g); /* with its configuration; NULL when none */
+    free(j);
+    return;
+  }
+  reload_apply(d, j);
+  free(j);
+  sdnotify_reloading(&d->sd, false);
+  if (d->reload_again) {
+    d->reload_again = false;
+    gw__reload_start(d);
+  }
+}
+
+/* SIGHUP: read the file again (off the loop), then apply what changed. A
+ * SIGHUP while a reading is under way reads the file once more after it. */
+void gw__reload_start(gw *d) {
+  if (d->stopping) return;
+  if (d->reloading) {
+    d->reload_again = true;
+    return;
+  }
+  reload_job *j = calloc(1, sizeof *j);
+  if (!j) {
+    refuse(d, "out of memory");
+    return;
+  }
+  j->d = d;
+  j->w.data = j;
+  snprintf(j->path, sizeof j->path, "%s", d->cfg->path);
+  j->profile_dir = d->profile_dir;
+  log_info("reload: reading %s", j->path);
+  if (uv_queue_work(&d->loop, &j->w, reload_read, reload_done) != 0) {
+    free(j);
+    refuse(d, "cannot start reading the file");
+    return;
+  }
+  d->reloading = true;
+  sdnotify_reloading(&d->sd, true);
 }
