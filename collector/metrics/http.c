@@ -16,6 +16,7 @@ typedef struct conn {
   uv_write_t wr;
   int open_handles; /* freed when both are closed */
   bool answered, closing;
+  bool probation; /* over the limit, with HTTPD_PROBATION_MS to ask */
   uint64_t accepted_ms; /* the loop's time at accept */
   size_t len;
   char head[HTTPD_MAX_HEAD + 1];
@@ -28,7 +29,7 @@ struct httpd {
   httpd_handler handler;
   void *ctx;
   conn *conns;
-  size_t nconns;
+  size_t nconns, nprobation; /* nconns counts those on probation too */
   unsigned long long refused, evicted;
   bool closing;
 };
@@ -51,12 +52,17 @@ static void conn_close(conn *c) {
     *c->prevp = c->next;
     if (c->next) c->next->prevp = c->prevp;
     c->h->nconns--;
+    if (c->probation) c->h->nprobation--;
   }
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_closed);
 }
 
-static void on_timeout(uv_timer_t *t) { conn_close(t->data); }
+static void on_timeout(uv_timer_t *t) {
+  conn *c = t->data;
+  if (c->probation && !c->answered) c->h->refused++;
+  conn_close(c);
+}
 
 static void on_written(uv_write_t *w, int status) {
   (void)status;
@@ -177,17 +183,36 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (n > 0) took(c, (size_t)n);
 }
 
-/* Every slot is taken: close the oldest connection that has had its grace
- * to send a request and has not (the list runs newest first). */
+/* Every slot is taken: close the oldest connection in a slot that has had
+ * its grace to send a request and has not (the list runs newest first). */
 static bool make_room(httpd *h) {
   conn *oldest = NULL;
   uint64_t now = uv_now(h->loop);
   for (conn *c = h->conns; c; c = c->next)
-    if (!c->answered && now - c->accepted_ms >= HTTPD_GRACE_MS) oldest = c;
+    if (!c->answered && !c->probation && now - c->accepted_ms >= HTTPD_GRACE_MS) oldest = c;
   if (!oldest) return false;
   h->evicted++;
   conn_close(oldest);
   return true;
+}
+
+/* C finds every slot held by a client still within its grace: it goes on
+ * probation, in place of the oldest one there if they are all taken. Its
+ * request may be a moment behind its connection (a scraper's usually is,
+ * when its connection is accepted the instant it is made). */
+static void put_on_probation(httpd *h, conn *c) {
+  if (h->nprobation >= HTTPD_MAX_PROBATION) {
+    conn *oldest = NULL;
+    for (conn *o = h->conns; o; o = o->next)
+      if (o->probation && !o->answered && !o->closing) oldest = o;
+    if (oldest) {
+      h->refused++;
+      conn_close(oldest);
+    }
+  }
+  c->probation = true;
+  h->nprobation++;
+  uv_timer_start(&c->timer, on_timeout, HTTPD_PROBATION_MS, 0);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -221,12 +246,8 @@ static void on_connection(uv_stream_t *server, int status) {
     n = recv(fd, c->head, HTTPD_MAX_HEAD + 1, MSG_DONTWAIT);
   if (n > 0) took(c, (size_t)n);
   if (c->answered || c->closing) return;
-  if (h->nconns > HTTPD_MAX_CONNS && !make_room(h)) {
-    /* Over the limit, and every other slot's client still within its grace. */
-    h->refused++;
-    conn_close(c);
-    return;
-  }
+  if (h->nconns - h->nprobation > HTTPD_MAX_CONNS && !make_room(h))
+    put_on_probation(h, c); /* every slot's client is within its grace */
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) conn_close(c);
 }
 

@@ -5,9 +5,13 @@
  * HTTPD_TIMEOUT_MS for a connection from accept to its answer. When every
  * slot is taken, a new connection takes the slot of the oldest one still
  * without its request, if that one has had HTTPD_GRACE_MS to send it; else
- * the new one is closed at once. So connections that hold slots without
- * asking (slowloris, a flood) cannot lock out a scraper: a client that asks
- * at once is answered. Runs on the loop's thread only. */
+ * the new one is on probation: it has HTTPD_PROBATION_MS to send its whole
+ * request, and at most HTTPD_MAX_PROBATION are on probation at a time (a
+ * newer one closes the oldest). So connections that hold slots without
+ * asking (slowloris, a stream of new connections) cannot lock out a
+ * scraper: a client that asks at once is answered, also when its request
+ * comes a moment after its connection is accepted. Runs on the loop's
+ * thread only. */
 #ifndef IC_HTTP_H
 #define IC_HTTP_H
 
@@ -20,6 +24,8 @@
 #define HTTPD_MAX_HEAD 8192
 #define HTTPD_TIMEOUT_MS 5000
 #define HTTPD_GRACE_MS 200
+#define HTTPD_MAX_PROBATION 64
+#define HTTPD_PROBATION_MS 50
 
 /* The handler's answer for PATH (without its query): the status (200, 404),
  * the body into BODY and its content type into *CTYPE. */
@@ -31,8 +37,9 @@ typedef struct httpd httpd;
 int httpd_start(httpd **out, uv_loop_t *loop, const char *host, int port,
                 httpd_handler handler, void *ctx, char *err, size_t errlen);
 
-/* Connections open now, those refused for the limit so far, and those
- * closed to make room for a newer one. */
+/* Connections open now (those on probation included), those closed on
+ * probation without a request so far, and those closed to make room for a
+ * newer one. */
 size_t httpd_connections(const httpd *h);
 unsigned long long httpd_refused(const httpd *h);
 unsigned long long httpd_evicted(const httpd *h);
