@@ -15,13 +15,36 @@ static void on_signal(uv_signal_t *h, int signum) {
   uv_stop(h->loop);
 }
 
-void service_signals_start(service_signals *s, uv_loop_t *loop, bool *stopping) {
+static void on_other_signal(uv_signal_t *h, int signum) {
+  service_signals *s = h->data;
+  if (signum == SIGHUP && s->reload) {
+    s->reload(s->ctx);
+  } else if (signum == SIGHUP) {
+    log_info("SIGHUP ignored: the file is read at start only (restart to apply a change); "
+             "SIGTERM stops");
+  } else {
+    log_info("%s ignored: %sSIGTERM stops", signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2",
+             s->reload ? "SIGHUP reloads the configuration, " : "");
+  }
+}
+
+void service_signals_start(service_signals *s, uv_loop_t *loop, bool *stopping,
+                           void (*reload)(void *ctx), void *ctx) {
   s->stopping = stopping;
-  uv_signal_init(loop, &s->term);
-  uv_signal_init(loop, &s->intr);
-  s->term.data = s->intr.data = s;
-  uv_signal_start(&s->term, on_signal, SIGTERM);
-  uv_signal_start(&s->intr, on_signal, SIGINT);
+  s->reload = reload;
+  s->ctx = ctx;
+  uv_signal_t *stops[] = {&s->term, &s->intr}, *others[] = {&s->hup, &s->usr1, &s->usr2};
+  int stop_nums[] = {SIGTERM, SIGINT}, other_nums[] = {SIGHUP, SIGUSR1, SIGUSR2};
+  for (size_t i = 0; i < 2; i++) {
+    uv_signal_init(loop, stops[i]);
+    stops[i]->data = s;
+    uv_signal_start(stops[i], on_signal, stop_nums[i]);
+  }
+  for (size_t i = 0; i < 3; i++) {
+    uv_signal_init(loop, others[i]);
+    others[i]->data = s;
+    uv_signal_start(others[i], on_other_signal, other_nums[i]);
+  }
 }
 
 static void close_one(uv_handle_t *h, void *arg) {

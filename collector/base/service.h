@@ -11,14 +11,19 @@
 #include <uv.h>
 
 typedef struct {
-  uv_signal_t term, intr;
+  uv_signal_t term, intr, hup, usr1, usr2;
   bool *stopping; /* set at the first signal (may be NULL) */
+  void (*reload)(void *ctx); /* SIGHUP's action (may be NULL) */
+  void *ctx;
 } service_signals;
 
 /* On SIGTERM or SIGINT: say so (in the log, and STOPPING=1 to systemd),
  * set *STOPPING and stop LOOP (uv_stop). A second signal while stopping is
- * ignored. */
-void service_signals_start(service_signals *s, uv_loop_t *loop, bool *stopping);
+ * ignored. On SIGHUP: RELOAD(CTX), or, without RELOAD, a log line that the
+ * signal is ignored. SIGUSR1 and SIGUSR2 are ignored with a log line. None
+ * of these three ends the process, as their default action would. */
+void service_signals_start(service_signals *s, uv_loop_t *loop, bool *stopping,
+                           void (*reload)(void *ctx), void *ctx);
 
 /* Close every handle of LOOP and run it until they are closed. */
 void service_close_all(uv_loop_t *loop);

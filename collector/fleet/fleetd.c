@@ -646,7 +646,7 @@ int fleetd_run(const fleet_cfg *f) {
     arm_period(p);
     fl->nperiods++;
   }
-  service_signals_start(&fl->signals, &fl->loop, NULL);
+  service_signals_start(&fl->signals, &fl->loop, NULL, NULL, NULL);
   sdnotify_start(&fl->sd, &fl->loop, fleet_alive, fleet_describe, fl);
   if (f->push_url[0]) {
     if (outbox_open(&fl->outbox, &fl->loop, f->storage_path, outbox_failed, fl, err,

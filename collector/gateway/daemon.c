@@ -301,26 +301,11 @@ static void gw_describe(void *ctx, char *buf, size_t len) {
 
 /* Signals, the site's timers, maintenance now and periodically, and the
  * report periods (windows that closed while the gateway was down first). */
-static void on_signal(uv_signal_t *h, int signum) {
-  gw *d = h->data;
-  if (signum == SIGHUP) {
-    gw__reload_start(d);
-  } else {
-    log_info("%s ignored: SIGHUP reloads the configuration, SIGTERM stops",
-             signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
-  }
-}
+static void on_hup(void *ctx) { gw__reload_start(ctx); }
 
 static int init_timers(gw *d) {
   const cfg *c = d->cfg;
-  service_signals_start(&d->signals, &d->loop, &d->stopping);
-  uv_signal_t *sigs[] = {&d->hup, &d->usr1, &d->usr2};
-  int signums[] = {SIGHUP, SIGUSR1, SIGUSR2};
-  for (size_t i = 0; i < 3; i++) {
-    uv_signal_init(&d->loop, sigs[i]);
-    sigs[i]->data = d;
-    uv_signal_start(sigs[i], on_signal, signums[i]);
-  }
+  service_signals_start(&d->signals, &d->loop, &d->stopping, on_hup, d);
   sdnotify_start(&d->sd, &d->loop, gw_alive, gw_describe, d);
   uv_timer_t *timers[] = {&d->gw_timer,    &d->replay_timer,    &d->site_timer,
                           &d->maint_timer, &d->reconnect_timer, &d->seq_timer};

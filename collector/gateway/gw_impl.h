@@ -202,7 +202,6 @@ struct gw {
   int64_t config_applied_ms;
   char config_digest[65];
   uint64_t reloads_applied, reloads_refused, reloads_unchanged;
-  uv_signal_t hup, usr1, usr2;
   bool reloading, reload_again; /* a reload's file reading is under way */
   removed_state *removed; /* to publish at the next connect */
   rate_period periods[CFG_PERIODS_MAX];

@@ -128,6 +128,15 @@ wait_until 30 "a fleet report without the west gateway" west_missing
 ok "a window without the west gateway's report counts W1 offline"
 all_pushed() { [ "$(sql "$T/fleet.db" 'SELECT count(*) FROM outbox WHERE pushed_ms IS NULL')" = 0 ]; }
 wait_until 20 "the fleet's outbox drained" all_pushed
+# SIGHUP (a closed terminal, a `kill -HUP` meant for a gateway), SIGUSR1 and
+# SIGUSR2 do not end the fleet view: each is ignored with a line.
+kill -HUP "$fleet_PID"
+wait_for "$T/fleet.log" "SIGHUP ignored: the file is read at start only" 10 "$fleet_PID"
+kill -USR1 "$fleet_PID"
+wait_for "$T/fleet.log" "SIGUSR1 ignored: SIGTERM stops" 10 "$fleet_PID"
+kill -USR2 "$fleet_PID"
+wait_for "$T/fleet.log" "SIGUSR2 ignored: SIGTERM stops" 10 "$fleet_PID"
+check "the fleet view runs on after SIGHUP, SIGUSR1 and SIGUSR2" kill -0 "$fleet_PID"
 stop_pid "$fleet_PID"
 expect_eq "the fleet view exits 0" 0 "$STOP_RC"
 
