@@ -175,10 +175,16 @@ static int control_status(sim *s, char *out, size_t outlen) {
   }
   for (size_t i = 0; i < s->nbuses; i++) {
     const sim_bus *b = &s->buses[i];
-    if (b->cfg->transport == CFG_TRANSPORT_RTU || b->cfg->transport == CFG_TRANSPORT_RTU_DTU)
-      continue;
-    w = snprintf(out + used, outlen - used, "bus %s accepted=%llu open=%zu\n", b->cfg->id,
-                 (unsigned long long)b->accepted, b->nconns);
+    if (b->cfg->transport == CFG_TRANSPORT_RTU_DTU) continue;
+    if (b->cfg->transport == CFG_TRANSPORT_RTU && b->clients < 0)
+      w = snprintf(out + used, outlen - used, "bus %s open=unknown closes=%llu\n",
+                   b->cfg->id, (unsigned long long)b->port_closes);
+    else if (b->cfg->transport == CFG_TRANSPORT_RTU)
+      w = snprintf(out + used, outlen - used, "bus %s open=%d closes=%llu\n", b->cfg->id,
+                   b->clients, (unsigned long long)b->port_closes);
+    else
+      w = snprintf(out + used, outlen - used, "bus %s accepted=%llu open=%zu\n", b->cfg->id,
+                   (unsigned long long)b->accepted, b->nconns);
     if (w < 0 || (size_t)w >= outlen - used) goto too_long;
     used += (size_t)w;
   }

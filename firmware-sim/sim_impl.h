@@ -102,6 +102,7 @@ struct sim_bus {
   char slave_name[128];
   int wd;      /* inotify watch on the slave end, -1 without */
   int clients; /* others holding the slave end open; -1 when unknown */
+  uint64_t port_closes; /* close events of the slave end seen */
   bool seen_open; /* the watch has reported an open: it works */
   bool linked;
   uv_poll_t poll;

@@ -1,5 +1,7 @@
 #include "sim_impl.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -79,7 +81,41 @@ static void rtu_port_closed(sim_bus *b) {
   rtu_watch(b);
 }
 
-/* Read the queued open and close events of the slave ends. */
+/* How many descriptors other processes hold on B's slave end now (ours
+ * excepted), from /proc; -1 when /proc cannot tell. */
+static int ports_count(const sim_bus *b) {
+  DIR *proc = opendir("/proc");
+  if (!proc) return -1;
+  char self[32], path[6 + 2 * 256 + 4], target[sizeof b->slave_name + 1];
+  snprintf(self, sizeof self, "%ld", (long)getpid());
+  int n = 0;
+  struct dirent *p;
+  while ((p = readdir(proc)) != NULL) {
+    if (!isdigit((unsigned char)p->d_name[0]) || strcmp(p->d_name, self) == 0) continue;
+    snprintf(path, sizeof path, "/proc/%s/fd", p->d_name);
+    DIR *fds = opendir(path);
+    if (!fds) continue; /* gone, or another user's */
+    struct dirent *f;
+    while ((f = readdir(fds)) != NULL) {
+      if (f->d_name[0] == '.') continue;
+      snprintf(path, sizeof path, "/proc/%s/fd/%s", p->d_name, f->d_name);
+      ssize_t len = readlink(path, target, sizeof target - 1);
+      if (len <= 0) continue;
+      target[len] = '\0';
+      if (strcmp(target, b->slave_name) == 0) n++;
+    }
+    closedir(fds);
+  }
+  closedir(proc);
+  return n;
+}
+
+/* Read the queued open and close events of the slave ends. The events only
+ * say that the count changed: the kernel merges two like events that wait
+ * unread (two opens in a row read as one), so each is followed by counting
+ * the holders in /proc, and only where /proc cannot tell are the events
+ * counted themselves. An open is counted at least once: its descriptor may
+ * not be in its process's table yet when its event is read. */
 static void ports_drain(sim *s) {
   if (s->ino_fd < 0) return;
   _Alignas(struct inotify_event) char buf[4096];
@@ -102,9 +138,15 @@ static void ports_drain(sim *s) {
           b->clients = -1;
         } else if (e->mask & IN_OPEN) {
           b->seen_open = true;
-          if (b->clients >= 0) b->clients++;
+          if (b->clients < 0) continue;
+          int held = ports_count(b);
+          b->clients = held >= 1 ? held : held == 0 ? 1 : b->clients + 1;
         } else if (e->mask & (IN_CLOSE_WRITE | IN_CLOSE_NOWRITE)) {
-          if (b->clients > 0 && --b->clients == 0) rtu_port_closed(b);
+          if (b->clients < 0) continue;
+          b->port_closes++;
+          int was = b->clients, held = ports_count(b);
+          b->clients = held >= 0 ? held : was > 0 ? was - 1 : 0;
+          if (was > 0 && b->clients == 0) rtu_port_closed(b);
         }
       }
     }

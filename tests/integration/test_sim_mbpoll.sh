@@ -111,6 +111,71 @@ out=$(mbpoll -m rtu -b 9600 -P none -a 3 -0 -r 0 -c 2 -t 4:hex -1 -o 2 "$T/ttySI
 read -r fh fl < <(f32_hi_lo 250)
 expect_eq "rtu: the meter answers again after the fault clears" "$fh $fl" "$out"
 
+# Two clients hold the port at once. The kernel merges their two opens into
+# one event when both wait unread (here intake-sim is stopped meanwhile).
+# When one closes, the other still has the port: intake-sim counts it and
+# answers it (a port it took for closed would get no answer).
+python3 - "$T/ttySIM0" "$IC_BIN/intake-sim" "$T/sim.sock" "$sim_PID" >"$T/two.out" <<'PY'
+import os, select, signal, subprocess, sys, time
+dev, sim, sock, pid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def status():
+    out = subprocess.run([sim, "ctl", "--socket", sock, "status"],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("bus line1 "):
+            return dict(kv.split("=") for kv in line.split()[2:])
+    return {}
+
+def wait(pred, what):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        st = status()
+        if pred(st):
+            return st
+        time.sleep(0.05)
+    print("timeout", what, status(), flush=True)
+    sys.exit(1)
+
+def crc(data):
+    c = 0xFFFF
+    for x in data:
+        c ^= x
+        for _ in range(8):
+            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
+    return bytes([c & 0xFF, c >> 8])
+
+closes0 = int(status()["closes"])
+os.kill(pid, signal.SIGSTOP)
+a = os.open(dev, os.O_RDWR | os.O_NOCTTY)
+b = os.open(dev, os.O_RDWR | os.O_NOCTTY)
+os.kill(pid, signal.SIGCONT)
+st = wait(lambda st: st.get("open") == "2", "both counted")
+print("both", st["open"], flush=True)
+os.close(a)
+st = wait(lambda st: int(st.get("closes", 0)) > closes0, "the close seen")
+print("after", st["open"], flush=True)
+req = bytes([3, 3, 0, 0, 0, 2])
+os.write(b, req + crc(req))
+got = b""
+deadline = time.monotonic() + 3
+while len(got) < 9 and time.monotonic() < deadline:
+    r, _, _ = select.select([b], [], [], 0.1)
+    if r:
+        got += os.read(b, 64)
+print("answer", got.hex(), flush=True)
+os.close(b)
+st = wait(lambda st: int(st.get("closes", 0)) > closes0 + 1, "the last close seen")
+print("last", st["open"], flush=True)
+PY
+expect_eq "rtu: two clients opening at once are both counted" "both 2" "$(grep '^both' "$T/two.out")"
+expect_eq "rtu: when one closes, the other is still counted" "after 1" "$(grep '^after' "$T/two.out")"
+read -r fh fl < <(f32_hi_lo 250)
+expect_eq "rtu: ... and answered (unit 3, 2 registers)" \
+  "answer 030304$(printf '%s%s' "${fh#0x}" "${fl#0x}" | tr 'A-F' 'a-f')" \
+  "$(grep '^answer' "$T/two.out" | cut -c1-21)"
+expect_eq "rtu: when both have closed, nobody holds the port" "last 0" "$(grep '^last' "$T/two.out")"
+
 check "intake-sim is still running after bad requests" kill -0 "$sim_PID"
 stop_pid "$sim_PID"
 expect_eq "intake-sim exits 0 on SIGTERM" 0 "$STOP_RC"
