@@ -9,7 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh
-cmake -S . -B build >/dev/null
+# ic-freeport and ic-centre are tools of the test tree: build it, also in a
+# build folder configured without it before.
+cmake -S . -B build -DIC_TESTS=ON >/dev/null
 cmake --build build -j"$(nproc)" --target intake-collector intake-sim ic-freeport ic-centre >/dev/null
 
 work=$(mktemp -d /tmp/intake-demo.XXXXXX)
