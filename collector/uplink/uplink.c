@@ -621,11 +621,16 @@ static void on_slot(uv_timer_t *t) {
     arm_next_slot(u);
     return;
   }
+  /* A reading counts when its poll started within the report interval
+   * before the slot (the grace again for timers' jitter): a meter whose
+   * answer to the slot's own poll is not in yet (a slow meter, a DTU's
+   * round trip) is reported with the reading of the slot before, not as
+   * at fault. Readings are stamped with their poll's start. */
+  int64_t fresh_from = slot - u->uc->report_interval_ms - UPLINK_GRACE_MS;
   for (size_t i = 0; i < u->uc->nstations; i++) {
     store_uplink *r = calloc(1, sizeof *r);
     if (!r) break;
-    int n = uplink_build_report(u->o.cfg, &u->uc->stations[i], u->o.values,
-                                slot + UPLINK_GRACE_MS - u->uc->report_interval_ms, slot,
+    int n = uplink_build_report(u->o.cfg, &u->uc->stations[i], u->o.values, fresh_from, slot,
                                 SZY_C_REPORT, SZY_AFN_REPORT, r->frame);
     if (n < 0) {
       free(r);
