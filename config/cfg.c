@@ -111,6 +111,24 @@ void cfg_bus_transport_options(const cfg_bus *b, transport_options *out) {
   }
 }
 
+bool cfg_dtu_match(const cfg *c, size_t server, const uint8_t *buf, size_t len, size_t *bus) {
+  bool more = false;
+  size_t best = SIZE_MAX, best_len = 0;
+  for (size_t b = 0; b < c->nbuses; b++) {
+    const cfg_bus *cb = &c->buses[b];
+    if (cb->transport != CFG_TRANSPORT_RTU_DTU || cb->server != server) continue;
+    size_t n = len < cb->reglen ? len : cb->reglen;
+    if (memcmp(buf, cb->registration, n) != 0) continue;
+    if (len >= cb->reglen) {
+      if (cb->reglen > best_len) best = b, best_len = cb->reglen;
+    } else {
+      more = true;
+    }
+  }
+  *bus = best;
+  return more;
+}
+
 const char *cfg_bus_registration_text(const cfg_bus *b, char *buf, size_t cap) {
   bool text = b->reglen > 0;
   for (size_t i = 0; i < b->reglen; i++)

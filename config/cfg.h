@@ -303,6 +303,13 @@ void cfg_free(cfg *c);
 const char *cfg_bus_registration_text(const cfg_bus *b, char *buf, size_t cap);
 #define CFG_REG_TEXT_MAX (4 + 2 * DTU_PKT_MAX + 1)
 
+/* Which of server SERVER's rtu-dtu buses BUF (LEN bytes, a connection's
+ * first) registers: *BUS the one with the longest registration BUF holds
+ * whole (SIZE_MAX none); true while a longer registration than that is
+ * still possible (BUF is the start of it). When two registrations are
+ * prefixes of one another, the longest one the bytes match wins. */
+bool cfg_dtu_match(const cfg *c, size_t server, const uint8_t *buf, size_t len, size_t *bus);
+
 /* The bus of meter M. */
 const cfg_bus *cfg_meter_bus(const cfg *c, const cfg_meter *m);
 

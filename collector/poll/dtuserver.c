@@ -128,12 +128,14 @@ static bool allowed(const server *sv, const struct sockaddr_storage *sa) {
   return false;
 }
 
-/* Has KIND been reported for SA's address before? Remembers it. */
-static bool seen_before(dtuservers *s, dtu_ev_kind kind, const struct sockaddr_storage *sa) {
+/* Has KIND been reported for SA's address by server SV before? Remembers
+ * it. */
+static bool seen_before(const server *sv, dtu_ev_kind kind, const struct sockaddr_storage *sa) {
+  dtuservers *s = sv->set;
   int family;
   const uint8_t *ip;
   size_t n = ip_of(sa, &family, &ip);
-  uint64_t h = 1469598103934665603ull ^ (uint64_t)kind;
+  uint64_t h = 1469598103934665603ull ^ (uint64_t)kind ^ ((uint64_t)sv->index << 8);
   for (size_t i = 0; i < n; i++) h = (h ^ ip[i]) * 1099511628211ull;
   h |= 1; /* 0 marks a free slot */
   size_t cap = sizeof s->seen / sizeof s->seen[0];
@@ -157,7 +159,7 @@ static void tell(server *sv, dtu_ev_kind kind, size_t bus, const struct sockaddr
   dtu_ev ev = {.kind = kind, .server = sv->index, .bus = bus, .why = why};
   if (sa) {
     addr_text(sa, ev.peer, sizeof ev.peer);
-    ev.first = !seen_before(s, kind, sa);
+    ev.first = !seen_before(sv, kind, sa);
   }
   if (bus != SIZE_MAX && s->buses[bus].has_addr) {
     addr_text(&s->buses[bus].addr, ev.prev, sizeof ev.prev);
@@ -197,28 +199,6 @@ static void arm_timer(server *sv) {
   uv_timer_start(&sv->timer, on_deadline, due, 0);
 }
 
-/* The buses of SV whose registration BUF (LEN bytes) could still be or is:
- * *COMPLETE the longest one it is (SIZE_MAX none); true when a longer one is
- * still possible. */
-static bool match(const server *sv, const uint8_t *buf, size_t len, size_t *complete) {
-  const cfg *c = sv->set->cfg;
-  bool more = false;
-  size_t best = SIZE_MAX, best_len = 0;
-  for (size_t b = 0; b < c->nbuses; b++) {
-    const cfg_bus *cb = &c->buses[b];
-    if (cb->transport != CFG_TRANSPORT_RTU_DTU || cb->server != sv->index) continue;
-    size_t n = len < cb->reglen ? len : cb->reglen;
-    if (memcmp(buf, cb->registration, n) != 0) continue;
-    if (len >= cb->reglen) {
-      if (cb->reglen > best_len) best = b, best_len = cb->reglen;
-    } else {
-      more = true;
-    }
-  }
-  *complete = best;
-  return more;
-}
-
 /* Connection P sent bus BUS's registration: bind it, or refuse a takeover. */
 static void registered(pending *p, size_t bus);
 
@@ -226,13 +206,15 @@ static void registered(pending *p, size_t bus);
 static void judge(pending *p, bool at_deadline) {
   server *sv = p->sv;
   size_t bus;
-  bool more = match(sv, p->buf, p->len, &bus);
-  if (bus != SIZE_MAX && (!more || at_deadline || p->len == sv->reg_max)) {
+  bool more = cfg_dtu_match(sv->set->cfg, sv->index, p->buf, p->len, &bus);
+  if (bus != SIZE_MAX && (!more || at_deadline || p->len >= sv->reg_max)) {
     registered(p, bus);
     return;
   }
   if (more && !at_deadline) return;
-  tell(sv, p->len ? DTU_EV_UNKNOWN : DTU_EV_SILENT, SIZE_MAX, &p->peer, NULL);
+  /* The start of a registration, never finished, is no registration in
+   * time; bytes that cannot be one name no bus. */
+  tell(sv, p->len && !more ? DTU_EV_UNKNOWN : DTU_EV_SILENT, SIZE_MAX, &p->peer, NULL);
   drop_pending(p);
   arm_timer(sv);
 }
@@ -248,7 +230,12 @@ static void on_pending_io(uv_poll_t *h, int status, int events) {
     return;
   }
   /* Never more than the longest registration: what follows it is the
-   * bus's. */
+   * bus's. A reload may have made the longest one shorter than what P
+   * holds already: P is judged on what it sent, as at its deadline. */
+  if (p->len >= sv->reg_max) {
+    judge(p, true);
+    return;
+  }
   ssize_t n;
   do {
     n = recv(p->fd, p->buf + p->len, sv->reg_max - p->len, MSG_DONTWAIT);
