@@ -357,10 +357,15 @@ static void log_site(const gw *d) {
            c->mqtt.url, c->storage.path);
   for (size_t b = 0; b < c->nbuses; b++) {
     const cfg_bus *bus = &c->buses[b];
+    char reg[CFG_REG_TEXT_MAX];
     if (bus->transport == CFG_TRANSPORT_RTU)
       log_info("bus %s: rtu %s %d %c%d%d, timeout %lld ms", bus->id, bus->device,
                bus->baud, bus->parity, bus->data_bits, bus->stop_bits,
                (long long)bus->timeout_ms);
+    else if (bus->transport == CFG_TRANSPORT_RTU_DTU)
+      log_info("bus %s: rtu-dtu, DTU %s dialling in to server %s, timeout %lld ms", bus->id,
+               cfg_bus_registration_text(bus, reg, sizeof reg),
+               c->dtu_servers[bus->server].id, (long long)bus->timeout_ms);
     else
       log_info("bus %s: %s %s:%d, timeout %lld ms", bus->id,
                cfg_transport_name(bus->transport), bus->host, bus->port,

@@ -9,6 +9,17 @@ static void dur_text(int64_t ms, char *buf, size_t cap) {
   else snprintf(buf, cap, "%lldms", (long long)ms);
 }
 
+/* BUS's DTU has dialled in: its meters are polled from the next slot on,
+ * whatever back-off their time without a line had built up. */
+static void line_up(gw *d, size_t bus) {
+  for (size_t i = 0; i < d->cfg->nmeters; i++) {
+    meter_rt *m = d->meters[i];
+    if (m->cfg->bus != bus) continue;
+    m->retry_at_ms = 0;
+    mstate_backoff_reset(&m->st);
+  }
+}
+
 /* Connections that do not register are logged once per address (and
  * kind): a DTU with the wrong registration dials again every few seconds,
  * a scanner from many addresses, and neither may fill the journal. */
@@ -52,6 +63,7 @@ static void on_event(void *ctx, const dtu_ev *ev) {
                b->id, reg, ev->peer, ev->prev);
     else
       log_info("bus %s: DTU %s registered from %s", b->id, reg, ev->peer);
+    line_up(d, ev->bus);
     break;
   case DTU_EV_TAKEOVER:
     if (ev->foreign)
@@ -60,11 +72,14 @@ static void on_event(void *ctx, const dtu_ev *ev) {
     else
       log_info("bus %s: DTU %s: a new connection from %s took the line over", b->id, reg,
                ev->peer);
+    line_up(d, ev->bus);
     break;
   case DTU_EV_REFUSED:
-    if (ev->first || !ev->foreign)
-      log_warn("bus %s: DTU %s: refused a takeover by %s (%s); %s keeps the line", b->id,
-               reg, ev->peer, ev->why, ev->prev);
+    /* Once per address: behind a carrier's NAT many SIMs share one, and
+     * every refusal is counted in the gateway state and the metrics. */
+    if (ev->first)
+      log_warn("bus %s: DTU %s: refused a takeover by %s (%s); %s keeps the line (further "
+               "ones from there are not logged)", b->id, reg, ev->peer, ev->why, ev->prev);
     else
       log_debug("bus %s: refused a takeover by %s (%s)", b->id, ev->peer, ev->why);
     break;

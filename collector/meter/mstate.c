@@ -52,6 +52,8 @@ mstate_change mstate_tick(mstate *s, int64_t now_ms, int64_t interval_ms,
   return MSTATE_NO_CHANGE;
 }
 
+void mstate_backoff_reset(mstate *s) { s->backoff_level = 0; }
+
 int64_t mstate_retry_ms(const mstate *s, int64_t interval_ms,
                         int64_t backoff_max_ms) {
   if (s->state != MSTATE_OFFLINE || s->backoff_level == 0) return interval_ms;

@@ -49,6 +49,10 @@ mstate_change mstate_failure(mstate *s, int64_t now_ms, int code,
 mstate_change mstate_tick(mstate *s, int64_t now_ms, int64_t interval_ms,
                           int offline_after, int64_t grace_ms);
 
+/* The meter's line is new (its DTU has just dialled in): the back-off
+ * starts again from the interval. */
+void mstate_backoff_reset(mstate *s);
+
 /* How long to wait before the next poll: the interval while online or
  * unknown; interval * 2^k, capped at BACKOFF_MAX_MS (and never below the
  * interval), while offline. */

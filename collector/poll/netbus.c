@@ -139,14 +139,20 @@ static void x_put(netbus *nb) {
   nb->set->nfree_x++;
 }
 
-/* "host:port" for messages, made when needed rather than kept by every
- * bus. */
+/* "host:port" for messages ("DTU REGISTRATION" for a DTU that dials in),
+ * made when needed rather than kept by every bus. */
 _Static_assert(CFG_HOST_MAX <= TR_HOST_MAX, "a bus's host fits in where");
 typedef struct {
-  char s[TR_WHERE_MAX];
+  char s[TR_WHERE_MAX > 4 + CFG_REG_TEXT_MAX ? TR_WHERE_MAX : 4 + CFG_REG_TEXT_MAX];
 } where_buf;
 
 static const char *where(const netbus *nb, where_buf *w) {
+  if (nb->bus->transport == CFG_TRANSPORT_RTU_DTU) {
+    char reg[CFG_REG_TEXT_MAX];
+    cfg_bus_registration_text(nb->bus, reg, sizeof reg);
+    snprintf(w->s, sizeof w->s, "DTU %s", reg);
+    return w->s;
+  }
   return tr_net_where(w->s, sizeof w->s, nb->bus->host, nb->bus->port);
 }
 
