@@ -63,9 +63,24 @@ static bool dtu_allow(const void *ctx, const void *sa) {
   return false;
 }
 
+/* Which bus a DTU's first bytes register, as the daemon's server judges
+ * them (the longest registration matched wins). */
+typedef struct {
+  const cfg *c;
+  size_t bus;
+} dtu_judge_ctx;
+
+static int dtu_judge(const void *ctx, const uint8_t *buf, size_t len, bool at_deadline) {
+  const dtu_judge_ctx *j = ctx;
+  size_t bus;
+  bool more = cfg_dtu_match(j->c, j->c->buses[j->bus].server, buf, len, &bus);
+  if (more && !at_deadline) return 0;
+  return bus == j->bus ? 1 : -1;
+}
+
 /* An rtu-dtu bus's transport listens where its server does. */
 static void dtu_options(const cfg *c, const cfg_bus *b, int64_t wait_ms,
-                        transport_options *o) {
+                        const dtu_judge_ctx *jc, transport_options *o) {
   const cfg_dtu_server *sv = &c->dtu_servers[b->server];
   snprintf(o->host, sizeof o->host, "%s", sv->host);
   o->port = sv->port;
@@ -73,6 +88,13 @@ static void dtu_options(const cfg *c, const cfg_bus *b, int64_t wait_ms,
   o->register_timeout_ms = sv->register_timeout_ms;
   o->allow = dtu_allow;
   o->allow_ctx = sv;
+  o->judge = dtu_judge;
+  o->judge_ctx = jc;
+  o->reg_max = 0;
+  for (size_t i = 0; i < c->nbuses; i++)
+    if (c->buses[i].transport == CFG_TRANSPORT_RTU_DTU && c->buses[i].server == b->server &&
+        c->buses[i].reglen > o->reg_max)
+      o->reg_max = c->buses[i].reglen;
 }
 
 /* Print one meter's outcome. */
@@ -176,7 +198,10 @@ int cli_read(int argc, char **argv) {
 
   int failures = 0;
   transport **tr = calloc(c->nbuses, sizeof *tr);
-  if (!tr) {
+  dtu_judge_ctx *jc = calloc(c->nbuses, sizeof *jc);
+  if (!tr || !jc) {
+    free(tr);
+    free(jc);
     cfg_free(c);
     return 1;
   }
@@ -190,7 +215,9 @@ int cli_read(int argc, char **argv) {
     if (!tr[m->bus]) {
       transport_options topt;
       cfg_bus_transport_options(b, &topt);
-      if (b->transport == CFG_TRANSPORT_RTU_DTU) dtu_options(c, b, wait_ms, &topt);
+      jc[m->bus] = (dtu_judge_ctx){.c = c, .bus = m->bus};
+      if (b->transport == CFG_TRANSPORT_RTU_DTU)
+        dtu_options(c, b, wait_ms, &jc[m->bus], &topt);
       tr[m->bus] = transport_new(&topt, err, sizeof err);
       if (!tr[m->bus]) {
         fprintf(stderr, "read: bus %s: %s\n", b->id, err);
@@ -224,6 +251,7 @@ int cli_read(int argc, char **argv) {
   }
   for (size_t i = 0; i < c->nbuses; i++) transport_free(tr[i]);
   free(tr);
+  free(jc);
   cfg_free(c);
   return failures ? 1 : 0;
 }

@@ -100,6 +100,15 @@ typedef struct transport_options {
   /* Is a peer at SA (a struct sockaddr) let in? NULL: any. */
   bool (*allow)(const void *ctx, const void *sa);
   const void *allow_ctx;
+  /* Whose registration a connection's first bytes BUF (LEN) are, among the
+   * server's buses (the longest match wins): 1 this bus's, -1 another's or
+   * none, 0 not known yet (a longer registration is still possible);
+   * AT_DEADLINE: decide on what came. NULL: this bus's registration is
+   * compared alone. REG_MAX: the server's longest registration (at least
+   * reglen; 0 for reglen), the most read before deciding. */
+  int (*judge)(const void *ctx, const uint8_t *buf, size_t len, bool at_deadline);
+  const void *judge_ctx;
+  size_t reg_max;
   /* all */
   int64_t timeout_ms;    /* response timeout, 1 ms..1 h */
   int64_t turnaround_ms; /* extra silence between frames, 0..60 s */

@@ -52,11 +52,20 @@ static int listen_fd(transport *t, tr_error *e) {
   return fd;
 }
 
+/* The most bytes read before deciding whose registration they are. */
+static size_t reg_max(const transport *t) {
+  size_t m = t->opt.reg_max > t->opt.reglen ? t->opt.reg_max : t->opt.reglen;
+  return m < DTU_PKT_MAX ? m : DTU_PKT_MAX;
+}
+
 /* W's bytes: 1 the registration, 0 not yet, -1 another. */
-static int judge(const transport *t, const waiting *w) {
+static int judge(const transport *t, const waiting *w, bool at_deadline) {
+  if (w->len >= reg_max(t)) at_deadline = true;
+  if (t->opt.judge) return t->opt.judge(t->opt.judge_ctx, w->buf, w->len, at_deadline);
   size_t n = w->len < t->opt.reglen ? w->len : t->opt.reglen;
   if (memcmp(w->buf, t->opt.registration, n) != 0) return -1;
-  return w->len >= t->opt.reglen ? 1 : 0;
+  if (w->len >= t->opt.reglen) return 1;
+  return at_deadline ? -1 : 0;
 }
 
 static void drop(waiting *ws, size_t *n, size_t i) {
@@ -74,13 +83,24 @@ int tr_dtu_accept(transport *t, int *out, dtu_filter *flt, tr_error *e) {
   uint64_t reg_ns = (uint64_t)(t->opt.register_timeout_ms > 0 ? t->opt.register_timeout_ms
                                                               : 5000) * 1000000u;
   int perr = 0;
+  uint8_t left[DTU_PKT_MAX];
+  size_t nleft = 0;
   while (*out < 0) {
     uint64_t now = tr_now_ns();
     if (now >= deadline) break;
     uint64_t until = deadline;
-    for (size_t i = 0; i < n;)
+    for (size_t i = 0; i < n && *out < 0;)
       if (ws[i].deadline <= now) {
-        drop(ws, &n, i); /* no registration in time */
+        /* Its time is up: it is this bus's DTU if what it sent says so
+         * (a registration others' start with), else closed. */
+        if (judge(t, &ws[i], true) > 0) {
+          *out = ws[i].fd;
+          nleft = ws[i].len - t->opt.reglen;
+          memcpy(left, ws[i].buf + t->opt.reglen, nleft);
+          ws[i] = ws[--n];
+        } else {
+          drop(ws, &n, i);
+        }
       } else {
         if (ws[i].deadline < until) until = ws[i].deadline;
         i++;
@@ -94,22 +114,24 @@ int tr_dtu_accept(transport *t, int *out, dtu_filter *flt, tr_error *e) {
       perr = errno;
       break;
     }
-    if (r <= 0) continue;
+    if (*out >= 0 || r <= 0) continue;
     /* Pending connections first: the array changes as they go. */
     for (size_t i = n; i-- > 0;) {
       if (!p[i + 1].revents) continue;
       waiting *w = &ws[i];
-      ssize_t got = recv(w->fd, w->buf + w->len, t->opt.reglen - w->len, MSG_DONTWAIT);
+      ssize_t got = recv(w->fd, w->buf + w->len, reg_max(t) - w->len, MSG_DONTWAIT);
       if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
       if (got <= 0) {
         drop(ws, &n, i);
         continue;
       }
       w->len += (size_t)got;
-      int j = judge(t, w);
+      int j = judge(t, w, false);
       if (j < 0) drop(ws, &n, i);
       if (j > 0 && *out < 0) {
         *out = w->fd;
+        nleft = w->len - t->opt.reglen; /* the bus's bytes, after it */
+        memcpy(left, w->buf + t->opt.reglen, nleft);
         ws[i] = ws[--n];
       }
     }
@@ -135,5 +157,6 @@ int tr_dtu_accept(transport *t, int *out, dtu_filter *flt, tr_error *e) {
                    (long long)t->opt.wait_ms);
   tr_net_connected(*out);
   dtu_filter_reset(flt);
+  if (nleft) dtu_filter_feed(flt, left, nleft);
   return TR_OK;
 }
