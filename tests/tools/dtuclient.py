@@ -6,10 +6,14 @@
       "closed MS" or "open"
   dtuclient.py silent PORT TIMEOUT          connect, send nothing: "closed MS"
       or "open"
+  dtuclient.py stages PORT TEXT GO N TIMEOUT  connect, send TEXT, print
+      "sent"; once the file GO exists, send N bytes more ("A"s) and report as
+      send does
   dtuclient.py idle PORT N HOLD             open N connections that never
       register, print "opened N", keep them HOLD seconds, then print
       "closed-by-server K" (how many the server closed meanwhile)
 """
+import os
 import select
 import socket
 import sys
@@ -48,6 +52,20 @@ def main():
         s = connect(port, src)
         try:
             s.sendall(text.encode())
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        ms = wait_closed(s, timeout)
+        print("open" if ms is None else "closed %d" % ms, flush=True)
+    elif cmd == "stages":
+        text, go, n, timeout = sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+        s = connect(port)
+        s.sendall(text.encode())
+        print("sent", flush=True)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            s.sendall(b"A" * n)
         except (BrokenPipeError, ConnectionResetError):
             pass
         ms = wait_closed(s, timeout)
