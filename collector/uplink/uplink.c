@@ -62,6 +62,8 @@ struct uplink {
   int tries;
   uplink_stats st;
   int64_t *answered_ms; /* each station's last answer to a query (monotonic) */
+  bool told_unreachable; /* a failed connect logged at warn since the last link */
+  bool told_full;        /* reports removed for the bound logged since below it */
   char text[512];
 };
 
@@ -239,6 +241,13 @@ static void drop_link(uplink *u, const char *why) {
     say(u, UPLINK_SAY_WARN, "uplink: connection to %s:%d lost: %s; %zu reports kept",
         u->uc->host, u->uc->port, why, u->qlen);
     changed(u);
+  } else if (!u->told_unreachable) {
+    /* Once a stretch at warn: a wrong host or port must be seen at the
+     * default log level, a centre down for hours must not fill the log. */
+    u->told_unreachable = true;
+    say(u, UPLINK_SAY_WARN, "uplink: cannot connect to %s:%d: %s; retrying with back-off, "
+        "%zu reports kept (further failures are logged at debug level)", u->uc->host,
+        u->uc->port, why, u->qlen);
   } else {
     say(u, UPLINK_SAY_DEBUG, "uplink: cannot connect to %s:%d: %s", u->uc->host,
         u->uc->port, why);
@@ -354,9 +363,10 @@ static void enqueue(uplink *u, store_uplink *r) {
       u->inflight = false;
       u->tries = 0;
     }
+    /* The store removed the same report, and counts it
+     * (store_stats.uplink_dropped). */
     u->head = old->next;
     u->qlen--;
-    u->st.dropped++;
     free(old);
   }
   u->st.pending = u->qlen;
@@ -364,6 +374,12 @@ static void enqueue(uplink *u, store_uplink *r) {
 
 void uplink_store_event(uplink *u, const store_event *e) {
   if (!u || e->kind != STORE_EV_UPLINK) return;
+  if (e->uplink_dropped > 0 && !u->told_full) {
+    u->told_full = true;
+    say(u, UPLINK_SAY_WARN, "uplink: %d unconfirmed reports kept, the most there is room "
+        "for: the oldest are removed to make room for new ones (counted as dropped)",
+        STORE_UPLINK_MAX);
+  }
   size_t n = 0;
   for (const store_uplink *r = e->uplinks; r; r = r->next) {
     if (r->len < SZY_FRAME_MIN || szy_parse(r->frame, r->len, NULL) != SZY_OK) {
@@ -399,6 +415,7 @@ static void confirmed(uplink *u) {
   u->st.confirmed++;
   u->st.pending = u->qlen;
   u->st.last_confirm_ms = clock_wall_ms();
+  if (u->qlen < STORE_UPLINK_MAX) u->told_full = false;
   backoff_reset(&u->backoff_ms);
   send_head(u);
 }
@@ -514,6 +531,7 @@ static void on_connect(uv_connect_t *req, int status) {
   free_addrs(u);
   uv_timer_stop(&u->connect_timer);
   u->state = LINK_UP;
+  u->told_unreachable = false;
   u->st.connected = true;
   u->st.connects++;
   u->rlen = 0;

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# A meter that is healthy but slow to answer (here 1.6 s, a DTU's long round
-# trip would do the same) is reported to the centre with its values, not as
-# at fault: a report built before the slot's own poll has answered carries
-# the reading of the slot before.
+# The uplink in the field's less happy moments:
+#  - a centre that cannot be reached is said at warn level once, not at
+#    every retry (and not only at debug level);
+#  - a meter that is healthy but slow to answer (here 1.6 s, a DTU's long
+#    round trip would do the same) is reported with its values, not as at
+#    fault: a report built before the slot's own poll has answered carries
+#    the reading of the slot before;
+#  - with 10,000 reports kept (the bound), each new one removes the oldest:
+#    counted once each as dropped, and said once.
 source "$(dirname "$0")/lib.sh"
 
-read -r MQTT_PORT TCP_PORT CENTRE_PORT < <(free_ports 3)
+read -r MQTT_PORT TCP_PORT CENTRE_PORT METRICS_PORT < <(free_ports 4)
 cat >"$T/site.yaml" <<YAML
 site: {id: slowtest, timezone: UTC}
 mqtt: {url: "mqtt://127.0.0.1:$MQTT_PORT"}
@@ -15,6 +20,7 @@ buses:
 meters:
   - {id: M1, bus: line, unit: 1, profile: tuf2000m, interval: 10s,
      sim: {fixed: {flow_m3h: 1801.9, total_m3: 106182.9}, fault: slow, slow_delay: 1600ms}}
+metrics: {listen: 127.0.0.1:$METRICS_PORT}
 uplink:
   protocol: szy206
   host: 127.0.0.1
@@ -25,13 +31,22 @@ uplink:
     - {admin: "530381", station: 13, meters: [M1]}
 YAML
 
-start centre "$IC_TEST_BIN/ic-centre" "$CENTRE_PORT" "$T/mode"
-wait_for "$T/centre.out" '^ready' 10 "$centre_PID"
 start_broker broker "$MQTT_PORT"
 start sim "$IC_BIN/intake-sim" --config "$T/site.yaml"
 wait_for "$T/sim.out" '^ready' 20 "$sim_PID"
-start collector "$IC_BIN/intake-collector" --config "$T/site.yaml"
+# (1) No centre yet: its port refuses. Tried again after 1 s, 2 s...
+start collector "$IC_BIN/intake-collector" --config "$T/site.yaml" --log-level debug
 wait_for "$T/collector.out" '^ready' 20 "$collector_PID"
+tries() { [ "$(grep -c "cannot connect to 127.0.0.1:$CENTRE_PORT" "$T/collector.log")" -ge 3 ]; }
+wait_until 20 "three failed connects to the centre" tries
+expect_eq "a centre that refuses is said once at warn level" 1 \
+  "$(grep -c "^warn  uplink: cannot connect to 127.0.0.1:$CENTRE_PORT: .*retrying with back-off" "$T/collector.log")"
+start centre "$IC_TEST_BIN/ic-centre" "$CENTRE_PORT" "$T/mode"
+wait_for "$T/centre.out" '^ready' 10 "$centre_PID"
+wait_for "$T/collector.log" "uplink: connected to 127.0.0.1:$CENTRE_PORT" 30 "$collector_PID"
+ok "the gateway connects once the centre is there"
+
+# (2) The slow meter.
 reports() { grep '"function":"report"' "$T/centre.out" || true; }
 three() { [ "$(reports | wc -l)" -ge 3 ]; }
 wait_until 60 "three reports at the centre" three
@@ -47,4 +62,27 @@ for k in 2 3; do
 done
 stop_pid "$collector_PID"
 expect_eq "the gateway stops cleanly" 0 "$STOP_RC"
+
+# (3) 10,000 reports kept (copies of a real one), the centre silent: each
+# slot's new report removes the oldest, counted once.
+# Their slots the last 10,000 seconds (well within the retention).
+frame=$(reports | sed -n 2p | jq -r .hex)
+t=$(now_ms)
+sql "$T/readings.db" "DELETE FROM uplink_reports;
+  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+  INSERT INTO uplink_reports (id, slot_ms, frame) SELECT i, $t - (10001 - i) * 1000, X'$frame' FROM n;"
+echo silent >"$T/mode"
+start collector2 "$IC_BIN/intake-collector" --config "$T/site.yaml"
+wait_for "$T/collector2.out" '^ready' 20 "$collector2_PID"
+status() { curl -s -m 5 "http://127.0.0.1:$METRICS_PORT/status"; }
+dropped_some() { [ "$(status | jq '.uplink.dropped')" -ge 1 ] 2>/dev/null; }
+wait_until 30 "a report dropped for the bound" dropped_some
+read -r kept added < <(sql "$T/readings.db" "SELECT count(*), max(id) - 10000 FROM uplink_reports" | tr '|' ' ')
+dropped=$(status | jq '.uplink.dropped')
+expect_eq "the database holds 10,000 reports still" 10000 "$kept"
+expect_eq "each report removed is counted once ($added added since)" "$added" "$dropped"
+check "the bound is said at warn level" grep -q "^warn  uplink: 10000 unconfirmed reports kept" \
+  "$T/collector2.log"
+stop_pid "$collector2_PID"
+expect_eq "the gateway stops cleanly again" 0 "$STOP_RC"
 finish
