@@ -125,41 +125,24 @@ static double daily_factor(const sim_meter *m, double now_s) {
 }
 
 /* Units the simulator converts to and from its canonical units (m3/h for
- * flows, m3 for volumes): a value in UNIT is canonical * num / den. One table
- * serves both directions, so the conversions are exact inverses of each other.
- * A unit not listed is taken as canonical. */
-typedef enum { UNIT_FLOW, UNIT_VOLUME } unit_kind;
-
-static const struct {
-  const char *name;
-  unit_kind kind;
-  double num, den;
-} units[] = {
-    {"m3/h", UNIT_FLOW, 1, 1},      {"m3/s", UNIT_FLOW, 1, 3600},
-    {"m3/min", UNIT_FLOW, 1, 60},   {"L/s", UNIT_FLOW, 10, 36},
-    {"l/s", UNIT_FLOW, 10, 36},     {"m3", UNIT_VOLUME, 1, 1},
-    {"L", UNIT_VOLUME, 1000, 1},    {"l", UNIT_VOLUME, 1000, 1},
-};
-
-static int unit_index(const char *unit) {
-  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-    if (strcmp(units[i].name, unit) == 0) return (int)i;
-  return -1;
-}
-
+ * flows, m3 for volumes), by the profiles' one table: both directions use
+ * the same ratio, so the conversions are exact inverses of each other. A
+ * unit not listed is taken as canonical. */
 static double from_canonical(const char *unit, double v) {
-  int i = unit_index(unit);
-  return i < 0 ? v : v * units[i].num / units[i].den;
+  double num, den;
+  profile_unit_ratio(unit, &num, &den);
+  return v * num / den;
 }
 
 static double to_canonical(const char *unit, double v) {
-  int i = unit_index(unit);
-  return i < 0 ? v : v * units[i].den / units[i].num;
+  double num, den;
+  profile_unit_ratio(unit, &num, &den);
+  return v * den / num;
 }
 
 static bool is_flow_unit(const char *unit) {
-  int i = unit_index(unit);
-  return i >= 0 && units[i].kind == UNIT_FLOW;
+  double num, den;
+  return profile_unit_ratio(unit, &num, &den) == PROF_UNIT_FLOW;
 }
 
 static double field_value(const sim_meter *m, const prof_field *f) {

@@ -4,17 +4,12 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Flow in m3/h and volume in m3 whatever unit the field declares. */
-static double to_m3h(const prof_field *f, double v) {
-  if (strcmp(f->unit, "m3/s") == 0) return v * 3600.0;
-  if (strcmp(f->unit, "m3/min") == 0) return v * 60.0;
-  if (strcmp(f->unit, "L/s") == 0 || strcmp(f->unit, "l/s") == 0) return v * 3.6;
-  return v;
-}
-
-static double to_m3(const prof_field *f, double v) {
-  if (strcmp(f->unit, "L") == 0 || strcmp(f->unit, "l") == 0) return v / 1000.0;
-  return v;
+/* Flow in m3/h and volume in m3 whatever unit the field declares (an
+ * unknown unit taken as those). */
+static double canonical(const prof_field *f, double v) {
+  double num, den;
+  profile_unit_ratio(f->unit, &num, &den);
+  return v * den / num;
 }
 
 quality_value quality_assess(const mb_profile *p, const double *values,
@@ -34,12 +29,12 @@ quality_value quality_assess(const mb_profile *p, const double *values,
 
   int ti = profile_role_index(p, PROF_ROLE_TOTAL);
   int fi = profile_role_index(p, PROF_ROLE_FLOW);
-  double total = ti >= 0 ? to_m3(&p->fields[ti], values[ti]) : NAN;
-  double flow = fi >= 0 ? fabs(to_m3h(&p->fields[fi], values[fi])) : NAN;
+  double total = ti >= 0 ? canonical(&p->fields[ti], values[ti]) : NAN;
+  double flow = fi >= 0 ? fabs(canonical(&p->fields[fi], values[fi])) : NAN;
 
   if (q == QUALITY_GOOD && ti >= 0 && prev->have && ts_ms > prev->ts_ms) {
     double delta = total - prev->total_m3;
-    double rollover = to_m3(&p->fields[ti], p->fields[ti].rollover);
+    double rollover = canonical(&p->fields[ti], p->fields[ti].rollover);
     if (delta < -1e-6) {
       /* Wrapping at the meter's rollover is normal counting, not a fault:
        * the counter was near the top and is now near the bottom. */

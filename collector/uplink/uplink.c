@@ -73,25 +73,21 @@ void uplink_values_from(const mb_profile *p, const double *values, int64_t ts_ms
                         uplink_values *out) {
   memset(out, 0, sizeof *out);
   out->ts_ms = ts_ms;
+  double num, den;
   int fi = profile_role_index(p, PROF_ROLE_FLOW);
-  if (fi >= 0) {
-    const char *unit = p->fields[fi].unit;
-    double v = values[fi], k = 0;
-    if (strcmp(unit, "m3/s") == 0) k = 1;
-    else if (strcmp(unit, "m3/h") == 0) k = 1.0 / 3600.0;
-    else if (strcmp(unit, "l/s") == 0 || strcmp(unit, "L/s") == 0) k = 0.001;
-    if (k != 0 && isfinite(v)) {
-      out->has_flow = true;
-      out->flow_m3s = v * k;
-    }
+  if (fi >= 0 && profile_unit_ratio(p->fields[fi].unit, &num, &den) == PROF_UNIT_FLOW &&
+      isfinite(values[fi])) {
+    out->has_flow = true;
+    out->flow_m3s = values[fi] * den / num / 3600.0;
   }
   for (size_t i = 0; i < p->nfields; i++)
     if (p->fields[i].role == PROF_ROLE_STATUS && isfinite(values[i]) && values[i] != 0)
       out->fault = true;
   int ti = profile_role_index(p, PROF_ROLE_TOTAL);
-  if (ti >= 0 && strcmp(p->fields[ti].unit, "m3") == 0 && isfinite(values[ti])) {
+  if (ti >= 0 && profile_unit_ratio(p->fields[ti].unit, &num, &den) == PROF_UNIT_VOLUME &&
+      isfinite(values[ti])) {
     out->has_total = true;
-    out->total_m3 = values[ti];
+    out->total_m3 = values[ti] * den / num;
   }
 }
 

@@ -56,6 +56,27 @@ const char *profile_role_name(prof_role r) {
   return "?";
 }
 
+prof_unit_kind profile_unit_ratio(const char *unit, double *num, double *den) {
+  static const struct {
+    const char *name;
+    prof_unit_kind kind;
+    double num, den;
+  } units[] = {
+      {"m3/h", PROF_UNIT_FLOW, 1, 1},     {"m3/s", PROF_UNIT_FLOW, 1, 3600},
+      {"m3/min", PROF_UNIT_FLOW, 1, 60},  {"L/s", PROF_UNIT_FLOW, 10, 36},
+      {"l/s", PROF_UNIT_FLOW, 10, 36},    {"m3", PROF_UNIT_VOLUME, 1, 1},
+      {"L", PROF_UNIT_VOLUME, 1000, 1},   {"l", PROF_UNIT_VOLUME, 1000, 1},
+  };
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+    if (strcmp(units[i].name, unit) == 0) {
+      *num = units[i].num;
+      *den = units[i].den;
+      return units[i].kind;
+    }
+  *num = *den = 1;
+  return PROF_UNIT_OTHER;
+}
+
 double profile_unit_multiplier(const prof_field *f, uint16_t code) {
   for (size_t i = 0; i < f->ncodes; i++)
     if (f->codes[i].code == code)

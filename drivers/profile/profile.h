@@ -103,6 +103,14 @@ extern const char *const profile_role_names[];
 /* Multiplier for a unit code of field F, or NAN for an unknown code. */
 double profile_unit_multiplier(const prof_field *f, uint16_t code);
 
+/* The flow and volume units a field may declare (m3/h, m3/s, m3/min, L/s;
+ * m3, L) and how they stand to the canonical ones, m3/h for flows and m3
+ * for volumes: a value in UNIT is canonical * *NUM / *DEN. PROF_UNIT_OTHER
+ * (and 1/1) for any other unit. One table for every reader and writer of
+ * flows and volumes, so that they agree. */
+typedef enum { PROF_UNIT_OTHER = 0, PROF_UNIT_FLOW, PROF_UNIT_VOLUME } prof_unit_kind;
+prof_unit_kind profile_unit_ratio(const char *unit, double *num, double *den);
+
 /* Decode field F from a lookup of register words. WORDS(table, address)
  * returns a pointer to the words starting at that address (as many as the
  * part needs) or NULL when they were not read. Returns 0 and the value, or -1

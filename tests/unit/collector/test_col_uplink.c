@@ -205,9 +205,16 @@ static void test_values_from_profile(void **state) {
   snprintf(p->fields[0].unit, sizeof p->fields[0].unit, "l/s");
   uplink_values_from(p, vals, 42, &v);
   assert_true(v.flow_m3s > 21.2399 && v.flow_m3s < 21.2401);
-  /* A unit it cannot convert is no flow, not a wrong one. */
+  /* Every flow and volume unit a profile may declare: m3/min, litres. */
+  snprintf(p->fields[0].unit, sizeof p->fields[0].unit, "m3/min");
+  snprintf(p->fields[2].unit, sizeof p->fields[2].unit, "L");
+  uplink_values_from(p, vals, 42, &v);
+  assert_true(v.has_flow && v.has_total);
+  assert_true(v.flow_m3s > 353.9999 && v.flow_m3s < 354.0001);
+  assert_true(v.total_m3 > 0.008249 && v.total_m3 < 0.008251);
+  /* A unit it cannot convert is no value, not a wrong one. */
   snprintf(p->fields[0].unit, sizeof p->fields[0].unit, "gpm");
-  snprintf(p->fields[2].unit, sizeof p->fields[2].unit, "l");
+  snprintf(p->fields[2].unit, sizeof p->fields[2].unit, "gal");
   uplink_values_from(p, vals, 42, &v);
   assert_false(v.has_flow);
   assert_false(v.has_total);
