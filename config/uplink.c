@@ -118,6 +118,8 @@ static int station_meters(ctx *x, const ydoc_node *m, cfg_uplink_station *st, si
     if (ydoc_str(x->d, ms->items[i], &id, x->err, x->errlen)) return -1;
     int k = cfg_meter_index(x->c, id);
     if (k < 0) return ERR(x, ms->items[i], "no meter \"%s\" in meters", id);
+    if (owner[k] == si + 1)
+      return ERR(x, ms->items[i], "meter \"%s\" is listed twice in this station", id);
     if (owner[k]) {
       const cfg_uplink_station *o = &x->c->uplink.stations[owner[k] - 1];
       return ERR(x, ms->items[i], "meter \"%s\" is already reported by the station at line %d",

@@ -161,7 +161,7 @@ static void test_errors(void **state) {
                   15, 55, "meter \"KKY-01\" is already reported by the station at line 14");
   expect_error_at(SITE "  stations:\n    - {admin: \"530381\", station: 13, meters: [KKY-01, "
                        "KKY-01]}\n",
-                  14, 55, "already reported by the station at line 14");
+                  14, 55, "meter \"KKY-01\" is listed twice in this station");
   expect_error_at(SITE "  stations:\n    - {admin: \"530381\", station: 13, meters: []}\n", 14,
                   46, "at least one meter");
   expect_error_at(SITE "  stations:\n    - {admin: \"530381\", station: 13}\n", 14, 7,
