@@ -168,6 +168,15 @@ int cfg_cidr_parse(const char *s, cfg_cidr *out) {
     if (v > max) return -1;
     out->prefix = v;
   }
+  /* An IPv4 range written mapped into IPv6 (::ffff:10.0.0.0/104) is the
+   * IPv4 range: peers are compared as IPv4 (cfg_cidr_contains). */
+  static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+  if (out->family == AF_INET6 && out->prefix >= 96 && memcmp(out->addr, mapped, 12) == 0) {
+    out->family = AF_INET;
+    memmove(out->addr, out->addr + 12, 4);
+    memset(out->addr + 4, 0, 12);
+    out->prefix -= 96;
+  }
   return 0;
 }
 
@@ -1408,6 +1417,15 @@ static int parse_metrics(ctx *x, const ydoc_node *root) {
                       &x->c->metrics.port, "127.0.0.1:9464");
 }
 
+/* Would listening on A and on B, at one port, clash? The same address does,
+ * and so does a wildcard with what it covers: "::" (both families, as the
+ * servers listen) everything, "0.0.0.0" every IPv4 address. */
+static bool listen_clash(const char *a, const char *b) {
+  if (strcmp(a, b) == 0 || strcmp(a, "::") == 0 || strcmp(b, "::") == 0) return true;
+  if (strcmp(a, "0.0.0.0") == 0 && !strchr(b, ':')) return true;
+  return strcmp(b, "0.0.0.0") == 0 && !strchr(a, ':');
+}
+
 static int parse_dtu_server(ctx *x, const ydoc_node *m, cfg_dtu_server *sv) {
   if (ydoc_check_map(x->d, m, "DTU server", dtu_server_keys, x->err, x->errlen))
     return -1;
@@ -1423,9 +1441,12 @@ static int parse_dtu_server(ctx *x, const ydoc_node *m, cfg_dtu_server *sv) {
     return -1;
   for (size_t i = 0; i < x->c->ndtu_servers; i++)
     if (x->c->dtu_servers[i].port == sv->port &&
-        strcmp(x->c->dtu_servers[i].host, sv->host) == 0)
-      return ERR(x, v, "DTU server \"%s\" listens on the same address",
-                 x->c->dtu_servers[i].id);
+        listen_clash(x->c->dtu_servers[i].host, sv->host))
+      return ERR(x, v, "DTU server \"%s\" listens on the same address%s",
+                 x->c->dtu_servers[i].id,
+                 strcmp(x->c->dtu_servers[i].host, sv->host) == 0
+                     ? ""
+                     : " (one of the two takes every address of the port)");
   sv->idle_timeout_ms = 5 * MS_MINUTE;
   sv->register_timeout_ms = 5 * MS_SECOND;
   sv->max_pending = 256;

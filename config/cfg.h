@@ -65,8 +65,9 @@ typedef struct {
   cfg_cidr allow[CFG_ALLOW_MAX];
 } cfg_dtu_server;
 
-/* Parse "ADDR/PREFIX" (or an address alone, a range of one) into *OUT.
- * -1 when it is not one. */
+/* Parse "ADDR/PREFIX" (or an address alone, a range of one) into *OUT; an
+ * IPv4 range written mapped into IPv6 (::ffff:a.b.c.d/PREFIX of 96 or more)
+ * is taken as the IPv4 range. -1 when it is not one. */
 int cfg_cidr_parse(const char *s, cfg_cidr *out);
 
 /* Is the address ADDR of FAMILY (AF_INET: 4 bytes, AF_INET6: 16) in C? An

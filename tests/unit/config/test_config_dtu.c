@@ -123,6 +123,20 @@ static void test_everything(void **state) {
   inet_pton(AF_INET6, "2001:db8:1::5", a6);
   assert_true(cfg_cidr_contains(&s->allow[2], AF_INET6, a6));
   assert_false(cfg_cidr_contains(&s->allow[2], AF_INET, a4));
+  /* An IPv4 range written mapped into IPv6 is the IPv4 range, for peers
+   * seen either way. */
+  cfg_cidr m;
+  assert_int_equal(cfg_cidr_parse("::ffff:127.0.0.1/128", &m), 0);
+  assert_int_equal(m.family, AF_INET);
+  assert_int_equal(m.prefix, 32);
+  inet_pton(AF_INET, "127.0.0.1", a4);
+  assert_true(cfg_cidr_contains(&m, AF_INET, a4));
+  inet_pton(AF_INET6, "::ffff:127.0.0.1", a6);
+  assert_true(cfg_cidr_contains(&m, AF_INET6, a6));
+  inet_pton(AF_INET, "127.0.0.2", a4);
+  assert_false(cfg_cidr_contains(&m, AF_INET, a4));
+  assert_int_equal(cfg_cidr_parse("::ffff:10.0.0.0/104", &m), 0);
+  assert_int_equal(m.prefix, 8);
   const cfg_bus *b = &c->buses[0];
   assert_true(b->registration_every_packet);
   assert_int_equal(b->hblen, 2);
@@ -204,6 +218,18 @@ static void test_errors(void **state) {
   expect_error_at(HEAD SERVER "  - id: dtu-2\n    listen: 0.0.0.0:9000\n"
                   BUSES DTU_BUS METERS,
                   8, 13, "DTU server \"dtu-in\" listens on the same address");
+  /* A wildcard takes every address of its port. */
+  expect_error_at(HEAD SERVER "  - id: dtu-2\n    listen: 127.0.0.1:9000\n"
+                  BUSES DTU_BUS METERS,
+                  8, 13, "same address (one of the two takes every address of the port)");
+  expect_error_at(HEAD SERVER "  - id: dtu-2\n    listen: \"[::]:9000\"\n"
+                  BUSES DTU_BUS METERS,
+                  8, 13, "same address (one of the two takes every address of the port)");
+  cfg *c = load_ok(HEAD SERVER "  - id: dtu-2\n    listen: \"[::1]:9000\"\n"
+                   "  - id: dtu-3\n    listen: 127.0.0.1:9001\n"
+                   "  - id: dtu-4\n    listen: 127.0.0.2:9001\n" BUSES DTU_BUS METERS);
+  assert_int_equal(c->ndtu_servers, 4);
+  cfg_free(c);
   expect_error_at(HEAD SERVER "    bogus: 1\n" BUSES DTU_BUS METERS,
                   7, 5, "bogus");
 }
