@@ -30,6 +30,10 @@
  * reading, and the connection is closed. */
 #define UPLINK_WRITE_MAX 65536
 #define UPLINK_RBUF 1024
+/* Bytes from the centre that frame nothing, in a row, before the link is
+ * dropped: a centre's noise is a few bytes, a stream of it is hostile or
+ * broken, and every byte costs a search. */
+#define UPLINK_JUNK_MAX 4096
 /* A station answers one query in this long: a centre that confirms our
  * answer (AFN B0 back, as a query is) must not start a ping-pong. */
 #define UPLINK_QUERY_GAP_MS 1000
@@ -64,6 +68,7 @@ struct uplink {
   int64_t *answered_ms; /* each station's last answer to a query (monotonic) */
   bool told_unreachable; /* a failed connect logged at warn since the last link */
   bool told_full;        /* reports removed for the bound logged since below it */
+  size_t junk;           /* bytes skipped since the last good frame */
   char text[512];
 };
 
@@ -477,18 +482,28 @@ static void take_frames(uplink *u) {
     if (len == SZY_ENEEDMORE || (len > 0 && (size_t)len > u->rlen - at)) {
       size_t j = next_good(u, at);
       if (j == u->rlen) break;
+      u->junk += j - at;
       at = j;
       continue;
     }
     if (len < 0 || szy_parse(u->rbuf + at, (size_t)len, NULL) != SZY_OK) {
-      at++;
+      size_t from = at++;
       while (at < u->rlen && u->rbuf[at] != SZY_START) at++;
+      u->junk += at - from;
       continue;
     }
+    u->junk = 0;
     handle_frame(u, u->rbuf + at, (size_t)len);
     at += (size_t)len;
   }
   if (u->state != LINK_UP) return;
+  if (u->junk > UPLINK_JUNK_MAX) {
+    char why[96];
+    snprintf(why, sizeof why, "more than %d bytes from the centre frame nothing",
+             UPLINK_JUNK_MAX);
+    drop_link(u, why);
+    return;
+  }
   memmove(u->rbuf, u->rbuf + at, u->rlen - at);
   u->rlen -= at;
 }
@@ -531,6 +546,7 @@ static void on_connect(uv_connect_t *req, int status) {
   u->st.connected = true;
   u->st.connects++;
   u->rlen = 0;
+  u->junk = 0;
   uv_tcp_nodelay(&u->tcp, 1);
   uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_read);
   say(u, UPLINK_SAY_INFO, "uplink: connected to %s:%d; %zu reports to send", u->uc->host,

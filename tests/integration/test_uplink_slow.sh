@@ -7,7 +7,9 @@
 #    fault: a report built before the slot's own poll has answered carries
 #    the reading of the slot before;
 #  - with 10,000 reports kept (the bound), each new one removes the oldest:
-#    counted once each as dropped, and said once.
+#    counted once each as dropped, and said once;
+#  - a centre that streams bytes which frame nothing (each four of them
+#    starting a frame the CS check must refute) is dropped after 4 KiB.
 source "$(dirname "$0")/lib.sh"
 
 read -r MQTT_PORT TCP_PORT CENTRE_PORT METRICS_PORT < <(free_ports 4)
@@ -85,4 +87,37 @@ check "the bound is said at warn level" grep -q "^warn  uplink: 10000 unconfirme
   "$T/collector2.log"
 stop_pid "$collector2_PID"
 expect_eq "the gateway stops cleanly again" 0 "$STOP_RC"
+
+# (4) A hostile centre: 68 FB 68 16 over and over, until the gateway hangs up.
+read -r JUNK_PORT < <(free_ports 1)
+sed "s/port: $CENTRE_PORT/port: $JUNK_PORT/" "$T/site.yaml" >"$T/junk.yaml"
+cat >"$T/junk.py" <<'PY'
+import socket, sys
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1])))
+srv.listen(1)
+print("ready", flush=True)
+c, _ = srv.accept()
+sent = 0
+try:
+    while sent < 64 * 1024 * 1024:
+        c.sendall(bytes([0x68, 0xFB, 0x68, 0x16]) * 256)
+        sent += 1024
+except OSError:
+    pass
+print("closed after %d bytes" % sent, flush=True)
+PY
+start junk python3 "$T/junk.py" "$JUNK_PORT"
+wait_for "$T/junk.out" '^ready' 10 "$junk_PID"
+start collector3 "$IC_BIN/intake-collector" --config "$T/junk.yaml"
+wait_for "$T/collector3.out" '^ready' 20 "$collector3_PID"
+wait_for "$T/junk.out" '^closed after' 30 "$junk_PID"
+sent=$(sed -n 's/^closed after \([0-9]*\) bytes/\1/p' "$T/junk.out")
+check "the gateway hung up on the stream of junk (after $sent bytes sent into its socket)" \
+  test "$sent" -lt $((64 * 1024 * 1024))
+check "and says why" grep -q "connection to 127.0.0.1:$JUNK_PORT lost: more than 4096 bytes from the centre frame nothing" \
+  "$T/collector3.log"
+stop_pid "$collector3_PID"
+expect_eq "the gateway stops cleanly after the junk" 0 "$STOP_RC"
 finish
