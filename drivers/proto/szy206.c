@@ -374,6 +374,13 @@ int szy_describe(const uint8_t *buf, size_t len, char *out, size_t cap) {
           szy_crc8(buf + 3, buf[1]));
     else if (len >= 2 && buf[0] == SZY_START && len != (size_t)buf[1] + 5)
       put(&t, ",\"expected_len\":%u", buf[1] + 5u);
+    else if (len >= 1 && buf[0] != SZY_START)
+      put(&t, ",\"byte\":0,\"found\":\"%02X\",\"expected\":\"%02X\"", buf[0], SZY_START);
+    else if (len >= 3 && buf[2] != SZY_START)
+      put(&t, ",\"byte\":2,\"found\":\"%02X\",\"expected\":\"%02X\"", buf[2], SZY_START);
+    else if (len >= 5 && buf[len - 1] != SZY_END)
+      put(&t, ",\"byte\":%zu,\"found\":\"%02X\",\"expected\":\"%02X\"", len - 1,
+          buf[len - 1], SZY_END);
     put(&t, "}");
   } else {
     bool up = f.c & SZY_C_DIR;

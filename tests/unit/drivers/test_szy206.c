@@ -329,6 +329,17 @@ static void test_describe(void **state) {
                            "\"expected\":\"35\"}");
   szy_describe(V1, 20, out, sizeof out);
   assert_string_equal(out, "{\"error\":\"malformed frame\",\"len\":20,\"expected_len\":31}");
+  /* A wrong start or end byte is named, with what it should be. */
+  memcpy(bad, V1, 31);
+  bad[30] = 0x17;
+  szy_describe(bad, 31, out, sizeof out);
+  assert_string_equal(out, "{\"error\":\"malformed frame\",\"len\":31,\"byte\":30,"
+                           "\"found\":\"17\",\"expected\":\"16\"}");
+  memcpy(bad, V1, 31);
+  bad[2] = 0x67;
+  szy_describe(bad, 31, out, sizeof out);
+  assert_string_equal(out, "{\"error\":\"malformed frame\",\"len\":31,\"byte\":2,"
+                           "\"found\":\"67\",\"expected\":\"68\"}");
   /* Truncated to the buffer, always terminated. */
   n = szy_describe(V1, sizeof V1, out, 10);
   assert_int_equal(n, 9);
