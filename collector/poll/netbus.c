@@ -89,6 +89,7 @@ struct netbus {
    * its registration and heartbeat are taken out before the framer. */
   dtu_filter *flt;
   bool dtu_seen; /* a DTU has been attached once */
+  char closed_why[sizeof ((tr_error *)0)->detail]; /* why the DTU's link last closed, when the bus knows */
 };
 
 struct netbuses {
@@ -218,7 +219,10 @@ static void not_connected(netbus *nb) {
   tr_error e;
   char reg[CFG_REG_TEXT_MAX];
   cfg_bus_registration_text(nb->bus, reg, sizeof reg);
-  if (nb->dtu_seen)
+  if (nb->dtu_seen && nb->closed_why[0])
+    tr_fail(&e, TR_ENOTCONN, "DTU %s has not connected again since its link closed (%s)", reg,
+            nb->closed_why);
+  else if (nb->dtu_seen)
     tr_fail(&e, TR_ENOTCONN, "DTU %s has not connected again since its link closed", reg);
   else
     tr_fail(&e, TR_ENOTCONN, "DTU %s has not connected", reg);
@@ -452,6 +456,7 @@ static void conn_lost(netbus *nb, int err) {
   where_buf wb;
   tr_error e;
   tr_net_lost(&e, err, where(nb, &wb));
+  snprintf(nb->closed_why, sizeof nb->closed_why, "%s", e.detail);
   close_conn(nb);
   if (nb->busy) finish(nb, e.code, &e);
 }
@@ -483,6 +488,7 @@ static bool count_junk(netbus *nb, size_t n) {
   tr_error e;
   where_buf wb;
   tr_net_junk(&e, where(nb, &wb), nb->rx_junk);
+  snprintf(nb->closed_why, sizeof nb->closed_why, "%s", e.detail);
   close_conn(nb);
   if (nb->busy) finish(nb, e.code, &e);
   return false;
@@ -841,6 +847,7 @@ int netbus_dtu_attach(netbus *bus, int fd, const uint8_t *left, size_t nleft) {
     tr_net_connected(fd);
     nb->state = NB_OPEN;
     nb->dtu_seen = true;
+    nb->closed_why[0] = '\0';
     nb->rx_junk = 0;
     nb->last_rx_ns = now_ns();
     dtu_filter_reset(nb->flt);
@@ -865,6 +872,7 @@ int64_t netbus_dtu_quiet_ms(const netbus *bus) {
 void netbus_dtu_close(netbus *bus) {
   netbus *nb = dtu_bus(bus);
   if (!nb || !nb->c) return;
+  snprintf(nb->closed_why, sizeof nb->closed_why, "it went quiet for idle_timeout");
   close_conn(nb);
   if (nb->busy) {
     tr_error e;

@@ -7,6 +7,7 @@
 #    it sent (closed, unknown), and the daemon runs on;
 #  - refused takeovers from one address: every one counted, logged once;
 #  - messages name the DTU, not an address the bus does not have;
+#  - a DTU link closed for junk: the polls after it say why it closed;
 #  - `intake-collector read` with registrations that are prefixes of one
 #    another (DTU-1, DTU-10) binds only the bus the bytes name.
 source "$(dirname "$0")/lib.sh"
@@ -26,6 +27,7 @@ dtu_servers:
 buses:
   - {id: b1, transport: rtu-dtu, server: dtu-in, registration: DTU-1, timeout: 500ms}
   - {id: b10, transport: rtu-dtu, server: dtu-in, registration: DTU-10, timeout: 500ms}
+  - {id: b2, transport: rtu-dtu, server: dtu-in, registration: JUNK-2, timeout: 500ms}
 YAML
   [ "${1:-}" = with-long ] &&
     echo "  - {id: long, transport: rtu-dtu, server: dtu-in, registration: LONG-REGISTRATION-0123456789AB}"
@@ -33,19 +35,20 @@ YAML
 meters:
   - {id: M1, bus: b1, unit: 1, profile: mag-00h, interval: 1s, sim: {fixed: {flow_m3h: 11}}}
   - {id: M10, bus: b10, unit: 1, profile: mag-00h, interval: 1s, sim: {fixed: {flow_m3h: 1010}}}
+  - {id: M2, bus: b2, unit: 1, profile: mag-00h, interval: 1s}
 YAML
   [ "${1:-}" = with-long ] && echo "  - {id: L1, bus: long, unit: 1, profile: mag-00h, interval: 1s}"
   return 0
 }
 site with-long >"$T/site.yaml"
 # The simulator dials in as DTU-10 only.
-site | grep -v 'id: b1,\|id: M1,\|metrics:' >"$T/sim.yaml"
+site | grep -v 'id: b1,\|id: M1,\|id: b2,\|id: M2,\|metrics:' >"$T/sim.yaml"
 DB="$T/readings.db"
 rows() { sql "$DB" "SELECT count(*) FROM readings WHERE meter = '$1'"; }
 not_connected() { sql "$DB" "SELECT coalesce(sum(not_connected), 0) FROM poll_stats WHERE meter = '$1'"; }
 
 start_broker broker "$MQTT_PORT"
-start collector "$IC_BIN/intake-collector" --config "$T/site.yaml"
+start collector "$IC_BIN/intake-collector" --config "$T/site.yaml" --log-level debug
 wait_for "$T/collector.out" '^ready' 20 "$collector_PID"
 check "the start-up line names the DTU and its server" \
   grep -q "bus b10: rtu-dtu, DTU DTU-10 dialling in to server dtu-in, timeout 500 ms" "$T/collector.log"
@@ -95,7 +98,33 @@ refused=$(curl -s -m 5 "http://127.0.0.1:$METRICS_PORT/metrics" |
   awk '/^intake_dtu_takeovers_refused_total\{.*bus="b10"/ {print $2}')
 check "the simulator's tries were refused and counted ($refused)" test "${refused:-0}" -ge 2
 expect_eq "... and logged once for the address" 1 \
-  "$(grep -c 'refused a takeover by 127\.0\.0\.1' "$T/collector.log")"
+  "$(grep -c '^warn  .*refused a takeover by 127\.0\.0\.1' "$T/collector.log")"
+# (4) A DTU that registers, then sends 8 KiB that frame nothing and keeps
+# its link open: the gateway closes it, and the polls that find b2 without
+# its DTU say why its link closed.
+cat >"$T/junk.py" <<'PY'
+import os, socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"JUNK-2")
+time.sleep(0.3)
+try:
+    for _ in range(8):
+        s.sendall(bytes(b | 0x80 for b in os.urandom(1024)))
+except OSError:
+    pass
+s.settimeout(20)
+try:
+    while s.recv(4096):
+        pass
+    print("closed", flush=True)
+except OSError as e:
+    print("closed", e, flush=True)
+PY
+start junk python3 "$T/junk.py" "$DTU_PORT"
+wait_for "$T/junk.out" '^closed' 20 "$junk_PID"
+ok "the gateway closed the link that sent junk"
+wait_for "$T/collector.log" "meter M2: poll failed: not_connected: DTU JUNK-2 has not connected again since its link closed \(DTU JUNK-2 sent [0-9]+ bytes that frame no answer" 20 "$collector_PID"
+ok "M2's polls say why its DTU's link closed"
 check "no message names an address the DTU buses lack (:0)" \
   bash -c "! grep -q ' :0\b' '$T/collector.log'"
 
