@@ -142,8 +142,10 @@ typedef struct {
   size_t used, flen;
   int skips;
   bool found;
-  /* Another way with as many packets out gave another good frame. */
+  /* Another way in the same round gave another good frame; the buffer
+   * bytes the two used. */
   bool ambiguous;
+  size_t spanned;
 } search;
 
 typedef struct {
@@ -168,8 +170,8 @@ static bool fits(const search *s, size_t flen, int want) {
 }
 
 /* A good frame along P. The first is kept and the search goes on: another
- * frame from as many packets out means the CRC cannot tell which is the
- * answer (S_FOUND: stop). */
+ * frame in the same round means the CRC cannot tell which is the answer
+ * (S_FOUND: stop). */
 static int good(search *s, const path *p) {
   if (!s->found) {
     memcpy(s->got, s->fr, p->flen);
@@ -179,12 +181,12 @@ static int good(search *s, const path *p) {
     s->found = true;
     return S_BAD;
   }
-  if (p->skips == s->skips &&
-      (p->flen != s->flen || memcmp(s->fr, s->got, p->flen) != 0)) {
+  if (p->flen != s->flen || memcmp(s->fr, s->got, p->flen) != 0) {
     s->ambiguous = true;
+    s->spanned = p->pos > s->used ? p->pos : s->used;
     return S_FOUND;
   }
-  return S_BAD; /* the same frame another way, or a less likely one */
+  return S_BAD; /* the same frame another way */
 }
 
 static int dfs(search *s, path p);
@@ -310,6 +312,13 @@ size_t dtu_filter_next(dtu_filter *f, uint8_t *out, size_t cap) {
       return s.flen;
     }
     if (r == S_MORE && !full) return 0;
+    if (r == S_BAD && s.ambiguous) {
+      /* Not one frame but two: neither is handed on, nor the bytes as they
+       * came (they may be one of them). */
+      consume(f, s.spanned);
+      f->ambiguous++;
+      continue;
+    }
     /* No frame starts here: a whole packet in front goes (a heartbeat
      * between answers; the registration again, which a DTU may send after
      * its own reconnect, whatever the setting). */

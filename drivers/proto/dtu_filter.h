@@ -25,9 +25,11 @@
  *   first, and for as many, the earliest first. A way that takes more
  *   packets out needs more bytes, so while the frame is whole as it came
  *   (or with fewer out) no data byte that looks like a packet is taken out.
- * - Two ways with as many packets out that give different good frames
- *   mean the CRC cannot tell: neither is taken, the bytes go on as they
- *   came (and fail their CRC). An answer lost is better than a wrong one.
+ * - Two ways of one round (those at chunk bounds with the bytes as they
+ *   came; or as many packets anywhere) that give different good frames
+ *   mean the CRC cannot tell: neither is taken, nor the bytes as they
+ *   came; they are dropped (counted in ambiguous). An answer lost is
+ *   better than a wrong one.
  * - When the caller says which answer it awaits (dtu_filter_expect), a way
  *   that takes a packet out of a frame must give that answer: its unit, its
  *   function (or the exception to it) and its length. A frame as it came
@@ -80,6 +82,7 @@ typedef struct {
   uint8_t exp_unit, exp_fc;
   size_t exp_len;
   uint64_t packets; /* registration and heartbeat packets taken out */
+  uint64_t ambiguous; /* times two ways gave two frames: bytes dropped */
   unsigned work_max; /* the most steps one dtu_filter_next took */
 } dtu_filter;
 

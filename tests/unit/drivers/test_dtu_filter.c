@@ -467,7 +467,8 @@ static void test_expect(void **state) {
 
 /* Two ways with one heartbeat out that give two different good frames:
  * with nothing to tell them apart (the bytes came in one chunk) neither is
- * taken; when the heartbeat starts a chunk, the right one is. */
+ * taken, nor the bytes as they came; when the heartbeat starts a chunk,
+ * the right one is. */
 static void test_ambiguous(void **state) {
   (void)state;
   /* Unit 1, 10 registers; a data byte 0xFE at 5, the heartbeat after 15
@@ -504,6 +505,7 @@ static void test_ambiguous(void **state) {
     assert_false(k == 25 && (!memcmp(out + off, a, 25) || !memcmp(out + off, b, 25)));
     off += k;
   }
+  assert_int_equal(f.ambiguous, 1);
   init(&f, "REG", false, "hex:FE");
   assert_int_equal(dtu_filter_feed(&f, in, 15), 15);
   assert_int_equal(dtu_filter_next(&f, out, sizeof out), 0);
