@@ -612,6 +612,7 @@ static void send_request(netbus *nb) {
   const mb_plan *plan = nb->cur.plan;
   const plan_range *r = &plan->reqs[nb->req];
   uint8_t fc = r->table == MB_TABLE_INPUT ? MB_FC_READ_INPUT : MB_FC_READ_HOLDING;
+  if (nb->flt) dtu_filter_expect(nb->flt, (uint8_t)m->unit, fc, 5 + 2u * r->count);
   tr_error e;
   if (!nb->x && !(nb->x = x_take(nb->set))) {
     finish(nb, tr_fail(&e, TR_EIO, "out of memory"), &e);

@@ -148,6 +148,7 @@ static int net_read(transport *t, uint8_t unit, uint8_t fc, uint16_t addr,
   }
 
   if (n->flt) dtu_filter_reset(n->flt);
+  if (n->flt) dtu_filter_expect(n->flt, unit, fc, 5 + 2u * count);
   uint8_t frame[MB_XCHG_REQ_MAX];
   int flen = mb_xchg_begin(&n->x, is_rtu(t), ++n->tid, unit, fc, addr, count,
                            out, frame, sizeof frame, e);
