@@ -1,5 +1,6 @@
 /* service: what both daemons (the gateway and the fleet view) do around
- * their event loop: stop on SIGTERM and SIGINT, close every handle at the
+ * their event loop: stop on SIGTERM and SIGINT, take SIGHUP (a reload, or
+ * ignored) and SIGUSR1/2 (ignored) without dying, close every handle at the
  * end, and read a secret named in the configuration. Unlike the rest of
  * base/, these log: they are the daemons' own start and stop. Loop thread
  * only. */
