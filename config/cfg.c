@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <sys/stat.h>
 #include <arpa/inet.h>
@@ -133,7 +134,7 @@ const char *cfg_bus_registration_text(const cfg_bus *b, char *buf, size_t cap) {
   bool text = b->reglen > 0;
   for (size_t i = 0; i < b->reglen; i++)
     if (b->registration[i] < 0x20 || b->registration[i] > 0x7E ||
-        (i == 0 && b->reglen >= 4 && memcmp(b->registration, "hex:", 4) == 0))
+        (i == 0 && b->reglen >= 4 && strncasecmp((const char *)b->registration, "hex:", 4) == 0))
       text = false;
   if (text) {
     snprintf(buf, cap, "%.*s", (int)b->reglen, (const char *)b->registration);

@@ -1,11 +1,12 @@
 #include "proto/dtu_filter.h"
 
 #include <string.h>
+#include <strings.h>
 
 int dtu_packet_parse(const char *s, uint8_t *out, size_t cap) {
   if (!s || !out) return -1;
   size_t n = 0;
-  if (strncmp(s, "hex:", 4) != 0) {
+  if (strncasecmp(s, "hex:", 4) != 0) {
     n = strlen(s);
     if (n == 0 || n > cap) return -1;
     memcpy(out, s, n);

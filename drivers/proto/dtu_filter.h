@@ -86,7 +86,7 @@ typedef struct {
   unsigned work_max; /* the most steps one dtu_filter_next took */
 } dtu_filter;
 
-/* Parse a packet as configured: "hex:7B01..." (pairs of hex digits, spaces
+/* Parse a packet as configured: "hex:7B01..." ("HEX:" too; pairs of hex digits, spaces
  * allowed between pairs) or text taken byte for byte. Returns its length
  * (1..CAP), or -1 when empty, too long or not hex after "hex:". */
 int dtu_packet_parse(const char *s, uint8_t *out, size_t cap);

@@ -56,6 +56,10 @@ static void test_packet_parse(void **state) {
   assert_int_equal(b[0], 0x7B);
   assert_int_equal(b[1], 0x01);
   assert_int_equal(b[2], 0xFE);
+  /* Written in capitals, it is hex all the same, not 8 bytes of text. */
+  assert_int_equal(dtu_packet_parse("HEX:AA01", b, sizeof b), 2);
+  assert_int_equal(b[0], 0xAA);
+  assert_int_equal(b[1], 0x01);
   assert_int_equal(dtu_packet_parse("hex:7", b, sizeof b), -1);
   assert_int_equal(dtu_packet_parse("hex:zz", b, sizeof b), -1);
   assert_int_equal(dtu_packet_parse("hex:", b, sizeof b), -1);
