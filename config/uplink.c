@@ -175,9 +175,17 @@ static int parse_endpoint(ctx *x, const ydoc_node *m) {
   const char *s;
   int64_t port;
   if (!h || ydoc_str(x->d, h, &s, x->err, x->errlen)) return -1;
-  if (!valid_host(s) || strlen(s) >= sizeof u->host)
+  /* An IPv6 address in brackets, as written in a URL or host:port. */
+  size_t n = strlen(s);
+  char bare[sizeof u->host];
+  if (n > 2 && s[0] == '[' && s[n - 1] == ']' && n - 2 < sizeof bare) {
+    memcpy(bare, s + 1, n - 2);
+    bare[n - 2] = '\0';
+    if (strchr(bare, ':')) s = bare, n -= 2;
+  }
+  if (!valid_host(s) || n >= sizeof u->host)
     return ERR(x, h, "expected a host name or an IP address for the centre");
-  memcpy(u->host, s, strlen(s) + 1);
+  memcpy(u->host, s, n + 1);
   if (!(p = need(x, m, "port", "in uplink"))) return -1;
   if (ydoc_int(x->d, p, 1, 65535, &port, x->err, x->errlen)) return -1;
   u->port = (int)port;

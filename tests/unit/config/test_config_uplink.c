@@ -17,7 +17,8 @@
 #include "site_fixture.h"
 
 /* Lines 1-19: a site with three meters. */
-#define SITE                                                                   \
+#define SITE SITE_HEAD "  host: 127.0.0.1\n" /* 11 */ "  port: 6000\n" /* 12 */
+#define SITE_HEAD                                                              \
   "site: {id: kekeya}\n"                                   /* 1 */             \
   "mqtt: {url: mqtt://127.0.0.1:1883}\n"                   /* 2 */             \
   "storage: {path: ./r.db}\n"                              /* 3 */             \
@@ -27,9 +28,7 @@
   "  - {id: KKY-01, bus: plc, unit: 1, profile: tuf2000m}\n" /* 7 */           \
   "  - {id: KKY-02, bus: plc, unit: 2, profile: tuf2000m}\n" /* 8 */           \
   "  - {id: KKY-03, bus: plc, unit: 3, profile: tuf2000m}\n" /* 9 */           \
-  "uplink:\n"                                              /* 10 */            \
-  "  host: 127.0.0.1\n"                                    /* 11 */            \
-  "  port: 6000\n"                                         /* 12 */
+  "uplink:\n"                                              /* 10 */
 #define STATIONS                                                               \
   "  stations:\n"                                          /* 13 */            \
   "    - admin: \"530381\"\n"                              /* 14 */            \
@@ -90,6 +89,10 @@ static void test_defaults(void **state) {
 
 static void test_every_key(void **state) {
   (void)state;
+  /* An IPv6 address may be written in brackets, as in a URL. */
+  cfg *c6 = load_ok(SITE_HEAD "  host: \"[::1]\"\n  port: 6000\n" STATIONS);
+  assert_string_equal(c6->uplink.host, "::1");
+  cfg_free(c6);
   cfg *c = load_ok(SITE "  protocol: sl427\n"
                         "  report_interval: 1m30s\n"
                         "  heartbeat: 20s\n"
