@@ -130,6 +130,15 @@ bool cfg_dtu_match(const cfg *c, size_t server, const uint8_t *buf, size_t len, 
   return more;
 }
 
+size_t cfg_dtu_reg_max(const cfg *c, size_t server) {
+  size_t m = 1;
+  for (size_t b = 0; b < c->nbuses; b++)
+    if (c->buses[b].transport == CFG_TRANSPORT_RTU_DTU && c->buses[b].server == server &&
+        c->buses[b].reglen > m)
+      m = c->buses[b].reglen;
+  return m;
+}
+
 const char *cfg_bus_registration_text(const cfg_bus *b, char *buf, size_t cap) {
   bool text = b->reglen > 0;
   for (size_t i = 0; i < b->reglen; i++)

@@ -311,6 +311,10 @@ const char *cfg_bus_registration_text(const cfg_bus *b, char *buf, size_t cap);
  * prefixes of one another, the longest one the bytes match wins. */
 bool cfg_dtu_match(const cfg *c, size_t server, const uint8_t *buf, size_t len, size_t *bus);
 
+/* The longest registration among server SERVER's buses (1 when it has
+ * none): the most of a connection's first bytes read before judging them. */
+size_t cfg_dtu_reg_max(const cfg *c, size_t server);
+
 /* The bus of meter M. */
 const cfg_bus *cfg_meter_bus(const cfg *c, const cfg_meter *m);
 

@@ -90,11 +90,7 @@ static void dtu_options(const cfg *c, const cfg_bus *b, int64_t wait_ms,
   o->allow_ctx = sv;
   o->judge = dtu_judge;
   o->judge_ctx = jc;
-  o->reg_max = 0;
-  for (size_t i = 0; i < c->nbuses; i++)
-    if (c->buses[i].transport == CFG_TRANSPORT_RTU_DTU && c->buses[i].server == b->server &&
-        c->buses[i].reglen > o->reg_max)
-      o->reg_max = c->buses[i].reglen;
+  o->reg_max = cfg_dtu_reg_max(c, b->server);
 }
 
 /* Print one meter's outcome. */

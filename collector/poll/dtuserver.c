@@ -457,12 +457,10 @@ int dtuservers_new(dtuservers **out, uv_loop_t *loop, const cfg *c, const dtu_li
     sv->index = i;
     sv->cfg = &c->dtu_servers[i];
     sv->fd = -1;
-    sv->reg_max = 1;
+    sv->reg_max = cfg_dtu_reg_max(c, i);
     for (size_t b = 0; b < c->nbuses; b++)
-      if (c->buses[b].transport == CFG_TRANSPORT_RTU_DTU && c->buses[b].server == i) {
+      if (c->buses[b].transport == CFG_TRANSPORT_RTU_DTU && c->buses[b].server == i)
         s->buses[b].used = true;
-        if (c->buses[b].reglen > sv->reg_max) sv->reg_max = c->buses[b].reglen;
-      }
     uv_timer_init(loop, &sv->timer);
     uv_timer_init(loop, &sv->sweep);
     uv_timer_init(loop, &sv->resume);
@@ -498,11 +496,7 @@ int dtuservers_rebind(dtuservers *s, const cfg *nc, const long *old_of_new) {
   for (size_t i = 0; i < s->n; i++) {
     server *sv = &s->servers[i];
     sv->cfg = &nc->dtu_servers[i];
-    sv->reg_max = 1;
-    for (size_t b = 0; b < nc->nbuses; b++)
-      if (nc->buses[b].transport == CFG_TRANSPORT_RTU_DTU && nc->buses[b].server == i &&
-          nc->buses[b].reglen > sv->reg_max)
-        sv->reg_max = nc->buses[b].reglen;
+    sv->reg_max = cfg_dtu_reg_max(nc, i);
   }
   return 0;
 }
