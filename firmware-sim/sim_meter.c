@@ -98,8 +98,6 @@ void sim_meter_set_fault(sim_meter *m, sim_fault f) {
   if (f == SIM_FAULT_RESET) m->reset_pending = true;
 }
 
-static double to_canonical(const char *unit, double v);
-
 int sim_meter_pin(sim_meter *m, const char *name, double value, bool pin) {
   int i = profile_field_index(m->profile, name);
   if (i < 0) return -1;
@@ -110,9 +108,9 @@ int sim_meter_pin(sim_meter *m, const char *name, double value, bool pin) {
      * the integrator stands still while the pin holds (sim_meter_update), so
      * unpinning later continues from the pinned value rather than jumping. */
     const prof_field *f = &m->profile->fields[i];
-    if (f->role == PROF_ROLE_TOTAL) m->total_m3 = to_canonical(f->unit, value);
+    if (f->role == PROF_ROLE_TOTAL) m->total_m3 = profile_unit_to_canonical(f->unit, value);
     if (f->role == PROF_ROLE_NET_TOTAL)
-      m->net_total_m3 = to_canonical(f->unit, value);
+      m->net_total_m3 = profile_unit_to_canonical(f->unit, value);
   }
   return 0;
 }
@@ -132,12 +130,6 @@ static double from_canonical(const char *unit, double v) {
   double num, den;
   profile_unit_ratio(unit, &num, &den);
   return v * num / den;
-}
-
-static double to_canonical(const char *unit, double v) {
-  double num, den;
-  profile_unit_ratio(unit, &num, &den);
-  return v * den / num;
 }
 
 static bool is_flow_unit(const char *unit) {
@@ -204,7 +196,7 @@ void sim_meter_update(sim_meter *m, double now_s) {
   int fi = profile_role_index(p, PROF_ROLE_FLOW);
   if (fi >= 0 && m->pinned[fi]) {
     /* A pinned flow drives the totalizer too, so physics stays consistent. */
-    m->flow_m3h = to_canonical(p->fields[fi].unit, m->values[fi]);
+    m->flow_m3h = profile_unit_to_canonical(p->fields[fi].unit, m->values[fi]);
   }
   /* A pinned totalizer stands still: the pin is the reading, and unpinning
    * continues from it. A reset does not move it either. */

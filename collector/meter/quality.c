@@ -4,14 +4,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Flow in m3/h and volume in m3 whatever unit the field declares (an
- * unknown unit taken as those). */
-static double canonical(const prof_field *f, double v) {
-  double num, den;
-  profile_unit_ratio(f->unit, &num, &den);
-  return v * den / num;
-}
-
 quality_value quality_assess(const mb_profile *p, const double *values,
                              int64_t ts_ms, quality_prev *prev, char *reason,
                              size_t reason_len) {
@@ -29,12 +21,12 @@ quality_value quality_assess(const mb_profile *p, const double *values,
 
   int ti = profile_role_index(p, PROF_ROLE_TOTAL);
   int fi = profile_role_index(p, PROF_ROLE_FLOW);
-  double total = ti >= 0 ? canonical(&p->fields[ti], values[ti]) : NAN;
-  double flow = fi >= 0 ? fabs(canonical(&p->fields[fi], values[fi])) : NAN;
+  double total = ti >= 0 ? profile_unit_to_canonical(p->fields[ti].unit, values[ti]) : NAN;
+  double flow = fi >= 0 ? fabs(profile_unit_to_canonical(p->fields[fi].unit, values[fi])) : NAN;
 
   if (q == QUALITY_GOOD && ti >= 0 && prev->have && ts_ms > prev->ts_ms) {
     double delta = total - prev->total_m3;
-    double rollover = canonical(&p->fields[ti], p->fields[ti].rollover);
+    double rollover = profile_unit_to_canonical(p->fields[ti].unit, p->fields[ti].rollover);
     if (delta < -1e-6) {
       /* Wrapping at the meter's rollover is normal counting, not a fault:
        * the counter was near the top and is now near the bottom. */

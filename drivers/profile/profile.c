@@ -77,6 +77,12 @@ prof_unit_kind profile_unit_ratio(const char *unit, double *num, double *den) {
   return PROF_UNIT_OTHER;
 }
 
+double profile_unit_to_canonical(const char *unit, double v) {
+  double num, den;
+  profile_unit_ratio(unit, &num, &den);
+  return v * den / num;
+}
+
 double profile_unit_multiplier(const prof_field *f, uint16_t code) {
   for (size_t i = 0; i < f->ncodes; i++)
     if (f->codes[i].code == code)

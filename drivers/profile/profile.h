@@ -111,6 +111,9 @@ double profile_unit_multiplier(const prof_field *f, uint16_t code);
 typedef enum { PROF_UNIT_OTHER = 0, PROF_UNIT_FLOW, PROF_UNIT_VOLUME } prof_unit_kind;
 prof_unit_kind profile_unit_ratio(const char *unit, double *num, double *den);
 
+/* V, in UNIT, in the canonical unit (m3/h or m3; as it is for another). */
+double profile_unit_to_canonical(const char *unit, double v);
+
 /* Decode field F from a lookup of register words. WORDS(table, address)
  * returns a pointer to the words starting at that address (as many as the
  * part needs) or NULL when they were not read. Returns 0 and the value, or -1
